@@ -1,0 +1,1 @@
+//! Derived fields computed from a decoded tuple and its record (pure functions, no I/O).

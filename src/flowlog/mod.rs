@@ -1,0 +1,1 @@
+//! Flow-log record decoding.

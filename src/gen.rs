@@ -1,0 +1,1 @@
+//! Deterministic generator of realistic flow-log blobs.

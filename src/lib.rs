@@ -1,0 +1,18 @@
+//! flowlogd: ships Azure NSG and VNet flow logs from Blob Storage into Elasticsearch,
+//! one document per flow tuple, reading only the bytes appended since the last poll.
+//!
+//! Module map:
+//! - [`flowlog`]: decoding of flow-log records and tuples (pure, no I/O).
+//! - [`enrich`]: derived fields: resource-id parts, flow classification, community id.
+//! - [`sink`]: document layouts, index names, bulk indexing.
+//! - [`source`]: Azure Storage access: credentials, listing, ranged reads.
+//! - [`registry`]: per-blob read offsets in sled.
+//! - [`secret`]: a string that never shows itself in logs or errors.
+//! - [`gen`]: deterministic generator of realistic flow logs.
+pub mod enrich;
+pub mod flowlog;
+pub mod gen;
+pub mod registry;
+pub mod secret;
+pub mod sink;
+pub mod source;

@@ -1,0 +1,1 @@
+//! Sled-backed registry of per-blob read offsets.

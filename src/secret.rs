@@ -1,0 +1,1 @@
+//! A string that never shows itself in logs, errors or metrics.

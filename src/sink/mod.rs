@@ -1,0 +1,1 @@
+//! Turning decoded tuples into indexable documents and delivering them to Elasticsearch.
