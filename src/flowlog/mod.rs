@@ -1,1 +1,8 @@
-//! Flow-log record decoding.
+//! Flow-log decoding: PT1H.json envelopes, records and tuples of NSG v1/v2 and VNet flow logs (pure, no I/O).
+pub mod envelope;
+pub mod record;
+pub mod tuple;
+
+pub use envelope::{RecordScanner, ScanEnd, ScanEvent, ScanStart};
+pub use record::{FlowGroup, FlowLogKind, Record, RecordError, decode_record};
+pub use tuple::{Decision, Direction, FlowState, FlowTuple, TupleError, TupleErrorKind, parse_tuple};

@@ -1,0 +1,439 @@
+//! Incremental splitting of a PT1H.json byte stream (`{"records":[rec,rec,…]}`) into complete
+//! records with their absolute byte offsets, across arbitrary chunk boundaries.
+//!
+//! Azure grows a blob by committing one block per record just before the tail `]}`, each block
+//! after the first starting with `,`. A reader that remembers the end of the last complete record
+//! can fetch `[end, length)` later and resume here in [`ScanStart::BetweenRecords`].
+use memchr::{memchr, memchr2, memchr3};
+
+/// Where the first byte fed to a scanner sits in the blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanStart {
+    /// At byte 0: the head `{"records":[` comes first.
+    Head,
+    /// Just after a complete record (or after the head): separators, records or the tail follow.
+    BetweenRecords,
+}
+
+/// What the scanner found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ScanEvent<'a> {
+    /// The head ended; `len` is its length in bytes (12 for compact blobs, more when pretty-printed).
+    Head { len: u64 },
+    /// One complete record: the absolute offset of its `{` and its bytes.
+    Record { offset: u64, bytes: &'a [u8] },
+    /// Bytes that cannot be part of a record, skipped to resynchronise at the next record.
+    Malformed { offset: u64, len: u64, reason: &'static str },
+    /// The tail `]` that closes the records array, at this absolute offset.
+    Tail { offset: u64 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Head,
+    Between,
+    InRecord,
+    Tail,
+}
+
+/// How the input stood when it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanEnd {
+    /// Absolute offset just past the last complete record (or past the head): where the next
+    /// read must start. Bytes after it (a partial record, separators, the tail) are re-read then.
+    pub resume_offset: u64,
+    /// Bytes after `resume_offset` that belonged to a record not complete yet.
+    pub partial_record_bytes: u64,
+    /// Whether the closing `]` was seen.
+    pub saw_tail: bool,
+}
+
+/// Splits a PT1H.json stream into records. Memory holds at most one record plus one chunk.
+#[derive(Debug)]
+pub struct RecordScanner {
+    buf: Vec<u8>,
+    /// Absolute offset of `buf[0]`.
+    buf_offset: u64,
+    pos: usize,
+    state: State,
+    record_start: usize,
+    depth: u32,
+    in_string: bool,
+    /// Absolute offset just past the last complete record or the head.
+    resume_offset: u64,
+    saw_tail: bool,
+    /// Absolute start of a run of bytes between records that is not a separator.
+    garbage_from: Option<u64>,
+    max_record_len: usize,
+}
+
+/// Records larger than this are reported as malformed instead of growing the buffer forever.
+pub const DEFAULT_MAX_RECORD_LEN: usize = 256 * 1024 * 1024;
+
+impl RecordScanner {
+    /// A scanner whose first fed byte is at absolute `offset` of the blob.
+    pub fn new(offset: u64, start: ScanStart) -> Self {
+        RecordScanner {
+            buf: Vec::new(),
+            buf_offset: offset,
+            pos: 0,
+            state: match start {
+                ScanStart::Head => State::Head,
+                ScanStart::BetweenRecords => State::Between,
+            },
+            record_start: 0,
+            depth: 0,
+            in_string: false,
+            resume_offset: offset,
+            saw_tail: false,
+            garbage_from: None,
+            max_record_len: DEFAULT_MAX_RECORD_LEN,
+        }
+    }
+
+    /// Caps the size of one record (bytes); a larger one is reported as malformed and skipped.
+    pub fn with_max_record_len(mut self, max: usize) -> Self {
+        self.max_record_len = max.max(2);
+        self
+    }
+
+    /// Feeds the next chunk of the stream, calling `emit` for every event it completes.
+    pub fn feed(&mut self, chunk: &[u8], emit: &mut dyn FnMut(ScanEvent<'_>)) {
+        self.compact();
+        self.buf.extend_from_slice(chunk);
+        self.scan(emit);
+    }
+
+    /// Ends the stream: reports where the next read should resume and whether a record was cut.
+    pub fn finish(&self) -> ScanEnd {
+        let end = self.buf_offset + self.buf.len() as u64;
+        let partial_record_bytes = match self.state {
+            State::InRecord => end - (self.buf_offset + self.record_start as u64),
+            _ => 0,
+        };
+        ScanEnd { resume_offset: self.resume_offset, partial_record_bytes, saw_tail: self.saw_tail }
+    }
+
+    /// Drops consumed bytes so memory holds only the record in progress.
+    fn compact(&mut self) {
+        let keep_from = match self.state {
+            State::InRecord => self.record_start,
+            _ => self.pos,
+        };
+        if keep_from > 0 {
+            self.buf.drain(..keep_from);
+            self.buf_offset += keep_from as u64;
+            self.pos -= keep_from;
+            if self.state == State::InRecord {
+                self.record_start = 0;
+            }
+        }
+    }
+
+    fn abs(&self, index: usize) -> u64 {
+        self.buf_offset + index as u64
+    }
+
+    fn scan(&mut self, emit: &mut dyn FnMut(ScanEvent<'_>)) {
+        loop {
+            match self.state {
+                State::Head => {
+                    let Some(i) = self.buf[self.pos..].iter().position(|b| !b.is_ascii_whitespace()) else {
+                        self.pos = self.buf.len();
+                        return;
+                    };
+                    let start = self.pos + i;
+                    if self.buf[start] != b'{' {
+                        // Not a PT1H.json envelope: treat what follows as a bare record sequence.
+                        self.state = State::Between;
+                        continue;
+                    }
+                    let Some(j) = memchr(b'[', &self.buf[start..]) else {
+                        return;
+                    };
+                    let head_end = start + j + 1;
+                    let head = &self.buf[start + 1..head_end - 1];
+                    if head.contains(&b'{') || head.contains(&b'}') {
+                        // `{` followed by something other than `"key":[`: a bare record, not a head.
+                        self.pos = start;
+                        self.state = State::Between;
+                        continue;
+                    }
+                    self.pos = head_end;
+                    self.resume_offset = self.abs(head_end);
+                    emit(ScanEvent::Head { len: self.abs(head_end) });
+                    self.state = State::Between;
+                }
+                State::Between => {
+                    let Some(i) = self.buf[self.pos..]
+                        .iter()
+                        .position(|b| !(b.is_ascii_whitespace() || *b == b','))
+                    else {
+                        self.pos = self.buf.len();
+                        return;
+                    };
+                    let at = self.pos + i;
+                    if matches!(self.buf[at], b'{' | b']') {
+                        if let Some(from) = self.garbage_from.take() {
+                            emit(ScanEvent::Malformed {
+                                offset: from,
+                                len: self.abs(at) - from,
+                                reason: "unexpected bytes between records",
+                            });
+                            self.resume_offset = self.abs(at);
+                        }
+                    }
+                    match self.buf[at] {
+                        b'{' => {
+                            self.record_start = at;
+                            self.pos = at + 1;
+                            self.depth = 1;
+                            self.in_string = false;
+                            self.state = State::InRecord;
+                        }
+                        b']' => {
+                            emit(ScanEvent::Tail { offset: self.abs(at) });
+                            self.saw_tail = true;
+                            self.pos = at + 1;
+                            self.state = State::Tail;
+                        }
+                        _ => {
+                            // Skip to the next record start; the skipped run is reported once it ends.
+                            self.garbage_from.get_or_insert(self.abs(at));
+                            match memchr2(b'{', b']', &self.buf[at..]) {
+                                Some(skip) => self.pos = at + skip,
+                                None => {
+                                    self.pos = self.buf.len();
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                }
+                State::InRecord => {
+                    if !self.scan_record(emit) {
+                        return;
+                    }
+                }
+                State::Tail => {
+                    // Nothing after the tail matters: Azure only ever inserts records before it.
+                    self.pos = self.buf.len();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Advances through a record; returns false when more input is needed.
+    fn scan_record(&mut self, emit: &mut dyn FnMut(ScanEvent<'_>)) -> bool {
+        loop {
+            if self.pos - self.record_start > self.max_record_len {
+                let len = self.pos - self.record_start;
+                emit(ScanEvent::Malformed {
+                    offset: self.abs(self.record_start),
+                    len: len as u64,
+                    reason: "record larger than the configured maximum",
+                });
+                self.state = State::Between;
+                self.resume_offset = self.abs(self.pos);
+                return true;
+            }
+            let rest = &self.buf[self.pos..];
+            if self.in_string {
+                let Some(i) = memchr2(b'"', b'\\', rest) else {
+                    self.pos = self.buf.len();
+                    return false;
+                };
+                if rest[i] == b'\\' {
+                    if i + 1 >= rest.len() {
+                        self.pos += i;
+                        return false;
+                    }
+                    self.pos += i + 2;
+                } else {
+                    self.in_string = false;
+                    self.pos += i + 1;
+                }
+                continue;
+            }
+            let Some(i) = memchr3(b'"', b'{', b'}', rest) else {
+                self.pos = self.buf.len();
+                return false;
+            };
+            let at = self.pos + i;
+            match self.buf[at] {
+                b'"' => {
+                    self.in_string = true;
+                    self.pos = at + 1;
+                }
+                b'{' => {
+                    // No object nested in a flow-log record has a `time` key: a `{"time"` inside a
+                    // record means the record was cut short and the next one began. Resync there.
+                    const MARKER: &[u8] = b"{\"time\"";
+                    let ahead = &self.buf[at..];
+                    if ahead.len() < MARKER.len() && MARKER.starts_with(ahead) {
+                        self.pos = at;
+                        return false;
+                    }
+                    if ahead.starts_with(MARKER) {
+                        emit(ScanEvent::Malformed {
+                            offset: self.abs(self.record_start),
+                            len: (at - self.record_start) as u64,
+                            reason: "record cut short: the next record starts inside it",
+                        });
+                        self.resume_offset = self.abs(at);
+                        self.record_start = at;
+                        self.depth = 1;
+                    } else {
+                        self.depth += 1;
+                    }
+                    self.pos = at + 1;
+                }
+                _ => {
+                    self.depth -= 1;
+                    self.pos = at + 1;
+                    if self.depth == 0 {
+                        let start = self.record_start;
+                        emit(ScanEvent::Record { offset: self.abs(start), bytes: &self.buf[start..self.pos] });
+                        self.resume_offset = self.abs(self.pos);
+                        self.state = State::Between;
+                        return true;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq, Eq)]
+    enum Owned {
+        Head(u64),
+        Record(u64, String),
+        Malformed(u64, u64),
+        Tail(u64),
+    }
+
+    fn scan_in_chunks(input: &[u8], start: ScanStart, offset: u64, chunk: usize) -> (Vec<Owned>, ScanEnd) {
+        let mut scanner = RecordScanner::new(offset, start);
+        let mut events = Vec::new();
+        for piece in input.chunks(chunk.max(1)) {
+            scanner.feed(piece, &mut |e| {
+                events.push(match e {
+                    ScanEvent::Head { len } => Owned::Head(len),
+                    ScanEvent::Record { offset, bytes } => {
+                        Owned::Record(offset, String::from_utf8_lossy(bytes).into_owned())
+                    }
+                    ScanEvent::Malformed { offset, len, .. } => Owned::Malformed(offset, len),
+                    ScanEvent::Tail { offset } => Owned::Tail(offset),
+                })
+            });
+        }
+        (events, scanner.finish())
+    }
+
+    #[test]
+    fn compact_blob_in_every_chunk_size() {
+        let input = br#"{"records":[{"time":"a","x":"}{"},{"time":"b","y":{"z":"\"}"}}]}"#;
+        for chunk in 1..input.len() + 1 {
+            let (events, end) = scan_in_chunks(input, ScanStart::Head, 0, chunk);
+            assert_eq!(
+                events,
+                vec![
+                    Owned::Head(12),
+                    Owned::Record(12, r#"{"time":"a","x":"}{"}"#.into()),
+                    Owned::Record(34, r#"{"time":"b","y":{"z":"\"}"}}"#.into()),
+                    Owned::Tail(62),
+                ],
+                "chunk size {chunk}"
+            );
+            assert_eq!(end, ScanEnd { resume_offset: 62, partial_record_bytes: 0, saw_tail: true });
+        }
+    }
+
+    #[test]
+    fn pretty_printed_head_is_learned() {
+        let input = b"{\n    \"records\": [\n        {\"time\":1}\n    ]\n}";
+        let (events, _) = scan_in_chunks(input, ScanStart::Head, 0, 7);
+        assert_eq!(events[0], Owned::Head(18));
+        assert_eq!(events[1], Owned::Record(27, "{\"time\":1}".into()));
+    }
+
+    #[test]
+    fn continuation_read_starts_between_records_and_keeps_partial_tail() {
+        // A ranged read from offset 100 that ended in the middle of the second new record.
+        let input = br#",{"time":"c"},{"time":"d","flows":["1,2"#;
+        let (events, end) = scan_in_chunks(input, ScanStart::BetweenRecords, 100, 5);
+        assert_eq!(events, vec![Owned::Record(101, r#"{"time":"c"}"#.into())]);
+        assert_eq!(end.resume_offset, 113);
+        assert_eq!(end.partial_record_bytes, input.len() as u64 - 14);
+        assert!(!end.saw_tail);
+    }
+
+    #[test]
+    fn truncated_record_resyncs_at_next_record() {
+        let input = br#"{"records":[{"time":"a","p":{"f":["1,2,3"],{"time":"b"},{"time":"c"}]}"#;
+        let (events, end) = scan_in_chunks(input, ScanStart::Head, 0, 3);
+        assert_eq!(
+            events,
+            vec![
+                Owned::Head(12),
+                Owned::Malformed(12, 31),
+                Owned::Record(43, r#"{"time":"b"}"#.into()),
+                Owned::Record(56, r#"{"time":"c"}"#.into()),
+                Owned::Tail(68),
+            ]
+        );
+        assert!(end.saw_tail);
+    }
+
+    #[test]
+    fn garbage_between_records_is_reported_and_skipped() {
+        let input = br#"{"records":[{"time":"a"},garbage!{"time":"b"}]}"#;
+        for chunk in 1..input.len() + 1 {
+            let (events, _) = scan_in_chunks(input, ScanStart::Head, 0, chunk);
+            let skipped: u64 = events
+                .iter()
+                .map(|e| if let Owned::Malformed(_, len) = e { *len } else { 0 })
+                .sum();
+            assert_eq!(skipped, 8, "chunk size {chunk}");
+            assert!(events.contains(&Owned::Malformed(25, 8)), "chunk size {chunk}");
+            assert!(events.contains(&Owned::Record(33, r#"{"time":"b"}"#.into())));
+        }
+    }
+
+    #[test]
+    fn oversized_record_is_malformed_not_buffered_forever() {
+        let mut input = br#"{"records":[{"time":"a","x":""#.to_vec();
+        input.extend(std::iter::repeat_n(b'x', 1000));
+        input.extend_from_slice(br#""},{"time":"b"}]}"#);
+        let mut scanner = RecordScanner::new(0, ScanStart::Head).with_max_record_len(100);
+        let mut kinds = Vec::new();
+        for piece in input.chunks(64) {
+            scanner.feed(piece, &mut |e| kinds.push(format!("{e:?}").split(' ').next().unwrap_or("").to_string()));
+        }
+        assert!(kinds.iter().any(|k| k == "Malformed"));
+        assert!(scanner.buf.len() < 300, "buffer grew to {}", scanner.buf.len());
+    }
+
+    #[test]
+    fn invalid_utf8_and_random_bytes_never_panic() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        for _ in 0..200 {
+            let mut data = Vec::new();
+            for _ in 0..300 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let alphabet = b"{}[],\"\\ x\xff";
+                data.push(alphabet[(seed % alphabet.len() as u64) as usize]);
+            }
+            for chunk in [1, 7, 300] {
+                let _ = scan_in_chunks(&data, ScanStart::Head, 0, chunk);
+            }
+        }
+    }
+}

@@ -1,0 +1,425 @@
+//! Parsing of one flow tuple string (NSG v1: 8 fields, NSG v2 and VNet: 13 fields) into typed values.
+use std::fmt;
+use std::net::IpAddr;
+
+use super::record::FlowLogKind;
+
+/// Direction of the flow as seen by the NIC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
+
+/// Whether the flow was let through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    Deny,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allow => "allow",
+            Decision::Deny => "deny",
+        }
+    }
+}
+
+/// Flow state of NSG v2 and VNet tuples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowState {
+    Begin,
+    Continuing,
+    End,
+    /// VNet only: the flow was denied (VNet tuples have no separate decision field).
+    Deny,
+}
+
+impl FlowState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlowState::Begin => "begin",
+            FlowState::Continuing => "continuing",
+            FlowState::End => "end",
+            FlowState::Deny => "deny",
+        }
+    }
+}
+
+/// Traffic counters of one tuple; each is absent when its field is empty (`B` rows, denied flows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counters {
+    pub packets_src_to_dst: Option<u64>,
+    pub bytes_src_to_dst: Option<u64>,
+    pub packets_dst_to_src: Option<u64>,
+    pub bytes_dst_to_src: Option<u64>,
+}
+
+impl Counters {
+    pub fn is_empty(&self) -> bool {
+        self.packets_src_to_dst.is_none()
+            && self.bytes_src_to_dst.is_none()
+            && self.packets_dst_to_src.is_none()
+            && self.bytes_dst_to_src.is_none()
+    }
+}
+
+/// One parsed tuple. Address texts are kept as written so documents can copy them without reformatting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowTuple<'a> {
+    /// The tuple string as found in the record.
+    pub raw: &'a str,
+    /// Tuple time in epoch milliseconds (NSG seconds ×1000; VNet values below 1e11 taken as seconds).
+    pub time_ms: i64,
+    pub src_ip: IpAddr,
+    pub src_ip_text: &'a str,
+    pub dst_ip: IpAddr,
+    pub dst_ip_text: &'a str,
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// IANA protocol number (NSG `T` → 6, `U` → 17).
+    pub protocol: u8,
+    pub direction: Direction,
+    pub decision: Decision,
+    /// Absent for NSG v1.
+    pub state: Option<FlowState>,
+    /// VNet only: `X`, `NX`, `NX_HW_NOT_SUPPORTED`, ...
+    pub encryption: Option<&'a str>,
+    pub counters: Counters,
+}
+
+/// What was wrong with a tuple.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TupleErrorKind {
+    FieldCount { found: usize },
+    Timestamp,
+    SourceIp,
+    DestinationIp,
+    SourcePort,
+    DestinationPort,
+    Protocol,
+    Direction,
+    Decision,
+    State,
+    Counter { field: usize },
+}
+
+impl fmt::Display for TupleErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TupleErrorKind::FieldCount { found } => {
+                write!(f, "{found} fields (expected 8 or 13)")
+            }
+            TupleErrorKind::Timestamp => f.write_str("bad timestamp"),
+            TupleErrorKind::SourceIp => f.write_str("bad source IP"),
+            TupleErrorKind::DestinationIp => f.write_str("bad destination IP"),
+            TupleErrorKind::SourcePort => f.write_str("bad source port"),
+            TupleErrorKind::DestinationPort => f.write_str("bad destination port"),
+            TupleErrorKind::Protocol => f.write_str("bad protocol"),
+            TupleErrorKind::Direction => f.write_str("bad direction"),
+            TupleErrorKind::Decision => f.write_str("bad decision"),
+            TupleErrorKind::State => f.write_str("bad flow state"),
+            TupleErrorKind::Counter { field } => write!(f, "bad counter in field {field}"),
+        }
+    }
+}
+
+/// A tuple that could not be parsed: the reason and the tuple text, for counting and dead-lettering.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind} in tuple {tuple:?}")]
+pub struct TupleError {
+    pub kind: TupleErrorKind,
+    pub tuple: String,
+}
+
+/// Largest accepted time: 9999-12-31T23:59:59.999Z, so formatting never overflows four year digits.
+const MAX_TIME_MS: u64 = 253_402_300_799_999;
+/// VNet timestamps below this are epoch seconds (one documentation sample uses seconds).
+const VNET_SECONDS_BELOW: u64 = 100_000_000_000;
+
+/// Parses one tuple of a record of `kind`. NSG tuples are read by field count (8 = v1, 13 = v2),
+/// so a record with an unexpected `Version` still decodes when its tuples have a known shape.
+pub fn parse_tuple(kind: FlowLogKind, raw: &str) -> Result<FlowTuple<'_>, TupleError> {
+    parse_fields(kind, raw).map_err(|kind| TupleError { kind, tuple: raw.to_owned() })
+}
+
+fn parse_fields(kind: FlowLogKind, raw: &str) -> Result<FlowTuple<'_>, TupleErrorKind> {
+    let mut fields = [""; 13];
+    let mut count = 0usize;
+    for field in raw.split(',') {
+        if count == fields.len() {
+            return Err(TupleErrorKind::FieldCount { found: raw.split(',').count() });
+        }
+        fields[count] = field;
+        count += 1;
+    }
+    match (kind, count) {
+        (FlowLogKind::Nsg, 8) | (FlowLogKind::Nsg, 13) | (FlowLogKind::Vnet, 13) => {}
+        _ => return Err(TupleErrorKind::FieldCount { found: count }),
+    }
+
+    let ts = parse_u64(fields[0]).ok_or(TupleErrorKind::Timestamp)?;
+    let time_ms = match kind {
+        FlowLogKind::Nsg => ts.checked_mul(1000),
+        FlowLogKind::Vnet if ts < VNET_SECONDS_BELOW => ts.checked_mul(1000),
+        FlowLogKind::Vnet => Some(ts),
+    }
+    .filter(|ms| *ms <= MAX_TIME_MS)
+    .ok_or(TupleErrorKind::Timestamp)?;
+
+    let src_ip: IpAddr = fields[1].parse().map_err(|_| TupleErrorKind::SourceIp)?;
+    let dst_ip: IpAddr = fields[2].parse().map_err(|_| TupleErrorKind::DestinationIp)?;
+    let src_port = parse_port(fields[3]).ok_or(TupleErrorKind::SourcePort)?;
+    let dst_port = parse_port(fields[4]).ok_or(TupleErrorKind::DestinationPort)?;
+    let protocol = parse_protocol(kind, fields[5]).ok_or(TupleErrorKind::Protocol)?;
+    let direction = match fields[6] {
+        "I" => Direction::Inbound,
+        "O" => Direction::Outbound,
+        _ => return Err(TupleErrorKind::Direction),
+    };
+
+    let (decision, state, encryption, counters_at) = match kind {
+        FlowLogKind::Nsg => {
+            let decision = match fields[7] {
+                "A" => Decision::Allow,
+                "D" => Decision::Deny,
+                _ => return Err(TupleErrorKind::Decision),
+            };
+            if count == 8 {
+                (decision, None, None, None)
+            } else {
+                let state = match fields[8] {
+                    "B" => FlowState::Begin,
+                    "C" => FlowState::Continuing,
+                    "E" => FlowState::End,
+                    _ => return Err(TupleErrorKind::State),
+                };
+                (decision, Some(state), None, Some(9))
+            }
+        }
+        FlowLogKind::Vnet => {
+            let state = match fields[7] {
+                "B" => FlowState::Begin,
+                "C" => FlowState::Continuing,
+                "E" => FlowState::End,
+                "D" => FlowState::Deny,
+                _ => return Err(TupleErrorKind::State),
+            };
+            let decision = if state == FlowState::Deny { Decision::Deny } else { Decision::Allow };
+            let encryption = Some(fields[8]).filter(|e| !e.is_empty());
+            (decision, Some(state), encryption, Some(9))
+        }
+    };
+
+    let counters = match counters_at {
+        None => Counters::default(),
+        Some(at) => Counters {
+            packets_src_to_dst: parse_counter(fields[at], at)?,
+            bytes_src_to_dst: parse_counter(fields[at + 1], at + 1)?,
+            packets_dst_to_src: parse_counter(fields[at + 2], at + 2)?,
+            bytes_dst_to_src: parse_counter(fields[at + 3], at + 3)?,
+        },
+    };
+
+    Ok(FlowTuple {
+        raw,
+        time_ms: time_ms as i64,
+        src_ip,
+        src_ip_text: fields[1],
+        dst_ip,
+        dst_ip_text: fields[2],
+        src_port,
+        dst_port,
+        protocol,
+        direction,
+        decision,
+        state,
+        encryption,
+        counters,
+    })
+}
+
+/// Decimal digits only (no sign, no spaces), at most `u64::MAX`.
+fn parse_u64(text: &str) -> Option<u64> {
+    if text.is_empty() || text.len() > 20 {
+        return None;
+    }
+    let mut value: u64 = 0;
+    for b in text.bytes() {
+        let digit = b.wrapping_sub(b'0');
+        if digit > 9 {
+            return None;
+        }
+        value = value.checked_mul(10)?.checked_add(u64::from(digit))?;
+    }
+    Some(value)
+}
+
+fn parse_port(text: &str) -> Option<u16> {
+    parse_u64(text).and_then(|v| u16::try_from(v).ok())
+}
+
+fn parse_counter(text: &str, field: usize) -> Result<Option<u64>, TupleErrorKind> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    parse_u64(text).map(Some).ok_or(TupleErrorKind::Counter { field })
+}
+
+/// NSG tuples name the protocol by letter (`T`, `U`); VNet tuples by IANA number. Numbers are
+/// accepted for NSG too, letters are not accepted for VNet.
+fn parse_protocol(kind: FlowLogKind, text: &str) -> Option<u8> {
+    match (kind, text) {
+        (FlowLogKind::Nsg, "T") => Some(6),
+        (FlowLogKind::Nsg, "U") => Some(17),
+        _ => parse_u64(text).and_then(|v| u8::try_from(v).ok()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn nsg_v1_tuple() {
+        let t = parse_tuple(FlowLogKind::Nsg, "1487282421,42.119.146.95,10.1.0.4,51529,5358,T,I,D").unwrap();
+        assert_eq!(t.time_ms, 1_487_282_421_000);
+        assert_eq!(t.src_ip_text, "42.119.146.95");
+        assert_eq!(t.dst_port, 5358);
+        assert_eq!(t.protocol, 6);
+        assert_eq!(t.direction, Direction::Inbound);
+        assert_eq!(t.decision, Decision::Deny);
+        assert_eq!(t.state, None);
+        assert!(t.counters.is_empty());
+    }
+
+    #[test]
+    fn nsg_v2_begin_row_has_no_counters_and_end_row_has_them() {
+        let b = parse_tuple(FlowLogKind::Nsg, "1542110402,192.0.2.190,10.5.16.4,28746,443,U,I,D,B,,,,").unwrap();
+        assert_eq!(b.protocol, 17);
+        assert_eq!(b.state, Some(FlowState::Begin));
+        assert!(b.counters.is_empty());
+        let e = parse_tuple(FlowLogKind::Nsg, "1542110406,10.5.16.4,198.51.100.225,59929,443,T,O,A,E,15,8489,12,7054").unwrap();
+        assert_eq!(e.decision, Decision::Allow);
+        assert_eq!(e.state, Some(FlowState::End));
+        assert_eq!(
+            e.counters,
+            Counters {
+                packets_src_to_dst: Some(15),
+                bytes_src_to_dst: Some(8489),
+                packets_dst_to_src: Some(12),
+                bytes_dst_to_src: Some(7054)
+            }
+        );
+    }
+
+    #[test]
+    fn vnet_tuple_ms_timestamp_deny_state_and_encryption() {
+        let t = parse_tuple(FlowLogKind::Vnet, "1663145998065,101.33.218.153,10.0.0.6,55188,22,6,I,D,NX,0,0,0,0").unwrap();
+        assert_eq!(t.time_ms, 1_663_145_998_065);
+        assert_eq!(t.state, Some(FlowState::Deny));
+        assert_eq!(t.decision, Decision::Deny);
+        assert_eq!(t.encryption, Some("NX"));
+        assert_eq!(t.counters.packets_src_to_dst, Some(0));
+    }
+
+    #[test]
+    fn vnet_seconds_timestamp_is_scaled() {
+        let t = parse_tuple(FlowLogKind::Vnet, "1663146003,10.0.0.6,52.239.184.180,23956,443,6,O,B,X,,,,").unwrap();
+        assert_eq!(t.time_ms, 1_663_146_003_000);
+        assert_eq!(t.encryption, Some("X"));
+        assert!(t.counters.is_empty());
+    }
+
+    #[test]
+    fn ipv6_addresses() {
+        let t = parse_tuple(FlowLogKind::Vnet, "1663146003599,fd00::1,2001:db8::5,1,2,17,O,C,NX,1,2,3,4").unwrap();
+        assert!(t.src_ip.is_ipv6());
+        assert_eq!(t.dst_ip_text, "2001:db8::5");
+    }
+
+    #[test]
+    fn malformed_tuples_name_the_reason_and_keep_the_text() {
+        let cases: &[(FlowLogKind, &str, TupleErrorKind)] = &[
+            (FlowLogKind::Nsg, "1,2,3", TupleErrorKind::FieldCount { found: 3 }),
+            (FlowLogKind::Vnet, "1487282421,1.1.1.1,10.1.0.4,1,2,T,I,D", TupleErrorKind::FieldCount { found: 8 }),
+            (FlowLogKind::Nsg, "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15", TupleErrorKind::FieldCount { found: 15 }),
+            (FlowLogKind::Nsg, "x,1.1.1.1,10.1.0.4,1,2,T,I,D", TupleErrorKind::Timestamp),
+            (FlowLogKind::Nsg, "-5,1.1.1.1,10.1.0.4,1,2,T,I,D", TupleErrorKind::Timestamp),
+            (FlowLogKind::Nsg, "99999999999999999999,1.1.1.1,10.1.0.4,1,2,T,I,D", TupleErrorKind::Timestamp),
+            (FlowLogKind::Nsg, "999999999999999,1.1.1.1,10.1.0.4,1,2,T,I,D", TupleErrorKind::Timestamp),
+            (FlowLogKind::Nsg, "1,1.1.1.300,10.1.0.4,1,2,T,I,D", TupleErrorKind::SourceIp),
+            (FlowLogKind::Nsg, "1,1.1.1.1,,1,2,T,I,D", TupleErrorKind::DestinationIp),
+            (FlowLogKind::Nsg, "1,1.1.1.1,10.1.0.4,65536,2,T,I,D", TupleErrorKind::SourcePort),
+            (FlowLogKind::Nsg, "1,1.1.1.1,10.1.0.4,1, 2,T,I,D", TupleErrorKind::DestinationPort),
+            (FlowLogKind::Nsg, "1,1.1.1.1,10.1.0.4,1,2,X,I,D", TupleErrorKind::Protocol),
+            (FlowLogKind::Vnet, "1,1.1.1.1,10.1.0.4,1,2,T,I,B,NX,,,,", TupleErrorKind::Protocol),
+            (FlowLogKind::Vnet, "1,1.1.1.1,10.1.0.4,1,2,256,I,B,NX,,,,", TupleErrorKind::Protocol),
+            (FlowLogKind::Nsg, "1,1.1.1.1,10.1.0.4,1,2,T,X,D", TupleErrorKind::Direction),
+            (FlowLogKind::Nsg, "1,1.1.1.1,10.1.0.4,1,2,T,I,Q", TupleErrorKind::Decision),
+            (FlowLogKind::Nsg, "1,1.1.1.1,10.1.0.4,1,2,T,I,A,D,,,,", TupleErrorKind::State),
+            (FlowLogKind::Vnet, "1,1.1.1.1,10.1.0.4,1,2,6,I,Z,NX,,,,", TupleErrorKind::State),
+            (FlowLogKind::Vnet, "1,1.1.1.1,10.1.0.4,1,2,6,I,E,NX,1,abc,1,1", TupleErrorKind::Counter { field: 10 }),
+            (FlowLogKind::Vnet, "1,1.1.1.1,10.1.0.4,1,2,6,I,E,NX,1,1,1,18446744073709551616", TupleErrorKind::Counter { field: 12 }),
+        ];
+        for (kind, text, expected) in cases {
+            let err = parse_tuple(*kind, text).unwrap_err();
+            assert_eq!(&err.kind, expected, "tuple {text}");
+            assert_eq!(err.tuple, *text);
+            assert!(err.to_string().contains(text));
+        }
+    }
+
+    #[test]
+    fn huge_but_valid_counters_are_kept() {
+        let t = parse_tuple(FlowLogKind::Vnet, "1,1.1.1.1,10.1.0.4,1,2,6,I,E,NX,18446744073709551615,0,0,0").unwrap();
+        assert_eq!(t.counters.packets_src_to_dst, Some(u64::MAX));
+    }
+
+    proptest! {
+        #[test]
+        fn any_string_parses_or_errors_without_panicking(s in ".{0,120}") {
+            let _ = parse_tuple(FlowLogKind::Nsg, &s);
+            let _ = parse_tuple(FlowLogKind::Vnet, &s);
+        }
+
+        #[test]
+        fn generated_vnet_tuples_round_trip(
+            ts in 100_000_000_000u64..=MAX_TIME_MS,
+            src in any::<[u8; 4]>(), dst in any::<[u8; 4]>(),
+            sport in any::<u16>(), dport in any::<u16>(), proto in any::<u8>(),
+            inbound in any::<bool>(), state in 0usize..4,
+            counters in proptest::option::of(any::<[u32; 4]>()),
+        ) {
+            let src_ip = std::net::Ipv4Addr::from(src);
+            let dst_ip = std::net::Ipv4Addr::from(dst);
+            let dir = if inbound { "I" } else { "O" };
+            let st = ["B", "C", "E", "D"][state];
+            let c = match counters {
+                Some(c) => format!("{},{},{},{}", c[0], c[1], c[2], c[3]),
+                None => ",,,".to_string(),
+            };
+            let raw = format!("{ts},{src_ip},{dst_ip},{sport},{dport},{proto},{dir},{st},NX,{c}");
+            let t = parse_tuple(FlowLogKind::Vnet, &raw).unwrap();
+            prop_assert_eq!(t.time_ms as u64, ts);
+            prop_assert_eq!(t.src_ip, IpAddr::V4(src_ip));
+            prop_assert_eq!(t.dst_ip, IpAddr::V4(dst_ip));
+            prop_assert_eq!((t.src_port, t.dst_port, t.protocol), (sport, dport, proto));
+            prop_assert_eq!(t.direction == Direction::Inbound, inbound);
+            prop_assert_eq!(t.decision == Decision::Deny, st == "D");
+            prop_assert_eq!(t.counters.bytes_dst_to_src, counters.map(|c| u64::from(c[3])));
+        }
+    }
+}
