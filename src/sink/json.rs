@@ -1,0 +1,150 @@
+//! Minimal JSON writing into byte buffers: string escaping, integers and RFC 3339 timestamps,
+//! so documents go straight into the bulk body without intermediate `serde_json::Value`s.
+
+/// Appends `s` as a JSON string literal (with quotes).
+pub fn push_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    push_str_content(out, s);
+    out.push(b'"');
+}
+
+/// Appends the escaped content of a JSON string (without quotes).
+pub fn push_str_content(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x00..=0x1f => {
+                out.extend_from_slice(&bytes[start..i]);
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
+                start = i + 1;
+                continue;
+            }
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.extend_from_slice(escape);
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+}
+
+/// Appends an unsigned integer.
+pub fn push_u64(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+}
+
+/// Appends `"key":` where `key` needs no escaping (a literal of ours).
+pub fn push_key(out: &mut Vec<u8>, key: &str) {
+    out.push(b'"');
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\":");
+}
+
+/// Appends `epoch_ms` as a quoted RFC 3339 UTC timestamp with milliseconds:
+/// `"2022-09-14T09:00:03.599Z"`. Years outside 0..=9999 are clamped by the tuple parser.
+pub fn push_timestamp_millis(out: &mut Vec<u8>, epoch_ms: i64) {
+    let mut buf = [0u8; 26];
+    out.extend_from_slice(format_timestamp_millis(epoch_ms, &mut buf));
+}
+
+/// Formats into `buf` and returns the quoted timestamp bytes.
+pub fn format_timestamp_millis(epoch_ms: i64, buf: &mut [u8; 26]) -> &[u8] {
+    let ms = epoch_ms.rem_euclid(1000) as u32;
+    let secs = epoch_ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400) as u32;
+    let (year, month, day) = civil_from_days(days);
+    let year = year.clamp(0, 9999) as u32;
+    let (h, mi, s) = (sod / 3600, sod / 60 % 60, sod % 60);
+    buf[0] = b'"';
+    put_digits(&mut buf[1..5], year);
+    buf[5] = b'-';
+    put_digits(&mut buf[6..8], month);
+    buf[8] = b'-';
+    put_digits(&mut buf[9..11], day);
+    buf[11] = b'T';
+    put_digits(&mut buf[12..14], h);
+    buf[14] = b':';
+    put_digits(&mut buf[15..17], mi);
+    buf[17] = b':';
+    put_digits(&mut buf[18..20], s);
+    buf[20] = b'.';
+    put_digits(&mut buf[21..24], ms);
+    buf[24] = b'Z';
+    buf[25] = b'"';
+    &buf[..]
+}
+
+fn put_digits(dst: &mut [u8], mut v: u32) {
+    for slot in dst.iter_mut().rev() {
+        *slot = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+}
+
+/// Howard Hinnant's `civil_from_days`: days since 1970-01-01 → (year, month, day), proleptic Gregorian.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ts(ms: i64) -> String {
+        let mut out = Vec::new();
+        push_timestamp_millis(&mut out, ms);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn timestamps_match_hand_checked_values() {
+        assert_eq!(ts(0), "\"1970-01-01T00:00:00.000Z\"");
+        assert_eq!(ts(1_663_146_003_599), "\"2022-09-14T09:00:03.599Z\"");
+        assert_eq!(ts(1_487_282_421_000), "\"2017-02-16T22:00:21.000Z\"");
+        assert_eq!(ts(951_782_400_000), "\"2000-02-29T00:00:00.000Z\"");
+        assert_eq!(ts(253_402_300_799_999), "\"9999-12-31T23:59:59.999Z\"");
+    }
+
+    #[test]
+    fn strings_are_escaped_as_json() {
+        let mut out = Vec::new();
+        push_str(&mut out, "a\"b\\c\nd\u{1}é/");
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text, "\"a\\\"b\\\\c\\nd\\u0001é/\"");
+        assert_eq!(serde_json::from_str::<String>(&text).unwrap(), "a\"b\\c\nd\u{1}é/");
+    }
+
+    proptest! {
+        #[test]
+        fn timestamps_agree_with_chrono(ms in 0i64..=253_402_300_799_999) {
+            let expected = chrono::DateTime::from_timestamp_millis(ms).unwrap()
+                .format("\"%Y-%m-%dT%H:%M:%S%.3fZ\"").to_string();
+            prop_assert_eq!(ts(ms), expected);
+        }
+
+        #[test]
+        fn any_string_round_trips_through_escaping(s in "\\PC*|[\\x00-\\x1f\"\\\\]*") {
+            let mut out = Vec::new();
+            push_str(&mut out, &s);
+            prop_assert_eq!(serde_json::from_slice::<String>(&out).unwrap(), s);
+        }
+    }
+}
