@@ -2,16 +2,20 @@
 //! one document per flow tuple, reading only the bytes appended since the last poll.
 //!
 //! Module map:
+//! - [`cli`]: the command line (subcommands).
 //! - [`flowlog`]: decoding of flow-log records and tuples (pure, no I/O).
 //! - [`enrich`]: derived fields: resource-id parts, flow classification, community id.
 //! - [`sink`]: document layouts, index names, bulk indexing.
 //! - [`source`]: Azure Storage access: credentials, listing, ranged reads.
 //! - [`registry`]: per-blob read offsets in sled.
 //! - [`secret`]: a string that never shows itself in logs or errors.
-//! - [`gen`]: deterministic generator of realistic flow logs.
+//! - [`generator`]: deterministic generator of realistic flow logs.
+//! - [`pipeline`]: blob bytes → records → tuples → bulk items (pure).
+pub mod cli;
 pub mod enrich;
 pub mod flowlog;
-pub mod gen;
+pub mod generator;
+pub mod pipeline;
 pub mod registry;
 pub mod secret;
 pub mod sink;

@@ -1,1 +1,0 @@
-//! Deterministic generator of realistic flow-log blobs.
