@@ -95,6 +95,13 @@ fn decode_one(
             end.resume_offset, end.partial_record_bytes
         );
     }
+    if end.trailing_garbage_bytes > 0 {
+        problems += 1;
+        eprintln!(
+            "{label}: offset {}: {} bytes that are not flow-log records",
+            end.resume_offset, end.trailing_garbage_bytes
+        );
+    }
     let stats = decoder.stats();
     if stats.unknown_versions > 0 {
         eprintln!("{label}: {} records with an unknown flow-log version (decoded by shape)", stats.unknown_versions);

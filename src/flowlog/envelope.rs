@@ -44,6 +44,9 @@ pub struct ScanEnd {
     pub resume_offset: u64,
     /// Bytes after `resume_offset` that belonged to a record not complete yet.
     pub partial_record_bytes: u64,
+    /// Bytes after `resume_offset` that were neither records nor separators (not yet reported
+    /// as malformed, because no record start followed them).
+    pub trailing_garbage_bytes: u64,
     /// Whether the closing `]` was seen.
     pub saw_tail: bool,
 }
@@ -111,7 +114,8 @@ impl RecordScanner {
             State::InRecord => end - (self.buf_offset + self.record_start as u64),
             _ => 0,
         };
-        ScanEnd { resume_offset: self.resume_offset, partial_record_bytes, saw_tail: self.saw_tail }
+        let trailing_garbage_bytes = self.garbage_from.map_or(0, |from| end - from);
+        ScanEnd { resume_offset: self.resume_offset, partial_record_bytes, trailing_garbage_bytes, saw_tail: self.saw_tail }
     }
 
     /// Drops consumed bytes so memory holds only the record in progress.
@@ -350,7 +354,7 @@ mod tests {
                 ],
                 "chunk size {chunk}"
             );
-            assert_eq!(end, ScanEnd { resume_offset: 62, partial_record_bytes: 0, saw_tail: true });
+            assert_eq!(end, ScanEnd { resume_offset: 62, partial_record_bytes: 0, trailing_garbage_bytes: 0, saw_tail: true });
         }
     }
 
