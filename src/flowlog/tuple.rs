@@ -3,6 +3,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use super::record::FlowLogKind;
+use crate::enrich::protocol::{iana_protocol, nsg_protocol};
 
 /// Direction of the flow as seen by the NIC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -277,13 +278,11 @@ fn parse_counter(text: &str, field: usize) -> Result<Option<u64>, TupleErrorKind
     parse_u64(text).map(Some).ok_or(TupleErrorKind::Counter { field })
 }
 
-/// NSG tuples name the protocol by letter (`T`, `U`); VNet tuples by IANA number. Numbers are
-/// accepted for NSG too, letters are not accepted for VNet.
+/// NSG tuples name the protocol by letter (`T`, `U`); VNet tuples by IANA number.
 fn parse_protocol(kind: FlowLogKind, text: &str) -> Option<u8> {
-    match (kind, text) {
-        (FlowLogKind::Nsg, "T") => Some(6),
-        (FlowLogKind::Nsg, "U") => Some(17),
-        _ => parse_u64(text).and_then(|v| u8::try_from(v).ok()),
+    match kind {
+        FlowLogKind::Nsg => nsg_protocol(text).ok(),
+        FlowLogKind::Vnet => iana_protocol(text).ok(),
     }
 }
 
