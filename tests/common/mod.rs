@@ -1,0 +1,12 @@
+//! Shared helpers for integration tests: the real servers (Azurite, osmem-server) that each test
+//! starts for itself, see [`servers`].
+
+// Every file in tests/ is its own crate that does `mod common;` and uses only part of this
+// module; what one crate leaves unused would fail `clippy -D warnings` as dead code there.
+#![allow(dead_code)]
+
+pub mod servers;
+
+// Shorthand for `common::servers::…`; unused in crates that take the long path.
+#[allow(unused_imports)]
+pub use servers::{Azurite, Osmem};
