@@ -3,6 +3,7 @@
 //!
 //! Module map:
 //! - [`cli`]: the command line (subcommands).
+//! - [`config`]: the configuration file, environment overrides and validation.
 //! - [`flowlog`]: decoding of flow-log records and tuples (pure, no I/O).
 //! - [`enrich`]: derived fields: resource-id parts, flow classification, community id.
 //! - [`sink`]: document layouts, index names, bulk indexing.
@@ -12,6 +13,7 @@
 //! - [`generator`]: deterministic generator of realistic flow logs.
 //! - [`pipeline`]: blob bytes → records → tuples → bulk items (pure).
 pub mod cli;
+pub mod config;
 pub mod enrich;
 pub mod flowlog;
 pub mod generator;
