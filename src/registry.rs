@@ -32,6 +32,9 @@ pub use key::KeyError;
 /// key layout gets a new tree and a migration, and old data is never misread.
 const TREE_NAME: &[u8] = b"blobs.v1";
 
+/// Sled tree holding per-source state (see [`SourceState`]), keyed by source name.
+const SOURCES_TREE_NAME: &[u8] = b"sources.v1";
+
 /// Upper bound of sled's page cache. Sled's default is 1 GiB; the registry holds
 /// one small entry per blob, and memory must be bounded by configuration, not by
 /// history (invariant 6).
@@ -45,6 +48,7 @@ pub struct Registry {
     /// any clone.
     db: sled::Db,
     tree: sled::Tree,
+    sources: sled::Tree,
     path: PathBuf,
 }
 
@@ -125,7 +129,13 @@ impl Registry {
                 path: path.clone(),
                 error: StorageError(error),
             })?;
-        Ok(Registry { db, tree, path })
+        let sources = db
+            .open_tree(SOURCES_TREE_NAME)
+            .map_err(|error| RegistryError::Open {
+                path: path.clone(),
+                error: StorageError(error),
+            })?;
+        Ok(Registry { db, tree, sources, path })
     }
 
     /// Directory the registry lives in (`<temporary>` for [`Registry::temporary`]),
@@ -437,6 +447,28 @@ impl Registry {
         Ok(active)
     }
 
+    /// What the walker remembers about a source between polls and restarts.
+    pub fn source_state(&self, source: &str) -> Result<Option<SourceState>, RegistryError> {
+        match self.sources.get(source.as_bytes())? {
+            None => Ok(None),
+            Some(bytes) => SourceState::decode(&bytes).map(Some).map_err(|error| {
+                RegistryError::CorruptEntry { source: source.to_owned(), blob: "(source state)".to_owned(), error }
+            }),
+        }
+    }
+
+    /// Stores a source's state (flushed with the next [`Registry::flush`]).
+    pub fn put_source_state(&self, source: &str, state: &SourceState) -> Result<(), RegistryError> {
+        self.sources.insert(source.as_bytes(), state.encode().to_vec())?;
+        Ok(())
+    }
+
+    /// Forgets a source's state (with `reset`, so the next run starts as a first run).
+    pub fn remove_source_state(&self, source: &str) -> Result<(), RegistryError> {
+        self.sources.remove(source.as_bytes())?;
+        Ok(())
+    }
+
     /// Number of entries, for metrics and the CLI. Walks the whole store (sled keeps
     /// no count), so do not call it per poll.
     pub fn len(&self) -> usize {
@@ -691,3 +723,43 @@ impl From<sled::Error> for RegistryError {
 
 #[cfg(test)]
 mod tests;
+
+/// Per-source progress of the walker, so a restart after downtime lists the hours it missed
+/// (instead of only the current ones) and a first run can be told from a resume.
+///
+/// Layout (version 1, big-endian): `[1u8][last_listed_hour: i64]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceState {
+    /// The newest hour (epoch hours) whose partitions were listed by a completed poll.
+    pub last_listed_hour: i64,
+}
+
+impl SourceState {
+    const VERSION: u8 = 1;
+
+    fn encode(&self) -> [u8; 9] {
+        let mut out = [0u8; 9];
+        out[0] = Self::VERSION;
+        out[1..].copy_from_slice(&self.last_listed_hour.to_be_bytes());
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Result<SourceState, DecodeError> {
+        match bytes {
+            [Self::VERSION, rest @ ..] if rest.len() == 8 => {
+                let mut hour = [0u8; 8];
+                hour.copy_from_slice(rest);
+                Ok(SourceState { last_listed_hour: i64::from_be_bytes(hour) })
+            }
+            [version, ..] if *version != Self::VERSION => Err(DecodeError::UnknownVersion(*version)),
+            [] => Err(DecodeError::Truncated { field: "version", at: 0, needed: 1, available: 0 }),
+            [_, rest @ ..] if rest.len() > 8 => Err(DecodeError::TrailingBytes(rest.len() - 8)),
+            [_, rest @ ..] => Err(DecodeError::Truncated {
+                field: "last_listed_hour",
+                at: 1,
+                needed: 8,
+                available: rest.len(),
+            }),
+        }
+    }
+}

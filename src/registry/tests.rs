@@ -560,3 +560,20 @@ fn flush_and_flush_async_report_success() {
     registry.put(NSG, BLOB_B, &entry(1, 2)).unwrap();
     futures::executor::block_on(registry.flush_async()).unwrap();
 }
+
+#[test]
+fn source_state_round_trips_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let registry = Registry::open(dir.path()).unwrap();
+        assert_eq!(registry.source_state("vnet").unwrap(), None);
+        registry.put_source_state("vnet", &SourceState { last_listed_hour: 498_688 }).unwrap();
+        registry.flush().unwrap();
+    }
+    let registry = Registry::open(dir.path()).unwrap();
+    assert_eq!(registry.source_state("vnet").unwrap(), Some(SourceState { last_listed_hour: 498_688 }));
+    assert_eq!(registry.source_state("nsg").unwrap(), None);
+    registry.remove_source_state("vnet").unwrap();
+    assert_eq!(registry.source_state("vnet").unwrap(), None);
+    assert_eq!(registry.len(), 0, "source state is not a blob entry");
+}
