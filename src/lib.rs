@@ -2,6 +2,8 @@
 //! one document per flow tuple, reading only the bytes appended since the last poll.
 //!
 //! Module map:
+//! - [`ack`]: ordered per-blob commits of acknowledged chunks.
+//! - [`metrics`]: Prometheus metrics and readiness.
 //! - [`cli`]: the command line (subcommands).
 //! - [`config`]: the configuration file, environment overrides and validation.
 //! - [`flowlog`]: decoding of flow-log records and tuples (pure, no I/O).
@@ -12,11 +14,13 @@
 //! - [`secret`]: a string that never shows itself in logs or errors.
 //! - [`generator`]: deterministic generator of realistic flow logs.
 //! - [`pipeline`]: blob bytes → records → tuples → bulk items (pure).
+pub mod ack;
 pub mod cli;
 pub mod config;
 pub mod enrich;
 pub mod flowlog;
 pub mod generator;
+pub mod metrics;
 pub mod pipeline;
 pub mod registry;
 pub mod secret;

@@ -1,1 +1,8 @@
 //! Azure Blob Storage access: credentials, listing, ranged reads.
+pub mod auth;
+pub mod client;
+pub mod listing;
+pub mod shared_key;
+pub mod upload;
+pub mod reader;
+pub mod walker;

@@ -1,0 +1,221 @@
+//! Acknowledgement and commit: a read chunk's new offset is committed to the registry only when
+//! every one of its documents is delivered or dead-lettered, and chunks of one blob commit in
+//! the order they were read. A crash at any point leaves the registry behind, never ahead.
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use crate::registry::{OffsetDelta, Registry, RegistryError};
+use crate::source::reader::Chunk;
+
+/// Identifies a registered chunk.
+pub type ChunkId = u64;
+
+#[derive(Debug)]
+struct PendingChunk {
+    source: usize,
+    blob: Arc<str>,
+    from: u64,
+    to: u64,
+    length_seen: u64,
+    etag: Arc<str>,
+    last_modified_ms: i64,
+    head_len: Option<u32>,
+    pending_items: usize,
+    newest_time_ms: Option<i64>,
+}
+
+/// A commit that reached the registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub source: usize,
+    pub blob: Arc<str>,
+    pub to: u64,
+    pub newest_time_ms: Option<i64>,
+}
+
+/// Tracks chunks between reading and commit.
+#[derive(Debug)]
+pub struct AckTracker {
+    registry: Registry,
+    source_names: Vec<String>,
+    chunks: HashMap<ChunkId, PendingChunk>,
+    /// Per blob, its chunks in read order.
+    queues: HashMap<(usize, Arc<str>), VecDeque<ChunkId>>,
+    next_id: ChunkId,
+}
+
+impl AckTracker {
+    pub fn new(registry: Registry, source_names: Vec<String>) -> Self {
+        AckTracker { registry, source_names, chunks: HashMap::new(), queues: HashMap::new(), next_id: 0 }
+    }
+
+    /// Starts tracking a chunk whose documents are about to be sent. Chunks of one blob must be
+    /// registered in read order.
+    pub fn register(&mut self, chunk: &Chunk) -> ChunkId {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.chunks.insert(
+            id,
+            PendingChunk {
+                source: chunk.source,
+                blob: chunk.blob.clone(),
+                from: chunk.from,
+                to: chunk.to,
+                length_seen: chunk.length_seen,
+                etag: chunk.etag.clone(),
+                last_modified_ms: chunk.last_modified_ms,
+                head_len: chunk.head_len,
+                pending_items: chunk.docs.len(),
+                newest_time_ms: chunk.newest_time_ms,
+            },
+        );
+        self.queues.entry((chunk.source, chunk.blob.clone())).or_default().push_back(id);
+        id
+    }
+
+    /// Records that `items` documents of chunk `id` are delivered or dead-lettered, then
+    /// commits every chunk at the front of its blob's queue that has nothing pending.
+    /// A refused commit (the registry moved under us: reset, rewrite) drops the blob's
+    /// pending chunks; they will be re-read from the stored offset.
+    pub fn acknowledge(&mut self, id: ChunkId, items: usize) -> Result<Vec<Committed>, RegistryError> {
+        let Some(chunk) = self.chunks.get_mut(&id) else { return Ok(Vec::new()) };
+        chunk.pending_items = chunk.pending_items.saturating_sub(items);
+        let key = (chunk.source, chunk.blob.clone());
+        self.commit_ready(key)
+    }
+
+    fn commit_ready(&mut self, key: (usize, Arc<str>)) -> Result<Vec<Committed>, RegistryError> {
+        let mut committed = Vec::new();
+        loop {
+            let Some(queue) = self.queues.get_mut(&key) else { break };
+            let Some(&front) = queue.front() else {
+                self.queues.remove(&key);
+                break;
+            };
+            let ready = self.chunks.get(&front).is_some_and(|c| c.pending_items == 0);
+            if !ready {
+                break;
+            }
+            queue.pop_front();
+            let Some(chunk) = self.chunks.remove(&front) else { continue };
+            let source_name = &self.source_names[chunk.source];
+            let delta = OffsetDelta {
+                from: chunk.from,
+                to: chunk.to,
+                length_seen: chunk.length_seen,
+                etag: &chunk.etag,
+                last_modified: chunk.last_modified_ms,
+                head_len: chunk.head_len,
+            };
+            if let Err(e) = self.registry.advance(source_name, &chunk.blob, &delta) {
+                self.drop_blob(&key);
+                return Err(e);
+            }
+            committed.push(Committed {
+                source: chunk.source,
+                blob: chunk.blob,
+                to: chunk.to,
+                newest_time_ms: chunk.newest_time_ms,
+            });
+        }
+        Ok(committed)
+    }
+
+    fn drop_blob(&mut self, key: &(usize, Arc<str>)) {
+        if let Some(queue) = self.queues.remove(key) {
+            for id in queue {
+                self.chunks.remove(&id);
+            }
+        }
+    }
+
+    /// Whether a blob still has chunks waiting: it must not be read again until they commit.
+    pub fn has_pending(&self, source: usize, blob: &str) -> bool {
+        self.queues.contains_key(&(source, Arc::from(blob)))
+    }
+
+    /// Chunks not committed yet.
+    pub fn pending_chunks(&self) -> usize {
+        self.chunks.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::document::{BulkBuffer, BulkItem};
+
+    fn chunk(blob: &str, seq: u32, from: u64, to: u64, items: usize, last: bool, length: u64) -> Chunk {
+        let mut docs = BulkBuffer::new();
+        for i in 0..items {
+            docs.items.push(BulkItem { action_start: 0, doc_start: 0, end: 1, record_offset: from, tuple_index: i as u32 });
+        }
+        Chunk {
+            source: 0,
+            blob: Arc::from(blob),
+            seq,
+            from,
+            to,
+            last,
+            length_seen: if last { length } else { to },
+            etag: Arc::from("e1"),
+            last_modified_ms: 5,
+            head_len: (from == 0).then_some(12),
+            docs,
+            newest_time_ms: Some(1000 + u64::from(seq) as i64),
+        }
+    }
+
+    fn offset(registry: &Registry, blob: &str) -> Option<u64> {
+        registry.get("src", blob).unwrap().map(|e| e.offset)
+    }
+
+    #[test]
+    fn offset_never_passes_an_unacknowledged_chunk() {
+        let registry = Registry::temporary().unwrap();
+        let mut acks = AckTracker::new(registry.clone(), vec!["src".into()]);
+        let a = acks.register(&chunk("b", 0, 0, 100, 3, false, 300));
+        let b = acks.register(&chunk("b", 1, 100, 200, 2, false, 300));
+        let c = acks.register(&chunk("b", 2, 200, 298, 0, true, 300));
+        // The later chunks finish first: nothing may commit.
+        assert!(acks.acknowledge(b, 2).unwrap().is_empty());
+        assert!(acks.acknowledge(c, 0).unwrap().is_empty());
+        assert_eq!(offset(&registry, "b"), None);
+        // Part of the first chunk: still nothing.
+        assert!(acks.acknowledge(a, 2).unwrap().is_empty());
+        assert_eq!(offset(&registry, "b"), None);
+        assert!(acks.has_pending(0, "b"));
+        // The rest of the first: all three commit, in order.
+        let committed = acks.acknowledge(a, 1).unwrap();
+        assert_eq!(committed.iter().map(|c| c.to).collect::<Vec<_>>(), vec![100, 200, 298]);
+        let entry = registry.get("src", "b").unwrap().unwrap();
+        assert_eq!((entry.offset, entry.length_seen, entry.head_len), (298, 300, Some(12)));
+        assert!(!acks.has_pending(0, "b"));
+        assert_eq!(acks.pending_chunks(), 0);
+    }
+
+    #[test]
+    fn blobs_commit_independently() {
+        let registry = Registry::temporary().unwrap();
+        let mut acks = AckTracker::new(registry.clone(), vec!["src".into()]);
+        let a = acks.register(&chunk("a", 0, 0, 50, 1, true, 52));
+        let b = acks.register(&chunk("b", 0, 0, 70, 1, true, 72));
+        acks.acknowledge(b, 1).unwrap();
+        assert_eq!(offset(&registry, "b"), Some(70));
+        assert_eq!(offset(&registry, "a"), None);
+        acks.acknowledge(a, 1).unwrap();
+        assert_eq!(offset(&registry, "a"), Some(50));
+    }
+
+    #[test]
+    fn a_refused_commit_drops_the_blob_so_it_is_re_read() {
+        let registry = Registry::temporary().unwrap();
+        let mut acks = AckTracker::new(registry.clone(), vec!["src".into()]);
+        // A chunk that does not chain onto the stored offset (0) must be refused.
+        let a = acks.register(&chunk("b", 0, 100, 200, 1, false, 300));
+        let _b = acks.register(&chunk("b", 1, 200, 298, 1, true, 300));
+        assert!(matches!(acks.acknowledge(a, 1), Err(RegistryError::OffsetMismatch { .. })));
+        assert_eq!(offset(&registry, "b"), None);
+        assert!(!acks.has_pending(0, "b"));
+    }
+}

@@ -1,0 +1,198 @@
+//! Finds flow-log blobs without listing history: discovers the resource prefixes of a
+//! container (whatever path precedes `y=`) level by level with `delimiter=/` listings, then
+//! lists only the hour partitions `…/y=YYYY/m=MM/d=DD/h=HH/` it is asked for.
+use std::collections::{BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use super::client::{StorageClient, StorageError};
+use super::listing::BlobItem;
+
+/// Seconds in an hour; hours are counted as `epoch_seconds / 3600` (UTC, like the folders).
+pub const HOUR_SECS: i64 = 3600;
+
+/// Deepest prefix the discovery walks to before giving up on a branch (real paths are ~10 deep).
+const MAX_DISCOVERY_DEPTH: usize = 24;
+
+/// The resource prefix of a flow-log blob name: everything before `y=YYYY/`, ending in `/`.
+pub fn resource_of(blob: &str) -> Option<&str> {
+    let at = if blob.starts_with("y=") { Some(0) } else { blob.rfind("/y=").map(|i| i + 1) }?;
+    Some(&blob[..at])
+}
+
+/// The hour (epoch hours) of a flow-log blob from its `y=/m=/d=/h=` folders; `None` when the
+/// name has no such partition. The first `m=` is the month, the second (always `00`) the minute.
+pub fn blob_hour(blob: &str) -> Option<i64> {
+    let resource = resource_of(blob)?;
+    let rest = &blob[resource.len()..];
+    let mut parts = rest.split('/');
+    let mut field = |key: &str| -> Option<u32> { parts.next()?.strip_prefix(key)?.parse().ok() };
+    let (y, m, d, h) = (field("y=")?, field("m=")?, field("d=")?, field("h=")?);
+    let date = chrono::NaiveDate::from_ymd_opt(y as i32, m, d)?;
+    let time = date.and_hms_opt(h, 0, 0)?;
+    Some(time.and_utc().timestamp().div_euclid(HOUR_SECS))
+}
+
+/// The partition prefix of one hour of one resource: `{resource}y=2026/m=11/d=21/h=16/`.
+pub fn hour_partition(resource: &str, hour: i64) -> String {
+    let t = chrono::DateTime::from_timestamp(hour * HOUR_SECS, 0).unwrap_or_default();
+    format!("{resource}{}", t.format("y=%Y/m=%m/d=%d/h=%H/"))
+}
+
+/// The partition prefix of the hour a blob is in (`None` for names without one).
+pub fn partition_of(blob: &str) -> Option<String> {
+    Some(hour_partition(resource_of(blob)?, blob_hour(blob)?))
+}
+
+/// Resource discovery and hour listings for one source.
+pub struct Walker {
+    client: StorageClient,
+    /// Only names starting with this; discovery starts at its last `/`.
+    prefix: String,
+    /// Lower-cased substrings; a resource is kept when it contains one (or the list is empty).
+    resource_filter: Vec<String>,
+    resources: Vec<String>,
+    discovered_at: Option<Instant>,
+    discovery_interval: Duration,
+}
+
+impl Walker {
+    pub fn new(client: StorageClient, prefix: Option<&str>, resource_filter: &[String], discovery_interval: Duration) -> Self {
+        Walker {
+            client,
+            prefix: prefix.unwrap_or_default().to_owned(),
+            resource_filter: resource_filter.iter().map(|f| f.to_lowercase()).collect(),
+            resources: Vec::new(),
+            discovered_at: None,
+            discovery_interval,
+        }
+    }
+
+    pub fn client(&self) -> &StorageClient {
+        &self.client
+    }
+
+    /// The resource prefixes found by the last discovery.
+    pub fn resources(&self) -> &[String] {
+        &self.resources
+    }
+
+    /// Rediscovers resources when the discovery interval has passed (or never ran).
+    /// Returns whether a discovery ran.
+    pub async fn discover_if_due(&mut self) -> Result<bool, StorageError> {
+        let due = self.discovered_at.is_none_or(|at| at.elapsed() >= self.discovery_interval);
+        if due {
+            self.discover().await?;
+        }
+        Ok(due)
+    }
+
+    /// Walks the prefix tree breadth-first until each branch reaches a level whose
+    /// sub-prefixes are `y=` folders; those parents are the resources.
+    pub async fn discover(&mut self) -> Result<(), StorageError> {
+        let start = match self.prefix.rfind('/') {
+            Some(i) => self.prefix[..=i].to_owned(),
+            None => String::new(),
+        };
+        let mut found = Vec::new();
+        let mut queue = VecDeque::from([start]);
+        while let Some(node) = queue.pop_front() {
+            if node.matches('/').count() > MAX_DISCOVERY_DEPTH {
+                tracing::warn!(prefix = %node, "flow-log discovery gave up on a prefix deeper than {MAX_DISCOVERY_DEPTH} levels");
+                continue;
+            }
+            let listing = self.client.list_hierarchical(&node).await?;
+            let is_resource = listing
+                .prefixes
+                .iter()
+                .any(|child| child[node.len()..].starts_with("y="));
+            if is_resource {
+                found.push(node);
+                continue;
+            }
+            for child in listing.prefixes {
+                if child.starts_with(&self.prefix) || self.prefix.starts_with(&child) {
+                    queue.push_back(child);
+                }
+            }
+        }
+        found.retain(|r| self.wanted(r));
+        found.sort();
+        if found != self.resources {
+            tracing::info!(
+                container = self.client.container_name(),
+                resources = found.len(),
+                "flow-log resources discovered"
+            );
+        }
+        self.resources = found;
+        self.discovered_at = Some(Instant::now());
+        Ok(())
+    }
+
+    fn wanted(&self, resource: &str) -> bool {
+        if !(resource.starts_with(&self.prefix) || self.prefix.starts_with(resource)) {
+            return false;
+        }
+        let lower = resource.to_lowercase();
+        self.resource_filter.is_empty() || self.resource_filter.iter().any(|f| lower.contains(f))
+    }
+
+    /// Whether a blob name passes the source's `prefix` and `resource_filter`.
+    pub fn accepts(&self, blob: &str) -> bool {
+        blob.starts_with(&self.prefix) && resource_of(blob).is_some_and(|r| self.wanted(r))
+    }
+
+    /// The partitions of `hours` for every known resource.
+    pub fn partitions_for_hours(&self, hours: impl IntoIterator<Item = i64> + Clone) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for resource in &self.resources {
+            for hour in hours.clone() {
+                out.insert(hour_partition(resource, hour));
+            }
+        }
+        out
+    }
+
+    /// Lists the flow-log blobs (`*.json`) under each partition: one flat listing per partition.
+    pub async fn list_partitions(&self, partitions: &BTreeSet<String>) -> Result<Vec<BlobItem>, StorageError> {
+        let mut blobs = Vec::new();
+        for partition in partitions {
+            let listed = self.client.list_blobs(partition).await?;
+            blobs.extend(listed.into_iter().filter(|b| b.name.ends_with(".json") && self.accepts(&b.name)));
+        }
+        Ok(blobs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NSG: &str = "resourceId=/SUBSCRIPTIONS/S/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.NETWORK/NETWORKSECURITYGROUPS/NSG1/y=2026/m=11/d=21/h=16/m=00/macAddress=000D3AF87856/PT1H.json";
+    const VNET: &str = "flowLogResourceID=/S_NETWORKWATCHERRG/NETWORKWATCHER_WESTEUROPE_FL/y=2020/m=12/d=31/h=23/m=00/macAddress=00224871C205/PT1H.json";
+
+    #[test]
+    fn resource_and_hour_come_from_the_end_of_the_name() {
+        assert_eq!(
+            resource_of(NSG),
+            Some("resourceId=/SUBSCRIPTIONS/S/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.NETWORK/NETWORKSECURITYGROUPS/NSG1/")
+        );
+        // 2026-11-21T16:00:00Z = 1795276800 s.
+        assert_eq!(blob_hour(NSG), Some(1_795_276_800 / 3600));
+        // 2020-12-31T23:00:00Z = 1609455600 s.
+        assert_eq!(blob_hour(VNET), Some(1_609_455_600 / 3600));
+        assert_eq!(resource_of("y=2026/m=01/d=01/h=00/m=00/macAddress=X/PT1H.json"), Some(""));
+        assert_eq!(blob_hour("no/partition/PT1H.json"), None);
+        assert_eq!(blob_hour("r/y=2026/m=13/d=01/h=00/PT1H.json"), None);
+        assert_eq!(blob_hour("r/y=2026/m=02/d=30/h=00/PT1H.json"), None);
+        assert_eq!(blob_hour("r/y=2026/m=02/d=28/h=24/PT1H.json"), None);
+    }
+
+    #[test]
+    fn partition_prefixes_round_trip() {
+        let hour = blob_hour(NSG).unwrap();
+        let partition = hour_partition(resource_of(NSG).unwrap(), hour);
+        assert!(NSG.starts_with(&partition), "{partition}");
+        assert_eq!(partition_of(VNET).unwrap(), "flowLogResourceID=/S_NETWORKWATCHERRG/NETWORKWATCHER_WESTEUROPE_FL/y=2020/m=12/d=31/h=23/");
+    }
+}
