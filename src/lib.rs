@@ -3,7 +3,10 @@
 //!
 //! Module map:
 //! - [`ack`]: ordered per-blob commits of acknowledged chunks.
+//! - [`app`]: the daemon: polling, batching, delivery, commits, shutdown.
 //! - [`metrics`]: Prometheus metrics and readiness.
+//! - [`http`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`systemd`]: sd_notify readiness and watchdog.
 //! - [`cli`]: the command line (subcommands).
 //! - [`config`]: the configuration file, environment overrides and validation.
 //! - [`flowlog`]: decoding of flow-log records and tuples (pure, no I/O).
@@ -15,14 +18,17 @@
 //! - [`generator`]: deterministic generator of realistic flow logs.
 //! - [`pipeline`]: blob bytes → records → tuples → bulk items (pure).
 pub mod ack;
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod enrich;
 pub mod flowlog;
 pub mod generator;
+pub mod http;
 pub mod metrics;
 pub mod pipeline;
 pub mod registry;
 pub mod secret;
 pub mod sink;
+pub mod systemd;
 pub mod source;

@@ -55,8 +55,10 @@ pub struct Metrics {
     latency_sum_micros: AtomicU64,
     /// When the last bulk request succeeded, epoch ms (0 = never).
     pub last_bulk_ok_ms: AtomicI64,
-    /// Start of the oldest batch still being delivered, epoch ms (0 = none in flight).
-    pub oldest_inflight_ms: AtomicI64,
+    /// Batches being delivered now.
+    pub inflight: AtomicU64,
+    /// When the in-flight count last went from 0 to 1, epoch ms.
+    pub inflight_since_ms: AtomicI64,
     pub registry_entries: AtomicU64,
     pub registry_open: std::sync::atomic::AtomicBool,
 }
@@ -75,10 +77,23 @@ impl Metrics {
             latency_count: AtomicU64::new(0),
             latency_sum_micros: AtomicU64::new(0),
             last_bulk_ok_ms: AtomicI64::new(0),
-            oldest_inflight_ms: AtomicI64::new(0),
+            inflight: AtomicU64::new(0),
+            inflight_since_ms: AtomicI64::new(0),
             registry_entries: AtomicU64::new(0),
             registry_open: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// A batch went out for delivery.
+    pub fn batch_started(&self, now_ms: i64) {
+        if self.inflight.fetch_add(1, Ordering::Relaxed) == 0 {
+            self.inflight_since_ms.store(now_ms, Ordering::Relaxed);
+        }
+    }
+
+    /// A batch's delivery ended (delivered or cancelled).
+    pub fn batch_finished(&self) {
+        self.inflight.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Records one bulk request's latency.
@@ -106,8 +121,9 @@ impl Metrics {
                 return Err(format!("source {}: no successful listing in the last {}s", s.name, list_window.as_secs()));
             }
         }
-        let oldest = self.oldest_inflight_ms.load(Ordering::Relaxed);
-        if oldest != 0 && now_ms - oldest > bulk_window.as_millis() as i64 {
+        // Stuck: something is in flight and no bulk request succeeded for the whole window.
+        let busy_since = self.inflight_since_ms.load(Ordering::Relaxed).max(self.last_bulk_ok_ms.load(Ordering::Relaxed));
+        if self.inflight.load(Ordering::Relaxed) > 0 && now_ms - busy_since > bulk_window.as_millis() as i64 {
             return Err(format!("a bulk request has been failing for more than {}s", bulk_window.as_secs()));
         }
         Ok(())
@@ -200,7 +216,11 @@ mod tests {
         assert!(m.readiness(100_000, minute, minute).unwrap_err().contains("vnet"));
         m.sources[0].last_list_ok_ms.store(90_000, Ordering::Relaxed);
         assert!(m.readiness(100_000, minute, minute).is_ok());
-        m.oldest_inflight_ms.store(10_000, Ordering::Relaxed);
+        m.batch_started(10_000);
         assert!(m.readiness(100_000, minute, minute).unwrap_err().contains("bulk"));
+        m.last_bulk_ok_ms.store(95_000, Ordering::Relaxed);
+        assert!(m.readiness(100_000, minute, minute).is_ok(), "recent success while busy is fine");
+        m.batch_finished();
+        assert!(m.readiness(200_000, Duration::from_secs(500), minute).is_ok());
     }
 }

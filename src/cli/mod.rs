@@ -1,21 +1,32 @@
 //! Command-line interface: subcommands and their dispatch.
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::config::{Config, DEFAULT_CONFIG_PATH};
+
+pub mod check;
+pub mod daemon;
 pub mod decode;
 pub mod generate;
+pub mod registry;
+pub mod template;
 
 /// Ships Azure NSG and VNet flow logs from Blob Storage into Elasticsearch, one document per flow tuple.
 #[derive(Debug, Parser)]
 #[command(name = "flowlogd", version, about)]
 pub struct Cli {
-    /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "FLOWLOGD_LOG_FORMAT")]
-    pub log_format: LogFormat,
-    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `flowlogd=debug`.
-    #[arg(long, global = true, default_value = "info", env = "FLOWLOGD_LOG_LEVEL")]
-    pub log_level: String,
+    /// Configuration file (TOML); `FLOWLOGD_…` environment variables override it.
+    #[arg(long, short, global = true, env = "FLOWLOGD_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+    /// Log format on stderr (default: `[log].format` of the config, else text).
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log filter in tracing's EnvFilter syntax, e.g. `info` or `flowlogd=debug`
+    /// (default: `[log].level` of the config, else info).
+    #[arg(long, global = true)]
+    pub log_level: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -28,10 +39,21 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Poll every source forever (until SIGTERM/SIGINT): the daemon.
+    Run,
+    /// One full pass over every source, then print a JSON summary and exit.
+    Once,
+    /// Validate the config and reach every storage account and Elasticsearch.
+    Check,
+    /// Inspect or reset read progress.
+    #[command(subcommand)]
+    Registry(registry::RegistryCommand),
     /// Decode PT1H.json files into documents (NDJSON on stdout); problems go to stderr.
     Decode(decode::DecodeArgs),
     /// Write realistic, deterministic flow-log blobs (test data, benchmarks, demos).
     Gen(generate::GenArgs),
+    /// Print the index template flowlogd installs (for curl users).
+    Template(template::TemplateArgs),
 }
 
 /// Sets up logging: human-readable by default, JSON lines with `--log-format json`.
@@ -45,16 +67,49 @@ pub fn init_logging(format: LogFormat, filter: &str) {
     };
 }
 
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
 /// Runs the parsed command line and maps the outcome to the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
-    init_logging(cli.log_format, &cli.log_level);
-    let result = match cli.command {
-        Command::Decode(args) => decode::run(args),
-        Command::Gen(args) => generate::run(args),
+    let needs_config = matches!(cli.command, Command::Run | Command::Once | Command::Check | Command::Registry(_));
+    let config = if needs_config {
+        match Config::load(&cli.config) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("flowlogd: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
+    let format = cli.log_format.unwrap_or(match config.as_ref().map(|c| c.log.format.as_str()) {
+        Some("json") => LogFormat::Json,
+        _ => LogFormat::Text,
+    });
+    let level = cli.log_level.clone().or_else(|| config.as_ref().map(|c| c.log.level.clone())).unwrap_or_else(|| "info".into());
+    init_logging(format, &level);
+    if let Some(c) = &config {
+        if c.elasticsearch.insecure {
+            tracing::warn!("elasticsearch.insecure = true: TLS certificates are NOT verified");
+        }
+    }
+    let result = match (cli.command, config) {
+        (Command::Decode(args), _) => decode::run(args),
+        (Command::Gen(args), _) => generate::run(args),
+        (Command::Template(args), _) => template::run(args),
+        (Command::Run, Some(c)) => runtime().and_then(|rt| rt.block_on(daemon::run(c, &cli.config))),
+        (Command::Once, Some(c)) => runtime().and_then(|rt| rt.block_on(daemon::once(c))),
+        (Command::Check, Some(c)) => runtime().and_then(|rt| rt.block_on(check::run(c))),
+        (Command::Registry(cmd), Some(c)) => registry::run(&c, cmd),
+        (_, None) => Err(anyhow::anyhow!("this command needs a configuration")),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "flowlogd failed");
             eprintln!("flowlogd: {e:#}");
             ExitCode::FAILURE
         }

@@ -1,0 +1,659 @@
+//! The daemon: polls every source (walker → poller → reader), batches the documents, delivers
+//! them through the bulk sink and commits offsets through the ack tracker; runs once or forever,
+//! and shuts down in order (stop polling, drain deliveries, commit, flush the registry).
+use std::collections::{BTreeSet, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::ack::{AckTracker, ChunkId};
+use crate::config::{Config, SourceConfig, StartPolicy};
+use crate::metrics::{Metrics, SourceMetrics};
+use crate::pipeline::DecodeProblem;
+use crate::registry::{BlobEntry, BlobState, Change, Registry, SourceState};
+use crate::sink::bulk::{BulkSink, ItemOrigin};
+use crate::sink::document::{BulkBuffer, DocumentEncoder};
+use crate::source::client::{StorageClient, StorageStats};
+use crate::source::listing::BlobItem;
+use crate::source::reader::{Chunk, ReadLimits, ReadTask, end_of_records, read_blob};
+use crate::source::walker::{HOUR_SECS, Walker, blob_hour, partition_of};
+
+/// What `flowlogd once` prints when done.
+#[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct RunSummary {
+    pub list_requests: u64,
+    pub blobs_listed: u64,
+    pub blobs_read: u64,
+    pub bytes_downloaded: u64,
+    pub bytes_new: u64,
+    pub records: u64,
+    pub documents_indexed: u64,
+    /// Documents the index already had (409): replays after a crash or a reset.
+    pub documents_existing: u64,
+    pub documents_dead_lettered: u64,
+    /// Listing, read, decode and commit failures (each logged with its blob or batch).
+    pub errors: u64,
+}
+
+struct SourceRuntime {
+    index: usize,
+    config: SourceConfig,
+    walker: Walker,
+}
+
+/// Blobs being read right now: they are not planned again until their chunks commit.
+type Busy = Arc<Mutex<HashSet<(usize, String)>>>;
+
+/// A running flowlogd: sources, sink, registry, metrics.
+pub struct App {
+    config: Config,
+    registry: Registry,
+    sink: BulkSink,
+    metrics: Arc<Metrics>,
+    sources: Vec<SourceRuntime>,
+    acks: Arc<Mutex<AckTracker>>,
+    busy: Busy,
+    errors: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl App {
+    /// Opens the registry and builds the clients (no network I/O yet).
+    pub fn new(config: Config) -> anyhow::Result<App> {
+        let registry = Registry::open(&config.registry.path)?;
+        let dead_letter = crate::sink::dead_letter::DeadLetter::lazy(config.dead_letter_path());
+        let sink = BulkSink::with_dead_letter(&config.elasticsearch, dead_letter)?;
+        let mut sources = Vec::new();
+        let mut stats = Vec::new();
+        for (index, source) in config.sources.iter().enumerate() {
+            let storage_stats = Arc::new(StorageStats::default());
+            let client = StorageClient::from_config(&source.storage(), storage_stats.clone())
+                .map_err(|e| anyhow::anyhow!("source {}: {e}", source.name))?;
+            let walker = Walker::new(client, source.prefix.as_deref(), &source.resource_filter, source.discovery_interval);
+            stats.push((source.name.clone(), storage_stats));
+            sources.push(SourceRuntime { index, config: source.clone(), walker });
+        }
+        let metrics = Arc::new(Metrics::new(stats));
+        metrics.registry_open.store(true, Ordering::Relaxed);
+        metrics.registry_entries.store(registry.len() as u64, Ordering::Relaxed);
+        let acks = Arc::new(Mutex::new(AckTracker::new(registry.clone(), config.sources.iter().map(|s| s.name.clone()).collect())));
+        Ok(App { config, registry, sink, metrics, sources, acks, busy: Arc::default(), errors: Arc::default() })
+    }
+
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    pub fn sink(&self) -> &BulkSink {
+        &self.sink
+    }
+
+    /// Installs index templates (and the ILM policy) when configured.
+    pub async fn setup_sink(&self) -> anyhow::Result<()> {
+        if !self.config.elasticsearch.install_template {
+            return Ok(());
+        }
+        let targets = crate::sink::bulk::SetupTarget::for_sources(&self.config.sources)?;
+        let report = self.sink.setup(&targets).await?;
+        for t in &report.templates {
+            tracing::info!(template = %t.name, index_pattern = %t.index_pattern, "index template installed");
+        }
+        if let Some(skipped) = &report.skipped {
+            tracing::info!(reason = %skipped, "index template setup skipped");
+        }
+        match &report.lifecycle {
+            crate::sink::bulk::LifecycleOutcome::Installed { policy } => tracing::info!(policy = %policy, "ILM policy installed"),
+            crate::sink::bulk::LifecycleOutcome::Skipped { reason } => tracing::info!(reason = %reason, "ILM policy skipped"),
+            crate::sink::bulk::LifecycleOutcome::NotConfigured => {}
+        }
+        Ok(())
+    }
+
+    /// Applies `start_over`: forgets stored offsets of those sources, once, at startup.
+    fn apply_start_policies(&self) -> anyhow::Result<()> {
+        for s in &self.sources {
+            if s.config.start == StartPolicy::StartOver {
+                let removed = self.registry.reset(Some(&s.config.name), None)?;
+                self.registry.remove_source_state(&s.config.name)?;
+                tracing::warn!(source = %s.config.name, entries = removed, "start = \"start_over\": stored offsets forgotten, the window is read again (document ids make the re-read duplicate-free)");
+            }
+        }
+        Ok(())
+    }
+
+    /// One pass over every source until caught up, then drain and commit.
+    pub async fn run_once(mut self) -> anyhow::Result<RunSummary> {
+        self.apply_start_policies()?;
+        let cancel = CancellationToken::new();
+        let (tx, delivery) = self.start_delivery(cancel.clone());
+        let mut sources = std::mem::take(&mut self.sources);
+        for source in &mut sources {
+            self.poll_source(source, &tx).await;
+        }
+        drop(tx);
+        delivery.await.map_err(|e| anyhow::anyhow!("delivery task failed: {e}"))?;
+        self.registry.flush_async().await?;
+        self.sources = sources;
+        Ok(self.summary())
+    }
+
+    /// Polls every `interval` until `shutdown` fires, then drains within `shutdown_timeout`.
+    pub async fn run(mut self, shutdown: CancellationToken, mut on_ready: impl FnMut()) -> anyhow::Result<RunSummary> {
+        self.apply_start_policies()?;
+        let abort_delivery = CancellationToken::new();
+        let (tx, delivery) = self.start_delivery(abort_delivery.clone());
+        let interval = self.config.daemon.interval;
+        let mut sources = std::mem::take(&mut self.sources);
+        let mut ready_sent = false;
+        let mut next = tokio::time::Instant::now();
+        'poll: loop {
+            for source in &mut sources {
+                tokio::select! {
+                    _ = self.poll_source(source, &tx) => {}
+                    _ = shutdown.cancelled() => break 'poll,
+                }
+            }
+            if !ready_sent {
+                on_ready();
+                ready_sent = true;
+            }
+            self.metrics.registry_entries.store(self.registry.len() as u64, Ordering::Relaxed);
+            next += interval;
+            tokio::select! {
+                _ = tokio::time::sleep_until(next) => {}
+                _ = shutdown.cancelled() => break 'poll,
+            }
+            if next < tokio::time::Instant::now() {
+                next = tokio::time::Instant::now();
+            }
+        }
+        tracing::info!(timeout_s = self.config.daemon.shutdown_timeout.as_secs(), "shutting down: polling stopped, draining deliveries");
+        drop(tx);
+        let deadline = self.config.daemon.shutdown_timeout;
+        let mut delivery = delivery;
+        if tokio::time::timeout(deadline, &mut delivery).await.is_err() {
+            tracing::warn!("shutdown timeout reached: undelivered batches are abandoned and will be re-read after restart");
+            abort_delivery.cancel();
+            let _ = delivery.await;
+        }
+        self.registry.flush_async().await?;
+        self.sources = sources;
+        let summary = self.summary();
+        tracing::info!(pending_chunks = self.acks.lock().map(|a| a.pending_chunks()).unwrap_or(0), "registry flushed; stopped");
+        Ok(summary)
+    }
+
+    fn summary(&self) -> RunSummary {
+        let mut s = RunSummary { errors: self.errors.load(Ordering::Relaxed), ..RunSummary::default() };
+        for m in &self.metrics.sources {
+            let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+            s.list_requests += load(&m.storage.list_requests);
+            s.blobs_listed += load(&m.storage.blobs_listed);
+            s.blobs_read += load(&m.blobs_read);
+            s.bytes_downloaded += load(&m.storage.bytes_downloaded);
+            s.bytes_new += load(&m.bytes_new);
+            s.records += load(&m.records);
+            s.documents_indexed += load(&m.documents_indexed);
+            s.documents_existing += load(&m.documents_existing);
+            s.documents_dead_lettered += load(&m.documents_dead_lettered) + load(&m.decode_problems);
+        }
+        s
+    }
+
+    fn error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One poll of one source: list the partitions that can still change, plan reads against
+    /// the registry, read what grew. Failures are logged and retried on the next poll.
+    async fn poll_source(&self, source: &mut SourceRuntime, tx: &mpsc::Sender<Chunk>) {
+        let name = source.config.name.clone();
+        let m = &self.metrics.sources[source.index];
+        m.add(&m.polls, 1);
+        let started = Instant::now();
+        let before = m.storage.snapshot();
+        if let Err(e) = source.walker.discover_if_due().await {
+            m.add(&m.list_errors, 1);
+            self.error();
+            tracing::warn!(source = %name, error = %e, "resource discovery failed; retrying next poll");
+            return;
+        }
+        let now = chrono::Utc::now();
+        let now_s = now.timestamp();
+        let now_hour = now_s.div_euclid(HOUR_SECS);
+        let state = match self.registry.source_state(&name) {
+            Ok(s) => s,
+            Err(e) => {
+                self.error();
+                tracing::error!(source = %name, error = %e, "cannot read source state; skipping this poll");
+                return;
+            }
+        };
+        let first_run = state.is_none();
+        let since_hour = source.config.since.resolve(now_s).div_euclid(HOUR_SECS);
+        // The previous hour always (late blocks); after downtime every hour since the last poll.
+        let from_hour = match state {
+            Some(s) => s.last_listed_hour.min(now_hour - 1),
+            None => since_hour.min(now_hour),
+        };
+        if now_hour - from_hour > 2 {
+            tracing::info!(source = %name, hours = now_hour - from_hour + 1, first_run, "listing a backlog of hour partitions");
+        }
+        let mut partitions = source.walker.partitions_for_hours(from_hour..=now_hour);
+        let active = match self.registry.active_blobs(&name) {
+            Ok(a) => a,
+            Err(e) => {
+                self.error();
+                tracing::error!(source = %name, error = %e, "cannot read registry; skipping this poll");
+                return;
+            }
+        };
+        partitions.extend(active.iter().filter_map(|(blob, _)| partition_of(blob)).filter(|p| source.walker.accepts(&format!("{p}x"))));
+        let blobs = match source.walker.list_partitions(&partitions).await {
+            Ok(b) => b,
+            Err(e) => {
+                m.add(&m.list_errors, 1);
+                self.error();
+                tracing::warn!(source = %name, error = %e, "listing failed; retrying next poll");
+                return;
+            }
+        };
+        m.last_list_ok_ms.store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
+
+        let tasks = self.plan(source, &blobs, &partitions, first_run, now).await;
+        let reads = tasks.len();
+        self.read_all(source, tasks, tx).await;
+
+        if let Err(e) = self.registry.put_source_state(&name, &SourceState { last_listed_hour: now_hour }) {
+            self.error();
+            tracing::error!(source = %name, error = %e, "cannot store source state");
+        }
+        let forget_before = now.timestamp_millis() - source.config.forget_gone_after.as_millis() as i64;
+        match self.registry.forget_gone_older_than(&name, forget_before) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(source = %name, entries = n, "forgot registry entries of blobs deleted by retention"),
+            Err(e) => tracing::warn!(source = %name, error = %e, "cannot forget entries of deleted blobs"),
+        }
+        let delta = m.storage.snapshot().since(&before);
+        let newest = m.newest_indexed_ms.load(Ordering::Relaxed);
+        tracing::info!(
+            source = %name,
+            partitions = partitions.len(),
+            list_requests = delta.list_requests,
+            blobs_listed = delta.blobs_listed,
+            blobs_read = reads,
+            bytes_downloaded = delta.bytes_downloaded,
+            documents_total = m.documents_indexed.load(Ordering::Relaxed),
+            lag_s = if newest == 0 { -1 } else { (chrono::Utc::now().timestamp_millis() - newest) / 1000 },
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "poll done"
+        );
+    }
+
+    /// Compares listed blobs with the registry; returns the reads to do and records the rest
+    /// (new `start_fresh` positions, rewritten blobs, finished and deleted blobs).
+    async fn plan(&self, source: &SourceRuntime, blobs: &[BlobItem], partitions: &BTreeSet<String>, first_run: bool, now: chrono::DateTime<chrono::Utc>) -> Vec<ReadTask> {
+        let name = &source.config.name;
+        let now_ms = now.timestamp_millis();
+        let settle_ms = source.config.settle.as_millis() as i64;
+        let finish_ms = source.config.finish_after.as_millis() as i64;
+        let mut tasks = Vec::new();
+        let listed: HashSet<&str> = blobs.iter().map(|b| b.name.as_str()).collect();
+        for blob in blobs {
+            if self.is_busy(source.index, &blob.name) {
+                continue;
+            }
+            let entry = match self.registry.get(name, &blob.name) {
+                Ok(e) => e,
+                Err(e) => {
+                    self.error();
+                    tracing::error!(source = %name, blob = %blob.name, error = %e, "cannot read registry entry; skipping the blob this poll");
+                    continue;
+                }
+            };
+            let settled = now_ms - blob.last_modified.timestamp_millis() >= settle_ms;
+            let from = match entry {
+                None if first_run && source.config.start == StartPolicy::StartFresh => {
+                    self.record_fresh_start(source, blob, now_ms).await;
+                    continue;
+                }
+                None => 0,
+                Some(e) => match e.classify(blob.content_length, &blob.etag) {
+                    Change::Unchanged => {
+                        let hour_end_ms = blob_hour(&blob.name).map_or(i64::MAX, |h| (h + 1) * HOUR_SECS * 1000);
+                        if e.state == BlobState::Active && now_ms - hour_end_ms > finish_ms {
+                            if e.length_seen.saturating_sub(e.offset) > 64 {
+                                tracing::warn!(source = %name, blob = %blob.name, offset = e.offset, length = e.length_seen, "blob finished with unread bytes after the last complete record (an incomplete record that never completed)");
+                            }
+                            let _ = self.registry.mark_finished(name, &blob.name);
+                        }
+                        continue;
+                    }
+                    Change::Retagged => {
+                        let _ = self.registry.update(name, &blob.name, |old| {
+                            old.map(|o| BlobEntry { etag: blob.etag.clone(), last_modified: blob.last_modified.timestamp_millis(), updated_at: now_ms, ..o.clone() })
+                        });
+                        continue;
+                    }
+                    Change::Grown => {
+                        if e.state != BlobState::Active {
+                            let _ = self.registry.mark_active(name, &blob.name);
+                        }
+                        e.offset
+                    }
+                    Change::Rewritten => {
+                        tracing::warn!(source = %name, blob = %blob.name, stored_offset = e.offset, length = blob.content_length, "blob was rewritten (shorter than what was read, or changed before the stored offset); reading it again from 0 (document ids make that duplicate-free)");
+                        if let Err(err) = self.registry.remove(name, &blob.name) {
+                            self.error();
+                            tracing::error!(source = %name, blob = %blob.name, error = %err, "cannot reset the entry of a rewritten blob");
+                            continue;
+                        }
+                        0
+                    }
+                },
+            };
+            if !settled {
+                tracing::debug!(source = %name, blob = %blob.name, "blob changed less than `settle` ago; reading it later");
+                continue;
+            }
+            tasks.push(ReadTask { blob: blob.clone(), from });
+        }
+        // Blobs of listed partitions that the listing no longer shows were deleted (retention).
+        if let Ok(active) = self.registry.active_blobs(name) {
+            for (blob, _) in active {
+                let in_listed_partition = partition_of(&blob).is_some_and(|p| partitions.contains(&p));
+                if in_listed_partition && !listed.contains(blob.as_str()) && !self.is_busy(source.index, &blob) {
+                    tracing::info!(source = %name, blob = %blob, "blob is gone (deleted by retention?)");
+                    let _ = self.registry.mark_gone(name, &blob, now_ms);
+                }
+            }
+        }
+        tasks
+    }
+
+    /// `start_fresh`: a blob that exists at first sight counts as read up to its last record.
+    async fn record_fresh_start(&self, source: &SourceRuntime, blob: &BlobItem, now_ms: i64) {
+        let name = &source.config.name;
+        match end_of_records(source.walker.client(), blob).await {
+            Ok(Some(offset)) => {
+                let entry = BlobEntry::new(offset, blob.content_length, &blob.etag, blob.last_modified.timestamp_millis(), now_ms);
+                if let Err(e) = self.registry.put(name, &blob.name, &entry) {
+                    tracing::error!(source = %name, blob = %blob.name, error = %e, "cannot record start_fresh position");
+                }
+            }
+            Ok(None) => tracing::warn!(source = %name, blob = %blob.name, "start_fresh: no `]}}` tail found; the blob will be read from 0 next poll"),
+            Err(e) => {
+                self.error();
+                tracing::warn!(source = %name, blob = %blob.name, error = %e, "start_fresh: cannot read the blob's tail; retrying next poll");
+            }
+        }
+    }
+
+    fn is_busy(&self, source: usize, blob: &str) -> bool {
+        let reading = self.busy.lock().map(|b| b.contains(&(source, blob.to_owned()))).unwrap_or(true);
+        reading || self.acks.lock().map(|a| a.has_pending(source, blob)).unwrap_or(true)
+    }
+
+    /// Reads the planned blobs, `read_concurrency` at a time.
+    async fn read_all(&self, source: &SourceRuntime, tasks: Vec<ReadTask>, tx: &mpsc::Sender<Chunk>) {
+        let limits = ReadLimits {
+            chunk_bytes: self.config.elasticsearch.batch_max_bytes.min(4 * 1024 * 1024),
+            max_record_bytes: source.config.max_record_bytes,
+        };
+        let concurrency = self.config.daemon.read_concurrency;
+        let schema = source.config.schema;
+        let pattern = match source.config.index_pattern() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(source = %source.config.name, error = %e, "bad index pattern");
+                return;
+            }
+        };
+        let mut set = JoinSet::new();
+        let mut queue = tasks.into_iter();
+        loop {
+            while set.len() < concurrency {
+                let Some(task) = queue.next() else { break };
+                if let Ok(mut busy) = self.busy.lock() {
+                    busy.insert((source.index, task.blob.name.clone()));
+                }
+                let client = source.walker.client().clone();
+                let tx = tx.clone();
+                let mut encoder = DocumentEncoder::new(schema, pattern.clone());
+                let metrics = self.metrics.clone();
+                let dead_letter = self.sink.dead_letter().clone();
+                let index = source.index;
+                let source_name = source.config.name.clone();
+                let container = client.container_name().to_owned();
+                set.spawn(async move {
+                    let m = &metrics.sources[index];
+                    let blob_path = format!("{container}/{}", task.blob.name);
+                    let mut on_problem = |problem: DecodeProblem| {
+                        m.add(&m.decode_problems, 1);
+                        tracing::warn!(source = %source_name, blob = %task.blob.name, offset = problem.offset(), problem = %problem, "undecodable input dead-lettered; continuing with the next record");
+                        let excerpt = match &problem {
+                            DecodeProblem::Tuple { error, .. } => error.tuple.as_bytes().to_vec(),
+                            _ => Vec::new(),
+                        };
+                        if let Err(e) = dead_letter.write_problem(&blob_path, problem.offset(), &problem.to_string(), &excerpt) {
+                            tracing::error!(path = %dead_letter.path().display(), error = %e, "cannot write the dead-letter file");
+                        }
+                    };
+                    let result = read_blob(&client, &mut encoder, index, &task, limits, &tx, &mut on_problem).await;
+                    (task, result)
+                });
+            }
+            let Some(joined) = set.join_next().await else { break };
+            let Ok((task, result)) = joined else {
+                self.error();
+                continue;
+            };
+            if let Ok(mut busy) = self.busy.lock() {
+                busy.remove(&(source.index, task.blob.name.clone()));
+            }
+            let m = &self.metrics.sources[source.index];
+            match result {
+                Ok(outcome) => {
+                    m.add(&m.blobs_read, 1);
+                    m.add(&m.bytes_new, outcome.bytes);
+                    m.add(&m.records, outcome.stats.records);
+                    tracing::debug!(source = %source.config.name, blob = %task.blob.name, from = task.from, bytes = outcome.bytes, documents = outcome.stats.documents, "blob read");
+                }
+                Err(e) => {
+                    m.add(&m.read_errors, 1);
+                    self.error();
+                    tracing::warn!(source = %source.config.name, blob = %task.blob.name, from = task.from, error = %e, "blob read failed; it stays at its last committed offset and is tried again next poll");
+                }
+            }
+        }
+    }
+
+    /// Starts the batching and delivery stage; returns the chunk channel and its task.
+    fn start_delivery(&self, cancel: CancellationToken) -> (mpsc::Sender<Chunk>, tokio::task::JoinHandle<()>) {
+        let es = &self.config.elasticsearch;
+        let (tx, rx) = mpsc::channel::<Chunk>(es.max_in_flight * 2);
+        let stage = DeliveryStage {
+            sink: self.sink.clone(),
+            acks: self.acks.clone(),
+            registry: self.registry.clone(),
+            metrics: self.metrics.clone(),
+            containers: self.sources.iter().map(|s| Arc::from(s.walker.client().container_name())).collect(),
+            max_docs: es.batch_max_docs,
+            max_bytes: es.batch_max_bytes,
+            flush_interval: es.flush_interval,
+            permits: Arc::new(Semaphore::new(es.max_in_flight)),
+            cancel,
+            errors: self.errors.clone(),
+        };
+        (tx, tokio::spawn(stage.run(rx)))
+    }
+}
+
+/// Documents of one source waiting to be sent, and which chunks they belong to.
+#[derive(Default)]
+struct PendingBatch {
+    docs: BulkBuffer,
+    /// (chunk, items of that chunk in this batch), in order.
+    parts: Vec<(ChunkId, usize)>,
+    /// Per item: blob, record offset, tuple index (for dead letters).
+    origins: Vec<(Arc<str>, u64, u32)>,
+    newest_time_ms: Option<i64>,
+}
+
+struct DeliveryStage {
+    sink: BulkSink,
+    acks: Arc<Mutex<AckTracker>>,
+    registry: Registry,
+    metrics: Arc<Metrics>,
+    containers: Vec<Arc<str>>,
+    max_docs: usize,
+    max_bytes: usize,
+    flush_interval: Duration,
+    permits: Arc<Semaphore>,
+    cancel: CancellationToken,
+    errors: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl DeliveryStage {
+    async fn run(self, mut rx: mpsc::Receiver<Chunk>) {
+        let stage = Arc::new(self);
+        let mut batches: Vec<PendingBatch> = (0..stage.metrics.sources.len()).map(|_| PendingBatch::default()).collect();
+        let mut inflight = JoinSet::new();
+        let mut tick = tokio::time::interval(stage.flush_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                chunk = rx.recv() => {
+                    let Some(chunk) = chunk else { break };
+                    stage.accept(chunk, &mut batches, &mut inflight).await;
+                }
+                _ = tick.tick() => {
+                    for source in 0..batches.len() {
+                        if !batches[source].docs.is_empty() {
+                            let batch = std::mem::take(&mut batches[source]);
+                            stage.clone().send(source, batch, &mut inflight).await;
+                        }
+                    }
+                }
+                Some(_) = inflight.join_next(), if !inflight.is_empty() => {}
+            }
+        }
+        for source in 0..batches.len() {
+            if !batches[source].docs.is_empty() {
+                let batch = std::mem::take(&mut batches[source]);
+                stage.clone().send(source, batch, &mut inflight).await;
+            }
+        }
+        while inflight.join_next().await.is_some() {}
+    }
+
+    /// Registers a chunk and moves its documents into its source's batch, sending full batches.
+    async fn accept(self: &Arc<Self>, chunk: Chunk, batches: &mut [PendingBatch], inflight: &mut JoinSet<()>) {
+        let id = match self.acks.lock() {
+            Ok(mut acks) => acks.register(&chunk),
+            Err(_) => return,
+        };
+        let source = chunk.source;
+        if chunk.docs.is_empty() {
+            self.acknowledge(source, &[(id, 0)], None);
+            return;
+        }
+        let container = self.containers[source].clone();
+        let blob_path: Arc<str> = Arc::from(format!("{container}/{}", chunk.blob).as_str());
+        let mut count_in_batch = 0usize;
+        for item in &chunk.docs.items {
+            let batch = &mut batches[source];
+            let size = item.end - item.action_start;
+            if !batch.docs.is_empty() && (batch.docs.len() >= self.max_docs || batch.docs.body.len() + size > self.max_bytes) {
+                if count_in_batch > 0 {
+                    batch.parts.push((id, count_in_batch));
+                    count_in_batch = 0;
+                }
+                let full = std::mem::take(batch);
+                self.clone().send(source, full, inflight).await;
+            }
+            let batch = &mut batches[source];
+            let start = batch.docs.body.len();
+            batch.docs.body.extend_from_slice(&chunk.docs.body[item.range()]);
+            let shift = |x: usize| x - item.action_start + start;
+            batch.docs.items.push(crate::sink::document::BulkItem {
+                action_start: start,
+                doc_start: shift(item.doc_start),
+                end: shift(item.end),
+                record_offset: item.record_offset,
+                tuple_index: item.tuple_index,
+            });
+            batch.origins.push((blob_path.clone(), item.record_offset, item.tuple_index));
+            count_in_batch += 1;
+        }
+        let batch = &mut batches[source];
+        batch.parts.push((id, count_in_batch));
+        batch.newest_time_ms = batch.newest_time_ms.max(chunk.newest_time_ms);
+        if batch.docs.len() >= self.max_docs || batch.docs.body.len() >= self.max_bytes {
+            let full = std::mem::take(batch);
+            self.clone().send(source, full, inflight).await;
+        }
+    }
+
+    /// Sends a batch once a delivery slot is free (backpressure on the readers).
+    async fn send(self: Arc<Self>, source: usize, batch: PendingBatch, inflight: &mut JoinSet<()>) {
+        let Ok(permit) = self.permits.clone().acquire_owned().await else { return };
+        self.metrics.batch_started(chrono::Utc::now().timestamp_millis());
+        inflight.spawn(async move {
+            let origin = |i: usize| {
+                let (blob, record_offset, tuple_index) = &batch.origins[i];
+                ItemOrigin { blob: blob.to_string(), record_offset: *record_offset, tuple_index: *tuple_index }
+            };
+            let result = self.sink.deliver(&batch.docs, &origin, &self.cancel).await;
+            drop(permit);
+            self.metrics.batch_finished();
+            let m = &self.metrics.sources[source];
+            match result {
+                Ok(report) => {
+                    m.add(&m.documents_indexed, report.created as u64);
+                    m.add(&m.documents_existing, report.already_existed as u64);
+                    m.add(&m.documents_dead_lettered, report.dead_lettered as u64);
+                    self.metrics.bulk_item_retries.fetch_add(report.item_retries as u64, Ordering::Relaxed);
+                    self.metrics.bulk_request_retries.fetch_add(report.request_retries as u64, Ordering::Relaxed);
+                    for latency in &report.request_latencies {
+                        self.metrics.observe_bulk_latency(*latency);
+                    }
+                    self.metrics.last_bulk_ok_ms.store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
+                    self.acknowledge(source, &batch.parts, batch.newest_time_ms);
+                    if let Err(e) = self.registry.flush_async().await {
+                        self.errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(error = %e, "cannot flush the registry; offsets stay in memory until the next flush");
+                    }
+                }
+                Err(_) => {
+                    tracing::warn!(source = %m.name, documents = batch.docs.len(), "batch delivery cancelled at shutdown; its blobs will be re-read from their committed offsets");
+                }
+            }
+        });
+    }
+
+    fn acknowledge(&self, source: usize, parts: &[(ChunkId, usize)], newest_time_ms: Option<i64>) {
+        let Ok(mut acks) = self.acks.lock() else { return };
+        let m: &SourceMetrics = &self.metrics.sources[source];
+        for (id, items) in parts {
+            match acks.acknowledge(*id, *items) {
+                Ok(committed) => {
+                    for c in committed {
+                        if let Some(t) = c.newest_time_ms.or(newest_time_ms) {
+                            m.newest_indexed_ms.fetch_max(t, Ordering::Relaxed);
+                        }
+                        tracing::trace!(source = %m.name, blob = %c.blob, offset = c.to, "offset committed");
+                    }
+                }
+                Err(e) => {
+                    self.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(source = %m.name, error = %e, "offset commit refused; the blob will be re-read from its stored offset (ids make that safe)");
+                }
+            }
+        }
+    }
+}

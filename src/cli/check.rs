@@ -1,0 +1,66 @@
+//! `flowlogd check`: validates the configuration, then reaches every storage account and the
+//! Elasticsearch cluster, printing what works and what does not.
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::sink::bulk::{BulkSink, PrivilegeCheck, SetupTarget};
+use crate::source::client::{StorageClient, StorageStats};
+
+pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
+    let mut failures = 0;
+    println!("ok    config: {} source(s)", config.sources.len());
+    for source in &config.sources {
+        let label = format!("source {} (container {})", source.name, source.container);
+        match StorageClient::from_config(&source.storage(), Arc::new(StorageStats::default())) {
+            Err(e) => {
+                failures += 1;
+                println!("FAIL  {label}: {e}");
+            }
+            Ok(client) => match client.list_blobs_paged("", Some(1)).await {
+                Ok(blobs) => println!("ok    {label}: listed {} at {}", if blobs.is_empty() { "an empty container" } else { "blobs" }, client.display_url()),
+                Err(e) => {
+                    failures += 1;
+                    println!("FAIL  {label}: {e}");
+                }
+            },
+        }
+    }
+    match BulkSink::new(&config.elasticsearch) {
+        Err(e) => {
+            failures += 1;
+            println!("FAIL  elasticsearch: {e}");
+        }
+        Ok(sink) => {
+            let targets = SetupTarget::for_sources(&config.sources)?;
+            match sink.check_targets(&targets).await {
+                Ok(info) => {
+                    println!("ok    elasticsearch: {:?} {} (cluster {})", info.distribution, info.version, info.cluster_name);
+                    match info.privileges {
+                        PrivilegeCheck::Unavailable { reason } => println!("skip  elasticsearch privileges: {reason}"),
+                        PrivilegeCheck::Checked { username, missing } if missing.is_empty() => {
+                            println!("ok    elasticsearch privileges of {username}")
+                        }
+                        PrivilegeCheck::Checked { username, missing } => {
+                            failures += 1;
+                            println!("FAIL  elasticsearch privileges of {username}: missing {}", missing.join(", "));
+                        }
+                    }
+                }
+                Err(e) => {
+                    failures += 1;
+                    println!("FAIL  elasticsearch: {e}");
+                }
+            }
+        }
+    }
+    match crate::registry::Registry::open(&config.registry.path) {
+        Ok(r) => println!("ok    registry {}: {} entries", config.registry.path.display(), r.len()),
+        Err(e) if e.to_string().contains("another flowlogd") => println!("ok    registry {}: in use by a running flowlogd", config.registry.path.display()),
+        Err(e) => {
+            failures += 1;
+            println!("FAIL  registry: {e}");
+        }
+    }
+    Ok(if failures == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}

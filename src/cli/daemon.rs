@@ -1,0 +1,117 @@
+//! `flowlogd run` (poll forever) and `flowlogd once` (one pass, then a JSON summary).
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+use crate::config::Config;
+use crate::http::{ReadinessWindows, serve};
+
+/// `flowlogd once`: one full pass over every source, then one JSON line on stdout.
+pub async fn once(config: Config) -> anyhow::Result<ExitCode> {
+    let app = App::new(config)?;
+    app.setup_sink().await?;
+    let summary = app.run_once().await?;
+    println!("{}", serde_json::to_string(&summary)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `flowlogd run`: polls until SIGTERM/SIGINT, then drains, commits and exits 0.
+pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<ExitCode> {
+    let shutdown = CancellationToken::new();
+    let listen = config.http.listen.clone();
+    let windows = ReadinessWindows {
+        list: config.daemon.interval * 3 + Duration::from_secs(60),
+        bulk: Duration::from_secs(120).max(config.elasticsearch.request_timeout * 2),
+    };
+    let sd_notify = config.daemon.sd_notify;
+    let app = App::new(config)?;
+    tracing::info!(config = %config_path.display(), version = env!("CARGO_PKG_VERSION"), "flowlogd starting");
+    if !listen.is_empty() {
+        let (addr, _) = serve(&listen, app.metrics(), windows, shutdown.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on http.listen {listen:?}: {e}"))?;
+        tracing::info!(address = %addr, "serving /healthz, /readyz and /metrics");
+    }
+    // Until templates are in, documents would get dynamic mappings: retry instead of going on.
+    let mut delay = Duration::from_secs(1);
+    loop {
+        let attempt = tokio::select! {
+            r = app.setup_sink() => r,
+            _ = wait_for_signal() => return Ok(ExitCode::SUCCESS),
+        };
+        match attempt {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_s = delay.as_secs(), "cannot set up Elasticsearch (index templates); retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = wait_for_signal() => return Ok(ExitCode::SUCCESS),
+                }
+                delay = (delay * 2).min(Duration::from_secs(60));
+            }
+        }
+    }
+    if sd_notify {
+        if let Some(period) = crate::systemd::watchdog_period() {
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(period);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => { crate::systemd::notify("WATCHDOG=1"); }
+                        _ = stop.cancelled() => return,
+                    }
+                }
+            });
+        }
+    }
+    let signal_token = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("signal received: stopping");
+        if sd_notify {
+            crate::systemd::notify("STOPPING=1");
+        }
+        signal_token.cancel();
+    });
+    let summary = app
+        .run(shutdown.clone(), || {
+            if sd_notify && crate::systemd::notify("READY=1") {
+                tracing::info!("told systemd we are ready");
+            }
+        })
+        .await?;
+    shutdown.cancel();
+    tracing::info!(
+        documents_indexed = summary.documents_indexed,
+        documents_dead_lettered = summary.documents_dead_lettered,
+        errors = summary.errors,
+        "flowlogd stopped"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
