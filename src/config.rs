@@ -383,7 +383,10 @@ impl Config {
                 path.display()
             )));
         }
-        let figment = Figment::new().merge(Toml::file(path)).merge(Env::prefixed("FLOWLOGD_").split("__"));
+        // Only `FLOWLOGD_SECTION__KEY` names are config keys: variables such as `FLOWLOGD_CONFIG`
+        // (the command line's own) or `FLOWLOGD_LOG_LEVEL` must not be read as unknown keys.
+        let env = Env::prefixed("FLOWLOGD_").filter(|key| key.as_str().contains("__")).split("__");
+        let figment = Figment::new().merge(Toml::file(path)).merge(env);
         Self::from_figment(figment)
     }
 
@@ -585,6 +588,8 @@ mod tests {
         std::fs::write(&path, MINIMAL).unwrap();
         figment::Jail::expect_with(|jail| {
             jail.set_env("FLOWLOGD_DAEMON__INTERVAL", "5s");
+            jail.set_env("FLOWLOGD_CONFIG", "/elsewhere.toml");
+            jail.set_env("FLOWLOGD_AZURITE_BIN", "/x/azurite-blob");
             let c = Config::load(&path).map_err(|e| e.to_string())?;
             assert_eq!(c.daemon.interval, Duration::from_secs(5));
             jail.set_env("FLOWLOGD_DAEMON__INTERVAL", "soon");
