@@ -801,7 +801,9 @@ mod tests {
     use figment::{Figment, providers::Format as _, providers::Toml};
 
     fn parse(toml: &str) -> Result<StorageConfig, Box<figment::Error>> {
-        Figment::from(Toml::string(toml)).extract().map_err(Box::new)
+        Figment::from(Toml::string(toml))
+            .extract()
+            .map_err(Box::new)
     }
 
     fn resolve(toml: &str) -> Result<ResolvedStorage, ConfigError> {
