@@ -13,6 +13,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
+echo "== deployment files (compose, systemd unit, dashboards)"
+scripts/check-deploy.sh
 echo "== cargo test"
 # Benches are built and run once in test mode too, so they cannot rot.
 cargo test --all-targets --locked "$@"

@@ -99,9 +99,6 @@ impl App {
         }
         let targets = crate::sink::bulk::SetupTarget::for_sources(&self.config.sources)?;
         let report = self.sink.setup(&targets).await?;
-        for t in &report.templates {
-            tracing::info!(template = %t.name, index_pattern = %t.index_pattern, "index template installed");
-        }
         if let Some(skipped) = &report.skipped {
             tracing::info!(reason = %skipped, "index template setup skipped");
         }
