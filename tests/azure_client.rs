@@ -603,13 +603,14 @@ async fn redaction_and_unreachable_endpoint() {
     assert!(shown.contains("[redacted]"), "{shown}");
 }
 
-/// Throttling is retried with backoff and counted; giving up reports the status.
+/// Resets and throttling are retried with backoff and counted; giving up reports the status.
 #[tokio::test]
 async fn throttled_requests_are_retried() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    // Answers 503 to the first two requests and to every request for `always-busy/`.
+    // Drops the first connection, answers 503 to the next two requests and to every request
+    // for `always-busy/`.
     let server = tokio::spawn(async move {
         let mut served = 0usize;
         loop {
@@ -620,7 +621,12 @@ async fn throttled_requests_are_retried() {
             let n = sock.read(&mut buf).await.unwrap_or(0);
             let head = String::from_utf8_lossy(&buf[..n]).to_string();
             served += 1;
-            let busy = served <= 2 || head.contains("always-busy");
+            if served == 1 {
+                // A connection reset: the request is read, then the socket dropped unanswered.
+                drop(sock);
+                continue;
+            }
+            let busy = served <= 3 || head.contains("always-busy");
             let (status, body) = if busy {
                 ("503 Server Busy", "<?xml version=\"1.0\"?><Error><Code>ServerBusy</Code><Message>busy</Message></Error>".to_owned())
             } else {
@@ -656,7 +662,7 @@ async fn throttled_requests_are_retried() {
     let listing = c.list_hierarchical("p/").await.unwrap();
     assert_eq!(listing.prefixes, vec!["p/q/"]);
     let s = c.stats().snapshot();
-    assert_eq!((s.list_requests, s.retries), (1, 2));
+    assert_eq!((s.list_requests, s.retries), (1, 3));
 
     let err = c.list_hierarchical("always-busy/").await.unwrap_err();
     assert!(
@@ -672,7 +678,7 @@ async fn throttled_requests_are_retried() {
     assert!(err.is_transient());
     assert_eq!(
         c.stats().snapshot().retries,
-        2 + 3,
+        3 + 3,
         "three retries after the first try"
     );
     server.abort();
