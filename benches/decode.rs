@@ -11,7 +11,13 @@ fn inputs() -> Vec<(&'static str, Vec<u8>, u64)> {
         .into_iter()
         .map(|(name, kind)| {
             // A busy NIC: 60 one-minute records of 200 tuples each.
-            let blob = generate(&GenOptions { kind, records: 60, tuples_per_record: 200, seed: 42, ..GenOptions::default() });
+            let blob = generate(&GenOptions {
+                kind,
+                records: 60,
+                tuples_per_record: 200,
+                seed: 42,
+                ..GenOptions::default()
+            });
             (name, blob.bytes(), blob.tuples)
         })
         .collect()
@@ -22,16 +28,27 @@ fn pipeline(c: &mut Criterion) {
     for (name, bytes, tuples) in inputs() {
         for schema in [Schema::Ecs, Schema::Logstash] {
             group.throughput(Throughput::Elements(tuples));
-            let mut encoder = DocumentEncoder::new(schema, IndexPattern::parse("vnet-flow-logs-%{+xxxx.ww}").unwrap());
+            let mut encoder = DocumentEncoder::new(
+                schema,
+                IndexPattern::parse("vnet-flow-logs-%{+xxxx.ww}").unwrap(),
+            );
             let mut out = BulkBuffer::new();
-            group.bench_with_input(BenchmarkId::new(format!("{schema:?}").to_lowercase(), name), &bytes, |b, bytes| {
-                b.iter(|| {
-                    out.clear();
-                    let mut decoder = BlobDecoder::new(&mut encoder, BlobContext::new("insights-logs-flowlogflowevent", "bench/PT1H.json"), 0);
-                    decoder.feed(bytes, &mut out, &mut |p| panic!("{p}"));
-                    assert_eq!(out.len() as u64, tuples);
-                })
-            });
+            group.bench_with_input(
+                BenchmarkId::new(format!("{schema:?}").to_lowercase(), name),
+                &bytes,
+                |b, bytes| {
+                    b.iter(|| {
+                        out.clear();
+                        let mut decoder = BlobDecoder::new(
+                            &mut encoder,
+                            BlobContext::new("insights-logs-flowlogflowevent", "bench/PT1H.json"),
+                            0,
+                        );
+                        decoder.feed(bytes, &mut out, &mut |p| panic!("{p}"));
+                        assert_eq!(out.len() as u64, tuples);
+                    })
+                },
+            );
         }
     }
     group.finish();
@@ -48,7 +65,10 @@ fn pipeline(c: &mut Criterion) {
     let mut group = c.benchmark_group("bytes_per_second");
     for (name, bytes, _) in inputs() {
         group.throughput(Throughput::Bytes(bytes.len() as u64));
-        let mut encoder = DocumentEncoder::new(Schema::Ecs, IndexPattern::parse("vnet-flow-logs-%{+xxxx.ww}").unwrap());
+        let mut encoder = DocumentEncoder::new(
+            Schema::Ecs,
+            IndexPattern::parse("vnet-flow-logs-%{+xxxx.ww}").unwrap(),
+        );
         let mut out = BulkBuffer::new();
         group.bench_with_input(BenchmarkId::new("ecs", name), &bytes, |b, bytes| {
             b.iter(|| {

@@ -46,7 +46,13 @@ pub struct AckTracker {
 
 impl AckTracker {
     pub fn new(registry: Registry, source_names: Vec<String>) -> Self {
-        AckTracker { registry, source_names, chunks: HashMap::new(), queues: HashMap::new(), next_id: 0 }
+        AckTracker {
+            registry,
+            source_names,
+            chunks: HashMap::new(),
+            queues: HashMap::new(),
+            next_id: 0,
+        }
     }
 
     /// Starts tracking a chunk whose documents are about to be sent. Chunks of one blob must be
@@ -69,7 +75,10 @@ impl AckTracker {
                 newest_time_ms: chunk.newest_time_ms,
             },
         );
-        self.queues.entry((chunk.source, chunk.blob.clone())).or_default().push_back(id);
+        self.queues
+            .entry((chunk.source, chunk.blob.clone()))
+            .or_default()
+            .push_back(id);
         id
     }
 
@@ -77,8 +86,14 @@ impl AckTracker {
     /// commits every chunk at the front of its blob's queue that has nothing pending.
     /// A refused commit (the registry moved under us: reset, rewrite) drops the blob's
     /// pending chunks; they will be re-read from the stored offset.
-    pub fn acknowledge(&mut self, id: ChunkId, items: usize) -> Result<Vec<Committed>, RegistryError> {
-        let Some(chunk) = self.chunks.get_mut(&id) else { return Ok(Vec::new()) };
+    pub fn acknowledge(
+        &mut self,
+        id: ChunkId,
+        items: usize,
+    ) -> Result<Vec<Committed>, RegistryError> {
+        let Some(chunk) = self.chunks.get_mut(&id) else {
+            return Ok(Vec::new());
+        };
         chunk.pending_items = chunk.pending_items.saturating_sub(items);
         let key = (chunk.source, chunk.blob.clone());
         self.commit_ready(key)
@@ -86,18 +101,22 @@ impl AckTracker {
 
     fn commit_ready(&mut self, key: (usize, Arc<str>)) -> Result<Vec<Committed>, RegistryError> {
         let mut committed = Vec::new();
-        loop {
-            let Some(queue) = self.queues.get_mut(&key) else { break };
+        while let Some(queue) = self.queues.get_mut(&key) {
             let Some(&front) = queue.front() else {
                 self.queues.remove(&key);
                 break;
             };
-            let ready = self.chunks.get(&front).is_some_and(|c| c.pending_items == 0);
+            let ready = self
+                .chunks
+                .get(&front)
+                .is_some_and(|c| c.pending_items == 0);
             if !ready {
                 break;
             }
             queue.pop_front();
-            let Some(chunk) = self.chunks.remove(&front) else { continue };
+            let Some(chunk) = self.chunks.remove(&front) else {
+                continue;
+            };
             let source_name = &self.source_names[chunk.source];
             let delta = OffsetDelta {
                 from: chunk.from,
@@ -145,10 +164,24 @@ mod tests {
     use super::*;
     use crate::sink::document::{BulkBuffer, BulkItem};
 
-    fn chunk(blob: &str, seq: u32, from: u64, to: u64, items: usize, last: bool, length: u64) -> Chunk {
+    fn chunk(
+        blob: &str,
+        seq: u32,
+        from: u64,
+        to: u64,
+        items: usize,
+        last: bool,
+        length: u64,
+    ) -> Chunk {
         let mut docs = BulkBuffer::new();
         for i in 0..items {
-            docs.items.push(BulkItem { action_start: 0, doc_start: 0, end: 1, record_offset: from, tuple_index: i as u32 });
+            docs.items.push(BulkItem {
+                action_start: 0,
+                doc_start: 0,
+                end: 1,
+                record_offset: from,
+                tuple_index: i as u32,
+            });
         }
         Chunk {
             source: 0,
@@ -187,9 +220,15 @@ mod tests {
         assert!(acks.has_pending(0, "b"));
         // The rest of the first: all three commit, in order.
         let committed = acks.acknowledge(a, 1).unwrap();
-        assert_eq!(committed.iter().map(|c| c.to).collect::<Vec<_>>(), vec![100, 200, 298]);
+        assert_eq!(
+            committed.iter().map(|c| c.to).collect::<Vec<_>>(),
+            vec![100, 200, 298]
+        );
         let entry = registry.get("src", "b").unwrap().unwrap();
-        assert_eq!((entry.offset, entry.length_seen, entry.head_len), (298, 300, Some(12)));
+        assert_eq!(
+            (entry.offset, entry.length_seen, entry.head_len),
+            (298, 300, Some(12))
+        );
         assert!(!acks.has_pending(0, "b"));
         assert_eq!(acks.pending_chunks(), 0);
     }
@@ -214,7 +253,10 @@ mod tests {
         // A chunk that does not chain onto the stored offset (0) must be refused.
         let a = acks.register(&chunk("b", 0, 100, 200, 1, false, 300));
         let _b = acks.register(&chunk("b", 1, 200, 298, 1, true, 300));
-        assert!(matches!(acks.acknowledge(a, 1), Err(RegistryError::OffsetMismatch { .. })));
+        assert!(matches!(
+            acks.acknowledge(a, 1),
+            Err(RegistryError::OffsetMismatch { .. })
+        ));
         assert_eq!(offset(&registry, "b"), None);
         assert!(!acks.has_pending(0, "b"));
     }

@@ -73,15 +73,38 @@ impl App {
             let storage_stats = Arc::new(StorageStats::default());
             let client = StorageClient::from_config(&source.storage(), storage_stats.clone())
                 .map_err(|e| anyhow::anyhow!("source {}: {e}", source.name))?;
-            let walker = Walker::new(client, source.prefix.as_deref(), &source.resource_filter, source.discovery_interval);
+            let walker = Walker::new(
+                client,
+                source.prefix.as_deref(),
+                &source.resource_filter,
+                source.discovery_interval,
+            );
             stats.push((source.name.clone(), storage_stats));
-            sources.push(SourceRuntime { index, config: source.clone(), walker });
+            sources.push(SourceRuntime {
+                index,
+                config: source.clone(),
+                walker,
+            });
         }
         let metrics = Arc::new(Metrics::new(stats));
         metrics.registry_open.store(true, Ordering::Relaxed);
-        metrics.registry_entries.store(registry.len() as u64, Ordering::Relaxed);
-        let acks = Arc::new(Mutex::new(AckTracker::new(registry.clone(), config.sources.iter().map(|s| s.name.clone()).collect())));
-        Ok(App { config, registry, sink, metrics, sources, acks, busy: Arc::default(), errors: Arc::default() })
+        metrics
+            .registry_entries
+            .store(registry.len() as u64, Ordering::Relaxed);
+        let acks = Arc::new(Mutex::new(AckTracker::new(
+            registry.clone(),
+            config.sources.iter().map(|s| s.name.clone()).collect(),
+        )));
+        Ok(App {
+            config,
+            registry,
+            sink,
+            metrics,
+            sources,
+            acks,
+            busy: Arc::default(),
+            errors: Arc::default(),
+        })
     }
 
     pub fn metrics(&self) -> Arc<Metrics> {
@@ -103,8 +126,12 @@ impl App {
             tracing::info!(reason = %skipped, "index template setup skipped");
         }
         match &report.lifecycle {
-            crate::sink::bulk::LifecycleOutcome::Installed { policy } => tracing::info!(policy = %policy, "ILM policy installed"),
-            crate::sink::bulk::LifecycleOutcome::Skipped { reason } => tracing::info!(reason = %reason, "ILM policy skipped"),
+            crate::sink::bulk::LifecycleOutcome::Installed { policy } => {
+                tracing::info!(policy = %policy, "ILM policy installed")
+            }
+            crate::sink::bulk::LifecycleOutcome::Skipped { reason } => {
+                tracing::info!(reason = %reason, "ILM policy skipped")
+            }
             crate::sink::bulk::LifecycleOutcome::NotConfigured => {}
         }
         Ok(())
@@ -132,14 +159,20 @@ impl App {
             self.poll_source(source, &tx).await;
         }
         drop(tx);
-        delivery.await.map_err(|e| anyhow::anyhow!("delivery task failed: {e}"))?;
+        delivery
+            .await
+            .map_err(|e| anyhow::anyhow!("delivery task failed: {e}"))?;
         self.registry.flush_async().await?;
         self.sources = sources;
         Ok(self.summary())
     }
 
     /// Polls every `interval` until `shutdown` fires, then drains within `shutdown_timeout`.
-    pub async fn run(mut self, shutdown: CancellationToken, mut on_ready: impl FnMut()) -> anyhow::Result<RunSummary> {
+    pub async fn run(
+        mut self,
+        shutdown: CancellationToken,
+        mut on_ready: impl FnMut(),
+    ) -> anyhow::Result<RunSummary> {
         self.apply_start_policies()?;
         let abort_delivery = CancellationToken::new();
         let (tx, delivery) = self.start_delivery(abort_delivery.clone());
@@ -158,7 +191,9 @@ impl App {
                 on_ready();
                 ready_sent = true;
             }
-            self.metrics.registry_entries.store(self.registry.len() as u64, Ordering::Relaxed);
+            self.metrics
+                .registry_entries
+                .store(self.registry.len() as u64, Ordering::Relaxed);
             next += interval;
             tokio::select! {
                 _ = tokio::time::sleep_until(next) => {}
@@ -168,24 +203,35 @@ impl App {
                 next = tokio::time::Instant::now();
             }
         }
-        tracing::info!(timeout_s = self.config.daemon.shutdown_timeout.as_secs(), "shutting down: polling stopped, draining deliveries");
+        tracing::info!(
+            timeout_s = self.config.daemon.shutdown_timeout.as_secs(),
+            "shutting down: polling stopped, draining deliveries"
+        );
         drop(tx);
         let deadline = self.config.daemon.shutdown_timeout;
         let mut delivery = delivery;
         if tokio::time::timeout(deadline, &mut delivery).await.is_err() {
-            tracing::warn!("shutdown timeout reached: undelivered batches are abandoned and will be re-read after restart");
+            tracing::warn!(
+                "shutdown timeout reached: undelivered batches are abandoned and will be re-read after restart"
+            );
             abort_delivery.cancel();
             let _ = delivery.await;
         }
         self.registry.flush_async().await?;
         self.sources = sources;
         let summary = self.summary();
-        tracing::info!(pending_chunks = self.acks.lock().map(|a| a.pending_chunks()).unwrap_or(0), "registry flushed; stopped");
+        tracing::info!(
+            pending_chunks = self.acks.lock().map(|a| a.pending_chunks()).unwrap_or(0),
+            "registry flushed; stopped"
+        );
         Ok(summary)
     }
 
     fn summary(&self) -> RunSummary {
-        let mut s = RunSummary { errors: self.errors.load(Ordering::Relaxed), ..RunSummary::default() };
+        let mut s = RunSummary {
+            errors: self.errors.load(Ordering::Relaxed),
+            ..RunSummary::default()
+        };
         for m in &self.metrics.sources {
             let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
             s.list_requests += load(&m.storage.list_requests);
@@ -196,7 +242,8 @@ impl App {
             s.records += load(&m.records);
             s.documents_indexed += load(&m.documents_indexed);
             s.documents_existing += load(&m.documents_existing);
-            s.documents_dead_lettered += load(&m.documents_dead_lettered) + load(&m.decode_problems);
+            s.documents_dead_lettered +=
+                load(&m.documents_dead_lettered) + load(&m.decode_problems);
         }
         s
     }
@@ -249,7 +296,12 @@ impl App {
                 return;
             }
         };
-        partitions.extend(active.iter().filter_map(|(blob, _)| partition_of(blob)).filter(|p| source.walker.accepts(&format!("{p}x"))));
+        partitions.extend(
+            active
+                .iter()
+                .filter_map(|(blob, _)| partition_of(blob))
+                .filter(|p| source.walker.accepts(&format!("{p}x"))),
+        );
         let blobs = match source.walker.list_partitions(&partitions).await {
             Ok(b) => b,
             Err(e) => {
@@ -259,21 +311,32 @@ impl App {
                 return;
             }
         };
-        m.last_list_ok_ms.store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
+        m.last_list_ok_ms
+            .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
 
         let tasks = self.plan(source, &blobs, &partitions, first_run, now).await;
         let reads = tasks.len();
         self.read_all(source, tasks, tx).await;
 
-        if let Err(e) = self.registry.put_source_state(&name, &SourceState { last_listed_hour: now_hour }) {
+        if let Err(e) = self.registry.put_source_state(
+            &name,
+            &SourceState {
+                last_listed_hour: now_hour,
+            },
+        ) {
             self.error();
             tracing::error!(source = %name, error = %e, "cannot store source state");
         }
-        let forget_before = now.timestamp_millis() - source.config.forget_gone_after.as_millis() as i64;
+        let forget_before =
+            now.timestamp_millis() - source.config.forget_gone_after.as_millis() as i64;
         match self.registry.forget_gone_older_than(&name, forget_before) {
             Ok(0) => {}
-            Ok(n) => tracing::info!(source = %name, entries = n, "forgot registry entries of blobs deleted by retention"),
-            Err(e) => tracing::warn!(source = %name, error = %e, "cannot forget entries of deleted blobs"),
+            Ok(n) => {
+                tracing::info!(source = %name, entries = n, "forgot registry entries of blobs deleted by retention")
+            }
+            Err(e) => {
+                tracing::warn!(source = %name, error = %e, "cannot forget entries of deleted blobs")
+            }
         }
         let delta = m.storage.snapshot().since(&before);
         let newest = m.newest_indexed_ms.load(Ordering::Relaxed);
@@ -293,7 +356,14 @@ impl App {
 
     /// Compares listed blobs with the registry; returns the reads to do and records the rest
     /// (new `start_fresh` positions, rewritten blobs, finished and deleted blobs).
-    async fn plan(&self, source: &SourceRuntime, blobs: &[BlobItem], partitions: &BTreeSet<String>, first_run: bool, now: chrono::DateTime<chrono::Utc>) -> Vec<ReadTask> {
+    async fn plan(
+        &self,
+        source: &SourceRuntime,
+        blobs: &[BlobItem],
+        partitions: &BTreeSet<String>,
+        first_run: bool,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Vec<ReadTask> {
         let name = &source.config.name;
         let now_ms = now.timestamp_millis();
         let settle_ms = source.config.settle.as_millis() as i64;
@@ -321,7 +391,8 @@ impl App {
                 None => 0,
                 Some(e) => match e.classify(blob.content_length, &blob.etag) {
                     Change::Unchanged => {
-                        let hour_end_ms = blob_hour(&blob.name).map_or(i64::MAX, |h| (h + 1) * HOUR_SECS * 1000);
+                        let hour_end_ms =
+                            blob_hour(&blob.name).map_or(i64::MAX, |h| (h + 1) * HOUR_SECS * 1000);
                         if e.state == BlobState::Active && now_ms - hour_end_ms > finish_ms {
                             if e.length_seen.saturating_sub(e.offset) > 64 {
                                 tracing::warn!(source = %name, blob = %blob.name, offset = e.offset, length = e.length_seen, "blob finished with unread bytes after the last complete record (an incomplete record that never completed)");
@@ -332,7 +403,12 @@ impl App {
                     }
                     Change::Retagged => {
                         let _ = self.registry.update(name, &blob.name, |old| {
-                            old.map(|o| BlobEntry { etag: blob.etag.clone(), last_modified: blob.last_modified.timestamp_millis(), updated_at: now_ms, ..o.clone() })
+                            old.map(|o| BlobEntry {
+                                etag: blob.etag.clone(),
+                                last_modified: blob.last_modified.timestamp_millis(),
+                                updated_at: now_ms,
+                                ..o.clone()
+                            })
                         });
                         continue;
                     }
@@ -357,13 +433,20 @@ impl App {
                 tracing::debug!(source = %name, blob = %blob.name, "blob changed less than `settle` ago; reading it later");
                 continue;
             }
-            tasks.push(ReadTask { blob: blob.clone(), from });
+            tasks.push(ReadTask {
+                blob: blob.clone(),
+                from,
+            });
         }
         // Blobs of listed partitions that the listing no longer shows were deleted (retention).
         if let Ok(active) = self.registry.active_blobs(name) {
             for (blob, _) in active {
-                let in_listed_partition = partition_of(&blob).is_some_and(|p| partitions.contains(&p));
-                if in_listed_partition && !listed.contains(blob.as_str()) && !self.is_busy(source.index, &blob) {
+                let in_listed_partition =
+                    partition_of(&blob).is_some_and(|p| partitions.contains(&p));
+                if in_listed_partition
+                    && !listed.contains(blob.as_str())
+                    && !self.is_busy(source.index, &blob)
+                {
                     tracing::info!(source = %name, blob = %blob, "blob is gone (deleted by retention?)");
                     let _ = self.registry.mark_gone(name, &blob, now_ms);
                 }
@@ -377,12 +460,20 @@ impl App {
         let name = &source.config.name;
         match end_of_records(source.walker.client(), blob).await {
             Ok(Some(offset)) => {
-                let entry = BlobEntry::new(offset, blob.content_length, &blob.etag, blob.last_modified.timestamp_millis(), now_ms);
+                let entry = BlobEntry::new(
+                    offset,
+                    blob.content_length,
+                    &blob.etag,
+                    blob.last_modified.timestamp_millis(),
+                    now_ms,
+                );
                 if let Err(e) = self.registry.put(name, &blob.name, &entry) {
                     tracing::error!(source = %name, blob = %blob.name, error = %e, "cannot record start_fresh position");
                 }
             }
-            Ok(None) => tracing::warn!(source = %name, blob = %blob.name, "start_fresh: no `]}}` tail found; the blob will be read from 0 next poll"),
+            Ok(None) => {
+                tracing::warn!(source = %name, blob = %blob.name, "start_fresh: no `]}}` tail found; the blob will be read from 0 next poll")
+            }
             Err(e) => {
                 self.error();
                 tracing::warn!(source = %name, blob = %blob.name, error = %e, "start_fresh: cannot read the blob's tail; retrying next poll");
@@ -391,14 +482,32 @@ impl App {
     }
 
     fn is_busy(&self, source: usize, blob: &str) -> bool {
-        let reading = self.busy.lock().map(|b| b.contains(&(source, blob.to_owned()))).unwrap_or(true);
-        reading || self.acks.lock().map(|a| a.has_pending(source, blob)).unwrap_or(true)
+        let reading = self
+            .busy
+            .lock()
+            .map(|b| b.contains(&(source, blob.to_owned())))
+            .unwrap_or(true);
+        reading
+            || self
+                .acks
+                .lock()
+                .map(|a| a.has_pending(source, blob))
+                .unwrap_or(true)
     }
 
     /// Reads the planned blobs, `read_concurrency` at a time.
-    async fn read_all(&self, source: &SourceRuntime, tasks: Vec<ReadTask>, tx: &mpsc::Sender<Chunk>) {
+    async fn read_all(
+        &self,
+        source: &SourceRuntime,
+        tasks: Vec<ReadTask>,
+        tx: &mpsc::Sender<Chunk>,
+    ) {
         let limits = ReadLimits {
-            chunk_bytes: self.config.elasticsearch.batch_max_bytes.min(4 * 1024 * 1024),
+            chunk_bytes: self
+                .config
+                .elasticsearch
+                .batch_max_bytes
+                .min(4 * 1024 * 1024),
             max_record_bytes: source.config.max_record_bytes,
         };
         let concurrency = self.config.daemon.read_concurrency;
@@ -444,7 +553,9 @@ impl App {
                     (task, result)
                 });
             }
-            let Some(joined) = set.join_next().await else { break };
+            let Some(joined) = set.join_next().await else {
+                break;
+            };
             let Ok((task, result)) = joined else {
                 self.error();
                 continue;
@@ -470,7 +581,10 @@ impl App {
     }
 
     /// Starts the batching and delivery stage; returns the chunk channel and its task.
-    fn start_delivery(&self, cancel: CancellationToken) -> (mpsc::Sender<Chunk>, tokio::task::JoinHandle<()>) {
+    fn start_delivery(
+        &self,
+        cancel: CancellationToken,
+    ) -> (mpsc::Sender<Chunk>, tokio::task::JoinHandle<()>) {
         let es = &self.config.elasticsearch;
         let (tx, rx) = mpsc::channel::<Chunk>(es.max_in_flight * 2);
         let stage = DeliveryStage {
@@ -478,7 +592,11 @@ impl App {
             acks: self.acks.clone(),
             registry: self.registry.clone(),
             metrics: self.metrics.clone(),
-            containers: self.sources.iter().map(|s| Arc::from(s.walker.client().container_name())).collect(),
+            containers: self
+                .sources
+                .iter()
+                .map(|s| Arc::from(s.walker.client().container_name()))
+                .collect(),
             max_docs: es.batch_max_docs,
             max_bytes: es.batch_max_bytes,
             flush_interval: es.flush_interval,
@@ -518,7 +636,9 @@ struct DeliveryStage {
 impl DeliveryStage {
     async fn run(self, mut rx: mpsc::Receiver<Chunk>) {
         let stage = Arc::new(self);
-        let mut batches: Vec<PendingBatch> = (0..stage.metrics.sources.len()).map(|_| PendingBatch::default()).collect();
+        let mut batches: Vec<PendingBatch> = (0..stage.metrics.sources.len())
+            .map(|_| PendingBatch::default())
+            .collect();
         let mut inflight = JoinSet::new();
         let mut tick = tokio::time::interval(stage.flush_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -528,28 +648,31 @@ impl DeliveryStage {
                     let Some(chunk) = chunk else { break };
                     stage.accept(chunk, &mut batches, &mut inflight).await;
                 }
-                _ = tick.tick() => {
-                    for source in 0..batches.len() {
-                        if !batches[source].docs.is_empty() {
-                            let batch = std::mem::take(&mut batches[source]);
-                            stage.clone().send(source, batch, &mut inflight).await;
-                        }
-                    }
-                }
+                _ = tick.tick() => stage.flush_all(&mut batches, &mut inflight).await,
                 Some(_) = inflight.join_next(), if !inflight.is_empty() => {}
             }
         }
-        for source in 0..batches.len() {
-            if !batches[source].docs.is_empty() {
-                let batch = std::mem::take(&mut batches[source]);
-                stage.clone().send(source, batch, &mut inflight).await;
-            }
-        }
+        stage.flush_all(&mut batches, &mut inflight).await;
         while inflight.join_next().await.is_some() {}
     }
 
+    /// Sends every non-empty batch.
+    async fn flush_all(self: &Arc<Self>, batches: &mut [PendingBatch], inflight: &mut JoinSet<()>) {
+        for (source, batch) in batches.iter_mut().enumerate() {
+            if !batch.docs.is_empty() {
+                let full = std::mem::take(batch);
+                self.clone().send(source, full, inflight).await;
+            }
+        }
+    }
+
     /// Registers a chunk and moves its documents into its source's batch, sending full batches.
-    async fn accept(self: &Arc<Self>, chunk: Chunk, batches: &mut [PendingBatch], inflight: &mut JoinSet<()>) {
+    async fn accept(
+        self: &Arc<Self>,
+        chunk: Chunk,
+        batches: &mut [PendingBatch],
+        inflight: &mut JoinSet<()>,
+    ) {
         let id = match self.acks.lock() {
             Ok(mut acks) => acks.register(&chunk),
             Err(_) => return,
@@ -565,7 +688,10 @@ impl DeliveryStage {
         for item in &chunk.docs.items {
             let batch = &mut batches[source];
             let size = item.end - item.action_start;
-            if !batch.docs.is_empty() && (batch.docs.len() >= self.max_docs || batch.docs.body.len() + size > self.max_bytes) {
+            if !batch.docs.is_empty()
+                && (batch.docs.len() >= self.max_docs
+                    || batch.docs.body.len() + size > self.max_bytes)
+            {
                 if count_in_batch > 0 {
                     batch.parts.push((id, count_in_batch));
                     count_in_batch = 0;
@@ -575,7 +701,10 @@ impl DeliveryStage {
             }
             let batch = &mut batches[source];
             let start = batch.docs.body.len();
-            batch.docs.body.extend_from_slice(&chunk.docs.body[item.range()]);
+            batch
+                .docs
+                .body
+                .extend_from_slice(&chunk.docs.body[item.range()]);
             let shift = |x: usize| x - item.action_start + start;
             batch.docs.items.push(crate::sink::document::BulkItem {
                 action_start: start,
@@ -584,7 +713,9 @@ impl DeliveryStage {
                 record_offset: item.record_offset,
                 tuple_index: item.tuple_index,
             });
-            batch.origins.push((blob_path.clone(), item.record_offset, item.tuple_index));
+            batch
+                .origins
+                .push((blob_path.clone(), item.record_offset, item.tuple_index));
             count_in_batch += 1;
         }
         let batch = &mut batches[source];
@@ -598,8 +729,11 @@ impl DeliveryStage {
 
     /// Sends a batch once a delivery slot is free (backpressure on the readers).
     async fn send(self: Arc<Self>, source: usize, batch: PendingBatch, inflight: &mut JoinSet<()>) {
-        let Ok(permit) = self.permits.clone().acquire_owned().await else { return };
-        self.metrics.batch_started(chrono::Utc::now().timestamp_millis());
+        let Ok(permit) = self.permits.clone().acquire_owned().await else {
+            return;
+        };
+        self.metrics
+            .batch_started(chrono::Utc::now().timestamp_millis());
         inflight.spawn(async move {
             let origin = |i: usize| {
                 let (blob, record_offset, tuple_index) = &batch.origins[i];
@@ -634,7 +768,9 @@ impl DeliveryStage {
     }
 
     fn acknowledge(&self, source: usize, parts: &[(ChunkId, usize)], newest_time_ms: Option<i64>) {
-        let Ok(mut acks) = self.acks.lock() else { return };
+        let Ok(mut acks) = self.acks.lock() else {
+            return;
+        };
         let m: &SourceMetrics = &self.metrics.sources[source];
         for (id, items) in parts {
             match acks.acknowledge(*id, *items) {

@@ -99,14 +99,20 @@ pub struct SourceConfig {
     #[serde(default)]
     pub resource_filter: Vec<String>,
     /// How often resource prefixes (new NSGs and flow logs) are rediscovered. Default: `"15m"`.
-    #[serde(default = "default_discovery_interval", deserialize_with = "de_duration")]
+    #[serde(
+        default = "default_discovery_interval",
+        deserialize_with = "de_duration"
+    )]
     pub discovery_interval: Duration,
     /// A blob is finished (never listed again) when its hour ended more than this long ago
     /// and everything in it was read. Default: `"90m"`.
     #[serde(default = "default_finish_after", deserialize_with = "de_duration")]
     pub finish_after: Duration,
     /// Registry entries of deleted blobs (retention) are forgotten after this long. Default: `"7d"`.
-    #[serde(default = "default_forget_gone_after", deserialize_with = "de_duration")]
+    #[serde(
+        default = "default_forget_gone_after",
+        deserialize_with = "de_duration"
+    )]
     pub forget_gone_after: Duration,
     /// Largest record accepted, in bytes; a larger one is dead-lettered as malformed. Default: 268435456.
     #[serde(default = "default_max_record_bytes")]
@@ -128,7 +134,8 @@ impl SourceConfig {
 
     /// The parsed index pattern (validated at load time).
     pub fn index_pattern(&self) -> Result<IndexPattern, ConfigError> {
-        IndexPattern::parse(&self.index).map_err(|e| ConfigError::key(format!("source.{}.index", self.name), e.to_string()))
+        IndexPattern::parse(&self.index)
+            .map_err(|e| ConfigError::key(format!("source.{}.index", self.name), e.to_string()))
     }
 }
 
@@ -167,9 +174,11 @@ impl<'de> Deserialize<'de> for Since {
         if let Ok(t) = chrono::DateTime::parse_from_rfc3339(&text) {
             return Ok(Since::At(t.timestamp()));
         }
-        parse_duration(&text)
-            .map(Since::Ago)
-            .map_err(|e| serde::de::Error::custom(format!("{e}; or an RFC 3339 time like 2026-11-20T00:00:00Z")))
+        parse_duration(&text).map(Since::Ago).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "{e}; or an RFC 3339 time like 2026-11-20T00:00:00Z"
+            ))
+        })
     }
 }
 
@@ -339,17 +348,24 @@ default_fns! {
 
 impl Default for RegistryConfig {
     fn default() -> Self {
-        RegistryConfig { path: default_registry_path() }
+        RegistryConfig {
+            path: default_registry_path(),
+        }
     }
 }
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: default_listen() }
+        HttpConfig {
+            listen: default_listen(),
+        }
     }
 }
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { level: default_log_level(), format: default_log_format() }
+        LogConfig {
+            level: default_log_level(),
+            format: default_log_format(),
+        }
     }
 }
 impl Default for DaemonConfig {
@@ -385,7 +401,9 @@ impl Config {
         }
         // Only `FLOWLOGD_SECTION__KEY` names are config keys: variables such as `FLOWLOGD_CONFIG`
         // (the command line's own) or `FLOWLOGD_LOG_LEVEL` must not be read as unknown keys.
-        let env = Env::prefixed("FLOWLOGD_").filter(|key| key.as_str().contains("__")).split("__");
+        let env = Env::prefixed("FLOWLOGD_")
+            .filter(|key| key.as_str().contains("__"))
+            .split("__");
         let figment = Figment::new().merge(Toml::file(path)).merge(env);
         Self::from_figment(figment)
     }
@@ -409,15 +427,31 @@ impl Config {
     /// components that use them, with errors naming the field.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.sources.is_empty() {
-            return Err(ConfigError("config: at least one [[source]] is required".into()));
+            return Err(ConfigError(
+                "config: at least one [[source]] is required".into(),
+            ));
         }
         let mut seen = std::collections::HashSet::new();
         for s in &self.sources {
-            if s.name.is_empty() || !s.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-                return Err(ConfigError::key("source.name", format!("{:?} must be non-empty and use only letters, digits, `-`, `_`, `.`", s.name)));
+            if s.name.is_empty()
+                || !s
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                return Err(ConfigError::key(
+                    "source.name",
+                    format!(
+                        "{:?} must be non-empty and use only letters, digits, `-`, `_`, `.`",
+                        s.name
+                    ),
+                ));
             }
             if !seen.insert(s.name.as_str()) {
-                return Err(ConfigError::key("source.name", format!("{:?} is used twice", s.name)));
+                return Err(ConfigError::key(
+                    "source.name",
+                    format!("{:?} is used twice", s.name),
+                ));
             }
             let pattern = s.index_pattern()?;
             if self.elasticsearch.data_stream && pattern.is_dated() {
@@ -427,38 +461,68 @@ impl Config {
                 ));
             }
             if s.max_record_bytes < 1024 {
-                return Err(ConfigError::key(format!("source.{}.max_record_bytes", s.name), "must be at least 1024"));
+                return Err(ConfigError::key(
+                    format!("source.{}.max_record_bytes", s.name),
+                    "must be at least 1024",
+                ));
             }
         }
         let es = &self.elasticsearch;
         if es.urls.is_empty() && es.cloud_id.is_none() {
-            return Err(ConfigError::key("elasticsearch.urls", "set at least one URL or `cloud_id`"));
+            return Err(ConfigError::key(
+                "elasticsearch.urls",
+                "set at least one URL or `cloud_id`",
+            ));
         }
-        for (key, value) in [("batch_max_docs", es.batch_max_docs), ("batch_max_bytes", es.batch_max_bytes), ("max_in_flight", es.max_in_flight)] {
+        for (key, value) in [
+            ("batch_max_docs", es.batch_max_docs),
+            ("batch_max_bytes", es.batch_max_bytes),
+            ("max_in_flight", es.max_in_flight),
+        ] {
             if value == 0 {
-                return Err(ConfigError::key(format!("elasticsearch.{key}"), "must be greater than 0"));
+                return Err(ConfigError::key(
+                    format!("elasticsearch.{key}"),
+                    "must be greater than 0",
+                ));
             }
         }
         if self.daemon.read_concurrency == 0 {
-            return Err(ConfigError::key("daemon.read_concurrency", "must be greater than 0"));
+            return Err(ConfigError::key(
+                "daemon.read_concurrency",
+                "must be greater than 0",
+            ));
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
-            return Err(ConfigError::key("log.format", format!("{:?}: expected \"text\" or \"json\"", self.log.format)));
+            return Err(ConfigError::key(
+                "log.format",
+                format!("{:?}: expected \"text\" or \"json\"", self.log.format),
+            ));
         }
         Ok(())
     }
 
     /// Where rejected documents go: the configured path, or beside the registry.
     pub fn dead_letter_path(&self) -> PathBuf {
-        self.elasticsearch.dead_letter_path.clone().unwrap_or_else(|| {
-            self.registry.path.parent().unwrap_or(Path::new(".")).join("dead-letter.ndjson")
-        })
+        self.elasticsearch
+            .dead_letter_path
+            .clone()
+            .unwrap_or_else(|| {
+                self.registry
+                    .path
+                    .parent()
+                    .unwrap_or(Path::new("."))
+                    .join("dead-letter.ndjson")
+            })
     }
 }
 
 /// Parses `"90s"`, `"15m"`, `"1h30m"`, `"250ms"`, `"7d"`, `"0"` (units: ms, s, m, h, d).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("bad duration {text:?} (expected e.g. \"60s\", \"15m\", \"1h30m\", \"250ms\", \"7d\")");
+    let bad = || {
+        format!(
+            "bad duration {text:?} (expected e.g. \"60s\", \"15m\", \"1h30m\", \"250ms\", \"7d\")"
+        )
+    };
     let t = text.trim();
     if t == "0" {
         return Ok(Duration::ZERO);
@@ -475,7 +539,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         }
         let value: u64 = rest[..digits].parse().map_err(|_| bad())?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit = match &rest[..unit_len] {
             "ms" => Duration::from_millis(value),
             "s" => Duration::from_secs(value),
@@ -536,7 +602,10 @@ mod tests {
         assert_eq!(c.daemon.interval, Duration::from_secs(60));
         assert_eq!(c.http.listen, "127.0.0.1:9108");
         assert_eq!(c.elasticsearch.batch_max_docs, 5000);
-        assert_eq!(c.dead_letter_path(), PathBuf::from("/var/lib/flowlogd/dead-letter.ndjson"));
+        assert_eq!(
+            c.dead_letter_path(),
+            PathBuf::from("/var/lib/flowlogd/dead-letter.ndjson")
+        );
     }
 
     #[test]
@@ -548,25 +617,44 @@ mod tests {
 
     #[test]
     fn bad_duration_and_bad_index_are_named() {
-        let e = Config::from_toml_str(&MINIMAL.replace("[elasticsearch]", "[daemon]\ninterval = \"5x\"\n[elasticsearch]"))
-            .unwrap_err()
-            .to_string();
+        let e = Config::from_toml_str(&MINIMAL.replace(
+            "[elasticsearch]",
+            "[daemon]\ninterval = \"5x\"\n[elasticsearch]",
+        ))
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("interval") && e.contains("5x"), "{e}");
-        let e = Config::from_toml_str(&MINIMAL.replace("name = \"vnet\"", "name = \"vnet\"\nindex = \"f-%{+yyyy.QQ}\"")).unwrap_err().to_string();
+        let e = Config::from_toml_str(&MINIMAL.replace(
+            "name = \"vnet\"",
+            "name = \"vnet\"\nindex = \"f-%{+yyyy.QQ}\"",
+        ))
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("source.vnet.index") && e.contains("QQ"), "{e}");
     }
 
     #[test]
     fn missing_required_key_is_named() {
-        let e = Config::from_toml_str(&MINIMAL.replace("container = \"insights-logs-flowlogflowevent\"", "")).unwrap_err().to_string();
+        let e = Config::from_toml_str(
+            &MINIMAL.replace("container = \"insights-logs-flowlogflowevent\"", ""),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("container"), "{e}");
     }
 
     #[test]
     fn since_accepts_duration_or_time() {
-        let c = Config::from_toml_str(&MINIMAL.replace("name = \"vnet\"", "name = \"vnet\"\nsince = \"2026-11-20T00:00:00Z\"")).unwrap();
+        let c = Config::from_toml_str(&MINIMAL.replace(
+            "name = \"vnet\"",
+            "name = \"vnet\"\nsince = \"2026-11-20T00:00:00Z\"",
+        ))
+        .unwrap();
         assert_eq!(c.sources[0].since, Since::At(1_795_132_800));
-        let c = Config::from_toml_str(&MINIMAL.replace("name = \"vnet\"", "name = \"vnet\"\nsince = \"3h\"")).unwrap();
+        let c = Config::from_toml_str(
+            &MINIMAL.replace("name = \"vnet\"", "name = \"vnet\"\nsince = \"3h\""),
+        )
+        .unwrap();
         assert_eq!(c.sources[0].since.resolve(10_800), 0);
     }
 
@@ -582,6 +670,8 @@ mod tests {
     }
 
     #[test]
+    // figment's Jail closure must return figment's own (large) error type.
+    #[allow(clippy::result_large_err)]
     fn env_overrides_file_and_errors_name_the_variable() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f.toml");
@@ -594,7 +684,10 @@ mod tests {
             assert_eq!(c.daemon.interval, Duration::from_secs(5));
             jail.set_env("FLOWLOGD_DAEMON__INTERVAL", "soon");
             let e = Config::load(&path).unwrap_err().to_string();
-            assert!(e.contains("DAEMON.INTERVAL") && e.contains("FLOWLOGD_") && e.contains("soon"), "{e}");
+            assert!(
+                e.contains("DAEMON.INTERVAL") && e.contains("FLOWLOGD_") && e.contains("soon"),
+                "{e}"
+            );
             Ok(())
         });
     }

@@ -24,7 +24,9 @@ impl std::str::FromStr for GenKind {
             "nsg1" => Ok(GenKind::Nsg1),
             "nsg2" => Ok(GenKind::Nsg2),
             "vnet" => Ok(GenKind::Vnet),
-            other => Err(format!("unknown kind {other:?} (expected nsg1, nsg2 or vnet)")),
+            other => Err(format!(
+                "unknown kind {other:?} (expected nsg1, nsg2 or vnet)"
+            )),
         }
     }
 }
@@ -115,7 +117,16 @@ impl SplitMix64 {
     }
 }
 
-const PUBLIC_PEERS: &[[u8; 2]] = &[[20, 106], [52, 239], [40, 74], [13, 107], [104, 16], [151, 101], [185, 199], [91, 189]];
+const PUBLIC_PEERS: &[[u8; 2]] = &[
+    [20, 106],
+    [52, 239],
+    [40, 74],
+    [13, 107],
+    [104, 16],
+    [151, 101],
+    [185, 199],
+    [91, 189],
+];
 const ENCRYPTION: &[&str] = &[
     "NX",
     "NX",
@@ -141,8 +152,9 @@ const SERVICE_PORTS: &[u16] = &[443, 443, 443, 80, 22, 53, 123, 3389, 1433, 5432
 
 /// Builds the blob name Azure uses for this kind, resource and hour.
 pub fn blob_name(opts: &GenOptions, mac: &str) -> String {
-    let hour = chrono::DateTime::from_timestamp(opts.hour_start - opts.hour_start.rem_euclid(3600), 0)
-        .unwrap_or_default();
+    let hour =
+        chrono::DateTime::from_timestamp(opts.hour_start - opts.hour_start.rem_euclid(3600), 0)
+            .unwrap_or_default();
     let partition = hour.format("y=%Y/m=%m/d=%d/h=%H/m=00").to_string();
     match opts.kind {
         GenKind::Nsg1 | GenKind::Nsg2 => format!(
@@ -169,7 +181,12 @@ pub fn generate(opts: &GenOptions) -> GeneratedBlob {
         opts.mac.to_uppercase()
     };
     let hour_start = opts.hour_start - opts.hour_start.rem_euclid(3600);
-    let local_ip = [10u8, (opts.seed % 200) as u8 + 1, (rng.below(250) + 1) as u8, (rng.below(250) + 4) as u8];
+    let local_ip = [
+        10u8,
+        (opts.seed % 200) as u8 + 1,
+        (rng.below(250) + 1) as u8,
+        (rng.below(250) + 4) as u8,
+    ];
     let guid = format!(
         "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
         rng.next() as u32,
@@ -191,7 +208,13 @@ pub fn generate(opts: &GenOptions) -> GeneratedBlob {
             let rule = rng.below(RULES.len() as u64) as usize;
             let mut list = Vec::with_capacity(share);
             for _ in 0..share {
-                list.push(gen_tuple(&mut rng, opts.kind, local_ip, record_time - 60, RULES[rule].1));
+                list.push(gen_tuple(
+                    &mut rng,
+                    opts.kind,
+                    local_ip,
+                    record_time - 60,
+                    RULES[rule].1,
+                ));
             }
             tuples += share as u64;
             groups.push((rule, list));
@@ -203,7 +226,9 @@ pub fn generate(opts: &GenOptions) -> GeneratedBlob {
         // Azure writes record times with 7 fractional digits.
         let time = format!(
             "{}.{:07}Z",
-            chrono::DateTime::from_timestamp(record_time, 0).unwrap_or_default().format("%Y-%m-%dT%H:%M:%S"),
+            chrono::DateTime::from_timestamp(record_time, 0)
+                .unwrap_or_default()
+                .format("%Y-%m-%dT%H:%M:%S"),
             5_625_085 + minute
         );
         match opts.kind {
@@ -264,7 +289,11 @@ pub fn generate(opts: &GenOptions) -> GeneratedBlob {
         blocks.push(block.into_bytes());
     }
     blocks.push(b"]}".to_vec());
-    GeneratedBlob { name: blob_name(opts, &mac), blocks, tuples }
+    GeneratedBlob {
+        name: blob_name(opts, &mac),
+        blocks,
+        tuples,
+    }
 }
 
 fn quoted_list(items: &[String]) -> String {
@@ -280,12 +309,24 @@ fn quoted_list(items: &[String]) -> String {
     out
 }
 
-fn gen_tuple(rng: &mut SplitMix64, kind: GenKind, local: [u8; 4], minute_start: i64, allowed: bool) -> String {
+fn gen_tuple(
+    rng: &mut SplitMix64,
+    kind: GenKind,
+    local: [u8; 4],
+    minute_start: i64,
+    allowed: bool,
+) -> String {
     let local_ip = format!("{}.{}.{}.{}", local[0], local[1], local[2], local[3]);
     let remote_ip = match rng.below(20) {
         0..=8 => {
             let p = rng.pick(PUBLIC_PEERS);
-            format!("{}.{}.{}.{}", p[0], p[1], rng.below(256), 1 + rng.below(254))
+            format!(
+                "{}.{}.{}.{}",
+                p[0],
+                p[1],
+                rng.below(256),
+                1 + rng.below(254)
+            )
         }
         9..=14 => format!("10.{}.{}.{}", local[1], rng.below(4), 4 + rng.below(60)),
         15..=16 => format!("192.168.{}.{}", rng.below(4), 1 + rng.below(254)),
@@ -306,7 +347,11 @@ fn gen_tuple(rng: &mut SplitMix64, kind: GenKind, local: [u8; 4], minute_start: 
         14..=18 => 17,
         _ => 1,
     };
-    let (sport, dport) = if proto_num == 1 { (0, 0) } else { (sport, dport) };
+    let (sport, dport) = if proto_num == 1 {
+        (0, 0)
+    } else {
+        (sport, dport)
+    };
     let dir = if inbound { "I" } else { "O" };
     let ts_s = minute_start + rng.below(60) as i64;
     let packets = 1 + rng.below(400);
@@ -315,9 +360,17 @@ fn gen_tuple(rng: &mut SplitMix64, kind: GenKind, local: [u8; 4], minute_start: 
     let rbytes = rpackets * (60 + rng.below(1400));
     match kind {
         GenKind::Vnet => {
-            let state = if !allowed { "D" } else { *rng.pick(&["B", "C", "E", "E"]) };
+            let state = if !allowed {
+                "D"
+            } else {
+                *rng.pick(&["B", "C", "E", "E"])
+            };
             let counters = if state == "B" || state == "D" {
-                if rng.below(2) == 0 { "0,0,0,0".to_string() } else { ",,,".to_string() }
+                if rng.below(2) == 0 {
+                    "0,0,0,0".to_string()
+                } else {
+                    ",,,".to_string()
+                }
             } else {
                 format!("{packets},{bytes},{rpackets},{rbytes}")
             };
@@ -334,9 +387,19 @@ fn gen_tuple(rng: &mut SplitMix64, kind: GenKind, local: [u8; 4], minute_start: 
             if kind == GenKind::Nsg1 {
                 return format!("{ts_s},{src},{dst},{sport},{dport},{proto},{dir},{decision}");
             }
-            let state = if !allowed { "B" } else { *rng.pick(&["B", "C", "E", "E"]) };
-            let counters = if state == "B" { ",,,".to_string() } else { format!("{packets},{bytes},{rpackets},{rbytes}") };
-            format!("{ts_s},{src},{dst},{sport},{dport},{proto},{dir},{decision},{state},{counters}")
+            let state = if !allowed {
+                "B"
+            } else {
+                *rng.pick(&["B", "C", "E", "E"])
+            };
+            let counters = if state == "B" {
+                ",,,".to_string()
+            } else {
+                format!("{packets},{bytes},{rpackets},{rbytes}")
+            };
+            format!(
+                "{ts_s},{src},{dst},{sport},{dport},{proto},{dir},{decision},{state},{counters}"
+            )
         }
     }
 }
@@ -351,14 +414,22 @@ mod tests {
         let a = generate(&GenOptions::default());
         let b = generate(&GenOptions::default());
         assert_eq!(a.bytes(), b.bytes());
-        let c = generate(&GenOptions { seed: 2, ..GenOptions::default() });
+        let c = generate(&GenOptions {
+            seed: 2,
+            ..GenOptions::default()
+        });
         assert_ne!(a.bytes(), c.bytes());
     }
 
     #[test]
     fn blocks_follow_azure_layout_and_every_tuple_parses() {
         for kind in [GenKind::Nsg1, GenKind::Nsg2, GenKind::Vnet] {
-            let blob = generate(&GenOptions { kind, records: 5, tuples_per_record: 7, ..GenOptions::default() });
+            let blob = generate(&GenOptions {
+                kind,
+                records: 5,
+                tuples_per_record: 7,
+                ..GenOptions::default()
+            });
             assert_eq!(blob.blocks[0], b"{\"records\":[");
             assert_eq!(blob.blocks.last().unwrap(), b"]}");
             assert_eq!(blob.blocks.len(), 7);
@@ -366,7 +437,11 @@ mod tests {
             assert_eq!(blob.tuples, 35);
             let whole: serde_json::Value = serde_json::from_slice(&blob.bytes()).unwrap();
             assert_eq!(whole["records"].as_array().unwrap().len(), 5);
-            let flow_kind = if kind == GenKind::Vnet { FlowLogKind::Vnet } else { FlowLogKind::Nsg };
+            let flow_kind = if kind == GenKind::Vnet {
+                FlowLogKind::Vnet
+            } else {
+                FlowLogKind::Nsg
+            };
             let mut count = 0;
             for (i, block) in blob.blocks[1..6].iter().enumerate() {
                 let record = decode_record(if i == 0 { block } else { &block[1..] }).unwrap();
@@ -379,13 +454,22 @@ mod tests {
                 }
             }
             assert_eq!(count, 35);
-            assert!(blob.name.contains("/y=2026/m=11/d=21/h=16/m=00/macAddress="), "{}", blob.name);
+            assert!(
+                blob.name
+                    .contains("/y=2026/m=11/d=21/h=16/m=00/macAddress="),
+                "{}",
+                blob.name
+            );
         }
     }
 
     #[test]
     fn bytes_after_keeps_the_tail() {
-        let blob = generate(&GenOptions { records: 3, tuples_per_record: 2, ..GenOptions::default() });
+        let blob = generate(&GenOptions {
+            records: 3,
+            tuples_per_record: 2,
+            ..GenOptions::default()
+        });
         let partial = blob.bytes_after(1);
         assert!(partial.ends_with(b"]}"));
         let v: serde_json::Value = serde_json::from_slice(&partial).unwrap();

@@ -30,5 +30,5 @@ pub mod pipeline;
 pub mod registry;
 pub mod secret;
 pub mod sink;
-pub mod systemd;
 pub mod source;
+pub mod systemd;

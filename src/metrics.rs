@@ -41,7 +41,9 @@ impl SourceMetrics {
 }
 
 /// Upper bounds (seconds) of the bulk latency histogram buckets.
-const LATENCY_BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
 
 /// All metrics of one daemon.
 #[derive(Debug)]
@@ -68,7 +70,11 @@ impl Metrics {
         Metrics {
             sources: sources
                 .into_iter()
-                .map(|(name, storage)| SourceMetrics { name, storage, ..SourceMetrics::default() })
+                .map(|(name, storage)| SourceMetrics {
+                    name,
+                    storage,
+                    ..SourceMetrics::default()
+                })
                 .collect(),
             bulk_requests: AtomicU64::new(0),
             bulk_item_retries: AtomicU64::new(0),
@@ -105,26 +111,46 @@ impl Metrics {
             }
         }
         add(&self.latency_count, 1);
-        add(&self.latency_sum_micros, latency.as_micros().min(u128::from(u64::MAX)) as u64);
+        add(
+            &self.latency_sum_micros,
+            latency.as_micros().min(u128::from(u64::MAX)) as u64,
+        );
         add(&self.bulk_requests, 1);
     }
 
     /// Whether the daemon is doing its job: registry open, every source listed within
     /// `list_window`, and no batch stuck in delivery for longer than `bulk_window`.
-    pub fn readiness(&self, now_ms: i64, list_window: Duration, bulk_window: Duration) -> Result<(), String> {
+    pub fn readiness(
+        &self,
+        now_ms: i64,
+        list_window: Duration,
+        bulk_window: Duration,
+    ) -> Result<(), String> {
         if !self.registry_open.load(Ordering::Relaxed) {
             return Err("registry not open".into());
         }
         for s in &self.sources {
             let last = s.last_list_ok_ms.load(Ordering::Relaxed);
             if last == 0 || now_ms - last > list_window.as_millis() as i64 {
-                return Err(format!("source {}: no successful listing in the last {}s", s.name, list_window.as_secs()));
+                return Err(format!(
+                    "source {}: no successful listing in the last {}s",
+                    s.name,
+                    list_window.as_secs()
+                ));
             }
         }
         // Stuck: something is in flight and no bulk request succeeded for the whole window.
-        let busy_since = self.inflight_since_ms.load(Ordering::Relaxed).max(self.last_bulk_ok_ms.load(Ordering::Relaxed));
-        if self.inflight.load(Ordering::Relaxed) > 0 && now_ms - busy_since > bulk_window.as_millis() as i64 {
-            return Err(format!("a bulk request has been failing for more than {}s", bulk_window.as_secs()));
+        let busy_since = self
+            .inflight_since_ms
+            .load(Ordering::Relaxed)
+            .max(self.last_bulk_ok_ms.load(Ordering::Relaxed));
+        if self.inflight.load(Ordering::Relaxed) > 0
+            && now_ms - busy_since > bulk_window.as_millis() as i64
+        {
+            return Err(format!(
+                "a bulk request has been failing for more than {}s",
+                bulk_window.as_secs()
+            ));
         }
         Ok(())
     }
@@ -133,29 +159,87 @@ impl Metrics {
     pub fn render(&self, now_ms: i64) -> String {
         let mut out = String::with_capacity(4096);
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let mut family = |name: &str, kind: &str, help: &str, values: &mut dyn Iterator<Item = (String, String)>| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (labels, value) in values {
-                let _ = writeln!(out, "{name}{labels} {value}");
-            }
-        };
+        let mut family =
+            |name: &str,
+             kind: &str,
+             help: &str,
+             values: &mut dyn Iterator<Item = (String, String)>| {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+                for (labels, value) in values {
+                    let _ = writeln!(out, "{name}{labels} {value}");
+                }
+            };
         let per_source = |f: &dyn Fn(&SourceMetrics) -> String| -> Vec<(String, String)> {
-            self.sources.iter().map(|s| (format!("{{source=\"{}\"}}", s.name), f(s))).collect()
+            self.sources
+                .iter()
+                .map(|s| (format!("{{source=\"{}\"}}", s.name), f(s)))
+                .collect()
         };
-        let counters: [(&str, &str, &dyn Fn(&SourceMetrics) -> String); 13] = [
-            ("flowlogd_documents_indexed_total", "Documents created in Elasticsearch.", &|s| load(&s.documents_indexed).to_string()),
-            ("flowlogd_documents_existing_total", "Documents Elasticsearch already had (409 on create): replays, not duplicates.", &|s| load(&s.documents_existing).to_string()),
-            ("flowlogd_documents_dead_lettered_total", "Documents rejected by Elasticsearch and written to the dead-letter file.", &|s| load(&s.documents_dead_lettered).to_string()),
-            ("flowlogd_decode_problems_total", "Malformed records, tuples or bytes (dead-lettered).", &|s| load(&s.decode_problems).to_string()),
-            ("flowlogd_records_total", "Flow-log records decoded.", &|s| load(&s.records).to_string()),
-            ("flowlogd_blobs_read_total", "Blob reads (ranged GETs of new bytes).", &|s| load(&s.blobs_read).to_string()),
-            ("flowlogd_bytes_new_total", "New blob bytes read.", &|s| load(&s.bytes_new).to_string()),
-            ("flowlogd_bytes_downloaded_total", "Bytes downloaded from Blob Storage.", &|s| load(&s.storage.bytes_downloaded).to_string()),
-            ("flowlogd_list_requests_total", "List Blobs requests.", &|s| load(&s.storage.list_requests).to_string()),
-            ("flowlogd_blobs_listed_total", "Blob entries returned by listings.", &|s| load(&s.storage.blobs_listed).to_string()),
-            ("flowlogd_storage_retries_total", "Retried storage requests.", &|s| load(&s.storage.retries).to_string()),
-            ("flowlogd_read_errors_total", "Blob reads given up on for this poll (retried next poll).", &|s| load(&s.read_errors).to_string()),
-            ("flowlogd_list_errors_total", "Listings given up on for this poll.", &|s| load(&s.list_errors).to_string()),
+        type Counter<'a> = (&'a str, &'a str, &'a dyn Fn(&SourceMetrics) -> String);
+        let counters: [Counter; 13] = [
+            (
+                "flowlogd_documents_indexed_total",
+                "Documents created in Elasticsearch.",
+                &|s| load(&s.documents_indexed).to_string(),
+            ),
+            (
+                "flowlogd_documents_existing_total",
+                "Documents Elasticsearch already had (409 on create): replays, not duplicates.",
+                &|s| load(&s.documents_existing).to_string(),
+            ),
+            (
+                "flowlogd_documents_dead_lettered_total",
+                "Documents rejected by Elasticsearch and written to the dead-letter file.",
+                &|s| load(&s.documents_dead_lettered).to_string(),
+            ),
+            (
+                "flowlogd_decode_problems_total",
+                "Malformed records, tuples or bytes (dead-lettered).",
+                &|s| load(&s.decode_problems).to_string(),
+            ),
+            (
+                "flowlogd_records_total",
+                "Flow-log records decoded.",
+                &|s| load(&s.records).to_string(),
+            ),
+            (
+                "flowlogd_blobs_read_total",
+                "Blob reads (ranged GETs of new bytes).",
+                &|s| load(&s.blobs_read).to_string(),
+            ),
+            ("flowlogd_bytes_new_total", "New blob bytes read.", &|s| {
+                load(&s.bytes_new).to_string()
+            }),
+            (
+                "flowlogd_bytes_downloaded_total",
+                "Bytes downloaded from Blob Storage.",
+                &|s| load(&s.storage.bytes_downloaded).to_string(),
+            ),
+            (
+                "flowlogd_list_requests_total",
+                "List Blobs requests.",
+                &|s| load(&s.storage.list_requests).to_string(),
+            ),
+            (
+                "flowlogd_blobs_listed_total",
+                "Blob entries returned by listings.",
+                &|s| load(&s.storage.blobs_listed).to_string(),
+            ),
+            (
+                "flowlogd_storage_retries_total",
+                "Retried storage requests.",
+                &|s| load(&s.storage.retries).to_string(),
+            ),
+            (
+                "flowlogd_read_errors_total",
+                "Blob reads given up on for this poll (retried next poll).",
+                &|s| load(&s.read_errors).to_string(),
+            ),
+            (
+                "flowlogd_list_errors_total",
+                "Listings given up on for this poll.",
+                &|s| load(&s.list_errors).to_string(),
+            ),
         ];
         for (name, help, f) in counters {
             family(name, "counter", help, &mut per_source(f).into_iter());
@@ -166,20 +250,53 @@ impl Metrics {
             "Now minus the newest tuple time indexed, per source (-1 before the first document).",
             &mut per_source(&|s| {
                 let newest = s.newest_indexed_ms.load(Ordering::Relaxed);
-                if newest == 0 { "-1".into() } else { format!("{:.3}", (now_ms - newest) as f64 / 1000.0) }
+                if newest == 0 {
+                    "-1".into()
+                } else {
+                    format!("{:.3}", (now_ms - newest) as f64 / 1000.0)
+                }
             })
             .into_iter(),
         );
-        family("flowlogd_bulk_item_retries_total", "counter", "Bulk items retried after 429/5xx.", &mut std::iter::once((String::new(), load(&self.bulk_item_retries).to_string())));
-        family("flowlogd_bulk_request_retries_total", "counter", "Whole bulk requests retried after a failure.", &mut std::iter::once((String::new(), load(&self.bulk_request_retries).to_string())));
-        family("flowlogd_registry_entries", "gauge", "Blobs tracked in the registry.", &mut std::iter::once((String::new(), load(&self.registry_entries).to_string())));
-        let _ = writeln!(out, "# HELP flowlogd_bulk_latency_seconds Latency of bulk requests.\n# TYPE flowlogd_bulk_latency_seconds histogram");
+        family(
+            "flowlogd_bulk_item_retries_total",
+            "counter",
+            "Bulk items retried after 429/5xx.",
+            &mut std::iter::once((String::new(), load(&self.bulk_item_retries).to_string())),
+        );
+        family(
+            "flowlogd_bulk_request_retries_total",
+            "counter",
+            "Whole bulk requests retried after a failure.",
+            &mut std::iter::once((String::new(), load(&self.bulk_request_retries).to_string())),
+        );
+        family(
+            "flowlogd_registry_entries",
+            "gauge",
+            "Blobs tracked in the registry.",
+            &mut std::iter::once((String::new(), load(&self.registry_entries).to_string())),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP flowlogd_bulk_latency_seconds Latency of bulk requests.\n# TYPE flowlogd_bulk_latency_seconds histogram"
+        );
         for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
-            let _ = writeln!(out, "flowlogd_bulk_latency_seconds_bucket{{le=\"{bound}\"}} {}", load(bucket));
+            let _ = writeln!(
+                out,
+                "flowlogd_bulk_latency_seconds_bucket{{le=\"{bound}\"}} {}",
+                load(bucket)
+            );
         }
         let count = load(&self.latency_count);
-        let _ = writeln!(out, "flowlogd_bulk_latency_seconds_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "flowlogd_bulk_latency_seconds_sum {:.6}", load(&self.latency_sum_micros) as f64 / 1e6);
+        let _ = writeln!(
+            out,
+            "flowlogd_bulk_latency_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            out,
+            "flowlogd_bulk_latency_seconds_sum {:.6}",
+            load(&self.latency_sum_micros) as f64 / 1e6
+        );
         let _ = writeln!(out, "flowlogd_bulk_latency_seconds_count {count}");
         out
     }
@@ -193,14 +310,31 @@ mod tests {
     fn renders_prometheus_text_with_labels_and_histogram() {
         let m = Metrics::new([("vnet".to_string(), Arc::new(StorageStats::default()))]);
         m.sources[0].add(&m.sources[0].documents_indexed, 42);
-        m.sources[0].newest_indexed_ms.store(1_000, Ordering::Relaxed);
+        m.sources[0]
+            .newest_indexed_ms
+            .store(1_000, Ordering::Relaxed);
         m.observe_bulk_latency(Duration::from_millis(30));
         let text = m.render(11_000);
-        assert!(text.contains("flowlogd_documents_indexed_total{source=\"vnet\"} 42"), "{text}");
-        assert!(text.contains("flowlogd_lag_seconds{source=\"vnet\"} 10.000"), "{text}");
-        assert!(text.contains("flowlogd_bulk_latency_seconds_bucket{le=\"0.025\"} 0"), "{text}");
-        assert!(text.contains("flowlogd_bulk_latency_seconds_bucket{le=\"0.05\"} 1"), "{text}");
-        assert!(text.contains("flowlogd_bulk_latency_seconds_count 1"), "{text}");
+        assert!(
+            text.contains("flowlogd_documents_indexed_total{source=\"vnet\"} 42"),
+            "{text}"
+        );
+        assert!(
+            text.contains("flowlogd_lag_seconds{source=\"vnet\"} 10.000"),
+            "{text}"
+        );
+        assert!(
+            text.contains("flowlogd_bulk_latency_seconds_bucket{le=\"0.025\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("flowlogd_bulk_latency_seconds_bucket{le=\"0.05\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("flowlogd_bulk_latency_seconds_count 1"),
+            "{text}"
+        );
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let value = line.rsplit(' ').next().unwrap();
             assert!(value.parse::<f64>().is_ok(), "not a number: {line}");
@@ -213,14 +347,30 @@ mod tests {
         let minute = Duration::from_secs(60);
         assert!(m.readiness(100_000, minute, minute).is_err());
         m.registry_open.store(true, Ordering::Relaxed);
-        assert!(m.readiness(100_000, minute, minute).unwrap_err().contains("vnet"));
-        m.sources[0].last_list_ok_ms.store(90_000, Ordering::Relaxed);
+        assert!(
+            m.readiness(100_000, minute, minute)
+                .unwrap_err()
+                .contains("vnet")
+        );
+        m.sources[0]
+            .last_list_ok_ms
+            .store(90_000, Ordering::Relaxed);
         assert!(m.readiness(100_000, minute, minute).is_ok());
         m.batch_started(10_000);
-        assert!(m.readiness(100_000, minute, minute).unwrap_err().contains("bulk"));
+        assert!(
+            m.readiness(100_000, minute, minute)
+                .unwrap_err()
+                .contains("bulk")
+        );
         m.last_bulk_ok_ms.store(95_000, Ordering::Relaxed);
-        assert!(m.readiness(100_000, minute, minute).is_ok(), "recent success while busy is fine");
+        assert!(
+            m.readiness(100_000, minute, minute).is_ok(),
+            "recent success while busy is fine"
+        );
         m.batch_finished();
-        assert!(m.readiness(200_000, Duration::from_secs(500), minute).is_ok());
+        assert!(
+            m.readiness(200_000, Duration::from_secs(500), minute)
+                .is_ok()
+        );
     }
 }

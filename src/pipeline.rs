@@ -1,6 +1,8 @@
 //! The pure half of ingestion for one blob: bytes of a PT1H.json (whole, or a ranged read that
 //! resumes after a complete record) → records → tuples → bulk items, with every failure reported.
-use crate::flowlog::{RecordError, RecordScanner, ScanEnd, ScanEvent, ScanStart, TupleError, decode_record};
+use crate::flowlog::{
+    RecordError, RecordScanner, ScanEnd, ScanEvent, ScanStart, TupleError, decode_record,
+};
 use crate::sink::document::{BlobContext, BulkBuffer, DocumentEncoder};
 
 /// Something in the stream that did not become documents. Never fatal: the caller counts,
@@ -8,11 +10,19 @@ use crate::sink::document::{BlobContext, BulkBuffer, DocumentEncoder};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeProblem {
     #[error("malformed bytes at offset {offset} ({len} bytes): {reason}")]
-    Malformed { offset: u64, len: u64, reason: &'static str },
+    Malformed {
+        offset: u64,
+        len: u64,
+        reason: &'static str,
+    },
     #[error("record at offset {offset}: {error}")]
     Record { offset: u64, error: RecordError },
     #[error("record at offset {offset}, tuple {tuple_index}: {error}")]
-    Tuple { offset: u64, tuple_index: u32, error: TupleError },
+    Tuple {
+        offset: u64,
+        tuple_index: u32,
+        error: TupleError,
+    },
 }
 
 impl DecodeProblem {
@@ -55,8 +65,17 @@ impl<'e> BlobDecoder<'e> {
     /// Starts at `offset` of `blob`: byte 0 expects the head, anything else must be the end of a
     /// complete record (or of the head), as stored in the registry.
     pub fn new(encoder: &'e mut DocumentEncoder, blob: BlobContext, offset: u64) -> Self {
-        let start = if offset == 0 { ScanStart::Head } else { ScanStart::BetweenRecords };
-        BlobDecoder { scanner: RecordScanner::new(offset, start), encoder, blob, stats: DecodeStats::default() }
+        let start = if offset == 0 {
+            ScanStart::Head
+        } else {
+            ScanStart::BetweenRecords
+        };
+        BlobDecoder {
+            scanner: RecordScanner::new(offset, start),
+            encoder,
+            blob,
+            stats: DecodeStats::default(),
+        }
     }
 
     /// Caps one record's size; larger records are reported as malformed.
@@ -66,16 +85,29 @@ impl<'e> BlobDecoder<'e> {
     }
 
     /// Feeds the next bytes; complete records become items in `out`, failures go to `problems`.
-    pub fn feed(&mut self, chunk: &[u8], out: &mut BulkBuffer, problems: &mut dyn FnMut(DecodeProblem)) {
+    pub fn feed(
+        &mut self,
+        chunk: &[u8],
+        out: &mut BulkBuffer,
+        problems: &mut dyn FnMut(DecodeProblem),
+    ) {
         let encoder = &mut *self.encoder;
         let blob = &self.blob;
         let stats = &mut self.stats;
         self.scanner.feed(chunk, &mut |event| match event {
             ScanEvent::Head { len } => stats.head_len = Some(len),
             ScanEvent::Tail { .. } => {}
-            ScanEvent::Malformed { offset, len, reason } => {
+            ScanEvent::Malformed {
+                offset,
+                len,
+                reason,
+            } => {
                 stats.malformed_bytes += len;
-                problems(DecodeProblem::Malformed { offset, len, reason });
+                problems(DecodeProblem::Malformed {
+                    offset,
+                    len,
+                    reason,
+                });
             }
             ScanEvent::Record { offset, bytes } => {
                 stats.records += 1;
@@ -96,7 +128,11 @@ impl<'e> BlobDecoder<'e> {
                 stats.tuple_errors += outcome.tuple_errors.len() as u64;
                 stats.newest_time_ms = stats.newest_time_ms.max(outcome.newest_time_ms);
                 for (tuple_index, error) in outcome.tuple_errors {
-                    problems(DecodeProblem::Tuple { offset, tuple_index, error });
+                    problems(DecodeProblem::Tuple {
+                        offset,
+                        tuple_index,
+                        error,
+                    });
                 }
             }
         });

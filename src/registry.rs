@@ -135,7 +135,12 @@ impl Registry {
                 path: path.clone(),
                 error: StorageError(error),
             })?;
-        Ok(Registry { db, tree, sources, path })
+        Ok(Registry {
+            db,
+            tree,
+            sources,
+            path,
+        })
     }
 
     /// Directory the registry lives in (`<temporary>` for [`Registry::temporary`]),
@@ -451,15 +456,22 @@ impl Registry {
     pub fn source_state(&self, source: &str) -> Result<Option<SourceState>, RegistryError> {
         match self.sources.get(source.as_bytes())? {
             None => Ok(None),
-            Some(bytes) => SourceState::decode(&bytes).map(Some).map_err(|error| {
-                RegistryError::CorruptEntry { source: source.to_owned(), blob: "(source state)".to_owned(), error }
-            }),
+            Some(bytes) => {
+                SourceState::decode(&bytes)
+                    .map(Some)
+                    .map_err(|error| RegistryError::CorruptEntry {
+                        source: source.to_owned(),
+                        blob: "(source state)".to_owned(),
+                        error,
+                    })
+            }
         }
     }
 
     /// Stores a source's state (flushed with the next [`Registry::flush`]).
     pub fn put_source_state(&self, source: &str, state: &SourceState) -> Result<(), RegistryError> {
-        self.sources.insert(source.as_bytes(), state.encode().to_vec())?;
+        self.sources
+            .insert(source.as_bytes(), state.encode().to_vec())?;
         Ok(())
     }
 
@@ -749,10 +761,19 @@ impl SourceState {
             [Self::VERSION, rest @ ..] if rest.len() == 8 => {
                 let mut hour = [0u8; 8];
                 hour.copy_from_slice(rest);
-                Ok(SourceState { last_listed_hour: i64::from_be_bytes(hour) })
+                Ok(SourceState {
+                    last_listed_hour: i64::from_be_bytes(hour),
+                })
             }
-            [version, ..] if *version != Self::VERSION => Err(DecodeError::UnknownVersion(*version)),
-            [] => Err(DecodeError::Truncated { field: "version", at: 0, needed: 1, available: 0 }),
+            [version, ..] if *version != Self::VERSION => {
+                Err(DecodeError::UnknownVersion(*version))
+            }
+            [] => Err(DecodeError::Truncated {
+                field: "version",
+                at: 0,
+                needed: 1,
+                available: 0,
+            }),
             [_, rest @ ..] if rest.len() > 8 => Err(DecodeError::TrailingBytes(rest.len() - 8)),
             [_, rest @ ..] => Err(DecodeError::Truncated {
                 field: "last_listed_hour",

@@ -4,7 +4,9 @@ use std::time::Duration;
 
 /// Sends one sd_notify message; returns whether a socket was there to send it to.
 pub fn notify(message: &str) -> bool {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return false };
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return false;
+    };
     send(&path, message).is_ok()
 }
 
@@ -33,10 +35,12 @@ fn send(_path: &std::ffi::OsStr, _message: &str) -> std::io::Result<()> {
 /// for this process.
 pub fn watchdog_period() -> Option<Duration> {
     let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
-    if let Some(pid) = std::env::var("WATCHDOG_PID").ok().and_then(|p| p.parse::<u32>().ok()) {
-        if pid != std::process::id() {
-            return None;
-        }
+    if let Some(pid) = std::env::var("WATCHDOG_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        && pid != std::process::id()
+    {
+        return None;
     }
     (usec > 0).then(|| Duration::from_micros(usec / 2))
 }

@@ -40,17 +40,37 @@ fn write_temp(bytes: &[u8]) -> tempfile::NamedTempFile {
 #[test]
 fn decodes_every_fixture_to_one_line_per_tuple() {
     let out = flowlogd(
-        &["decode", &fixture_path("msdocs/nsg_v1_PT1H.json"), &fixture_path("msdocs/nsg_v2_PT1H.json"), &fixture_path("msdocs/vnet_v4_PT1H.json")],
+        &[
+            "decode",
+            &fixture_path("msdocs/nsg_v1_PT1H.json"),
+            &fixture_path("msdocs/nsg_v2_PT1H.json"),
+            &fixture_path("msdocs/vnet_v4_PT1H.json"),
+        ],
         None,
     );
-    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(lines(&out).len(), 12 + 11 + 19);
     assert!(out.stderr.is_empty());
 }
 
 #[test]
 fn logstash_schema_and_bulk_output() {
-    let out = flowlogd(&["decode", "--schema", "logstash", "--bulk", "--index", "vnet-flow-logs-%{+xxxx.ww}", &fixture_path("elastic/vnet-PT1H.json")], None);
+    let out = flowlogd(
+        &[
+            "decode",
+            "--schema",
+            "logstash",
+            "--bulk",
+            "--index",
+            "vnet-flow-logs-%{+xxxx.ww}",
+            &fixture_path("elastic/vnet-PT1H.json"),
+        ],
+        None,
+    );
     assert!(out.status.success());
     let l = lines(&out);
     assert_eq!(l.len(), 38);
@@ -79,7 +99,10 @@ fn bad_tuples_are_reported_and_good_ones_still_printed() {
     assert!(stderr.contains("bad destination IP"), "{stderr}");
     assert!(stderr.contains("9 fields"), "{stderr}");
     assert!(stderr.contains("bad counter in field 12"), "{stderr}");
-    assert!(stderr.contains("999.1.1.1"), "the tuple text is shown: {stderr}");
+    assert!(
+        stderr.contains("999.1.1.1"),
+        "the tuple text is shown: {stderr}"
+    );
 }
 
 #[test]
@@ -89,7 +112,11 @@ fn truncated_file_keeps_complete_records_and_reports_the_cut() {
     let f = write_temp(cut);
     let out = flowlogd(&["decode", f.path().to_str().unwrap()], None);
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(lines(&out).len(), 7, "the first record (7 tuples) is complete");
+    assert_eq!(
+        lines(&out).len(),
+        7,
+        "the first record (7 tuples) is complete"
+    );
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(stderr.contains("file ends inside a record"), "{stderr}");
 }
@@ -109,19 +136,38 @@ fn garbage_invalid_utf8_and_broken_records_never_crash() {
         let out = flowlogd(&["decode", f.path().to_str().unwrap()], None);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!stderr.contains("panicked"), "input {input:?}: {stderr}");
-        assert!(out.status.code() == Some(0) || out.status.code() == Some(1), "input {input:?}: {stderr}");
+        assert!(
+            out.status.code() == Some(0) || out.status.code() == Some(1),
+            "input {input:?}: {stderr}"
+        );
         if !input.is_empty() {
-            assert_eq!(out.status.code(), Some(1), "input {:?} must be reported: {stderr}", String::from_utf8_lossy(&input));
+            assert_eq!(
+                out.status.code(),
+                Some(1),
+                "input {:?} must be reported: {stderr}",
+                String::from_utf8_lossy(&input)
+            );
         }
     }
 }
 
 #[test]
 fn bad_index_pattern_is_a_clear_error() {
-    let out = flowlogd(&["decode", "--index", "flows-%{+yyyy.QQ}", &fixture_path("msdocs/nsg_v1_PT1H.json")], None);
+    let out = flowlogd(
+        &[
+            "decode",
+            "--index",
+            "flows-%{+yyyy.QQ}",
+            &fixture_path("msdocs/nsg_v1_PT1H.json"),
+        ],
+        None,
+    );
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(stderr.contains("--index") && stderr.contains("QQ"), "{stderr}");
+    assert!(
+        stderr.contains("--index") && stderr.contains("QQ"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -129,10 +175,29 @@ fn generated_blob_decodes_to_exactly_the_generated_tuples() {
     let dir = tempfile::tempdir().unwrap();
     for (kind, records, tuples) in [("vnet", 30, 17), ("nsg2", 12, 5), ("nsg1", 3, 40)] {
         let path = dir.path().join(format!("{kind}.json"));
-        let out = flowlogd(&["gen", "--kind", kind, "--records", &records.to_string(), "--tuples", &tuples.to_string(), "--seed", "9", "--out", path.to_str().unwrap()], None);
+        let out = flowlogd(
+            &[
+                "gen",
+                "--kind",
+                kind,
+                "--records",
+                &records.to_string(),
+                "--tuples",
+                &tuples.to_string(),
+                "--seed",
+                "9",
+                "--out",
+                path.to_str().unwrap(),
+            ],
+            None,
+        );
         assert!(out.status.success());
         let decoded = flowlogd(&["decode", path.to_str().unwrap()], None);
-        assert!(decoded.status.success(), "{}", String::from_utf8_lossy(&decoded.stderr));
+        assert!(
+            decoded.status.success(),
+            "{}",
+            String::from_utf8_lossy(&decoded.stderr)
+        );
         assert_eq!(lines(&decoded).len(), records * tuples, "{kind}");
     }
 }

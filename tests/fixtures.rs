@@ -9,7 +9,9 @@ use flowlogd::sink::index_name::IndexPattern;
 use serde_json::Value;
 
 fn fixture(rel: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures").join(rel);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures")
+        .join(rel);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -21,7 +23,10 @@ struct Decoded {
 }
 
 fn decode_bytes(bytes: &[u8], blob: &str, chunk: usize) -> Decoded {
-    let mut encoder = DocumentEncoder::new(Schema::Ecs, IndexPattern::parse("flows-%{+xxxx.ww}").unwrap());
+    let mut encoder = DocumentEncoder::new(
+        Schema::Ecs,
+        IndexPattern::parse("flows-%{+xxxx.ww}").unwrap(),
+    );
     let mut decoder = BlobDecoder::new(&mut encoder, BlobContext::new("insights-logs", blob), 0);
     let mut out = BulkBuffer::new();
     let mut problems = Vec::new();
@@ -29,12 +34,24 @@ fn decode_bytes(bytes: &[u8], blob: &str, chunk: usize) -> Decoded {
         decoder.feed(piece, &mut out, &mut |p| problems.push(p));
     }
     assert_eq!(decoder.finish().partial_record_bytes, 0);
-    let mut decoded = Decoded { docs: vec![], ids: vec![], indices: vec![], problems };
+    let mut decoded = Decoded {
+        docs: vec![],
+        ids: vec![],
+        indices: vec![],
+        problems,
+    };
     for (i, item) in out.items.iter().enumerate() {
-        let action: Value = serde_json::from_slice(&out.body[item.action_start..item.doc_start]).unwrap();
-        decoded.ids.push(action["create"]["_id"].as_str().unwrap().to_owned());
-        decoded.indices.push(action["create"]["_index"].as_str().unwrap().to_owned());
-        decoded.docs.push(serde_json::from_slice(out.doc(i)).unwrap());
+        let action: Value =
+            serde_json::from_slice(&out.body[item.action_start..item.doc_start]).unwrap();
+        decoded
+            .ids
+            .push(action["create"]["_id"].as_str().unwrap().to_owned());
+        decoded
+            .indices
+            .push(action["create"]["_index"].as_str().unwrap().to_owned());
+        decoded
+            .docs
+            .push(serde_json::from_slice(out.doc(i)).unwrap());
     }
     decoded
 }
@@ -54,11 +71,15 @@ fn decode_fixture(rel: &str) -> Decoded {
 }
 
 fn count(docs: &[Value], pointer: &str, value: &str) -> usize {
-    docs.iter().filter(|d| d.pointer(pointer).and_then(Value::as_str) == Some(value)).count()
+    docs.iter()
+        .filter(|d| d.pointer(pointer).and_then(Value::as_str) == Some(value))
+        .count()
 }
 
 fn sum(docs: &[Value], pointer: &str) -> u64 {
-    docs.iter().filter_map(|d| d.pointer(pointer).and_then(Value::as_u64)).sum()
+    docs.iter()
+        .filter_map(|d| d.pointer(pointer).and_then(Value::as_u64))
+        .sum()
 }
 
 #[test]
@@ -81,9 +102,18 @@ fn msdocs_nsg_v1_twelve_eight_field_tuples() {
     assert_eq!(first["azure"]["flowlog"]["nsg"], "FABRIAKMVM1-NSG");
     assert_eq!(first["azure"]["flowlog"]["version"], 1);
     assert_eq!(first["azure"]["resource_group"], "FABRIKAMRG");
-    assert_eq!(first["cloud"]["account"]["id"], "00000000-0000-0000-0000-000000000000");
-    assert!(first["azure"]["flowlog"].get("state").is_none(), "v1 has no state");
-    assert!(first["source"].get("packets").is_none(), "v1 has no counters");
+    assert_eq!(
+        first["cloud"]["account"]["id"],
+        "00000000-0000-0000-0000-000000000000"
+    );
+    assert!(
+        first["azure"]["flowlog"].get("state").is_none(),
+        "v1 has no state"
+    );
+    assert!(
+        first["source"].get("packets").is_none(),
+        "v1 has no counters"
+    );
     // Last tuple: "1487282512,91.224.160.154,10.1.0.4,59046,3389,T,I,A".
     let last = &d.docs[11];
     assert_eq!(last["@timestamp"], "2017-02-16T22:01:52.000Z");
@@ -96,10 +126,20 @@ fn msdocs_nsg_v1_twelve_eight_field_tuples() {
     assert_eq!(count(&d.docs, "/event/action", "deny"), 4);
     assert_eq!(count(&d.docs, "/event/action", "allow"), 8);
     // Three records at distinct offsets.
-    let offsets: HashSet<u64> = d.docs.iter().map(|x| x["log"]["offset"].as_u64().unwrap()).collect();
+    let offsets: HashSet<u64> = d
+        .docs
+        .iter()
+        .map(|x| x["log"]["offset"].as_u64().unwrap())
+        .collect();
     assert_eq!(offsets.len(), 3);
-    assert!(offsets.contains(&12), "the first record starts right after the 12-byte head");
-    assert!(d.indices.iter().all(|i| i == "flows-2017.07"), "2017-02-16 is in ISO week 7");
+    assert!(
+        offsets.contains(&12),
+        "the first record starts right after the 12-byte head"
+    );
+    assert!(
+        d.indices.iter().all(|i| i == "flows-2017.07"),
+        "2017-02-16 is in ISO week 7"
+    );
 }
 
 #[test]
@@ -114,19 +154,32 @@ fn msdocs_nsg_v2_eleven_tuples_with_empty_counters_on_begin_rows() {
     // E 66+66, C 16978+14008, E 8489+7054.
     assert_eq!(sum(&d.docs, "/network/bytes"), 132 + 30986 + 15543);
     assert_eq!(sum(&d.docs, "/source/packets"), 1 + 30 + 15);
-    let begin_rows = d.docs.iter().filter(|x| x["azure"]["flowlog"]["state"] == "begin");
+    let begin_rows = d
+        .docs
+        .iter()
+        .filter(|x| x["azure"]["flowlog"]["state"] == "begin");
     for row in begin_rows {
-        assert!(row["network"].get("bytes").is_none(), "B rows have empty counters: {row}");
+        assert!(
+            row["network"].get("bytes").is_none(),
+            "B rows have empty counters: {row}"
+        );
     }
     // "1542110379,10.5.16.4,203.0.113.115,44931,443,T,O,A,C,30,16978,24,14008"
-    let c = d.docs.iter().find(|x| x["azure"]["flowlog"]["state"] == "continuing").unwrap();
+    let c = d
+        .docs
+        .iter()
+        .find(|x| x["azure"]["flowlog"]["state"] == "continuing")
+        .unwrap();
     assert_eq!(c["@timestamp"], "2018-11-13T11:59:39.000Z");
     assert_eq!(c["destination"]["ip"], "203.0.113.115");
     assert_eq!(c["source"]["bytes"], 16978);
     assert_eq!(c["destination"]["packets"], 24);
     assert_eq!(c["destination"]["bytes"], 14008);
     assert_eq!(c["rule"]["name"], "DefaultRule_AllowInternetOutBound");
-    assert_eq!(c["cloud"]["account"]["id"], "aaaa0a0a-bb1b-cc2c-dd3d-eeeeee4e4e4e");
+    assert_eq!(
+        c["cloud"]["account"]["id"],
+        "aaaa0a0a-bb1b-cc2c-dd3d-eeeeee4e4e4e"
+    );
     assert_eq!(c["azure"]["flowlog"]["flow_type"], "private-to-public");
 }
 
@@ -140,23 +193,43 @@ fn msdocs_vnet_v4_pretty_printed_nineteen_tuples() {
     assert_eq!(count(&d.docs, "/azure/flowlog/state", "begin"), 5);
     assert_eq!(count(&d.docs, "/azure/flowlog/state", "end"), 5);
     assert_eq!(count(&d.docs, "/azure/flowlog/encryption", "NX"), 19);
-    assert_eq!(sum(&d.docs, "/network/bytes"), 2347 + 5274 + 5274 + 242 + 34683);
+    assert_eq!(
+        sum(&d.docs, "/network/bytes"),
+        2347 + 5274 + 5274 + 242 + 34683
+    );
     // Denied rows carry 0,0,0,0: zeros are kept.
-    let denied = d.docs.iter().find(|x| x["event"]["action"] == "deny").unwrap();
+    let denied = d
+        .docs
+        .iter()
+        .find(|x| x["event"]["action"] == "deny")
+        .unwrap();
     assert_eq!(denied["network"]["bytes"], 0);
     // "1663145989563,20.106.221.10,10.0.0.6,50557,44357,6,I,D,NX,0,0,0,0" under rule "Internet".
-    let internet: Vec<_> = d.docs.iter().filter(|x| x["rule"]["name"] == "Internet").collect();
+    let internet: Vec<_> = d
+        .docs
+        .iter()
+        .filter(|x| x["rule"]["name"] == "Internet")
+        .collect();
     assert_eq!(internet.len(), 7);
     assert_eq!(internet[0]["@timestamp"], "2022-09-14T08:59:49.563Z");
     assert_eq!(internet[0]["source"]["ip"], "20.106.221.10");
     assert_eq!(internet[0]["destination"]["port"], 44357);
-    assert_eq!(internet[0]["azure"]["flowlog"]["acl_id"], "01020304-abcd-ef00-1234-102030405060");
+    assert_eq!(
+        internet[0]["azure"]["flowlog"]["acl_id"],
+        "01020304-abcd-ef00-1234-102030405060"
+    );
     let first = &d.docs[0];
     assert_eq!(first["azure"]["flowlog"]["mac"], "00-22-48-71-C2-05");
-    assert_eq!(first["azure"]["flowlog"]["guid"], "abcdef01-2345-6789-0abc-def012345678");
+    assert_eq!(
+        first["azure"]["flowlog"]["guid"],
+        "abcdef01-2345-6789-0abc-def012345678"
+    );
     assert_eq!(first["azure"]["flowlog"]["vnet"], "myVNet");
     assert_eq!(first["azure"]["resource_group"], "myResourceGroup");
-    assert_eq!(first["azure"]["flowlog"]["resource_group"], "NETWORKWATCHERRG");
+    assert_eq!(
+        first["azure"]["flowlog"]["resource_group"],
+        "NETWORKWATCHERRG"
+    );
     assert_eq!(first["cloud"]["region"], "eastus2euap");
     // The pretty-printed head `{\n    "records": [\n        ` puts the record at byte 27.
     assert_eq!(first["log"]["offset"], 27);
@@ -182,11 +255,16 @@ fn compare_with_elastic(records: &str, expected: &str, log_key: &str) {
     let expected: Value = serde_json::from_slice(&fixture(expected)).unwrap();
     let expected = &expected["expected"][0];
     let ours = &d.docs;
-    assert_eq!(ours[0]["cloud"]["account"]["id"], expected["azure"]["subscription_id"]);
+    assert_eq!(
+        ours[0]["cloud"]["account"]["id"],
+        expected["azure"]["subscription_id"]
+    );
     assert_eq!(ours[0]["cloud"]["provider"], expected["cloud"]["provider"]);
     // Elastic reports the resource group of the flow-log resource (NSG, or NetworkWatcherRG).
     let rg = expected["azure"]["resource"]["group"].as_str().unwrap();
-    let ours_rg = ours[0]["azure"]["flowlog"].get("resource_group").unwrap_or(&ours[0]["azure"]["resource_group"]);
+    let ours_rg = ours[0]["azure"]["flowlog"]
+        .get("resource_group")
+        .unwrap_or(&ours[0]["azure"]["resource_group"]);
     assert_eq!(ours_rg, rg);
     let log = &expected[log_key]["log"];
     let (flows, groups_key) = if log_key.ends_with("nsg") {
@@ -211,10 +289,22 @@ fn compare_with_elastic(records: &str, expected: &str, log_key: &str) {
                 assert_eq!(o["source"]["bytes"], t["bytes"]["sent"]);
                 assert_eq!(o["destination"]["packets"], t["packets"]["received"]);
                 assert_eq!(o["destination"]["bytes"], t["bytes"]["received"]);
-                let direction = t.pointer("/traffic/flow").or(t.pointer("/flow/direction")).unwrap();
-                assert_eq!(o["network"]["direction"].as_str().unwrap(), direction.as_str().unwrap().to_lowercase());
-                let state = t.pointer("/flow_state").or(t.pointer("/flow/state")).unwrap();
-                assert_eq!(o["azure"]["flowlog"]["state"].as_str().unwrap(), state.as_str().unwrap().to_lowercase());
+                let direction = t
+                    .pointer("/traffic/flow")
+                    .or(t.pointer("/flow/direction"))
+                    .unwrap();
+                assert_eq!(
+                    o["network"]["direction"].as_str().unwrap(),
+                    direction.as_str().unwrap().to_lowercase()
+                );
+                let state = t
+                    .pointer("/flow_state")
+                    .or(t.pointer("/flow/state"))
+                    .unwrap();
+                assert_eq!(
+                    o["azure"]["flowlog"]["state"].as_str().unwrap(),
+                    state.as_str().unwrap().to_lowercase()
+                );
                 if let Some(proto) = t["protocol"].as_str() {
                     let ours_proto = if proto.chars().all(|c| c.is_ascii_digit()) {
                         &o["network"]["iana_number"]
@@ -224,7 +314,11 @@ fn compare_with_elastic(records: &str, expected: &str, log_key: &str) {
                     assert_eq!(ours_proto.as_str().unwrap(), proto.to_lowercase());
                 }
                 if let Some(decision) = t.pointer("/traffic/decision") {
-                    let expected_action = if decision == "Allowed" { "allow" } else { "deny" };
+                    let expected_action = if decision == "Allowed" {
+                        "allow"
+                    } else {
+                        "deny"
+                    };
                     assert_eq!(o["event"]["action"], expected_action);
                 }
                 if let Some(enc) = t.pointer("/flow/encryption") {
@@ -235,18 +329,29 @@ fn compare_with_elastic(records: &str, expected: &str, log_key: &str) {
     }
     assert_eq!(i, ours.len(), "every tuple compared");
     // Elastic normalises the MAC the same way (upper case, dashes).
-    let mac = expected["source"]["mac"].as_str().or_else(|| expected["source"]["mac"][0].as_str()).unwrap();
+    let mac = expected["source"]["mac"]
+        .as_str()
+        .or_else(|| expected["source"]["mac"][0].as_str())
+        .unwrap();
     assert_eq!(ours[0]["azure"]["flowlog"]["mac"], mac);
 }
 
 #[test]
 fn nsg_values_match_elastic_expected_output() {
-    compare_with_elastic("elastic/nsg-records.ndjson", "elastic/nsg-records.expected.json", "azure_network_watcher_nsg");
+    compare_with_elastic(
+        "elastic/nsg-records.ndjson",
+        "elastic/nsg-records.expected.json",
+        "azure_network_watcher_nsg",
+    );
 }
 
 #[test]
 fn vnet_values_match_elastic_expected_output() {
-    compare_with_elastic("elastic/vnet-records.ndjson", "elastic/vnet-records.expected.json", "azure_network_watcher_vnet");
+    compare_with_elastic(
+        "elastic/vnet-records.ndjson",
+        "elastic/vnet-records.expected.json",
+        "azure_network_watcher_vnet",
+    );
 }
 
 #[test]

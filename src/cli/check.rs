@@ -18,7 +18,15 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
                 println!("FAIL  {label}: {e}");
             }
             Ok(client) => match client.list_blobs_paged("", Some(1)).await {
-                Ok(blobs) => println!("ok    {label}: listed {} at {}", if blobs.is_empty() { "an empty container" } else { "blobs" }, client.display_url()),
+                Ok(blobs) => println!(
+                    "ok    {label}: listed {} at {}",
+                    if blobs.is_empty() {
+                        "an empty container"
+                    } else {
+                        "blobs"
+                    },
+                    client.display_url()
+                ),
                 Err(e) => {
                     failures += 1;
                     println!("FAIL  {label}: {e}");
@@ -35,15 +43,23 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
             let targets = SetupTarget::for_sources(&config.sources)?;
             match sink.check_targets(&targets).await {
                 Ok(info) => {
-                    println!("ok    elasticsearch: {:?} {} (cluster {})", info.distribution, info.version, info.cluster_name);
+                    println!(
+                        "ok    elasticsearch: {:?} {} (cluster {})",
+                        info.distribution, info.version, info.cluster_name
+                    );
                     match info.privileges {
-                        PrivilegeCheck::Unavailable { reason } => println!("skip  elasticsearch privileges: {reason}"),
+                        PrivilegeCheck::Unavailable { reason } => {
+                            println!("skip  elasticsearch privileges: {reason}")
+                        }
                         PrivilegeCheck::Checked { username, missing } if missing.is_empty() => {
                             println!("ok    elasticsearch privileges of {username}")
                         }
                         PrivilegeCheck::Checked { username, missing } => {
                             failures += 1;
-                            println!("FAIL  elasticsearch privileges of {username}: missing {}", missing.join(", "));
+                            println!(
+                                "FAIL  elasticsearch privileges of {username}: missing {}",
+                                missing.join(", ")
+                            );
                         }
                     }
                 }
@@ -55,12 +71,23 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
         }
     }
     match crate::registry::Registry::open(&config.registry.path) {
-        Ok(r) => println!("ok    registry {}: {} entries", config.registry.path.display(), r.len()),
-        Err(e) if e.to_string().contains("another flowlogd") => println!("ok    registry {}: in use by a running flowlogd", config.registry.path.display()),
+        Ok(r) => println!(
+            "ok    registry {}: {} entries",
+            config.registry.path.display(),
+            r.len()
+        ),
+        Err(e) if e.to_string().contains("another flowlogd") => println!(
+            "ok    registry {}: in use by a running flowlogd",
+            config.registry.path.display()
+        ),
         Err(e) => {
             failures += 1;
             println!("FAIL  registry: {e}");
         }
     }
-    Ok(if failures == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if failures == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -54,19 +54,17 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<ExitCode>
             }
         }
     }
-    if sd_notify {
-        if let Some(period) = crate::systemd::watchdog_period() {
-            let stop = shutdown.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(period);
-                loop {
-                    tokio::select! {
-                        _ = tick.tick() => { crate::systemd::notify("WATCHDOG=1"); }
-                        _ = stop.cancelled() => return,
-                    }
+    if sd_notify && let Some(period) = crate::systemd::watchdog_period() {
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => { crate::systemd::notify("WATCHDOG=1"); }
+                    _ = stop.cancelled() => return,
                 }
-            });
-        }
+            }
+        });
     }
     let signal_token = shutdown.clone();
     tokio::spawn(async move {
@@ -98,7 +96,10 @@ async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
             (Ok(mut term), Ok(mut int)) => {
                 tokio::select! {
                     _ = term.recv() => {}

@@ -36,7 +36,8 @@ pub struct DecodeArgs {
 
 /// Decodes every file; returns exit code 1 when anything failed to parse (good tuples are still printed).
 pub fn run(args: DecodeArgs) -> anyhow::Result<ExitCode> {
-    let pattern = IndexPattern::parse(&args.index).with_context(|| format!("--index {:?}", args.index))?;
+    let pattern =
+        IndexPattern::parse(&args.index).with_context(|| format!("--index {:?}", args.index))?;
     let mut encoder = DocumentEncoder::new(args.schema, pattern);
     let stdout = io::stdout();
     let mut out = BufWriter::with_capacity(1 << 20, stdout.lock());
@@ -52,7 +53,11 @@ pub fn run(args: DecodeArgs) -> anyhow::Result<ExitCode> {
         problems += decode_one(&mut encoder, &args, &label, &blob_name, reader, &mut out)?;
     }
     out.flush().context("writing stdout")?;
-    Ok(if problems > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if problems > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn decode_one(
@@ -104,7 +109,10 @@ fn decode_one(
     }
     let stats = decoder.stats();
     if stats.unknown_versions > 0 {
-        eprintln!("{label}: {} records with an unknown flow-log version (decoded by shape)", stats.unknown_versions);
+        eprintln!(
+            "{label}: {} records with an unknown flow-log version (decoded by shape)",
+            stats.unknown_versions
+        );
     }
     tracing::debug!(file = %label, records = stats.records, documents = stats.documents, problems, "decoded");
     Ok(problems)

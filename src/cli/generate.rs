@@ -74,21 +74,33 @@ fn parse_duration_arg(text: &str) -> Result<Duration, String> {
 
 pub fn run(args: GenArgs) -> anyhow::Result<ExitCode> {
     if args.upload {
-        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
         return rt.block_on(upload(args));
     }
     let mut opts = options(&args, 0);
     if let Some(hour) = &args.hour {
-        opts.hour_start = parse_hour(hour).with_context(|| format!("--hour {hour:?}: expected YYYY-MM-DDTHH"))?;
+        opts.hour_start =
+            parse_hour(hour).with_context(|| format!("--hour {hour:?}: expected YYYY-MM-DDTHH"))?;
     }
     let blob = generate(&opts);
     let bytes = blob.bytes();
     if args.out.as_os_str() == "-" {
-        std::io::stdout().lock().write_all(&bytes).context("writing stdout")?;
+        std::io::stdout()
+            .lock()
+            .write_all(&bytes)
+            .context("writing stdout")?;
     } else {
-        std::fs::write(&args.out, &bytes).with_context(|| format!("writing {}", args.out.display()))?;
+        std::fs::write(&args.out, &bytes)
+            .with_context(|| format!("writing {}", args.out.display()))?;
     }
-    eprintln!("{} ({} tuples, {} bytes)", blob.name, blob.tuples, bytes.len());
+    eprintln!(
+        "{} ({} tuples, {} bytes)",
+        blob.name,
+        blob.tuples,
+        bytes.len()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -110,19 +122,33 @@ pub fn parse_hour(text: &str) -> anyhow::Result<i64> {
 
 async fn upload(args: GenArgs) -> anyhow::Result<ExitCode> {
     let key = match &args.account_key_env {
-        Some(var) => Secret::new(std::env::var(var).with_context(|| format!("--account-key-env: `{var}` is not set"))?),
+        Some(var) => Secret::new(
+            std::env::var(var).with_context(|| format!("--account-key-env: `{var}` is not set"))?,
+        ),
         None => Secret::new(crate::source::auth::AZURITE_ACCOUNT_KEY),
     };
     let (account, blob_endpoint, auth) = match &args.connection_string_env {
         Some(var) => (
             None,
             args.blob_endpoint.clone(),
-            AuthConfig::ConnectionString { connection_string: None, connection_string_env: Some(var.clone()), connection_string_file: None },
+            AuthConfig::ConnectionString {
+                connection_string: None,
+                connection_string_env: Some(var.clone()),
+                connection_string_file: None,
+            },
         ),
         None => (
             Some(args.account.clone()),
-            Some(args.blob_endpoint.clone().unwrap_or_else(|| AZURITE_BLOB_ENDPOINT.to_owned())),
-            AuthConfig::AccountKey { account_key: Some(key), account_key_env: None, account_key_file: None },
+            Some(
+                args.blob_endpoint
+                    .clone()
+                    .unwrap_or_else(|| AZURITE_BLOB_ENDPOINT.to_owned()),
+            ),
+            AuthConfig::AccountKey {
+                account_key: Some(key),
+                account_key_env: None,
+                account_key_file: None,
+            },
         ),
     };
     let storage = StorageConfig {
@@ -146,10 +172,16 @@ async fn upload(args: GenArgs) -> anyhow::Result<ExitCode> {
         total += upload_hour(&writer, &args, hour - past * 3600, args.records).await?;
     }
     // With --follow the current hour starts with the minutes already past, then grows.
-    let initial = if args.follow.is_some() && args.hour.is_none() { ((now - hour) / 60) as usize + 1 } else { args.records };
+    let initial = if args.follow.is_some() && args.hour.is_none() {
+        ((now - hour) / 60) as usize + 1
+    } else {
+        args.records
+    };
     total += upload_hour(&writer, &args, hour, initial.min(60)).await?;
     eprintln!("uploaded {total} tuples to container {}", args.container);
-    let Some(interval) = args.follow else { return Ok(ExitCode::SUCCESS) };
+    let Some(interval) = args.follow else {
+        return Ok(ExitCode::SUCCESS);
+    };
     let mut current_hour = hour;
     let mut written = initial.min(60);
     loop {
@@ -169,11 +201,21 @@ async fn upload(args: GenArgs) -> anyhow::Result<ExitCode> {
         for nic in 0..args.nics {
             let blob = generate_for(&args, nic, current_hour, written + 1);
             let record = blob.blocks[written + 1].clone();
-            let record = if written == 0 { record } else { record[1..].to_vec() };
-            writer.append_flow_log_records(&blob.name, &[Bytes::from(record)]).await?;
+            let record = if written == 0 {
+                record
+            } else {
+                record[1..].to_vec()
+            };
+            writer
+                .append_flow_log_records(&blob.name, &[Bytes::from(record)])
+                .await?;
         }
         written += 1;
-        eprintln!("appended record {written} to {} blob(s) of hour {}", args.nics, hour_label(current_hour));
+        eprintln!(
+            "appended record {written} to {} blob(s) of hour {}",
+            args.nics,
+            hour_label(current_hour)
+        );
     }
 }
 
@@ -184,7 +226,12 @@ fn generate_for(args: &GenArgs, nic: u64, hour: i64, records: usize) -> Generate
     generate(&opts)
 }
 
-async fn upload_hour(writer: &BlockBlobWriter, args: &GenArgs, hour: i64, records: usize) -> anyhow::Result<u64> {
+async fn upload_hour(
+    writer: &BlockBlobWriter,
+    args: &GenArgs,
+    hour: i64,
+    records: usize,
+) -> anyhow::Result<u64> {
     let mut tuples = 0;
     for nic in 0..args.nics {
         let blob = generate_for(args, nic, hour, records);
@@ -197,5 +244,7 @@ async fn upload_hour(writer: &BlockBlobWriter, args: &GenArgs, hour: i64, record
 }
 
 fn hour_label(hour: i64) -> String {
-    chrono::DateTime::from_timestamp(hour, 0).map(|t| t.format("%Y-%m-%dT%H").to_string()).unwrap_or_default()
+    chrono::DateTime::from_timestamp(hour, 0)
+        .map(|t| t.format("%Y-%m-%dT%H").to_string())
+        .unwrap_or_default()
 }

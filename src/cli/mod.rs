@@ -67,17 +67,26 @@ pub fn init_logging(format: LogFormat, filter: &str) {
         .with_ansi(std::io::stderr().is_terminal());
     let _ = match format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
     };
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 /// Runs the parsed command line and maps the outcome to the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
-    let needs_config = matches!(cli.command, Command::Run | Command::Once | Command::Check | Command::Registry(_));
+    let needs_config = matches!(
+        cli.command,
+        Command::Run | Command::Once | Command::Check | Command::Registry(_)
+    );
     let config = if needs_config {
         match Config::load(&cli.config) {
             Ok(c) => Some(c),
@@ -89,22 +98,30 @@ pub fn run(cli: Cli) -> ExitCode {
     } else {
         None
     };
-    let format = cli.log_format.unwrap_or(match config.as_ref().map(|c| c.log.format.as_str()) {
-        Some("json") => LogFormat::Json,
-        _ => LogFormat::Text,
-    });
-    let level = cli.log_level.clone().or_else(|| config.as_ref().map(|c| c.log.level.clone())).unwrap_or_else(|| "info".into());
+    let format = cli
+        .log_format
+        .unwrap_or(match config.as_ref().map(|c| c.log.format.as_str()) {
+            Some("json") => LogFormat::Json,
+            _ => LogFormat::Text,
+        });
+    let level = cli
+        .log_level
+        .clone()
+        .or_else(|| config.as_ref().map(|c| c.log.level.clone()))
+        .unwrap_or_else(|| "info".into());
     init_logging(format, &level);
-    if let Some(c) = &config {
-        if c.elasticsearch.insecure {
-            tracing::warn!("elasticsearch.insecure = true: TLS certificates are NOT verified");
-        }
+    if let Some(c) = &config
+        && c.elasticsearch.insecure
+    {
+        tracing::warn!("elasticsearch.insecure = true: TLS certificates are NOT verified");
     }
     let result = match (cli.command, config) {
         (Command::Decode(args), _) => decode::run(args),
         (Command::Gen(args), _) => generate::run(args),
         (Command::Template(args), _) => template::run(args),
-        (Command::Run, Some(c)) => runtime().and_then(|rt| rt.block_on(daemon::run(c, &cli.config))),
+        (Command::Run, Some(c)) => {
+            runtime().and_then(|rt| rt.block_on(daemon::run(c, &cli.config)))
+        }
         (Command::Once, Some(c)) => runtime().and_then(|rt| rt.block_on(daemon::once(c))),
         (Command::Check, Some(c)) => runtime().and_then(|rt| rt.block_on(check::run(c))),
         (Command::Registry(cmd), Some(c)) => registry::run(&c, cmd),

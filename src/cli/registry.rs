@@ -55,8 +55,13 @@ pub fn run(config: &Config, command: RegistryCommand) -> anyhow::Result<ExitCode
             let mut count = 0;
             for item in registry.list(source.as_deref()) {
                 let (source, blob, e) = item?;
-                let updated = chrono::DateTime::from_timestamp_millis(e.updated_at).map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string()).unwrap_or_default();
-                println!("{source}\t{:?}\t{}/{}\t{updated}\t{blob}", e.state, e.offset, e.length_seen);
+                let updated = chrono::DateTime::from_timestamp_millis(e.updated_at)
+                    .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+                    .unwrap_or_default();
+                println!(
+                    "{source}\t{:?}\t{}/{}\t{updated}\t{blob}",
+                    e.state, e.offset, e.length_seen
+                );
                 count += 1;
             }
             eprintln!("{count} entries");
@@ -69,7 +74,10 @@ pub fn run(config: &Config, command: RegistryCommand) -> anyhow::Result<ExitCode
             let mut found = false;
             for s in sources {
                 if let Some(e) = registry.get(&s, &blob)? {
-                    println!("{}", serde_json::to_string_pretty(&entry_json(&s, &blob, &e))?);
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&entry_json(&s, &blob, &e))?
+                    );
                     found = true;
                 }
             }

@@ -23,7 +23,11 @@ pub enum ScanEvent<'a> {
     /// One complete record: the absolute offset of its `{` and its bytes.
     Record { offset: u64, bytes: &'a [u8] },
     /// Bytes that cannot be part of a record, skipped to resynchronise at the next record.
-    Malformed { offset: u64, len: u64, reason: &'static str },
+    Malformed {
+        offset: u64,
+        len: u64,
+        reason: &'static str,
+    },
     /// The tail `]` that closes the records array, at this absolute offset.
     Tail { offset: u64 },
 }
@@ -115,7 +119,12 @@ impl RecordScanner {
             _ => 0,
         };
         let trailing_garbage_bytes = self.garbage_from.map_or(0, |from| end - from);
-        ScanEnd { resume_offset: self.resume_offset, partial_record_bytes, trailing_garbage_bytes, saw_tail: self.saw_tail }
+        ScanEnd {
+            resume_offset: self.resume_offset,
+            partial_record_bytes,
+            trailing_garbage_bytes,
+            saw_tail: self.saw_tail,
+        }
     }
 
     /// Drops consumed bytes so memory holds only the record in progress.
@@ -142,7 +151,10 @@ impl RecordScanner {
         loop {
             match self.state {
                 State::Head => {
-                    let Some(i) = self.buf[self.pos..].iter().position(|b| !b.is_ascii_whitespace()) else {
+                    let Some(i) = self.buf[self.pos..]
+                        .iter()
+                        .position(|b| !b.is_ascii_whitespace())
+                    else {
                         self.pos = self.buf.len();
                         return;
                     };
@@ -165,7 +177,9 @@ impl RecordScanner {
                     }
                     self.pos = head_end;
                     self.resume_offset = self.abs(head_end);
-                    emit(ScanEvent::Head { len: self.abs(head_end) });
+                    emit(ScanEvent::Head {
+                        len: self.abs(head_end),
+                    });
                     self.state = State::Between;
                 }
                 State::Between => {
@@ -177,15 +191,15 @@ impl RecordScanner {
                         return;
                     };
                     let at = self.pos + i;
-                    if matches!(self.buf[at], b'{' | b']') {
-                        if let Some(from) = self.garbage_from.take() {
-                            emit(ScanEvent::Malformed {
-                                offset: from,
-                                len: self.abs(at) - from,
-                                reason: "unexpected bytes between records",
-                            });
-                            self.resume_offset = self.abs(at);
-                        }
+                    if matches!(self.buf[at], b'{' | b']')
+                        && let Some(from) = self.garbage_from.take()
+                    {
+                        emit(ScanEvent::Malformed {
+                            offset: from,
+                            len: self.abs(at) - from,
+                            reason: "unexpected bytes between records",
+                        });
+                        self.resume_offset = self.abs(at);
                     }
                     match self.buf[at] {
                         b'{' => {
@@ -196,7 +210,9 @@ impl RecordScanner {
                             self.state = State::InRecord;
                         }
                         b']' => {
-                            emit(ScanEvent::Tail { offset: self.abs(at) });
+                            emit(ScanEvent::Tail {
+                                offset: self.abs(at),
+                            });
                             self.saw_tail = true;
                             self.pos = at + 1;
                             self.state = State::Tail;
@@ -298,7 +314,10 @@ impl RecordScanner {
                     self.pos = at + 1;
                     if self.depth == 0 {
                         let start = self.record_start;
-                        emit(ScanEvent::Record { offset: self.abs(start), bytes: &self.buf[start..self.pos] });
+                        emit(ScanEvent::Record {
+                            offset: self.abs(start),
+                            bytes: &self.buf[start..self.pos],
+                        });
                         self.resume_offset = self.abs(self.pos);
                         self.state = State::Between;
                         return true;
@@ -321,7 +340,12 @@ mod tests {
         Tail(u64),
     }
 
-    fn scan_in_chunks(input: &[u8], start: ScanStart, offset: u64, chunk: usize) -> (Vec<Owned>, ScanEnd) {
+    fn scan_in_chunks(
+        input: &[u8],
+        start: ScanStart,
+        offset: u64,
+        chunk: usize,
+    ) -> (Vec<Owned>, ScanEnd) {
         let mut scanner = RecordScanner::new(offset, start);
         let mut events = Vec::new();
         for piece in input.chunks(chunk.max(1)) {
@@ -354,7 +378,15 @@ mod tests {
                 ],
                 "chunk size {chunk}"
             );
-            assert_eq!(end, ScanEnd { resume_offset: 62, partial_record_bytes: 0, trailing_garbage_bytes: 0, saw_tail: true });
+            assert_eq!(
+                end,
+                ScanEnd {
+                    resume_offset: 62,
+                    partial_record_bytes: 0,
+                    trailing_garbage_bytes: 0,
+                    saw_tail: true
+                }
+            );
         }
     }
 
@@ -401,10 +433,19 @@ mod tests {
             let (events, _) = scan_in_chunks(input, ScanStart::Head, 0, chunk);
             let skipped: u64 = events
                 .iter()
-                .map(|e| if let Owned::Malformed(_, len) = e { *len } else { 0 })
+                .map(|e| {
+                    if let Owned::Malformed(_, len) = e {
+                        *len
+                    } else {
+                        0
+                    }
+                })
                 .sum();
             assert_eq!(skipped, 8, "chunk size {chunk}");
-            assert!(events.contains(&Owned::Malformed(25, 8)), "chunk size {chunk}");
+            assert!(
+                events.contains(&Owned::Malformed(25, 8)),
+                "chunk size {chunk}"
+            );
             assert!(events.contains(&Owned::Record(33, r#"{"time":"b"}"#.into())));
         }
     }
@@ -417,10 +458,16 @@ mod tests {
         let mut scanner = RecordScanner::new(0, ScanStart::Head).with_max_record_len(100);
         let mut kinds = Vec::new();
         for piece in input.chunks(64) {
-            scanner.feed(piece, &mut |e| kinds.push(format!("{e:?}").split(' ').next().unwrap_or("").to_string()));
+            scanner.feed(piece, &mut |e| {
+                kinds.push(format!("{e:?}").split(' ').next().unwrap_or("").to_string())
+            });
         }
         assert!(kinds.iter().any(|k| k == "Malformed"));
-        assert!(scanner.buf.len() < 300, "buffer grew to {}", scanner.buf.len());
+        assert!(
+            scanner.buf.len() < 300,
+            "buffer grew to {}",
+            scanner.buf.len()
+        );
     }
 
     #[test]

@@ -5,4 +5,6 @@ pub mod tuple;
 
 pub use envelope::{RecordScanner, ScanEnd, ScanEvent, ScanStart};
 pub use record::{FlowGroup, FlowLogKind, Record, RecordError, decode_record};
-pub use tuple::{Decision, Direction, FlowState, FlowTuple, TupleError, TupleErrorKind, parse_tuple};
+pub use tuple::{
+    Decision, Direction, FlowState, FlowTuple, TupleError, TupleErrorKind, parse_tuple,
+};

@@ -3,8 +3,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
 
 /// A JSON string borrowed from the input when it has no escapes (always, for tuples), owned otherwise.
 ///
@@ -87,27 +87,86 @@ impl<'de> Deserialize<'de> for VersionNumber {
 struct RawRecord<'a> {
     #[serde(borrow, default, alias = "Time")]
     time: Option<JsonStr<'a>>,
-    #[serde(borrow, default, rename = "systemId", alias = "systemID", alias = "systemid", alias = "SystemId")]
+    #[serde(
+        borrow,
+        default,
+        rename = "systemId",
+        alias = "systemID",
+        alias = "systemid",
+        alias = "SystemId"
+    )]
     system_id: Option<JsonStr<'a>>,
     #[serde(borrow, default, alias = "Category")]
     category: Option<JsonStr<'a>>,
-    #[serde(borrow, default, rename = "resourceId", alias = "resourceID", alias = "resourceid", alias = "ResourceId")]
+    #[serde(
+        borrow,
+        default,
+        rename = "resourceId",
+        alias = "resourceID",
+        alias = "resourceid",
+        alias = "ResourceId"
+    )]
     resource_id: Option<JsonStr<'a>>,
-    #[serde(borrow, default, rename = "operationName", alias = "operationname", alias = "OperationName")]
+    #[serde(
+        borrow,
+        default,
+        rename = "operationName",
+        alias = "operationname",
+        alias = "OperationName"
+    )]
     operation_name: Option<JsonStr<'a>>,
     #[serde(borrow, default, alias = "Properties")]
     properties: Option<NsgProperties<'a>>,
-    #[serde(default, rename = "flowLogVersion", alias = "flowlogversion", alias = "FlowLogVersion")]
+    #[serde(
+        default,
+        rename = "flowLogVersion",
+        alias = "flowlogversion",
+        alias = "FlowLogVersion"
+    )]
     flow_log_version: Option<VersionNumber>,
-    #[serde(borrow, default, rename = "flowLogGUID", alias = "flowLogGuid", alias = "flowlogguid", alias = "FlowLogGUID")]
+    #[serde(
+        borrow,
+        default,
+        rename = "flowLogGUID",
+        alias = "flowLogGuid",
+        alias = "flowlogguid",
+        alias = "FlowLogGUID"
+    )]
     flow_log_guid: Option<JsonStr<'a>>,
-    #[serde(borrow, default, rename = "macAddress", alias = "macaddress", alias = "MacAddress", alias = "mac")]
+    #[serde(
+        borrow,
+        default,
+        rename = "macAddress",
+        alias = "macaddress",
+        alias = "MacAddress",
+        alias = "mac"
+    )]
     mac_address: Option<JsonStr<'a>>,
-    #[serde(borrow, default, rename = "flowLogResourceID", alias = "flowLogResourceId", alias = "flowlogresourceid", alias = "FlowLogResourceID")]
+    #[serde(
+        borrow,
+        default,
+        rename = "flowLogResourceID",
+        alias = "flowLogResourceId",
+        alias = "flowlogresourceid",
+        alias = "FlowLogResourceID"
+    )]
     flow_log_resource_id: Option<JsonStr<'a>>,
-    #[serde(borrow, default, rename = "targetResourceID", alias = "targetResourceId", alias = "targetresourceid", alias = "TargetResourceID")]
+    #[serde(
+        borrow,
+        default,
+        rename = "targetResourceID",
+        alias = "targetResourceId",
+        alias = "targetresourceid",
+        alias = "TargetResourceID"
+    )]
     target_resource_id: Option<JsonStr<'a>>,
-    #[serde(borrow, default, rename = "flowRecords", alias = "flowrecords", alias = "FlowRecords")]
+    #[serde(
+        borrow,
+        default,
+        rename = "flowRecords",
+        alias = "flowrecords",
+        alias = "FlowRecords"
+    )]
     flow_records: Option<VnetFlowRecords<'a>>,
 }
 
@@ -131,7 +190,13 @@ struct NsgRuleFlows<'a> {
 struct NsgMacFlows<'a> {
     #[serde(borrow, default, alias = "Mac", alias = "macAddress")]
     mac: Option<JsonStr<'a>>,
-    #[serde(borrow, default, rename = "flowTuples", alias = "flowtuples", alias = "FlowTuples")]
+    #[serde(
+        borrow,
+        default,
+        rename = "flowTuples",
+        alias = "flowtuples",
+        alias = "FlowTuples"
+    )]
     flow_tuples: Vec<JsonStr<'a>>,
 }
 
@@ -143,9 +208,22 @@ struct VnetFlowRecords<'a> {
 
 #[derive(Deserialize)]
 struct VnetAclFlows<'a> {
-    #[serde(borrow, default, rename = "aclID", alias = "aclId", alias = "aclid", alias = "AclID")]
+    #[serde(
+        borrow,
+        default,
+        rename = "aclID",
+        alias = "aclId",
+        alias = "aclid",
+        alias = "AclID"
+    )]
     acl_id: Option<JsonStr<'a>>,
-    #[serde(borrow, default, rename = "flowGroups", alias = "flowgroups", alias = "FlowGroups")]
+    #[serde(
+        borrow,
+        default,
+        rename = "flowGroups",
+        alias = "flowgroups",
+        alias = "FlowGroups"
+    )]
     flow_groups: Vec<VnetFlowGroup<'a>>,
 }
 
@@ -153,7 +231,13 @@ struct VnetAclFlows<'a> {
 struct VnetFlowGroup<'a> {
     #[serde(borrow, default, alias = "Rule")]
     rule: Option<JsonStr<'a>>,
-    #[serde(borrow, default, rename = "flowTuples", alias = "flowtuples", alias = "FlowTuples")]
+    #[serde(
+        borrow,
+        default,
+        rename = "flowTuples",
+        alias = "flowtuples",
+        alias = "FlowTuples"
+    )]
     flow_tuples: Vec<JsonStr<'a>>,
 }
 
@@ -274,12 +358,15 @@ pub fn decode_record(input: &[u8]) -> Result<Record<'_>, RecordError> {
             .flat_map(|rule_flows| {
                 let rule = rule_flows.rule;
                 let record_mac = record_mac.clone();
-                rule_flows.flows.into_iter().map(move |mac_flows| FlowGroup {
-                    rule: rule.clone(),
-                    acl_id: None,
-                    mac: mac_flows.mac.or_else(|| record_mac.clone()),
-                    tuples: mac_flows.flow_tuples,
-                })
+                rule_flows
+                    .flows
+                    .into_iter()
+                    .map(move |mac_flows| FlowGroup {
+                        rule: rule.clone(),
+                        acl_id: None,
+                        mac: mac_flows.mac.or_else(|| record_mac.clone()),
+                        tuples: mac_flows.flow_tuples,
+                    })
             })
             .collect();
         return Ok(Record {
@@ -327,7 +414,10 @@ mod tests {
         assert_eq!(record.kind, FlowLogKind::Vnet);
         assert_eq!(record.groups.len(), 2);
         assert_eq!(record.groups[1].acl_id.as_ref().unwrap().as_str(), "A1");
-        assert_eq!(record.groups[1].mac.as_ref().unwrap().as_str(), "00224871C205");
+        assert_eq!(
+            record.groups[1].mac.as_ref().unwrap().as_str(),
+            "00224871C205"
+        );
         assert_eq!(record.tuple_count(), 3);
     }
 
@@ -340,9 +430,18 @@ mod tests {
 
     #[test]
     fn unknown_shape_and_bad_json_are_errors() {
-        assert_eq!(decode_record(br#"{"time":"x"}"#).unwrap_err(), RecordError::UnknownShape);
-        assert!(matches!(decode_record(b"{\"time\":"), Err(RecordError::Json(_))));
-        assert!(matches!(decode_record(b"\xff\xfe"), Err(RecordError::Json(_))));
+        assert_eq!(
+            decode_record(br#"{"time":"x"}"#).unwrap_err(),
+            RecordError::UnknownShape
+        );
+        assert!(matches!(
+            decode_record(b"{\"time\":"),
+            Err(RecordError::Json(_))
+        ));
+        assert!(matches!(
+            decode_record(b"\xff\xfe"),
+            Err(RecordError::Json(_))
+        ));
         assert!(matches!(
             decode_record(br#"{"properties":{"Version":99999999999,"flows":[]}}"#),
             Err(RecordError::Json(_))

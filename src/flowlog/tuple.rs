@@ -152,7 +152,10 @@ const VNET_SECONDS_BELOW: u64 = 100_000_000_000;
 /// Parses one tuple of a record of `kind`. NSG tuples are read by field count (8 = v1, 13 = v2),
 /// so a record with an unexpected `Version` still decodes when its tuples have a known shape.
 pub fn parse_tuple(kind: FlowLogKind, raw: &str) -> Result<FlowTuple<'_>, TupleError> {
-    parse_fields(kind, raw).map_err(|kind| TupleError { kind, tuple: raw.to_owned() })
+    parse_fields(kind, raw).map_err(|kind| TupleError {
+        kind,
+        tuple: raw.to_owned(),
+    })
 }
 
 fn parse_fields(kind: FlowLogKind, raw: &str) -> Result<FlowTuple<'_>, TupleErrorKind> {
@@ -160,7 +163,9 @@ fn parse_fields(kind: FlowLogKind, raw: &str) -> Result<FlowTuple<'_>, TupleErro
     let mut count = 0usize;
     for field in raw.split(',') {
         if count == fields.len() {
-            return Err(TupleErrorKind::FieldCount { found: raw.split(',').count() });
+            return Err(TupleErrorKind::FieldCount {
+                found: raw.split(',').count(),
+            });
         }
         fields[count] = field;
         count += 1;
@@ -180,7 +185,9 @@ fn parse_fields(kind: FlowLogKind, raw: &str) -> Result<FlowTuple<'_>, TupleErro
     .ok_or(TupleErrorKind::Timestamp)?;
 
     let src_ip: IpAddr = fields[1].parse().map_err(|_| TupleErrorKind::SourceIp)?;
-    let dst_ip: IpAddr = fields[2].parse().map_err(|_| TupleErrorKind::DestinationIp)?;
+    let dst_ip: IpAddr = fields[2]
+        .parse()
+        .map_err(|_| TupleErrorKind::DestinationIp)?;
     let src_port = parse_port(fields[3]).ok_or(TupleErrorKind::SourcePort)?;
     let dst_port = parse_port(fields[4]).ok_or(TupleErrorKind::DestinationPort)?;
     let protocol = parse_protocol(kind, fields[5]).ok_or(TupleErrorKind::Protocol)?;
@@ -217,7 +224,11 @@ fn parse_fields(kind: FlowLogKind, raw: &str) -> Result<FlowTuple<'_>, TupleErro
                 "D" => FlowState::Deny,
                 _ => return Err(TupleErrorKind::State),
             };
-            let decision = if state == FlowState::Deny { Decision::Deny } else { Decision::Allow };
+            let decision = if state == FlowState::Deny {
+                Decision::Deny
+            } else {
+                Decision::Allow
+            };
             let encryption = Some(fields[8]).filter(|e| !e.is_empty());
             (decision, Some(state), encryption, Some(9))
         }
@@ -275,7 +286,9 @@ fn parse_counter(text: &str, field: usize) -> Result<Option<u64>, TupleErrorKind
     if text.is_empty() {
         return Ok(None);
     }
-    parse_u64(text).map(Some).ok_or(TupleErrorKind::Counter { field })
+    parse_u64(text)
+        .map(Some)
+        .ok_or(TupleErrorKind::Counter { field })
 }
 
 /// NSG tuples name the protocol by letter (`T`, `U`); VNet tuples by IANA number.
@@ -293,7 +306,11 @@ mod tests {
 
     #[test]
     fn nsg_v1_tuple() {
-        let t = parse_tuple(FlowLogKind::Nsg, "1487282421,42.119.146.95,10.1.0.4,51529,5358,T,I,D").unwrap();
+        let t = parse_tuple(
+            FlowLogKind::Nsg,
+            "1487282421,42.119.146.95,10.1.0.4,51529,5358,T,I,D",
+        )
+        .unwrap();
         assert_eq!(t.time_ms, 1_487_282_421_000);
         assert_eq!(t.src_ip_text, "42.119.146.95");
         assert_eq!(t.dst_port, 5358);
@@ -306,11 +323,19 @@ mod tests {
 
     #[test]
     fn nsg_v2_begin_row_has_no_counters_and_end_row_has_them() {
-        let b = parse_tuple(FlowLogKind::Nsg, "1542110402,192.0.2.190,10.5.16.4,28746,443,U,I,D,B,,,,").unwrap();
+        let b = parse_tuple(
+            FlowLogKind::Nsg,
+            "1542110402,192.0.2.190,10.5.16.4,28746,443,U,I,D,B,,,,",
+        )
+        .unwrap();
         assert_eq!(b.protocol, 17);
         assert_eq!(b.state, Some(FlowState::Begin));
         assert!(b.counters.is_empty());
-        let e = parse_tuple(FlowLogKind::Nsg, "1542110406,10.5.16.4,198.51.100.225,59929,443,T,O,A,E,15,8489,12,7054").unwrap();
+        let e = parse_tuple(
+            FlowLogKind::Nsg,
+            "1542110406,10.5.16.4,198.51.100.225,59929,443,T,O,A,E,15,8489,12,7054",
+        )
+        .unwrap();
         assert_eq!(e.decision, Decision::Allow);
         assert_eq!(e.state, Some(FlowState::End));
         assert_eq!(
@@ -326,7 +351,11 @@ mod tests {
 
     #[test]
     fn vnet_tuple_ms_timestamp_deny_state_and_encryption() {
-        let t = parse_tuple(FlowLogKind::Vnet, "1663145998065,101.33.218.153,10.0.0.6,55188,22,6,I,D,NX,0,0,0,0").unwrap();
+        let t = parse_tuple(
+            FlowLogKind::Vnet,
+            "1663145998065,101.33.218.153,10.0.0.6,55188,22,6,I,D,NX,0,0,0,0",
+        )
+        .unwrap();
         assert_eq!(t.time_ms, 1_663_145_998_065);
         assert_eq!(t.state, Some(FlowState::Deny));
         assert_eq!(t.decision, Decision::Deny);
@@ -336,7 +365,11 @@ mod tests {
 
     #[test]
     fn vnet_seconds_timestamp_is_scaled() {
-        let t = parse_tuple(FlowLogKind::Vnet, "1663146003,10.0.0.6,52.239.184.180,23956,443,6,O,B,X,,,,").unwrap();
+        let t = parse_tuple(
+            FlowLogKind::Vnet,
+            "1663146003,10.0.0.6,52.239.184.180,23956,443,6,O,B,X,,,,",
+        )
+        .unwrap();
         assert_eq!(t.time_ms, 1_663_146_003_000);
         assert_eq!(t.encryption, Some("X"));
         assert!(t.counters.is_empty());
@@ -344,7 +377,11 @@ mod tests {
 
     #[test]
     fn ipv6_addresses() {
-        let t = parse_tuple(FlowLogKind::Vnet, "1663146003599,fd00::1,2001:db8::5,1,2,17,O,C,NX,1,2,3,4").unwrap();
+        let t = parse_tuple(
+            FlowLogKind::Vnet,
+            "1663146003599,fd00::1,2001:db8::5,1,2,17,O,C,NX,1,2,3,4",
+        )
+        .unwrap();
         assert!(t.src_ip.is_ipv6());
         assert_eq!(t.dst_ip_text, "2001:db8::5");
     }
@@ -352,26 +389,106 @@ mod tests {
     #[test]
     fn malformed_tuples_name_the_reason_and_keep_the_text() {
         let cases: &[(FlowLogKind, &str, TupleErrorKind)] = &[
-            (FlowLogKind::Nsg, "1,2,3", TupleErrorKind::FieldCount { found: 3 }),
-            (FlowLogKind::Vnet, "1487282421,1.1.1.1,10.1.0.4,1,2,T,I,D", TupleErrorKind::FieldCount { found: 8 }),
-            (FlowLogKind::Nsg, "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15", TupleErrorKind::FieldCount { found: 15 }),
-            (FlowLogKind::Nsg, "x,1.1.1.1,10.1.0.4,1,2,T,I,D", TupleErrorKind::Timestamp),
-            (FlowLogKind::Nsg, "-5,1.1.1.1,10.1.0.4,1,2,T,I,D", TupleErrorKind::Timestamp),
-            (FlowLogKind::Nsg, "99999999999999999999,1.1.1.1,10.1.0.4,1,2,T,I,D", TupleErrorKind::Timestamp),
-            (FlowLogKind::Nsg, "999999999999999,1.1.1.1,10.1.0.4,1,2,T,I,D", TupleErrorKind::Timestamp),
-            (FlowLogKind::Nsg, "1,1.1.1.300,10.1.0.4,1,2,T,I,D", TupleErrorKind::SourceIp),
-            (FlowLogKind::Nsg, "1,1.1.1.1,,1,2,T,I,D", TupleErrorKind::DestinationIp),
-            (FlowLogKind::Nsg, "1,1.1.1.1,10.1.0.4,65536,2,T,I,D", TupleErrorKind::SourcePort),
-            (FlowLogKind::Nsg, "1,1.1.1.1,10.1.0.4,1, 2,T,I,D", TupleErrorKind::DestinationPort),
-            (FlowLogKind::Nsg, "1,1.1.1.1,10.1.0.4,1,2,X,I,D", TupleErrorKind::Protocol),
-            (FlowLogKind::Vnet, "1,1.1.1.1,10.1.0.4,1,2,T,I,B,NX,,,,", TupleErrorKind::Protocol),
-            (FlowLogKind::Vnet, "1,1.1.1.1,10.1.0.4,1,2,256,I,B,NX,,,,", TupleErrorKind::Protocol),
-            (FlowLogKind::Nsg, "1,1.1.1.1,10.1.0.4,1,2,T,X,D", TupleErrorKind::Direction),
-            (FlowLogKind::Nsg, "1,1.1.1.1,10.1.0.4,1,2,T,I,Q", TupleErrorKind::Decision),
-            (FlowLogKind::Nsg, "1,1.1.1.1,10.1.0.4,1,2,T,I,A,D,,,,", TupleErrorKind::State),
-            (FlowLogKind::Vnet, "1,1.1.1.1,10.1.0.4,1,2,6,I,Z,NX,,,,", TupleErrorKind::State),
-            (FlowLogKind::Vnet, "1,1.1.1.1,10.1.0.4,1,2,6,I,E,NX,1,abc,1,1", TupleErrorKind::Counter { field: 10 }),
-            (FlowLogKind::Vnet, "1,1.1.1.1,10.1.0.4,1,2,6,I,E,NX,1,1,1,18446744073709551616", TupleErrorKind::Counter { field: 12 }),
+            (
+                FlowLogKind::Nsg,
+                "1,2,3",
+                TupleErrorKind::FieldCount { found: 3 },
+            ),
+            (
+                FlowLogKind::Vnet,
+                "1487282421,1.1.1.1,10.1.0.4,1,2,T,I,D",
+                TupleErrorKind::FieldCount { found: 8 },
+            ),
+            (
+                FlowLogKind::Nsg,
+                "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15",
+                TupleErrorKind::FieldCount { found: 15 },
+            ),
+            (
+                FlowLogKind::Nsg,
+                "x,1.1.1.1,10.1.0.4,1,2,T,I,D",
+                TupleErrorKind::Timestamp,
+            ),
+            (
+                FlowLogKind::Nsg,
+                "-5,1.1.1.1,10.1.0.4,1,2,T,I,D",
+                TupleErrorKind::Timestamp,
+            ),
+            (
+                FlowLogKind::Nsg,
+                "99999999999999999999,1.1.1.1,10.1.0.4,1,2,T,I,D",
+                TupleErrorKind::Timestamp,
+            ),
+            (
+                FlowLogKind::Nsg,
+                "999999999999999,1.1.1.1,10.1.0.4,1,2,T,I,D",
+                TupleErrorKind::Timestamp,
+            ),
+            (
+                FlowLogKind::Nsg,
+                "1,1.1.1.300,10.1.0.4,1,2,T,I,D",
+                TupleErrorKind::SourceIp,
+            ),
+            (
+                FlowLogKind::Nsg,
+                "1,1.1.1.1,,1,2,T,I,D",
+                TupleErrorKind::DestinationIp,
+            ),
+            (
+                FlowLogKind::Nsg,
+                "1,1.1.1.1,10.1.0.4,65536,2,T,I,D",
+                TupleErrorKind::SourcePort,
+            ),
+            (
+                FlowLogKind::Nsg,
+                "1,1.1.1.1,10.1.0.4,1, 2,T,I,D",
+                TupleErrorKind::DestinationPort,
+            ),
+            (
+                FlowLogKind::Nsg,
+                "1,1.1.1.1,10.1.0.4,1,2,X,I,D",
+                TupleErrorKind::Protocol,
+            ),
+            (
+                FlowLogKind::Vnet,
+                "1,1.1.1.1,10.1.0.4,1,2,T,I,B,NX,,,,",
+                TupleErrorKind::Protocol,
+            ),
+            (
+                FlowLogKind::Vnet,
+                "1,1.1.1.1,10.1.0.4,1,2,256,I,B,NX,,,,",
+                TupleErrorKind::Protocol,
+            ),
+            (
+                FlowLogKind::Nsg,
+                "1,1.1.1.1,10.1.0.4,1,2,T,X,D",
+                TupleErrorKind::Direction,
+            ),
+            (
+                FlowLogKind::Nsg,
+                "1,1.1.1.1,10.1.0.4,1,2,T,I,Q",
+                TupleErrorKind::Decision,
+            ),
+            (
+                FlowLogKind::Nsg,
+                "1,1.1.1.1,10.1.0.4,1,2,T,I,A,D,,,,",
+                TupleErrorKind::State,
+            ),
+            (
+                FlowLogKind::Vnet,
+                "1,1.1.1.1,10.1.0.4,1,2,6,I,Z,NX,,,,",
+                TupleErrorKind::State,
+            ),
+            (
+                FlowLogKind::Vnet,
+                "1,1.1.1.1,10.1.0.4,1,2,6,I,E,NX,1,abc,1,1",
+                TupleErrorKind::Counter { field: 10 },
+            ),
+            (
+                FlowLogKind::Vnet,
+                "1,1.1.1.1,10.1.0.4,1,2,6,I,E,NX,1,1,1,18446744073709551616",
+                TupleErrorKind::Counter { field: 12 },
+            ),
         ];
         for (kind, text, expected) in cases {
             let err = parse_tuple(*kind, text).unwrap_err();
@@ -383,7 +500,11 @@ mod tests {
 
     #[test]
     fn huge_but_valid_counters_are_kept() {
-        let t = parse_tuple(FlowLogKind::Vnet, "1,1.1.1.1,10.1.0.4,1,2,6,I,E,NX,18446744073709551615,0,0,0").unwrap();
+        let t = parse_tuple(
+            FlowLogKind::Vnet,
+            "1,1.1.1.1,10.1.0.4,1,2,6,I,E,NX,18446744073709551615,0,0,0",
+        )
+        .unwrap();
         assert_eq!(t.counters.packets_src_to_dst, Some(u64::MAX));
     }
 

@@ -567,11 +567,23 @@ fn source_state_round_trips_and_survives_reopen() {
     {
         let registry = Registry::open(dir.path()).unwrap();
         assert_eq!(registry.source_state("vnet").unwrap(), None);
-        registry.put_source_state("vnet", &SourceState { last_listed_hour: 498_688 }).unwrap();
+        registry
+            .put_source_state(
+                "vnet",
+                &SourceState {
+                    last_listed_hour: 498_688,
+                },
+            )
+            .unwrap();
         registry.flush().unwrap();
     }
     let registry = Registry::open(dir.path()).unwrap();
-    assert_eq!(registry.source_state("vnet").unwrap(), Some(SourceState { last_listed_hour: 498_688 }));
+    assert_eq!(
+        registry.source_state("vnet").unwrap(),
+        Some(SourceState {
+            last_listed_hour: 498_688
+        })
+    );
     assert_eq!(registry.source_state("nsg").unwrap(), None);
     registry.remove_source_state("vnet").unwrap();
     assert_eq!(registry.source_state("vnet").unwrap(), None);

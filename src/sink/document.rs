@@ -16,7 +16,9 @@ use crate::enrich::classify::{flow_type, network_type};
 use crate::enrich::community_id::community_id_v1;
 use crate::enrich::protocol::{iana_number_str, transport_name};
 use crate::enrich::resource_id::ResourceId;
-use crate::flowlog::{Decision, FlowGroup, FlowLogKind, FlowTuple, Record, TupleError, parse_tuple};
+use crate::flowlog::{
+    Decision, FlowGroup, FlowLogKind, FlowTuple, Record, TupleError, parse_tuple,
+};
 
 /// ECS version the field layout follows (written to `ecs.version`).
 pub const ECS_VERSION: &str = "8.17.0";
@@ -39,7 +41,9 @@ impl std::str::FromStr for Schema {
         match s {
             "ecs" => Ok(Schema::Ecs),
             "logstash" => Ok(Schema::Logstash),
-            other => Err(format!("unknown schema {other:?} (expected \"ecs\" or \"logstash\")")),
+            other => Err(format!(
+                "unknown schema {other:?} (expected \"ecs\" or \"logstash\")"
+            )),
         }
     }
 }
@@ -58,7 +62,10 @@ impl BlobContext {
         // NUL cannot occur in container names, so (container, blob) pairs never collide.
         key_input.push(0);
         key_input.extend_from_slice(blob.as_bytes());
-        BlobContext { path: format!("{container}/{blob}"), id_key: xxh3_128(&key_input).to_le_bytes() }
+        BlobContext {
+            path: format!("{container}/{blob}"),
+            id_key: xxh3_128(&key_input).to_le_bytes(),
+        }
     }
 
     /// `container/blob name`.
@@ -239,7 +246,11 @@ impl DocumentEncoder {
         // Index patterns are validated at startup to need no escaping.
         body.extend_from_slice(self.index.get(tuple.time_ms).as_bytes());
         body.extend_from_slice(b"\",\"_id\":\"");
-        body.extend_from_slice(document_id(blob, record_offset, tuple_index).as_str().as_bytes());
+        body.extend_from_slice(
+            document_id(blob, record_offset, tuple_index)
+                .as_str()
+                .as_bytes(),
+        );
         body.extend_from_slice(b"\"}}\n");
         let doc_start = body.len();
         match self.schema {
@@ -247,10 +258,22 @@ impl DocumentEncoder {
             Schema::Logstash => self.write_logstash(body, record, tuple),
         }
         body.push(b'\n');
-        out.items.push(BulkItem { action_start, doc_start, end: body.len(), record_offset, tuple_index });
+        out.items.push(BulkItem {
+            action_start,
+            doc_start,
+            end: body.len(),
+            record_offset,
+            tuple_index,
+        });
     }
 
-    fn write_ecs(&self, out: &mut Vec<u8>, blob: &BlobContext, record_offset: u64, t: &FlowTuple<'_>) {
+    fn write_ecs(
+        &self,
+        out: &mut Vec<u8>,
+        blob: &BlobContext,
+        record_offset: u64,
+        t: &FlowTuple<'_>,
+    ) {
         let c = &t.counters;
         out.extend_from_slice(b"{\"@timestamp\":");
         push_timestamp_millis(out, t.time_ms);
@@ -282,11 +305,20 @@ impl DocumentEncoder {
         out.extend_from_slice(b"\",\"type\":\"");
         out.extend_from_slice(network_type(t.src_ip).as_bytes());
         out.extend_from_slice(b"\",\"community_id\":\"");
-        let community_id = community_id_v1(0, t.protocol, t.src_ip, t.src_port, t.dst_ip, t.dst_port);
+        let community_id =
+            community_id_v1(0, t.protocol, t.src_ip, t.src_port, t.dst_ip, t.dst_port);
         out.extend_from_slice(community_id.as_str().as_bytes());
         out.push(b'"');
-        push_counter(out, "packets", sum_counters(c.packets_src_to_dst, c.packets_dst_to_src));
-        push_counter(out, "bytes", sum_counters(c.bytes_src_to_dst, c.bytes_dst_to_src));
+        push_counter(
+            out,
+            "packets",
+            sum_counters(c.packets_src_to_dst, c.packets_dst_to_src),
+        );
+        push_counter(
+            out,
+            "bytes",
+            sum_counters(c.bytes_src_to_dst, c.bytes_dst_to_src),
+        );
 
         out.extend_from_slice(match t.decision {
             Decision::Allow => {
@@ -369,7 +401,12 @@ impl DocumentEncoder {
         let mut signature = Vec::with_capacity(self.record_signature.len());
         signature.push(record.kind as u8);
         signature.extend_from_slice(&record.version.unwrap_or(u32::MAX).to_le_bytes());
-        for part in [&record.resource_id, &record.target_resource_id, &record.guid, &record.mac] {
+        for part in [
+            &record.resource_id,
+            &record.target_resource_id,
+            &record.guid,
+            &record.mac,
+        ] {
             if let Some(s) = part {
                 signature.extend_from_slice(s.as_str().as_bytes());
             }
@@ -401,7 +438,9 @@ impl DocumentEncoder {
             self.group_acl.extend_from_slice(b",\"acl_id\":");
             push_str(&mut self.group_acl, acl.as_str());
             // In real VNet data the ACL is usually the deciding NSG's resource path.
-            if let Some(nsg) = ResourceId::parse(acl.as_str()).and_then(|id| id.network_security_group()) {
+            if let Some(nsg) =
+                ResourceId::parse(acl.as_str()).and_then(|id| id.network_security_group())
+            {
                 self.group_acl.extend_from_slice(b",\"nsg\":");
                 push_str(&mut self.group_acl, nsg);
             }
@@ -456,8 +495,14 @@ fn push_opt_field(out: &mut Vec<u8>, key: &str, value: Option<&str>) {
 
 /// The record-level tail of an ECS document, starting inside `azure.flowlog` and ending after `cloud`.
 fn write_ecs_record_fragment(out: &mut Vec<u8>, record: &Record<'_>) {
-    let resource = record.resource_id.as_ref().and_then(|s| ResourceId::parse(s.as_str()));
-    let target = record.target_resource_id.as_ref().and_then(|s| ResourceId::parse(s.as_str()));
+    let resource = record
+        .resource_id
+        .as_ref()
+        .and_then(|s| ResourceId::parse(s.as_str()));
+    let target = record
+        .target_resource_id
+        .as_ref()
+        .and_then(|s| ResourceId::parse(s.as_str()));
 
     out.extend_from_slice(b",\"kind\":\"");
     out.extend_from_slice(record.kind.as_str().as_bytes());
@@ -467,8 +512,16 @@ fn write_ecs_record_fragment(out: &mut Vec<u8>, record: &Record<'_>) {
         push_u64(out, v.into());
     }
     push_opt_field(out, "guid", record.guid.as_ref().map(|s| s.as_str()));
-    push_opt_field(out, "resource_id", record.resource_id.as_ref().map(|s| s.as_str()));
-    push_opt_field(out, "target_resource_id", record.target_resource_id.as_ref().map(|s| s.as_str()));
+    push_opt_field(
+        out,
+        "resource_id",
+        record.resource_id.as_ref().map(|s| s.as_str()),
+    );
+    push_opt_field(
+        out,
+        "target_resource_id",
+        record.target_resource_id.as_ref().map(|s| s.as_str()),
+    );
     if let Some(r) = &resource {
         push_opt_field(out, "resource_group", r.resource_group());
         match record.kind {
@@ -532,14 +585,19 @@ mod tests {
     use super::*;
     use crate::flowlog::decode_record;
 
-    fn encode(schema: Schema, record_json: &str) -> (Vec<serde_json::Value>, BulkBuffer, RecordOutcome) {
+    fn encode(
+        schema: Schema,
+        record_json: &str,
+    ) -> (Vec<serde_json::Value>, BulkBuffer, RecordOutcome) {
         let record = decode_record(record_json.as_bytes()).unwrap();
         let mut encoder =
             DocumentEncoder::new(schema, IndexPattern::parse("flows-%{+xxxx.ww}").unwrap());
         let blob = BlobContext::new("insights-logs-flowlogflowevent", "a/PT1H.json");
         let mut out = BulkBuffer::new();
         let outcome = encoder.encode_record(&blob, 12, &record, &mut out);
-        let docs = (0..out.len()).map(|i| serde_json::from_slice(out.doc(i)).unwrap()).collect();
+        let docs = (0..out.len())
+            .map(|i| serde_json::from_slice(out.doc(i)).unwrap())
+            .collect();
         (docs, out, outcome)
     }
 
@@ -569,7 +627,10 @@ mod tests {
         assert_eq!(d["network"]["type"], "ipv4");
         assert_eq!(d["event"]["action"], "allow");
         assert_eq!(d["event"]["outcome"], "success");
-        assert_eq!(d["event"]["type"], serde_json::json!(["connection", "allowed"]));
+        assert_eq!(
+            d["event"]["type"],
+            serde_json::json!(["connection", "allowed"])
+        );
         assert_eq!(d["event"]["category"], serde_json::json!(["network"]));
         assert_eq!(d["event"]["kind"], "event");
         assert_eq!(d["rule"]["name"], "DefaultRule_AllowInternetOutBound");
@@ -588,9 +649,15 @@ mod tests {
         assert_eq!(f["vnet"], "myVNet");
         assert_eq!(d["azure"]["resource_group"], "myResourceGroup");
         assert_eq!(d["cloud"]["provider"], "azure");
-        assert_eq!(d["cloud"]["account"]["id"], "00000000-0000-0000-0000-000000000000");
+        assert_eq!(
+            d["cloud"]["account"]["id"],
+            "00000000-0000-0000-0000-000000000000"
+        );
         assert_eq!(d["cloud"]["region"], "eastus2euap");
-        assert_eq!(d["log"]["file"]["path"], "insights-logs-flowlogflowevent/a/PT1H.json");
+        assert_eq!(
+            d["log"]["file"]["path"],
+            "insights-logs-flowlogflowevent/a/PT1H.json"
+        );
         assert_eq!(d["log"]["offset"], 12);
         assert_eq!(d["ecs"]["version"], ECS_VERSION);
         let denied = &docs[1];
@@ -601,7 +668,8 @@ mod tests {
         assert_eq!(denied["source"]["packets"], 0, "zero counters are kept");
         // 2022-09-14 is in ISO week 37.
         let action: serde_json::Value =
-            serde_json::from_slice(&out.body[out.items[0].action_start..out.items[0].doc_start]).unwrap();
+            serde_json::from_slice(&out.body[out.items[0].action_start..out.items[0].doc_start])
+                .unwrap();
         assert_eq!(action["create"]["_index"], "flows-2022.37");
         assert_eq!(action["create"]["_id"].as_str().unwrap().len(), 22);
     }
@@ -622,7 +690,9 @@ mod tests {
         assert_eq!(d["cloud"]["account"]["id"], "S1");
         assert_eq!(d["azure"]["flowlog"]["mac"], "00-0D-3A-F8-78-56");
         assert_eq!(d["@timestamp"], "2018-11-13T12:00:02.000Z");
-        let v1 = v2.replace("\"Version\":2", "\"Version\":1").replace(",B,,,,", "");
+        let v1 = v2
+            .replace("\"Version\":2", "\"Version\":1")
+            .replace(",B,,,,", "");
         let (docs, _, _) = encode(Schema::Ecs, &v1);
         assert!(docs[0]["azure"]["flowlog"].get("state").is_none());
         assert_eq!(docs[0]["azure"]["flowlog"]["version"], 1);
@@ -661,14 +731,21 @@ mod tests {
         assert_ne!(id, document_id(&blob, 13, 0));
         assert_ne!(id, document_id(&BlobContext::new("c", "b2"), 12, 0));
         assert_ne!(id, document_id(&BlobContext::new("c2", "b"), 12, 0));
-        assert_ne!(document_id(&BlobContext::new("ab", "c"), 0, 0), document_id(&BlobContext::new("a", "bc"), 0, 0));
+        assert_ne!(
+            document_id(&BlobContext::new("ab", "c"), 0, 0),
+            document_id(&BlobContext::new("a", "bc"), 0, 0)
+        );
     }
 
     #[test]
     fn document_id_is_frozen() {
         // Ids must not change between releases, or a re-read after an upgrade would duplicate
         // documents. XXH3-128 and this input layout are fixed; this value pins them.
-        let id = document_id(&BlobContext::new("insights-logs-flowlogflowevent", "x/PT1H.json"), 12, 3);
+        let id = document_id(
+            &BlobContext::new("insights-logs-flowlogflowevent", "x/PT1H.json"),
+            12,
+            3,
+        );
         assert_eq!(id.as_str(), FROZEN_ID);
     }
     /// Computed independently with Python's `xxhash` package:

@@ -22,7 +22,14 @@ pub fn push_str_content(out: &mut Vec<u8>, s: &str) {
             0x00..=0x1f => {
                 out.extend_from_slice(&bytes[start..i]);
                 const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
+                out.extend_from_slice(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[(b >> 4) as usize],
+                    HEX[(b & 15) as usize],
+                ]);
                 start = i + 1;
                 continue;
             }
@@ -129,7 +136,10 @@ mod tests {
         push_str(&mut out, "a\"b\\c\nd\u{1}é/");
         let text = String::from_utf8(out).unwrap();
         assert_eq!(text, "\"a\\\"b\\\\c\\nd\\u0001é/\"");
-        assert_eq!(serde_json::from_str::<String>(&text).unwrap(), "a\"b\\c\nd\u{1}é/");
+        assert_eq!(
+            serde_json::from_str::<String>(&text).unwrap(),
+            "a\"b\\c\nd\u{1}é/"
+        );
     }
 
     proptest! {

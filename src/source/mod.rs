@@ -2,7 +2,7 @@
 pub mod auth;
 pub mod client;
 pub mod listing;
+pub mod reader;
 pub mod shared_key;
 pub mod upload;
-pub mod reader;
 pub mod walker;

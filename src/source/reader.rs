@@ -91,9 +91,12 @@ pub async fn read_blob(
     if length <= task.from {
         return Ok(outcome);
     }
-    let mut stream = client.download_range(&task.blob.name, task.from, length).await?;
+    let mut stream = client
+        .download_range(&task.blob.name, task.from, length)
+        .await?;
     let blob_context = BlobContext::new(client.container_name(), &task.blob.name);
-    let mut decoder = BlobDecoder::new(encoder, blob_context, task.from).with_max_record_len(limits.max_record_bytes);
+    let mut decoder = BlobDecoder::new(encoder, blob_context, task.from)
+        .with_max_record_len(limits.max_record_bytes);
     let mut docs = BulkBuffer::new();
     let mut chunk_from = task.from;
     let mut newest: Option<i64> = None;
@@ -149,7 +152,10 @@ pub async fn read_blob(
 
 /// For `start_fresh`: where a blob's records end (the offset of its closing `]`), read from the
 /// last bytes, so only records appended later are read. `None` when the tail is not found.
-pub async fn end_of_records(client: &StorageClient, blob: &BlobItem) -> Result<Option<u64>, StorageError> {
+pub async fn end_of_records(
+    client: &StorageClient,
+    blob: &BlobItem,
+) -> Result<Option<u64>, StorageError> {
     const TAIL_WINDOW: u64 = 64;
     let length = blob.content_length;
     let start = length.saturating_sub(TAIL_WINDOW);
@@ -160,7 +166,13 @@ pub async fn end_of_records(client: &StorageClient, blob: &BlobItem) -> Result<O
     }
     // The tail is `]` then `}` with optional whitespace; the records end where `]` starts.
     let trimmed = tail.iter().rposition(|b| !b.is_ascii_whitespace());
-    let Some(close_brace) = trimmed.filter(|&i| tail[i] == b'}') else { return Ok(None) };
-    let bracket = tail[..close_brace].iter().rposition(|b| !b.is_ascii_whitespace());
-    Ok(bracket.filter(|&i| tail[i] == b']').map(|i| start + i as u64))
+    let Some(close_brace) = trimmed.filter(|&i| tail[i] == b'}') else {
+        return Ok(None);
+    };
+    let bracket = tail[..close_brace]
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace());
+    Ok(bracket
+        .filter(|&i| tail[i] == b']')
+        .map(|i| start + i as u64))
 }

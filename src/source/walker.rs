@@ -15,7 +15,11 @@ const MAX_DISCOVERY_DEPTH: usize = 24;
 
 /// The resource prefix of a flow-log blob name: everything before `y=YYYY/`, ending in `/`.
 pub fn resource_of(blob: &str) -> Option<&str> {
-    let at = if blob.starts_with("y=") { Some(0) } else { blob.rfind("/y=").map(|i| i + 1) }?;
+    let at = if blob.starts_with("y=") {
+        Some(0)
+    } else {
+        blob.rfind("/y=").map(|i| i + 1)
+    }?;
     Some(&blob[..at])
 }
 
@@ -56,7 +60,12 @@ pub struct Walker {
 }
 
 impl Walker {
-    pub fn new(client: StorageClient, prefix: Option<&str>, resource_filter: &[String], discovery_interval: Duration) -> Self {
+    pub fn new(
+        client: StorageClient,
+        prefix: Option<&str>,
+        resource_filter: &[String],
+        discovery_interval: Duration,
+    ) -> Self {
         Walker {
             client,
             prefix: prefix.unwrap_or_default().to_owned(),
@@ -79,7 +88,9 @@ impl Walker {
     /// Rediscovers resources when the discovery interval has passed (or never ran).
     /// Returns whether a discovery ran.
     pub async fn discover_if_due(&mut self) -> Result<bool, StorageError> {
-        let due = self.discovered_at.is_none_or(|at| at.elapsed() >= self.discovery_interval);
+        let due = self
+            .discovered_at
+            .is_none_or(|at| at.elapsed() >= self.discovery_interval);
         if due {
             self.discover().await?;
         }
@@ -143,7 +154,10 @@ impl Walker {
     }
 
     /// The partitions of `hours` for every known resource.
-    pub fn partitions_for_hours(&self, hours: impl IntoIterator<Item = i64> + Clone) -> BTreeSet<String> {
+    pub fn partitions_for_hours(
+        &self,
+        hours: impl IntoIterator<Item = i64> + Clone,
+    ) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
         for resource in &self.resources {
             for hour in hours.clone() {
@@ -154,11 +168,18 @@ impl Walker {
     }
 
     /// Lists the flow-log blobs (`*.json`) under each partition: one flat listing per partition.
-    pub async fn list_partitions(&self, partitions: &BTreeSet<String>) -> Result<Vec<BlobItem>, StorageError> {
+    pub async fn list_partitions(
+        &self,
+        partitions: &BTreeSet<String>,
+    ) -> Result<Vec<BlobItem>, StorageError> {
         let mut blobs = Vec::new();
         for partition in partitions {
             let listed = self.client.list_blobs(partition).await?;
-            blobs.extend(listed.into_iter().filter(|b| b.name.ends_with(".json") && self.accepts(&b.name)));
+            blobs.extend(
+                listed
+                    .into_iter()
+                    .filter(|b| b.name.ends_with(".json") && self.accepts(&b.name)),
+            );
         }
         Ok(blobs)
     }
@@ -175,13 +196,18 @@ mod tests {
     fn resource_and_hour_come_from_the_end_of_the_name() {
         assert_eq!(
             resource_of(NSG),
-            Some("resourceId=/SUBSCRIPTIONS/S/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.NETWORK/NETWORKSECURITYGROUPS/NSG1/")
+            Some(
+                "resourceId=/SUBSCRIPTIONS/S/RESOURCEGROUPS/RG/PROVIDERS/MICROSOFT.NETWORK/NETWORKSECURITYGROUPS/NSG1/"
+            )
         );
         // 2026-11-21T16:00:00Z = 1795276800 s.
         assert_eq!(blob_hour(NSG), Some(1_795_276_800 / 3600));
         // 2020-12-31T23:00:00Z = 1609455600 s.
         assert_eq!(blob_hour(VNET), Some(1_609_455_600 / 3600));
-        assert_eq!(resource_of("y=2026/m=01/d=01/h=00/m=00/macAddress=X/PT1H.json"), Some(""));
+        assert_eq!(
+            resource_of("y=2026/m=01/d=01/h=00/m=00/macAddress=X/PT1H.json"),
+            Some("")
+        );
         assert_eq!(blob_hour("no/partition/PT1H.json"), None);
         assert_eq!(blob_hour("r/y=2026/m=13/d=01/h=00/PT1H.json"), None);
         assert_eq!(blob_hour("r/y=2026/m=02/d=30/h=00/PT1H.json"), None);
@@ -193,6 +219,9 @@ mod tests {
         let hour = blob_hour(NSG).unwrap();
         let partition = hour_partition(resource_of(NSG).unwrap(), hour);
         assert!(NSG.starts_with(&partition), "{partition}");
-        assert_eq!(partition_of(VNET).unwrap(), "flowLogResourceID=/S_NETWORKWATCHERRG/NETWORKWATCHER_WESTEUROPE_FL/y=2020/m=12/d=31/h=23/");
+        assert_eq!(
+            partition_of(VNET).unwrap(),
+            "flowLogResourceID=/S_NETWORKWATCHERRG/NETWORKWATCHER_WESTEUROPE_FL/y=2020/m=12/d=31/h=23/"
+        );
     }
 }
