@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod decode;
 pub mod generate;
 pub mod registry;
+pub mod setup;
 pub mod template;
 
 /// Ships Azure NSG and VNet flow logs from Blob Storage into Elasticsearch, one document per flow tuple.
@@ -54,6 +55,8 @@ pub enum Command {
     Gen(generate::GenArgs),
     /// Print the index template flowlogd installs (for curl users).
     Template(template::TemplateArgs),
+    /// Import the Kibana data view and dashboard (`deploy/kibana/flowlogd.ndjson`).
+    Setup(setup::SetupArgs),
 }
 
 /// Sets up logging: human-readable by default, JSON lines with `--log-format json`.
@@ -119,6 +122,7 @@ pub fn run(cli: Cli) -> ExitCode {
         (Command::Decode(args), _) => decode::run(args),
         (Command::Gen(args), _) => generate::run(args),
         (Command::Template(args), _) => template::run(args),
+        (Command::Setup(args), _) => setup::run(args),
         (Command::Run, Some(c)) => {
             runtime().and_then(|rt| rt.block_on(daemon::run(c, &cli.config)))
         }
