@@ -35,9 +35,13 @@ pub struct TemplateArgs {
 
 /// Prints the template body (pretty JSON) on stdout and how to install it on stderr.
 pub fn run(args: TemplateArgs) -> anyhow::Result<ExitCode> {
-    let pattern = IndexPattern::parse(&args.index).with_context(|| format!("--index {:?}", args.index))?;
+    let pattern =
+        IndexPattern::parse(&args.index).with_context(|| format!("--index {:?}", args.index))?;
     if args.data_stream && pattern.is_dated() {
-        anyhow::bail!("--index {:?}: a data stream name has no %{{+…}} date part", args.index);
+        anyhow::bail!(
+            "--index {:?}: a data stream name has no %{{+…}} date part",
+            args.index
+        );
     }
     let wildcard = pattern.wildcard();
     let options = TemplateOptions {

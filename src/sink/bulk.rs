@@ -1,0 +1,1276 @@
+//! The bulk sink: delivers [`BulkBuffer`]s to Elasticsearch/OpenSearch until every document is
+//! indexed, already there, or dead-lettered; checks the cluster (`flowlogd check`) and installs
+//! index templates and ILM policies.
+//!
+//! Per-item outcomes of a bulk response (all actions are `create` with deterministic ids):
+//! - 2xx: created. 409: a document with that id exists: delivered before (a replay after a
+//!   crash or a retried request that had been applied), counted as `already_existed`.
+//! - 429, 5xx, a missing item: retried alone (a new body from those items' byte ranges), with
+//!   exponential backoff and jitter, until they succeed.
+//! - 401/403 and 404 `index_not_found_exception` items are retried too: they say the cluster
+//!   refuses *all* documents (privileges, `action.auto_create_index`), which an operator fixes;
+//!   dead-lettering them would empty the flow into the dead-letter file and commit it.
+//! - Any other 4xx (mapping errors): written to the dead-letter file with the reason.
+//!
+//! Whole-request failures (no response, timeouts, 429/5xx/other statuses, an unparsable body)
+//! are retried without limit at a backoff capped by `retry_max_backoff`; an outage is logged
+//! once at warn, then once a minute, and its end at info. A 413 (body larger than the cluster's
+//! `http.max_content_length`) splits the request in halves; a single document too large is
+//! dead-lettered. Only cancellation ends a delivery early.
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use elasticsearch::http::Method;
+use elasticsearch::http::headers::{CONTENT_TYPE, HeaderMap, HeaderValue};
+use serde::Deserialize;
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+pub use super::client::{AuthKind, SinkError};
+use super::client::{Connection, connect, error_chain};
+use super::dead_letter::{DeadLetter, RejectedDocument};
+use super::document::{BulkBuffer, Schema};
+use super::index_name::IndexPattern;
+use super::retry::{Backoff, FailureLog, OutageLog};
+use super::template::{self, TemplateOptions};
+use crate::config::{ElasticsearchConfig, SourceConfig};
+
+/// Only what outcome handling needs from a bulk response: keeps large responses small.
+const FILTER_PATH: &str = "errors,items.*.status,items.*.error";
+/// How often a continuing outage is logged again.
+const LOG_EVERY: Duration = Duration::from_secs(60);
+/// Longest part of an error response body put into logs and errors.
+const BODY_EXCERPT: usize = 512;
+
+/// Where a document of a batch came from, for the dead-letter file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemOrigin {
+    /// `container/blob name`.
+    pub blob: String,
+    pub record_offset: u64,
+    pub tuple_index: u32,
+}
+
+/// What delivering one batch took.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct DeliveryReport {
+    /// Documents indexed now (2xx).
+    pub created: usize,
+    /// Documents that were already there (409 on `create`).
+    pub already_existed: usize,
+    /// Documents refused for good, written to the dead-letter file.
+    pub dead_lettered: usize,
+    /// Documents re-sent after a 429/5xx item outcome (one per document per retry).
+    pub item_retries: usize,
+    /// Bulk requests re-sent after a whole-request failure.
+    pub request_retries: usize,
+    /// Time to each HTTP response received (failed ones included), for the latency histogram.
+    pub request_latencies: Vec<Duration>,
+}
+
+impl DeliveryReport {
+    /// Documents that need no further work: created, already there, or dead-lettered.
+    pub fn settled(&self) -> usize {
+        self.created + self.already_existed + self.dead_lettered
+    }
+}
+
+/// The delivery was cancelled before every document was settled; none of its offsets may be
+/// committed (what was indexed will come back as 409 on the re-read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("bulk delivery cancelled before every document was settled")]
+pub struct Cancelled;
+
+/// One source's index, for [`BulkSink::setup`] and [`BulkSink::check_targets`].
+#[derive(Debug, Clone)]
+pub struct SetupTarget {
+    /// Source name (for the report).
+    pub source: String,
+    pub index: IndexPattern,
+    pub schema: Schema,
+}
+
+impl SetupTarget {
+    /// The targets of the configured sources.
+    pub fn for_sources(sources: &[SourceConfig]) -> Result<Vec<SetupTarget>, SinkError> {
+        sources
+            .iter()
+            .map(|s| {
+                let index = s
+                    .index_pattern()
+                    .map_err(|e| SinkError::Setup(e.to_string()))?;
+                Ok(SetupTarget {
+                    source: s.name.clone(),
+                    index,
+                    schema: s.schema,
+                })
+            })
+            .collect()
+    }
+}
+
+/// What [`BulkSink::setup`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetupReport {
+    /// Installed templates (empty when `install_template = false`).
+    pub templates: Vec<InstalledTemplate>,
+    pub lifecycle: LifecycleOutcome,
+    /// Set when nothing was installed on purpose.
+    pub skipped: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstalledTemplate {
+    pub name: String,
+    pub index_pattern: String,
+    pub priority: u32,
+    pub schema: Schema,
+    pub data_stream: bool,
+    /// Sources writing to this pattern.
+    pub sources: Vec<String>,
+}
+
+/// What happened to the ILM policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LifecycleOutcome {
+    /// `delete_after` is not set: indices are kept.
+    NotConfigured,
+    Installed {
+        policy: String,
+    },
+    /// The cluster has no ILM (OpenSearch, osmem, Elasticsearch serverless): no policy, and the
+    /// templates do not reference one.
+    Skipped {
+        reason: String,
+    },
+}
+
+impl fmt::Display for SetupReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(why) = &self.skipped {
+            return write!(f, "index templates not installed: {why}");
+        }
+        for t in &self.templates {
+            writeln!(
+                f,
+                "index template {} for {} ({}, priority {}{}; sources: {})",
+                t.name,
+                t.index_pattern,
+                template::schema_name(t.schema),
+                t.priority,
+                if t.data_stream { ", data stream" } else { "" },
+                t.sources.join(", ")
+            )?;
+        }
+        match &self.lifecycle {
+            LifecycleOutcome::NotConfigured => write!(
+                f,
+                "lifecycle: none (delete_after not set; indices are kept)"
+            ),
+            LifecycleOutcome::Installed { policy } => {
+                write!(f, "lifecycle: ILM policy {policy} installed")
+            }
+            LifecycleOutcome::Skipped { reason } => write!(f, "lifecycle: skipped: {reason}"),
+        }
+    }
+}
+
+/// Which server answered `GET /`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Distribution {
+    Elasticsearch,
+    OpenSearch,
+    Other(String),
+}
+
+/// What `GET /` (and the privileges API) said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterInfo {
+    pub cluster_name: String,
+    pub node_name: String,
+    pub version: String,
+    pub distribution: Distribution,
+    /// `serverless` on Elastic Cloud Serverless, `default` otherwise (Elasticsearch only).
+    pub build_flavor: Option<String>,
+    pub privileges: PrivilegeCheck,
+}
+
+impl ClusterInfo {
+    /// Whether the cluster has ILM: Elasticsearch, not serverless.
+    pub fn supports_ilm(&self) -> bool {
+        self.distribution == Distribution::Elasticsearch
+            && self.build_flavor.as_deref() != Some("serverless")
+    }
+
+    fn ilm_unsupported_reason(&self) -> String {
+        match &self.distribution {
+            Distribution::OpenSearch => format!(
+                "OpenSearch {} has ISM, not ILM; flowlogd does not manage ISM policies (attach one to the index pattern yourself)",
+                self.version
+            ),
+            Distribution::Elasticsearch => {
+                "Elasticsearch serverless manages retention with data stream lifecycles, not ILM"
+                    .into()
+            }
+            Distribution::Other(d) => format!("{d} {} has no ILM", self.version),
+        }
+    }
+}
+
+impl fmt::Display for ClusterInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let dist = match &self.distribution {
+            Distribution::Elasticsearch => "Elasticsearch",
+            Distribution::OpenSearch => "OpenSearch",
+            Distribution::Other(d) => d,
+        };
+        write!(
+            f,
+            "{dist} {} (cluster {}, node {})",
+            self.version, self.cluster_name, self.node_name
+        )?;
+        match &self.privileges {
+            PrivilegeCheck::Unavailable { reason } => {
+                write!(f, "; privileges not checked: {reason}")
+            }
+            PrivilegeCheck::Checked { username, missing } if missing.is_empty() => {
+                write!(f, "; user {username} has every privilege flowlogd needs")
+            }
+            PrivilegeCheck::Checked { username, missing } => {
+                write!(f, "; user {username} lacks: {}", missing.join(", "))
+            }
+        }
+    }
+}
+
+/// The outcome of `_security/user/_has_privileges`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrivilegeCheck {
+    /// No security API (OpenSearch, osmem, security disabled).
+    Unavailable { reason: String },
+    /// `missing` lists what flowlogd needs and lacks, e.g. `cluster:manage_ilm` or
+    /// `index flowlogs-*:create_doc`.
+    Checked {
+        username: String,
+        missing: Vec<String>,
+    },
+}
+
+/// The bulk sink. Cheap to clone; clones share the client, the dead-letter file and the
+/// outage logs, so concurrent tasks can deliver through one sink.
+#[derive(Clone)]
+pub struct BulkSink {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    conn: Connection,
+    dead_letter: DeadLetter,
+    initial_backoff: Duration,
+    max_backoff: Duration,
+    install_template: bool,
+    template_options: TemplateOptions,
+    delete_after: Option<Duration>,
+    requests: OutageLog,
+    item_retries: OutageLog,
+    rejections: OutageLog,
+}
+
+impl fmt::Debug for BulkSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let i = &self.inner;
+        f.debug_struct("BulkSink")
+            .field("endpoints", &i.conn.endpoints)
+            .field("auth", &i.conn.auth)
+            .field("tls", &i.conn.tls)
+            .field("dead_letter", &i.dead_letter)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An item's outcome in one bulk response.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum ItemOutcome {
+    Created,
+    AlreadyExisted,
+    /// Send again later (429, 5xx, refused for reasons outside the document, missing).
+    Retry {
+        status: u16,
+        error: Option<Value>,
+    },
+    /// Refused for good: dead-letter.
+    Reject {
+        status: u16,
+        error: Value,
+    },
+}
+
+enum ChunkResult {
+    Outcomes(Vec<ItemOutcome>),
+    /// 413: the body is larger than the cluster accepts.
+    TooLarge {
+        reason: String,
+    },
+}
+
+impl BulkSink {
+    /// Builds the sink from `[elasticsearch]`: resolves secrets, TLS and endpoints. No network
+    /// I/O. Refused documents go to `dead_letter_path` (default `dead-letter.ndjson` in the
+    /// working directory), opened on first use; the daemon should rather use
+    /// [`BulkSink::with_dead_letter`] with the file it opened at startup.
+    pub fn new(config: &ElasticsearchConfig) -> Result<BulkSink, SinkError> {
+        let path = config
+            .dead_letter_path
+            .clone()
+            .unwrap_or_else(|| "dead-letter.ndjson".into());
+        Self::with_dead_letter(config, DeadLetter::lazy(path))
+    }
+
+    /// Like [`BulkSink::new`], writing refused documents to `dead_letter` (shared with the
+    /// daemon's [`DeadLetter::write_problem`] calls, so one file counts both kinds).
+    pub fn with_dead_letter(
+        config: &ElasticsearchConfig,
+        dead_letter: DeadLetter,
+    ) -> Result<BulkSink, SinkError> {
+        let conn = connect(config)?;
+        Ok(BulkSink {
+            inner: Arc::new(Inner {
+                conn,
+                dead_letter,
+                initial_backoff: config.retry_initial_backoff,
+                max_backoff: config.retry_max_backoff,
+                install_template: config.install_template,
+                template_options: TemplateOptions {
+                    number_of_shards: config.number_of_shards,
+                    number_of_replicas: config.number_of_replicas,
+                    data_stream: config.data_stream,
+                    lifecycle_policy: None,
+                },
+                delete_after: config.delete_after,
+                requests: OutageLog::new(LOG_EVERY),
+                item_retries: OutageLog::new(LOG_EVERY),
+                rejections: OutageLog::new(LOG_EVERY),
+            }),
+        })
+    }
+
+    pub fn dead_letter(&self) -> &DeadLetter {
+        &self.inner.dead_letter
+    }
+
+    /// Node URLs (or `cloud:<name>`), safe to log.
+    pub fn endpoints(&self) -> &[String] {
+        &self.inner.conn.endpoints
+    }
+
+    pub fn auth_kind(&self) -> AuthKind {
+        self.inner.conn.auth
+    }
+
+    /// `GET /` and the privileges flowlogd needs on the cluster (for `flowlogd check`).
+    pub async fn check(&self) -> Result<ClusterInfo, SinkError> {
+        self.check_targets(&[]).await
+    }
+
+    /// Like [`BulkSink::check`], also checking index privileges on the targets' patterns.
+    pub async fn check_targets(&self, targets: &[SetupTarget]) -> Result<ClusterInfo, SinkError> {
+        let mut info = self.cluster_info().await?;
+        info.privileges = self.privileges(targets).await;
+        Ok(info)
+    }
+
+    /// Installs the ILM policy (when `delete_after` is set and the cluster has ILM) and one
+    /// composable index template per distinct index pattern. Idempotent: templates and the
+    /// policy are overwritten with the current definition. One attempt, no retries.
+    pub async fn setup(&self, targets: &[SetupTarget]) -> Result<SetupReport, SinkError> {
+        let plan = plan_templates(targets)?;
+        if !self.inner.install_template {
+            return Ok(SetupReport {
+                templates: Vec::new(),
+                lifecycle: LifecycleOutcome::NotConfigured,
+                skipped: Some("install_template = false".into()),
+            });
+        }
+        let info = self.cluster_info().await?;
+        let data_stream = self.inner.template_options.data_stream;
+        let lifecycle = match self.inner.delete_after {
+            None => LifecycleOutcome::NotConfigured,
+            Some(_) if !info.supports_ilm() => LifecycleOutcome::Skipped {
+                reason: info.ilm_unsupported_reason(),
+            },
+            Some(delete_after) => {
+                let name = template::lifecycle_policy_name(delete_after, data_stream);
+                let body = template::lifecycle_policy(delete_after, data_stream);
+                let (status, response) = self
+                    .request(
+                        Method::Put,
+                        &format!("_ilm/policy/{name}"),
+                        Some(&body),
+                        "install ILM policy",
+                    )
+                    .await?;
+                match status {
+                    200..=299 => LifecycleOutcome::Installed { policy: name },
+                    // No such API (a proxy in front, a stand-in): say so instead of failing.
+                    400 | 404 | 405 | 410 if is_missing_api(&response) => {
+                        LifecycleOutcome::Skipped {
+                            reason: format!("the cluster has no ILM API (HTTP {status})"),
+                        }
+                    }
+                    _ => return Err(status_error("install ILM policy", status, &response)),
+                }
+            }
+        };
+        let mut options = self.inner.template_options.clone();
+        if let LifecycleOutcome::Installed { policy } = &lifecycle {
+            options.lifecycle_policy = Some(policy.clone());
+        }
+        let mut templates = Vec::new();
+        for planned in plan {
+            let body = template::index_template(planned.schema, &planned.wildcard, &options);
+            let what = format!("install index template {}", planned.name);
+            let (status, response) = self
+                .request(
+                    Method::Put,
+                    &format!("_index_template/{}", planned.name),
+                    Some(&body),
+                    &what,
+                )
+                .await?;
+            if !(200..=299).contains(&status) {
+                return Err(status_error(&what, status, &response));
+            }
+            info!(template = %planned.name, index_pattern = %planned.wildcard, "index template installed");
+            templates.push(InstalledTemplate {
+                name: planned.name,
+                priority: template::priority(&planned.wildcard),
+                index_pattern: planned.wildcard,
+                schema: planned.schema,
+                data_stream,
+                sources: planned.sources,
+            });
+        }
+        match &lifecycle {
+            LifecycleOutcome::Skipped { reason } => {
+                warn!(%reason, "delete_after is set but no lifecycle policy was installed")
+            }
+            LifecycleOutcome::Installed { policy } => info!(%policy, "ILM policy installed"),
+            LifecycleOutcome::NotConfigured => {}
+        }
+        Ok(SetupReport {
+            templates,
+            lifecycle,
+            skipped: None,
+        })
+    }
+
+    /// Delivers every document of `batch`: returns once each is created, already there (409)
+    /// or dead-lettered, or `Err(Cancelled)` when `cancel` fires first. `origin(i)` says where
+    /// item `i` came from (called for dead-lettered items only).
+    pub async fn deliver(
+        &self,
+        batch: &BulkBuffer,
+        origin: &(dyn Fn(usize) -> ItemOrigin + Sync),
+        cancel: &CancellationToken,
+    ) -> Result<DeliveryReport, Cancelled> {
+        let mut report = DeliveryReport::default();
+        let mut pending: Vec<usize> = (0..batch.len()).collect();
+        let mut round_backoff = Backoff::new(self.inner.initial_backoff, self.inner.max_backoff);
+        while !pending.is_empty() {
+            let mut retry: Vec<usize> = Vec::new();
+            let mut sample: Option<(u16, Option<Value>)> = None;
+            let mut rejected: Vec<(usize, u16, Value)> = Vec::new();
+            // A stack of item sets to send; a 413 pushes the two halves of its set.
+            let mut chunks = vec![std::mem::take(&mut pending)];
+            while let Some(chunk) = chunks.pop() {
+                match self.send_chunk(batch, &chunk, &mut report, cancel).await? {
+                    ChunkResult::Outcomes(outcomes) => {
+                        for (&i, outcome) in chunk.iter().zip(outcomes) {
+                            match outcome {
+                                ItemOutcome::Created => report.created += 1,
+                                ItemOutcome::AlreadyExisted => report.already_existed += 1,
+                                ItemOutcome::Retry { status, error } => {
+                                    sample.get_or_insert((status, error));
+                                    retry.push(i);
+                                }
+                                ItemOutcome::Reject { status, error } => {
+                                    rejected.push((i, status, error))
+                                }
+                            }
+                        }
+                    }
+                    ChunkResult::TooLarge { reason } if chunk.len() == 1 => {
+                        let error = json!({"type": "request_entity_too_large", "reason": reason});
+                        rejected.push((chunk[0], 413, error));
+                    }
+                    ChunkResult::TooLarge { .. } => {
+                        let (a, b) = chunk.split_at(chunk.len() / 2);
+                        debug!(
+                            documents = chunk.len(),
+                            "bulk request too large (413); sending it in halves"
+                        );
+                        chunks.push(b.to_vec());
+                        chunks.push(a.to_vec());
+                    }
+                }
+            }
+            if !rejected.is_empty() {
+                self.dead_letter_items(batch, origin, &rejected, cancel)
+                    .await?;
+                report.dead_lettered += rejected.len();
+            }
+            if retry.is_empty() {
+                if let Some((failures, outage)) = self.inner.item_retries.success(Instant::now()) {
+                    info!(retries = failures, duration = ?outage, "bulk items are accepted again");
+                }
+                break;
+            }
+            report.item_retries += retry.len();
+            let delay = round_backoff.next_delay();
+            self.log_item_retry(retry.len(), sample, delay);
+            sleep(delay, cancel).await?;
+            pending = retry;
+        }
+        Ok(report)
+    }
+
+    /// Sends one set of items until a usable response arrives (or a 413).
+    async fn send_chunk(
+        &self,
+        batch: &BulkBuffer,
+        chunk: &[usize],
+        report: &mut DeliveryReport,
+        cancel: &CancellationToken,
+    ) -> Result<ChunkResult, Cancelled> {
+        let body = build_body(batch, chunk);
+        let mut backoff = Backoff::new(self.inner.initial_backoff, self.inner.max_backoff);
+        loop {
+            if cancel.is_cancelled() {
+                return Err(Cancelled);
+            }
+            let started = Instant::now();
+            let attempt = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Err(Cancelled),
+                r = self.post_bulk(body.clone()) => r,
+            };
+            let failure = match attempt {
+                Ok((status, response)) => {
+                    report.request_latencies.push(started.elapsed());
+                    match status {
+                        200..=299 => match parse_bulk_response(&response, chunk.len()) {
+                            Ok(outcomes) => {
+                                self.request_recovered();
+                                return Ok(ChunkResult::Outcomes(outcomes));
+                            }
+                            Err(e) => format!("HTTP {status} with an unusable bulk response: {e}"),
+                        },
+                        413 => {
+                            self.request_recovered();
+                            return Ok(ChunkResult::TooLarge {
+                                reason: excerpt(&response),
+                            });
+                        }
+                        401 | 403 => format!(
+                            "HTTP {status} (check the user, API key or token and its privileges): {}",
+                            excerpt(&response)
+                        ),
+                        _ => format!("HTTP {status}: {}", excerpt(&response)),
+                    }
+                }
+                Err(e) => e,
+            };
+            report.request_retries += 1;
+            let delay = backoff.next_delay();
+            match self.inner.requests.failure(Instant::now()) {
+                FailureLog::First => warn!(
+                    error = %failure, documents = chunk.len(), retry_in = ?delay,
+                    "bulk request failed; retrying it until Elasticsearch accepts it (repeats are summarised once a minute)"
+                ),
+                FailureLog::Reminder { failures, since } => warn!(
+                    failures, outage = ?since, last_error = %failure, retry_in = ?delay,
+                    "bulk requests are still failing; retrying"
+                ),
+                FailureLog::Quiet => {
+                    debug!(error = %failure, retry_in = ?delay, "bulk request failed; retrying")
+                }
+            }
+            sleep(delay, cancel).await?;
+        }
+    }
+
+    async fn post_bulk(&self, body: Bytes) -> Result<(u16, Bytes), String> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-ndjson"),
+        );
+        let response = self
+            .inner
+            .conn
+            .client
+            .send(
+                Method::Post,
+                "_bulk",
+                headers,
+                Some(&[("filter_path", FILTER_PATH)]),
+                Some(body),
+                None,
+            )
+            .await
+            .map_err(|e| error_chain(&e))?;
+        let status = response.status_code().as_u16();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| format!("reading the response: {}", error_chain(&e)))?;
+        Ok((status, bytes))
+    }
+
+    fn request_recovered(&self) {
+        if let Some((failures, outage)) = self.inner.requests.success(Instant::now()) {
+            info!(failures, duration = ?outage, "bulk requests succeed again");
+        }
+    }
+
+    fn log_item_retry(&self, count: usize, sample: Option<(u16, Option<Value>)>, delay: Duration) {
+        let (status, error) = sample.unwrap_or((0, None));
+        let reason = error
+            .as_ref()
+            .map(error_summary)
+            .unwrap_or_else(|| "missing from the response".into());
+        match self.inner.item_retries.failure(Instant::now()) {
+            FailureLog::First => warn!(
+                documents = count, status, error = %reason, retry_in = ?delay,
+                "Elasticsearch refused documents for now; retrying only those (repeats are summarised once a minute)"
+            ),
+            FailureLog::Reminder { failures, since } => warn!(
+                rounds = failures, duration = ?since, documents = count, status, error = %reason,
+                "documents are still being refused for now; retrying"
+            ),
+            FailureLog::Quiet => {
+                debug!(documents = count, status, error = %reason, "retrying refused documents")
+            }
+        }
+    }
+
+    /// Writes refused documents to the dead-letter file, retrying until the write succeeds:
+    /// their offsets may only be committed once they are on disk.
+    async fn dead_letter_items(
+        &self,
+        batch: &BulkBuffer,
+        origin: &(dyn Fn(usize) -> ItemOrigin + Sync),
+        rejected: &[(usize, u16, Value)],
+        cancel: &CancellationToken,
+    ) -> Result<(), Cancelled> {
+        let documents: Vec<RejectedDocument<'_>> = rejected
+            .iter()
+            .map(|(i, status, error)| {
+                let item = &batch.items[*i];
+                let (index, id) = action_target(&batch.body[item.action_start..item.doc_start]);
+                RejectedDocument {
+                    origin: origin(*i),
+                    index,
+                    id,
+                    status: *status,
+                    error: error.clone(),
+                    document: batch.doc(*i),
+                }
+            })
+            .collect();
+        let mut backoff = Backoff::new(self.inner.initial_backoff, self.inner.max_backoff);
+        loop {
+            match self.inner.dead_letter.write_rejected(&documents) {
+                Ok(()) => break,
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    error!(error = %e, documents = documents.len(), retry_in = ?delay,
+                        "cannot write refused documents to the dead-letter file; retrying (their offsets stay uncommitted)");
+                    sleep(delay, cancel).await?;
+                }
+            }
+        }
+        let first = &documents[0];
+        match self.inner.rejections.failure(Instant::now()) {
+            FailureLog::First | FailureLog::Reminder { .. } => warn!(
+                documents = documents.len(), total = self.inner.dead_letter.counts().rejected,
+                blob = %first.origin.blob, offset = first.origin.record_offset, status = first.status,
+                error = %error_summary(&first.error), file = %self.inner.dead_letter.path().display(),
+                "Elasticsearch refused documents; written to the dead-letter file (repeats are summarised once a minute)"
+            ),
+            FailureLog::Quiet => {
+                debug!(documents = documents.len(), error = %error_summary(&first.error), "documents dead-lettered")
+            }
+        }
+        Ok(())
+    }
+
+    async fn cluster_info(&self) -> Result<ClusterInfo, SinkError> {
+        let what = "GET /";
+        let (status, body) = self.request(Method::Get, "", None, what).await?;
+        if status != 200 {
+            return Err(status_error(what, status, &body));
+        }
+        let root: Value = serde_json::from_slice(&body).map_err(|e| SinkError::Response {
+            what: what.into(),
+            reason: format!("not JSON ({e}): {}", excerpt(&body)),
+        })?;
+        let version = &root["version"];
+        let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+        let distribution = match version["distribution"].as_str() {
+            None | Some("elasticsearch") => Distribution::Elasticsearch,
+            Some("opensearch") => Distribution::OpenSearch,
+            Some(other) => Distribution::Other(other.to_owned()),
+        };
+        if version["number"].as_str().is_none() {
+            return Err(SinkError::Response {
+                what: what.into(),
+                reason: format!("no version.number: {}", excerpt(&body)),
+            });
+        }
+        Ok(ClusterInfo {
+            cluster_name: text(&root["cluster_name"]),
+            node_name: text(&root["name"]),
+            version: text(&version["number"]),
+            distribution,
+            build_flavor: version["build_flavor"].as_str().map(str::to_owned),
+            privileges: PrivilegeCheck::Unavailable {
+                reason: "not checked".into(),
+            },
+        })
+    }
+
+    async fn privileges(&self, targets: &[SetupTarget]) -> PrivilegeCheck {
+        let mut cluster = vec!["monitor"];
+        if self.inner.install_template {
+            cluster.push("manage_index_templates");
+            if self.inner.delete_after.is_some() {
+                cluster.push("manage_ilm");
+            }
+        }
+        let mut patterns: Vec<String> = targets.iter().map(|t| t.index.wildcard()).collect();
+        patterns.sort();
+        patterns.dedup();
+        let index_privileges = ["create_doc", "auto_configure"];
+        let mut body = json!({"cluster": cluster});
+        if !patterns.is_empty() {
+            body["index"] = json!([{"names": patterns, "privileges": index_privileges}]);
+        }
+        let what = "check privileges";
+        let (status, response) = match self
+            .request(
+                Method::Post,
+                "_security/user/_has_privileges",
+                Some(&body),
+                what,
+            )
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                return PrivilegeCheck::Unavailable {
+                    reason: e.to_string(),
+                };
+            }
+        };
+        if status != 200 {
+            return PrivilegeCheck::Unavailable {
+                reason: format!(
+                    "no privileges API (HTTP {status}: {})",
+                    error_summary_bytes(&response)
+                ),
+            };
+        }
+        let Ok(answer) = serde_json::from_slice::<Value>(&response) else {
+            return PrivilegeCheck::Unavailable {
+                reason: format!("unparsable answer: {}", excerpt(&response)),
+            };
+        };
+        let mut missing = Vec::new();
+        for p in &cluster {
+            if answer["cluster"][*p] != Value::Bool(true) {
+                missing.push(format!("cluster:{p}"));
+            }
+        }
+        for pattern in &patterns {
+            for p in index_privileges {
+                if answer["index"][pattern.as_str()][p] != Value::Bool(true) {
+                    missing.push(format!("index {pattern}:{p}"));
+                }
+            }
+        }
+        PrivilegeCheck::Checked {
+            username: answer["username"].as_str().unwrap_or("?").to_owned(),
+            missing,
+        }
+    }
+
+    /// One request with a JSON body, no retries: for setup and checks.
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        what: &str,
+    ) -> Result<(u16, Bytes), SinkError> {
+        let body = match body {
+            Some(v) => Some(Bytes::from(serde_json::to_vec(v).map_err(|e| {
+                SinkError::Response {
+                    what: what.into(),
+                    reason: e.to_string(),
+                }
+            })?)),
+            None => None,
+        };
+        let response = self
+            .inner
+            .conn
+            .client
+            .send(method, path, HeaderMap::new(), None::<&()>, body, None)
+            .await
+            .map_err(|e| SinkError::Transport {
+                what: what.into(),
+                reason: error_chain(&e),
+            })?;
+        let status = response.status_code().as_u16();
+        let bytes = response.bytes().await.map_err(|e| SinkError::Transport {
+            what: what.into(),
+            reason: error_chain(&e),
+        })?;
+        Ok((status, bytes))
+    }
+}
+
+struct PlannedTemplate {
+    name: String,
+    wildcard: String,
+    schema: Schema,
+    sources: Vec<String>,
+}
+
+/// One template per distinct index wildcard; sources sharing a wildcard must share a layout.
+fn plan_templates(targets: &[SetupTarget]) -> Result<Vec<PlannedTemplate>, SinkError> {
+    let mut plan: Vec<PlannedTemplate> = Vec::new();
+    for t in targets {
+        let wildcard = t.index.wildcard();
+        if let Some(p) = plan.iter_mut().find(|p| p.wildcard == wildcard) {
+            if p.schema != t.schema {
+                return Err(SinkError::Setup(format!(
+                    "sources {} and {} write to indices {wildcard} with different schemas ({} and {}); give them different `index` patterns",
+                    p.sources[0],
+                    t.source,
+                    template::schema_name(p.schema),
+                    template::schema_name(t.schema)
+                )));
+            }
+            p.sources.push(t.source.clone());
+            continue;
+        }
+        let name = template::template_name(&wildcard);
+        if let Some(p) = plan.iter().find(|p| p.name == name) {
+            return Err(SinkError::Setup(format!(
+                "index patterns {} and {wildcard} would share the template name {name}; rename one",
+                p.wildcard
+            )));
+        }
+        plan.push(PlannedTemplate {
+            name,
+            wildcard,
+            schema: t.schema,
+            sources: vec![t.source.clone()],
+        });
+    }
+    Ok(plan)
+}
+
+/// The action and document lines of `items` of `batch`, as one bulk body.
+fn build_body(batch: &BulkBuffer, items: &[usize]) -> Bytes {
+    let len = items.iter().map(|&i| batch.items[i].range().len()).sum();
+    let mut body = Vec::with_capacity(len);
+    for &i in items {
+        body.extend_from_slice(&batch.body[batch.items[i].range()]);
+    }
+    Bytes::from(body)
+}
+
+/// `_index` and `_id` of an action line.
+fn action_target(action: &[u8]) -> (Option<String>, Option<String>) {
+    let Ok(v) = serde_json::from_slice::<Value>(action) else {
+        return (None, None);
+    };
+    let meta = v
+        .as_object()
+        .and_then(|o| o.values().next())
+        .cloned()
+        .unwrap_or(Value::Null);
+    (
+        meta["_index"].as_str().map(str::to_owned),
+        meta["_id"].as_str().map(str::to_owned),
+    )
+}
+
+/// Waits `delay` unless cancelled first.
+async fn sleep(delay: Duration, cancel: &CancellationToken) -> Result<(), Cancelled> {
+    tokio::select! {
+        biased;
+        _ = cancel.cancelled() => Err(Cancelled),
+        _ = tokio::time::sleep(delay) => Ok(()),
+    }
+}
+
+/// Classifies one item by its status (and error type).
+fn classify(status: Option<u16>, error: Option<Value>) -> ItemOutcome {
+    let Some(status) = status else {
+        return ItemOutcome::Retry { status: 0, error };
+    };
+    let error_type = error
+        .as_ref()
+        .and_then(|e| e["type"].as_str())
+        .unwrap_or_default();
+    match status {
+        200..=299 => ItemOutcome::Created,
+        409 => ItemOutcome::AlreadyExisted,
+        429 | 500..=599 => ItemOutcome::Retry { status, error },
+        // Not about this document: the cluster refuses every document until an operator acts.
+        401 | 403 => ItemOutcome::Retry { status, error },
+        404 if error_type == "index_not_found_exception" => ItemOutcome::Retry { status, error },
+        _ => ItemOutcome::Reject {
+            status,
+            error: error.unwrap_or_else(|| json!({"type": "unknown", "reason": format!("HTTP {status} without an error object")})),
+        },
+    }
+}
+
+/// Outcomes of the `sent` items of a bulk request from its (filtered) response. Items beyond
+/// the end of a short response are retried; an unparsable response or one with more items
+/// than sent is an error (the whole request is retried: `create` makes that safe).
+pub(crate) fn parse_bulk_response(body: &[u8], sent: usize) -> Result<Vec<ItemOutcome>, String> {
+    let response: BulkResponse = serde_json::from_slice(body)
+        .map_err(|e| format!("not a bulk response ({e}): {}", excerpt(body)))?;
+    let Some(items) = response.items else {
+        return Err(format!(
+            "no `items` in the bulk response: {}",
+            excerpt(body)
+        ));
+    };
+    if items.len() > sent {
+        return Err(format!(
+            "{} items in the response for {sent} sent",
+            items.len()
+        ));
+    }
+    let missing = sent - items.len();
+    let mut outcomes: Vec<ItemOutcome> = if response.errors == Some(false) {
+        // Fast path: Elasticsearch says every item succeeded.
+        vec![ItemOutcome::Created; items.len()]
+    } else {
+        items
+            .into_iter()
+            .map(|OneOperation(r)| classify(r.status, r.error))
+            .collect()
+    };
+    outcomes.extend((0..missing).map(|_| ItemOutcome::Retry {
+        status: 0,
+        error: Some(json!({"type": "missing_item", "reason": "not in the bulk response"})),
+    }));
+    Ok(outcomes)
+}
+
+#[derive(Deserialize)]
+struct BulkResponse {
+    #[serde(default)]
+    errors: Option<bool>,
+    #[serde(default)]
+    items: Option<Vec<OneOperation>>,
+}
+
+#[derive(Deserialize, Default)]
+struct ItemResult {
+    #[serde(default)]
+    status: Option<u16>,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+/// One entry of `items`: `{"<op type>": {…}}`; the op type is not needed.
+struct OneOperation(ItemResult);
+
+impl<'de> Deserialize<'de> for OneOperation {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = OneOperation;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a bulk item object like {\"create\":{…}}")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<OneOperation, A::Error> {
+                let mut result = None;
+                while let Some(IgnoredAny) = map.next_key()? {
+                    let r: ItemResult = map.next_value()?;
+                    result.get_or_insert(r);
+                }
+                Ok(OneOperation(result.unwrap_or_default()))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// `type: reason` of an Elasticsearch error object (or its text).
+fn error_summary(error: &Value) -> String {
+    match (error["type"].as_str(), error["reason"].as_str()) {
+        (Some(t), Some(r)) => format!("{t}: {r}"),
+        (Some(t), None) => t.to_owned(),
+        _ => error.to_string(),
+    }
+}
+
+fn error_summary_bytes(body: &[u8]) -> String {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(v) if v["error"].is_object() => error_summary(&v["error"]),
+        Ok(v) if v["error"].is_string() => v["error"].as_str().unwrap_or_default().to_owned(),
+        _ => excerpt(body),
+    }
+}
+
+/// The start of a response body, for messages.
+fn excerpt(body: &[u8]) -> String {
+    let cut = &body[..body.len().min(BODY_EXCERPT)];
+    let mut text = String::from_utf8_lossy(cut).into_owned();
+    if body.len() > cut.len() {
+        text.push('…');
+    }
+    text
+}
+
+/// Whether an error response says the endpoint does not exist (rather than refusing the body).
+fn is_missing_api(body: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(body);
+    text.contains("no handler found")
+        || text.contains("api_not_available")
+        || text.contains("Unrecognized")
+}
+
+fn status_error(what: &str, status: u16, body: &[u8]) -> SinkError {
+    SinkError::Status {
+        what: what.into(),
+        status,
+        body: error_summary_bytes(body),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcomes(body: &str, sent: usize) -> Vec<ItemOutcome> {
+        parse_bulk_response(body.as_bytes(), sent).unwrap()
+    }
+
+    #[test]
+    fn mixed_item_statuses_are_classified() {
+        let body = r#"{"errors":true,"items":[
+            {"create":{"status":201}},
+            {"create":{"status":409,"error":{"type":"version_conflict_engine_exception","reason":"[a]: version conflict, document already exists"}}},
+            {"create":{"status":429,"error":{"type":"es_rejected_execution_exception","reason":"rejected execution"}}},
+            {"create":{"status":503,"error":{"type":"unavailable_shards_exception","reason":"primary shard is not active"}}},
+            {"create":{"status":400,"error":{"type":"mapper_parsing_exception","reason":"failed to parse field [source.ip] of type [ip]","caused_by":{"type":"illegal_argument_exception","reason":"'x' is not an IP string literal."}}}},
+            {"index":{"status":200}},
+            {"create":{"status":500,"error":{"type":"exception","reason":"boom"}}}
+        ]}"#;
+        let o = outcomes(body, 7);
+        assert_eq!(o[0], ItemOutcome::Created);
+        assert_eq!(o[1], ItemOutcome::AlreadyExisted);
+        assert!(
+            matches!(&o[2], ItemOutcome::Retry { status: 429, error: Some(e) } if e["type"] == "es_rejected_execution_exception")
+        );
+        assert!(matches!(&o[3], ItemOutcome::Retry { status: 503, .. }));
+        match &o[4] {
+            ItemOutcome::Reject { status: 400, error } => {
+                assert_eq!(error["type"], "mapper_parsing_exception");
+                assert_eq!(
+                    error["caused_by"]["type"], "illegal_argument_exception",
+                    "the whole error is kept"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(o[5], ItemOutcome::Created);
+        assert!(matches!(&o[6], ItemOutcome::Retry { status: 500, .. }));
+    }
+
+    #[test]
+    fn errors_false_takes_the_fast_path() {
+        // Statuses are not even looked at when Elasticsearch says nothing failed.
+        let o = outcomes(
+            r#"{"errors":false,"items":[{"create":{"status":201}},{"create":{}}]}"#,
+            2,
+        );
+        assert_eq!(o, [ItemOutcome::Created, ItemOutcome::Created]);
+        // Unknown fields (took, ingest_took) are fine.
+        let o = outcomes(
+            r#"{"took":3,"ingest_took":0,"errors":false,"items":[{"create":{"_index":"i","_id":"a","status":201}}]}"#,
+            1,
+        );
+        assert_eq!(o, [ItemOutcome::Created]);
+    }
+
+    #[test]
+    fn missing_items_are_retried() {
+        let o = outcomes(r#"{"errors":false,"items":[{"create":{"status":201}}]}"#, 3);
+        assert_eq!(o[0], ItemOutcome::Created);
+        assert!(
+            matches!(&o[1], ItemOutcome::Retry { status: 0, error: Some(e) } if e["type"] == "missing_item")
+        );
+        assert!(matches!(&o[2], ItemOutcome::Retry { status: 0, .. }));
+        // An item without a status is not trusted either.
+        let o = outcomes(
+            r#"{"errors":true,"items":[{"create":{"error":{"type":"x"}}}]}"#,
+            1,
+        );
+        assert!(matches!(&o[0], ItemOutcome::Retry { status: 0, .. }));
+    }
+
+    #[test]
+    fn malformed_responses_are_errors() {
+        for (body, sent, expect) in [
+            ("", 1, "not a bulk response"),
+            ("<html>502 Bad Gateway</html>", 1, "Bad Gateway"),
+            (
+                r#"{"errors":false,"items":[{"create":{"status":201}}"#,
+                1,
+                "not a bulk response",
+            ),
+            (r#"{"took":1,"errors":false}"#, 1, "no `items`"),
+            (
+                r#"{"errors":true,"items":[{"create":{"status":"201"}}]}"#,
+                1,
+                "not a bulk response",
+            ),
+            (
+                r#"{"errors":false,"items":[{"create":{"status":201}},{"create":{"status":201}}]}"#,
+                1,
+                "2 items in the response for 1 sent",
+            ),
+            (r#"{"errors":false,"items":[5]}"#, 1, "not a bulk response"),
+        ] {
+            let e = parse_bulk_response(body.as_bytes(), sent).unwrap_err();
+            assert!(e.contains(expect), "{body}: {e}");
+        }
+    }
+
+    #[test]
+    fn refusals_outside_the_document_are_retried_other_4xx_rejected() {
+        let one = |status: u16, ty: &str| {
+            let body = format!(
+                r#"{{"errors":true,"items":[{{"create":{{"status":{status},"error":{{"type":"{ty}","reason":"r"}}}}}}]}}"#
+            );
+            outcomes(&body, 1).remove(0)
+        };
+        assert!(matches!(
+            one(403, "security_exception"),
+            ItemOutcome::Retry { status: 403, .. }
+        ));
+        assert!(matches!(
+            one(401, "security_exception"),
+            ItemOutcome::Retry { status: 401, .. }
+        ));
+        assert!(matches!(
+            one(404, "index_not_found_exception"),
+            ItemOutcome::Retry { status: 404, .. }
+        ));
+        assert!(matches!(
+            one(404, "something_else"),
+            ItemOutcome::Reject { status: 404, .. }
+        ));
+        assert!(matches!(
+            one(400, "illegal_argument_exception"),
+            ItemOutcome::Reject { status: 400, .. }
+        ));
+        assert!(matches!(
+            one(413, "too_large"),
+            ItemOutcome::Reject { status: 413, .. }
+        ));
+        let o = outcomes(r#"{"errors":true,"items":[{"create":{"status":400}}]}"#, 1);
+        assert!(
+            matches!(&o[0], ItemOutcome::Reject { status: 400, error } if error["type"] == "unknown")
+        );
+    }
+
+    #[test]
+    fn bodies_are_rebuilt_from_item_ranges_and_actions_parsed() {
+        let mut batch = BulkBuffer::new();
+        for (i, id) in ["a", "b", "c"].iter().enumerate() {
+            let action_start = batch.body.len();
+            batch.body.extend_from_slice(
+                format!("{{\"create\":{{\"_index\":\"ix\",\"_id\":\"{id}\"}}}}\n").as_bytes(),
+            );
+            let doc_start = batch.body.len();
+            batch
+                .body
+                .extend_from_slice(format!("{{\"n\":{i}}}\n").as_bytes());
+            batch.items.push(super::super::document::BulkItem {
+                action_start,
+                doc_start,
+                end: batch.body.len(),
+                record_offset: 0,
+                tuple_index: i as u32,
+            });
+        }
+        let body = build_body(&batch, &[0, 2]);
+        assert_eq!(
+            std::str::from_utf8(&body).unwrap(),
+            "{\"create\":{\"_index\":\"ix\",\"_id\":\"a\"}}\n{\"n\":0}\n{\"create\":{\"_index\":\"ix\",\"_id\":\"c\"}}\n{\"n\":2}\n"
+        );
+        assert_eq!(&build_body(&batch, &[0, 1, 2])[..], &batch.body[..]);
+        let item = batch.items[1];
+        assert_eq!(
+            action_target(&batch.body[item.action_start..item.doc_start]),
+            (Some("ix".into()), Some("b".into()))
+        );
+        assert_eq!(action_target(b"nonsense"), (None, None));
+    }
+
+    #[test]
+    fn sources_sharing_a_pattern_share_a_template_but_not_two_schemas() {
+        let t = |source: &str, index: &str, schema| SetupTarget {
+            source: source.into(),
+            index: IndexPattern::parse(index).unwrap(),
+            schema,
+        };
+        let plan = plan_templates(&[
+            t("a", "flowlogs-%{+xxxx.ww}", Schema::Ecs),
+            t("b", "flowlogs-%{+xxxx.ww}", Schema::Ecs),
+            t("c", "nsg-%{+yyyy.MM.dd}", Schema::Logstash),
+        ])
+        .unwrap();
+        assert_eq!(plan.len(), 2);
+        assert_eq!(plan[0].sources, ["a", "b"]);
+        assert_eq!(plan[1].wildcard, "nsg-*");
+        let e = plan_templates(&[
+            t("a", "f-%{+xxxx.ww}", Schema::Ecs),
+            t("b", "f-%{+yyyy.MM}", Schema::Logstash),
+        ])
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            e.contains("different schemas") && e.contains("a") && e.contains("b"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn sleeping_stops_when_cancelled() {
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        assert_eq!(
+            sleep(Duration::from_secs(3600), &cancel).await,
+            Err(Cancelled)
+        );
+    }
+}

@@ -1,0 +1,505 @@
+//! Building the Elasticsearch client from `[elasticsearch]`: node URLs or an Elastic Cloud id,
+//! basic / API key / bearer authentication with secrets read inline, from the environment or
+//! from a file, TLS trust (system roots, a CA file, or `insecure`), and the sink's error type.
+//!
+//! Secrets are only ever handed to the client; errors name the config key and the variable or
+//! file a secret came from, never its value. The `elasticsearch` crate's own `Debug` prints
+//! credentials, so nothing here derives `Debug` over a client.
+use std::path::{Path, PathBuf};
+
+use elasticsearch::Elasticsearch;
+use elasticsearch::auth::Credentials;
+use elasticsearch::cert::{Certificate, CertificateValidation};
+use elasticsearch::http::Url;
+use elasticsearch::http::transport::{
+    CloudConnectionPool, MultiNodeConnectionPool, SingleNodeConnectionPool, TransportBuilder,
+};
+
+use crate::config::ElasticsearchConfig;
+use crate::secret::Secret;
+
+/// What can go wrong setting up or talking to Elasticsearch, outside per-document outcomes.
+/// Never carries a secret.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SinkError {
+    /// The `[elasticsearch]` configuration cannot be used.
+    #[error("config key `elasticsearch.{field}`: {reason}")]
+    Config { field: String, reason: String },
+    /// The request did not get an HTTP response (connection refused, TLS, timeout).
+    #[error("{what}: no response from Elasticsearch: {reason}")]
+    Transport { what: String, reason: String },
+    /// An HTTP error status.
+    #[error("{what}: HTTP {status}: {body}")]
+    Status {
+        what: String,
+        status: u16,
+        body: String,
+    },
+    /// A response that is not what the API documents.
+    #[error("{what}: unexpected response: {reason}")]
+    Response { what: String, reason: String },
+    /// The sources cannot be set up together (e.g. one index pattern, two layouts).
+    #[error("setup: {0}")]
+    Setup(String),
+}
+
+impl SinkError {
+    pub(crate) fn config(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        SinkError::Config {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// How requests authenticate, for logs and `flowlogd check` (no values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthKind {
+    None,
+    Basic,
+    ApiKey,
+    Bearer,
+}
+
+impl AuthKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthKind::None => "none",
+            AuthKind::Basic => "basic",
+            AuthKind::ApiKey => "api_key",
+            AuthKind::Bearer => "bearer",
+        }
+    }
+}
+
+/// A client and what it points at.
+#[derive(Clone)]
+pub(crate) struct Connection {
+    pub client: Elasticsearch,
+    /// Node URLs or `cloud:<name>`, safe to log.
+    pub endpoints: Vec<String>,
+    pub auth: AuthKind,
+    pub tls: &'static str,
+}
+
+/// Reads a secret given inline (`field`), by environment variable (`field_env`) or by file
+/// (`field_file`, one trailing newline dropped). At most one form may be set; none gives
+/// `Ok(None)`. Errors name the key and the variable or file, never the value.
+///
+/// Shared shape with `source::auth`'s storage secrets, so operators learn one convention.
+pub fn resolve_secret(
+    field: &str,
+    inline: Option<&Secret>,
+    env: Option<&str>,
+    file: Option<&Path>,
+) -> Result<Option<Secret>, SinkError> {
+    let set =
+        usize::from(inline.is_some()) + usize::from(env.is_some()) + usize::from(file.is_some());
+    if set > 1 {
+        return Err(SinkError::config(
+            field,
+            format!("set only one of `{field}`, `{field}_env`, `{field}_file`"),
+        ));
+    }
+    let (value, key, origin) = if let Some(s) = inline {
+        (s.clone(), field.to_owned(), "the inline value".to_owned())
+    } else if let Some(var) = env {
+        let key = format!("{field}_env");
+        let value = std::env::var(var).map_err(|e| {
+            let why = match e {
+                std::env::VarError::NotPresent => "is not set",
+                std::env::VarError::NotUnicode(_) => "is not valid UTF-8",
+            };
+            SinkError::config(&key, format!("environment variable `{var}` {why}"))
+        })?;
+        (
+            Secret::new(value),
+            key,
+            format!("environment variable `{var}`"),
+        )
+    } else if let Some(path) = file {
+        let key = format!("{field}_file");
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            SinkError::config(
+                &key,
+                format!("cannot read `{}`: {}", path.display(), e.kind()),
+            )
+        })?;
+        let trimmed = text
+            .strip_suffix("\r\n")
+            .or_else(|| text.strip_suffix('\n'))
+            .unwrap_or(&text);
+        (
+            Secret::new(trimmed),
+            key,
+            format!("file `{}`", path.display()),
+        )
+    } else {
+        return Ok(None);
+    };
+    if value.expose().trim().is_empty() {
+        return Err(SinkError::config(key, format!("{origin} is empty")));
+    }
+    Ok(Some(value))
+}
+
+/// The credentials the config asks for, resolved.
+fn credentials(config: &ElasticsearchConfig) -> Result<(Option<Credentials>, AuthKind), SinkError> {
+    let password = resolve_secret(
+        "password",
+        config.password.as_ref(),
+        config.password_env.as_deref(),
+        config.password_file.as_deref(),
+    )?;
+    let api_key = resolve_secret(
+        "api_key",
+        config.api_key.as_ref(),
+        config.api_key_env.as_deref(),
+        config.api_key_file.as_deref(),
+    )?;
+    let bearer = resolve_secret(
+        "bearer_token",
+        config.bearer_token.as_ref(),
+        config.bearer_token_env.as_deref(),
+        config.bearer_token_file.as_deref(),
+    )?;
+    let kinds = usize::from(password.is_some() || config.username.is_some())
+        + usize::from(api_key.is_some())
+        + usize::from(bearer.is_some());
+    if kinds > 1 {
+        return Err(SinkError::config(
+            "username",
+            "set only one way to authenticate: `username` + `password`, `api_key` or `bearer_token`",
+        ));
+    }
+    match (&config.username, password) {
+        (Some(user), Some(password)) => {
+            return Ok((
+                Some(Credentials::Basic(
+                    user.clone(),
+                    password.expose().to_owned(),
+                )),
+                AuthKind::Basic,
+            ));
+        }
+        (Some(_), None) => {
+            return Err(SinkError::config(
+                "password",
+                "`username` is set: set `password`, `password_env` or `password_file` too",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(SinkError::config(
+                "username",
+                "a password is set but no `username`",
+            ));
+        }
+        (None, None) => {}
+    }
+    if let Some(key) = api_key {
+        let key = key.expose().trim();
+        // The `encoded` form Elasticsearch returns, or `id:api_key` as shown beside it.
+        let creds = match key.split_once(':') {
+            Some((id, secret)) => Credentials::ApiKey(id.to_owned(), secret.to_owned()),
+            None => Credentials::EncodedApiKey(key.to_owned()),
+        };
+        return Ok((Some(creds), AuthKind::ApiKey));
+    }
+    if let Some(token) = bearer {
+        return Ok((
+            Some(Credentials::Bearer(token.expose().trim().to_owned())),
+            AuthKind::Bearer,
+        ));
+    }
+    Ok((None, AuthKind::None))
+}
+
+/// Parses one node URL; refuses credentials in it (they would end up in error messages).
+fn parse_node_url(i: usize, raw: &str) -> Result<Url, SinkError> {
+    let field = format!("urls[{i}]");
+    let url = Url::parse(raw.trim()).map_err(|e| {
+        // The text may hold a password in a malformed userinfo part: do not echo it.
+        SinkError::config(&field, format!("not a URL ({e})"))
+    })?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(SinkError::config(
+            &field,
+            "must not carry credentials: use `username` and `password_env`/`password_file` instead",
+        ));
+    }
+    if url.scheme() != "http" && url.scheme() != "https" {
+        return Err(SinkError::config(
+            &field,
+            format!("scheme `{}`: expected http or https", url.scheme()),
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(SinkError::config(
+            &field,
+            "must not have a query or fragment",
+        ));
+    }
+    Ok(url)
+}
+
+fn tls(
+    config: &ElasticsearchConfig,
+) -> Result<(Option<CertificateValidation>, &'static str), SinkError> {
+    match (&config.ca_file, config.insecure) {
+        (Some(_), true) => Err(SinkError::config(
+            "insecure",
+            "`insecure = true` and `ca_file` contradict each other: set one",
+        )),
+        (None, true) => {
+            tracing::warn!(
+                "elasticsearch.insecure = true: TLS certificates are NOT verified; anyone on the network path can read and alter what flowlogd sends"
+            );
+            Ok((
+                Some(CertificateValidation::None),
+                "insecure (no verification)",
+            ))
+        }
+        (Some(path), false) => Ok((Some(CertificateValidation::Full(load_ca(path)?)), "ca_file")),
+        (None, false) => Ok((None, "system roots")),
+    }
+}
+
+fn load_ca(path: &PathBuf) -> Result<Certificate, SinkError> {
+    let pem = std::fs::read(path).map_err(|e| {
+        SinkError::config(
+            "ca_file",
+            format!("cannot read `{}`: {}", path.display(), e.kind()),
+        )
+    })?;
+    Certificate::from_pem(&pem).map_err(|e| {
+        SinkError::config(
+            "ca_file",
+            format!("`{}` holds no usable PEM certificate: {e}", path.display()),
+        )
+    })
+}
+
+/// Builds the client. Reads secret files and the CA file; no network I/O.
+pub(crate) fn connect(config: &ElasticsearchConfig) -> Result<Connection, SinkError> {
+    let (creds, auth) = credentials(config)?;
+    let (validation, tls_mode) = tls(config)?;
+    let (mut builder, endpoints) = if let Some(cloud_id) = &config.cloud_id {
+        let pool = CloudConnectionPool::new(cloud_id)
+            .map_err(|e| SinkError::config("cloud_id", format!("not an Elastic Cloud id: {e}")))?;
+        let name = cloud_id.split_once(':').map(|(n, _)| n).unwrap_or("?");
+        (TransportBuilder::new(pool), vec![format!("cloud:{name}")])
+    } else {
+        let urls = config
+            .urls
+            .iter()
+            .enumerate()
+            .map(|(i, u)| parse_node_url(i, u))
+            .collect::<Result<Vec<_>, _>>()?;
+        let endpoints = urls.iter().map(|u| u.to_string()).collect();
+        let builder = match urls.len() {
+            0 => {
+                return Err(SinkError::config(
+                    "urls",
+                    "set at least one URL or `cloud_id`",
+                ));
+            }
+            1 => TransportBuilder::new(SingleNodeConnectionPool::new(
+                urls.into_iter().next().expect("one URL"),
+            )),
+            _ => TransportBuilder::new(MultiNodeConnectionPool::round_robin(urls, None)),
+        };
+        (builder, endpoints)
+    };
+    builder = builder.timeout(config.request_timeout);
+    if let Some(c) = creds {
+        builder = builder.auth(c);
+    }
+    if let Some(v) = validation {
+        builder = builder.cert_validation(v);
+    }
+    let transport = builder.build().map_err(|e| {
+        SinkError::config(
+            if config.ca_file.is_some() {
+                "ca_file"
+            } else {
+                "urls"
+            },
+            format!("cannot build the HTTP client: {e}"),
+        )
+    })?;
+    Ok(Connection {
+        client: Elasticsearch::new(transport),
+        endpoints,
+        auth,
+        tls: tls_mode,
+    })
+}
+
+/// An error with its causes, `: `-joined (reqwest puts "connection refused" two levels down).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn es(extra: &str) -> ElasticsearchConfig {
+        let text = format!(
+            "[[source]]\nname = \"s\"\ncontainer = \"c\"\naccount = \"a\"\n[source.auth]\nmethod = \"azure_cli\"\n[elasticsearch]\n{extra}\n"
+        );
+        Config::from_toml_str(&text).unwrap().elasticsearch
+    }
+
+    #[test]
+    fn auth_forms_resolve_and_never_show_in_debug_or_errors() {
+        let c = connect(&es("username = \"elastic\"\npassword = \"pw-S3CRET-1\"")).unwrap();
+        assert_eq!(c.auth, AuthKind::Basic);
+        let c = connect(&es("api_key = \"a2V5LVMzQ1JFVC0y\"")).unwrap();
+        assert_eq!(c.auth, AuthKind::ApiKey);
+        let c = connect(&es("api_key = \"id:key-S3CRET-3\"")).unwrap();
+        assert_eq!(c.auth, AuthKind::ApiKey);
+        let c = connect(&es("bearer_token = \"tok-S3CRET-4\"")).unwrap();
+        assert_eq!(c.auth, AuthKind::Bearer);
+        assert_eq!(connect(&es("")).unwrap().auth, AuthKind::None);
+
+        let config =
+            es("username = \"elastic\"\npassword = \"pw-S3CRET-5\"\napi_key = \"k-S3CRET-6\"");
+        assert!(!format!("{config:?}").contains("S3CRET"));
+        let e = connect(&config).err().unwrap().to_string();
+        assert!(e.contains("only one way") && !e.contains("S3CRET"), "{e}");
+        let e = connect(&es("password = \"pw-S3CRET-7\""))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("elasticsearch.username") && !e.contains("S3CRET"),
+            "{e}"
+        );
+        let e = connect(&es("username = \"u\"")).err().unwrap().to_string();
+        assert!(e.contains("elasticsearch.password"), "{e}");
+    }
+
+    #[test]
+    fn secrets_from_env_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let s = resolve_secret("password", None, None, Some(&file))
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.expose(), "from-file");
+        // SAFETY: unique variable name, no other test touches it.
+        unsafe { std::env::set_var("FLOWLOGD_TEST_ES_PW_41C7", "from-env") };
+        let s = resolve_secret("password", None, Some("FLOWLOGD_TEST_ES_PW_41C7"), None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.expose(), "from-env");
+        let e = resolve_secret("api_key", None, Some("FLOWLOGD_TEST_UNSET_88AA"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("elasticsearch.api_key_env") && e.contains("FLOWLOGD_TEST_UNSET_88AA"),
+            "{e}"
+        );
+        let e = resolve_secret("api_key", None, None, Some(&dir.path().join("nope")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("api_key_file") && e.contains("nope"), "{e}");
+        std::fs::write(&file, "\n").unwrap();
+        let e = resolve_secret("password", None, None, Some(&file))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is empty"), "{e}");
+        let e = resolve_secret("password", Some(&Secret::new("x")), Some("V"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("only one"), "{e}");
+        assert!(
+            resolve_secret("password", None, None, None)
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn urls_with_credentials_are_refused_without_echoing_them() {
+        let e = connect(&es(
+            "urls = [\"http://elastic:pw-S3CRET-8@127.0.0.1:9200\"]",
+        ))
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            e.contains("urls[0]")
+                && e.contains("must not carry credentials")
+                && !e.contains("S3CRET"),
+            "{e}"
+        );
+        let e = connect(&es("urls = [\"ftp://x\"]"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("expected http or https"), "{e}");
+        let c = connect(&es("urls = [\"http://a:9200\", \"http://b:9200/\"]")).unwrap();
+        assert_eq!(c.endpoints, ["http://a:9200/", "http://b:9200/"]);
+    }
+
+    #[test]
+    fn tls_options() {
+        let c = connect(&es("urls = [\"https://es:9200\"]\ninsecure = true")).unwrap();
+        assert!(c.tls.contains("insecure"));
+        let e = connect(&es("ca_file = \"/nonexistent/ca.pem\""))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("elasticsearch.ca_file") && e.contains("/nonexistent/ca.pem"),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("ca.pem");
+        std::fs::write(&bad, "not a certificate").unwrap();
+        let e = connect(&es(&format!("ca_file = \"{}\"", bad.display())))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("ca_file"), "{e}");
+        let e = connect(&es(&format!(
+            "ca_file = \"{}\"\ninsecure = true",
+            bad.display()
+        )))
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("contradict"), "{e}");
+    }
+
+    #[test]
+    fn cloud_id_is_used_instead_of_urls() {
+        use base64::Engine as _;
+        let encoded = base64::engine::general_purpose::STANDARD
+            .encode("cloud-endpoint.example$es-uuid$kibana-uuid");
+        let c = connect(&es(&format!(
+            "cloud_id = \"my-deployment:{encoded}\"\napi_key = \"k\""
+        )))
+        .unwrap();
+        assert_eq!(c.endpoints, ["cloud:my-deployment"]);
+        let e = connect(&es("cloud_id = \"garbage\""))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("cloud_id"), "{e}");
+    }
+}

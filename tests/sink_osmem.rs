@@ -1,0 +1,1126 @@
+//! The bulk sink against real servers: osmem-server (always), a real cluster when
+//! `ELASTICSEARCH_URL` is set (with `ELASTICSEARCH_USERNAME`/`ELASTICSEARCH_PASSWORD` or
+//! `ELASTICSEARCH_API_KEY`, and `ELASTICSEARCH_CA_FILE` or `ELASTICSEARCH_INSECURE=1`), and a
+//! scripted HTTP responder in this file for faults a real server cannot be asked to make.
+mod common;
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::Osmem;
+use elasticsearch::Elasticsearch;
+use elasticsearch::auth::Credentials;
+use elasticsearch::cert::CertificateValidation;
+use elasticsearch::http::Method;
+use elasticsearch::http::Url;
+use elasticsearch::http::headers::HeaderMap;
+use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
+use flowlogd::config::{Config, ElasticsearchConfig};
+use flowlogd::generator::{GenKind, GenOptions, generate};
+use flowlogd::pipeline::BlobDecoder;
+use flowlogd::sink::bulk::{BulkSink, Cancelled, ItemOrigin, LifecycleOutcome, SetupTarget};
+use flowlogd::sink::dead_letter::DeadLetter;
+use flowlogd::sink::document::{BlobContext, BulkBuffer, BulkItem, DocumentEncoder, Schema};
+use flowlogd::sink::index_name::IndexPattern;
+use flowlogd::sink::template;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+// ---------------------------------------------------------------------------------------------
+// Test fixtures: configs, batches, an admin client.
+
+/// `[elasticsearch]` for `url`, plus `extra` TOML lines (a minimal source makes the file valid).
+fn sink_config(url: &str, extra: &str) -> ElasticsearchConfig {
+    let text = format!(
+        "[[source]]\nname = \"t\"\ncontainer = \"c\"\naccount = \"a\"\n[source.auth]\nmethod = \"azure_cli\"\n\
+         [elasticsearch]\nurls = [\"{url}\"]\nretry_initial_backoff = \"20ms\"\nretry_max_backoff = \"200ms\"\n{extra}\n"
+    );
+    Config::from_toml_str(&text)
+        .unwrap_or_else(|e| panic!("{e}\n{text}"))
+        .elasticsearch
+}
+
+/// Documents of generated blobs, with where each came from.
+struct Batch {
+    buffer: BulkBuffer,
+    /// `container/blob` of each item.
+    blobs: Vec<String>,
+}
+
+impl Batch {
+    fn generated(
+        kind: GenKind,
+        seed: u64,
+        records: usize,
+        tuples: usize,
+        schema: Schema,
+        index: &str,
+    ) -> Batch {
+        let blob = generate(&GenOptions {
+            kind,
+            seed,
+            records,
+            tuples_per_record: tuples,
+            ..GenOptions::default()
+        });
+        let mut encoder = DocumentEncoder::new(schema, IndexPattern::parse(index).unwrap());
+        let context = BlobContext::new("insights-logs-flowlogflowevent", &blob.name);
+        let path = context.path().to_owned();
+        let mut decoder = BlobDecoder::new(&mut encoder, context, 0);
+        let mut buffer = BulkBuffer::new();
+        decoder.feed(&blob.bytes(), &mut buffer, &mut |p| {
+            panic!("generated data has a problem: {p}")
+        });
+        assert_eq!(buffer.len() as u64, blob.tuples);
+        let blobs = vec![path; buffer.len()];
+        Batch { buffer, blobs }
+    }
+
+    fn len(&self) -> usize {
+        self.buffer.len()
+    }
+
+    fn origin(&self) -> impl Fn(usize) -> ItemOrigin + Sync + '_ {
+        move |i| {
+            let item = &self.buffer.items[i];
+            ItemOrigin {
+                blob: self.blobs[i].clone(),
+                record_offset: item.record_offset,
+                tuple_index: item.tuple_index,
+            }
+        }
+    }
+
+    fn id(&self, i: usize) -> String {
+        let item = &self.buffer.items[i];
+        let action: Value =
+            serde_json::from_slice(&self.buffer.body[item.action_start..item.doc_start]).unwrap();
+        action["create"]["_id"].as_str().unwrap().to_owned()
+    }
+
+    /// The items of both batches in one.
+    fn concat(mut self, other: &Batch) -> Batch {
+        for (i, item) in other.buffer.items.iter().enumerate() {
+            let action_start = self.buffer.body.len();
+            self.buffer
+                .body
+                .extend_from_slice(&other.buffer.body[item.range()]);
+            let doc_start = action_start + (item.doc_start - item.action_start);
+            self.buffer.items.push(BulkItem {
+                action_start,
+                doc_start,
+                end: self.buffer.body.len(),
+                ..*item
+            });
+            self.blobs.push(other.blobs[i].clone());
+        }
+        self
+    }
+
+    /// The same batch with document `k` rewritten by `edit`.
+    fn with_document_edited(&self, k: usize, edit: impl Fn(&str) -> String) -> Batch {
+        let mut out = BulkBuffer::new();
+        for (i, item) in self.buffer.items.iter().enumerate() {
+            let action_start = out.body.len();
+            out.body
+                .extend_from_slice(&self.buffer.body[item.action_start..item.doc_start]);
+            let doc_start = out.body.len();
+            let doc = std::str::from_utf8(self.buffer.doc(i)).unwrap();
+            let doc = if i == k { edit(doc) } else { doc.to_owned() };
+            out.body.extend_from_slice(doc.as_bytes());
+            out.body.push(b'\n');
+            out.items.push(BulkItem {
+                action_start,
+                doc_start,
+                end: out.body.len(),
+                ..*item
+            });
+        }
+        Batch {
+            buffer: out,
+            blobs: self.blobs.clone(),
+        }
+    }
+}
+
+/// Where the tests run: osmem or a real cluster, with a client for checking results.
+struct Target {
+    name: &'static str,
+    url: String,
+    /// Auth/TLS lines for `[elasticsearch]`.
+    extra: String,
+    admin: Elasticsearch,
+    /// Prefix of every index and template this run creates (unique on a shared cluster).
+    prefix: String,
+    real: bool,
+    _osmem: Option<Osmem>,
+}
+
+impl Target {
+    fn osmem() -> Target {
+        let osmem = Osmem::start().expect("start osmem-server (run scripts/deps.sh)");
+        let url = osmem.url();
+        let admin = client(&url, None, false);
+        Target {
+            name: "osmem",
+            url,
+            extra: String::new(),
+            admin,
+            prefix: "flt".into(),
+            real: false,
+            _osmem: Some(osmem),
+        }
+    }
+
+    /// The cluster of `ELASTICSEARCH_URL`, or `None` with a note on stderr.
+    fn real(test: &str) -> Option<Target> {
+        let Some(url) = std::env::var("ELASTICSEARCH_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        else {
+            eprintln!(
+                "note: {test}: ELASTICSEARCH_URL is not set; the real-cluster half of this test is skipped"
+            );
+            return None;
+        };
+        let mut extra = String::new();
+        let mut creds = None;
+        if std::env::var("ELASTICSEARCH_API_KEY").is_ok_and(|v| !v.is_empty()) {
+            extra.push_str("api_key_env = \"ELASTICSEARCH_API_KEY\"\n");
+            creds = Some(Credentials::EncodedApiKey(
+                std::env::var("ELASTICSEARCH_API_KEY").unwrap(),
+            ));
+        } else if let Ok(user) = std::env::var("ELASTICSEARCH_USERNAME") {
+            extra.push_str(&format!(
+                "username = \"{user}\"\npassword_env = \"ELASTICSEARCH_PASSWORD\"\n"
+            ));
+            creds = Some(Credentials::Basic(
+                user,
+                std::env::var("ELASTICSEARCH_PASSWORD").unwrap_or_default(),
+            ));
+        }
+        let insecure =
+            std::env::var("ELASTICSEARCH_INSECURE").is_ok_and(|v| v == "1" || v == "true");
+        if let Ok(ca) = std::env::var("ELASTICSEARCH_CA_FILE") {
+            extra.push_str(&format!("ca_file = \"{ca}\"\n"));
+        } else if insecure {
+            extra.push_str("insecure = true\n");
+        }
+        let admin = client(&url, creds, insecure);
+        let unique = format!(
+            "flt-{}-{}",
+            std::process::id(),
+            chrono::Utc::now().timestamp_millis()
+        );
+        Some(Target {
+            name: "real cluster",
+            url,
+            extra,
+            admin,
+            prefix: unique,
+            real: true,
+            _osmem: None,
+        })
+    }
+
+    fn config(&self, extra: &str) -> ElasticsearchConfig {
+        sink_config(&self.url, &format!("{}{extra}", self.extra))
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let body = body.map(|b| Bytes::from(serde_json::to_vec(&b).unwrap()));
+        let r = self
+            .admin
+            .send(method, path, HeaderMap::new(), None::<&()>, body, None)
+            .await
+            .expect("admin request");
+        let status = r.status_code().as_u16();
+        let text = r.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn count(&self, index: &str) -> u64 {
+        self.call(Method::Post, &format!("{index}/_refresh"), None)
+            .await;
+        let (status, body) = self
+            .call(Method::Get, &format!("{index}/_count"), None)
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["count"].as_u64().unwrap()
+    }
+
+    /// Deletes what this run created on a real cluster (osmem goes away by itself).
+    async fn cleanup(&self) {
+        if self.real {
+            self.call(Method::Delete, &format!("{}-*", self.prefix), None)
+                .await;
+            self.call(
+                Method::Delete,
+                &format!("_index_template/flowlogd-{}-*", self.prefix),
+                None,
+            )
+            .await;
+        }
+    }
+}
+
+fn client(url: &str, creds: Option<Credentials>, insecure: bool) -> Elasticsearch {
+    let mut b = TransportBuilder::new(SingleNodeConnectionPool::new(Url::parse(url).unwrap()));
+    if let Some(c) = creds {
+        b = b.auth(c);
+    }
+    if insecure {
+        b = b.cert_validation(CertificateValidation::None);
+    }
+    Elasticsearch::new(b.build().unwrap())
+}
+
+/// Runs `test` on osmem, then on the real cluster if one is configured.
+macro_rules! on_every_target {
+    ($name:literal, $test:ident) => {{
+        let osmem = Target::osmem();
+        $test(&osmem).await;
+        if let Some(real) = Target::real($name) {
+            $test(&real).await;
+            real.cleanup().await;
+        }
+    }};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Against osmem (and a real cluster).
+
+#[tokio::test]
+async fn templates_are_installed_and_read_back_with_every_mapping() {
+    on_every_target!(
+        "templates_are_installed_and_read_back_with_every_mapping",
+        templates_round_trip
+    );
+}
+
+async fn templates_round_trip(t: &Target) {
+    let config = t.config("delete_after = \"7d\"\nnumber_of_replicas = 0");
+    let sink = BulkSink::new(&config).unwrap();
+    let targets = [
+        SetupTarget {
+            source: "vnet".into(),
+            index: IndexPattern::parse(&format!("{}-vnet-%{{+xxxx.ww}}", t.prefix)).unwrap(),
+            schema: Schema::Ecs,
+        },
+        SetupTarget {
+            source: "vnet2".into(),
+            index: IndexPattern::parse(&format!("{}-vnet-%{{+xxxx.ww}}", t.prefix)).unwrap(),
+            schema: Schema::Ecs,
+        },
+        SetupTarget {
+            source: "nsg".into(),
+            index: IndexPattern::parse(&format!("{}-nsg-%{{+yyyy.MM.dd}}", t.prefix)).unwrap(),
+            schema: Schema::Logstash,
+        },
+    ];
+    let report = sink
+        .setup(&targets)
+        .await
+        .unwrap_or_else(|e| panic!("{}: {e}", t.name));
+    eprintln!("{}: {report}", t.name);
+    assert_eq!(
+        report.templates.len(),
+        2,
+        "one template per distinct pattern"
+    );
+    assert_eq!(report.templates[0].sources, ["vnet", "vnet2"]);
+
+    let info = sink.check().await.unwrap();
+    if info.supports_ilm() {
+        assert!(
+            matches!(&report.lifecycle, LifecycleOutcome::Installed { policy } if policy == "flowlogd-delete-after-7d"),
+            "{report}"
+        );
+    } else {
+        // osmem and OpenSearch: no ILM; the report says why instead of failing.
+        match &report.lifecycle {
+            LifecycleOutcome::Skipped { reason } => assert!(reason.contains("ILM"), "{reason}"),
+            other => panic!("{}: {other:?}", t.name),
+        }
+    }
+
+    for (installed, schema) in report.templates.iter().zip([Schema::Ecs, Schema::Logstash]) {
+        let (status, body) = t
+            .call(
+                Method::Get,
+                &format!("_index_template/{}", installed.name),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let got = &body["index_templates"][0]["index_template"];
+        assert_eq!(got["index_patterns"], json!([installed.index_pattern]));
+        assert_eq!(got["priority"], installed.priority);
+        assert_eq!(got["_meta"]["managed_by"], "flowlogd");
+        let mappings = &got["template"]["mappings"];
+        assert_eq!(
+            mappings["properties"],
+            template::mappings(schema)["properties"],
+            "{}: every field and type round-trips",
+            t.name
+        );
+        assert!(
+            mappings["dynamic"] == json!(false) || mappings["dynamic"] == json!("false"),
+            "{mappings}"
+        );
+        let lifecycle = &got["template"]["settings"]["index"]["lifecycle"]["name"];
+        assert_eq!(
+            lifecycle.is_string(),
+            info.supports_ilm(),
+            "lifecycle setting only where ILM exists: {got}"
+        );
+    }
+
+    // An index created by a write gets the template's mapping.
+    let index = format!("{}-vnet-%{{+xxxx.ww}}", t.prefix);
+    let batch = Batch::generated(GenKind::Vnet, 3, 1, 5, Schema::Ecs, &index);
+    sink.deliver(&batch.buffer, &batch.origin(), &CancellationToken::new())
+        .await
+        .unwrap();
+    let (status, body) = t
+        .call(Method::Get, &format!("{}-vnet-*/_mapping", t.prefix), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, mapping) = body.as_object().unwrap().iter().next().unwrap();
+    assert_eq!(
+        mapping["mappings"]["properties"]["source"]["properties"]["ip"]["type"],
+        "ip"
+    );
+    assert_eq!(
+        mapping["mappings"]["properties"]["network"]["properties"]["community_id"]["type"],
+        "keyword"
+    );
+}
+
+#[tokio::test]
+async fn a_batch_is_delivered_once_and_its_replay_is_all_already_there() {
+    on_every_target!(
+        "a_batch_is_delivered_once_and_its_replay_is_all_already_there",
+        delivery_and_replay
+    );
+}
+
+async fn delivery_and_replay(t: &Target) {
+    let sink = BulkSink::new(&t.config("number_of_replicas = 0")).unwrap();
+    let index = format!("{}-dl-%{{+xxxx.ww}}", t.prefix);
+    let wildcard = format!("{}-dl-*", t.prefix);
+    sink.setup(&[SetupTarget {
+        source: "s".into(),
+        index: IndexPattern::parse(&index).unwrap(),
+        schema: Schema::Ecs,
+    }])
+    .await
+    .unwrap();
+    // VNet and NSG v1/v2 documents (ECS) in one batch, from three blobs.
+    let batch = Batch::generated(GenKind::Vnet, 7, 20, 15, Schema::Ecs, &index)
+        .concat(&Batch::generated(
+            GenKind::Nsg2,
+            8,
+            5,
+            10,
+            Schema::Ecs,
+            &index,
+        ))
+        .concat(&Batch::generated(
+            GenKind::Nsg1,
+            9,
+            5,
+            10,
+            Schema::Ecs,
+            &index,
+        ));
+    let n = batch.len();
+    let cancel = CancellationToken::new();
+
+    let report = sink
+        .deliver(&batch.buffer, &batch.origin(), &cancel)
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.created, report.already_existed, report.dead_lettered),
+        (n, 0, 0),
+        "{}: {report:?}",
+        t.name
+    );
+    assert_eq!(report.request_retries, 0);
+    assert!(!report.request_latencies.is_empty());
+    assert_eq!(t.count(&wildcard).await, n as u64, "{}", t.name);
+
+    // A replay (crash between indexing and commit): every document is already there.
+    let again = sink
+        .deliver(&batch.buffer, &batch.origin(), &cancel)
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.created, again.already_existed, again.dead_lettered),
+        (0, n, 0),
+        "{}: {again:?}",
+        t.name
+    );
+    assert_eq!(
+        t.count(&wildcard).await,
+        n as u64,
+        "{}: no duplicates",
+        t.name
+    );
+
+    // The ip mapping is live: a CIDR query finds the private sources.
+    let (status, body) = t
+        .call(
+            Method::Post,
+            &format!("{wildcard}/_count"),
+            Some(json!({"query": {"term": {"source.ip": "10.0.0.0/8"}}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["count"].as_u64().unwrap() > 0, "{body}");
+    assert_eq!(sink.dead_letter().counts().rejected, 0);
+}
+
+#[tokio::test]
+async fn a_document_the_mapping_refuses_is_dead_lettered_and_the_others_delivered() {
+    on_every_target!(
+        "a_document_the_mapping_refuses_is_dead_lettered_and_the_others_delivered",
+        mapping_conflict
+    );
+}
+
+async fn mapping_conflict(t: &Target) {
+    let dir = tempfile::tempdir().unwrap();
+    let dl_path = dir.path().join("dead-letter.ndjson");
+    let config = t.config("number_of_replicas = 0");
+    let sink = BulkSink::with_dead_letter(&config, DeadLetter::open(&dl_path).unwrap()).unwrap();
+    let index = format!("{}-mc-%{{+xxxx.ww}}", t.prefix);
+    sink.setup(&[SetupTarget {
+        source: "s".into(),
+        index: IndexPattern::parse(&index).unwrap(),
+        schema: Schema::Ecs,
+    }])
+    .await
+    .unwrap();
+    let good = Batch::generated(GenKind::Vnet, 11, 4, 10, Schema::Ecs, &index);
+    // On purpose: `source.ip` is mapped `ip`; this document carries something else there.
+    let k = 17;
+    let batch = good.with_document_edited(k, |doc| {
+        let start = doc.find("\"source\":{\"ip\":\"").unwrap() + "\"source\":{\"ip\":\"".len();
+        let end = start + doc[start..].find('"').unwrap();
+        format!("{}not-an-ip{}", &doc[..start], &doc[end..])
+    });
+    let n = batch.len();
+    let report = sink
+        .deliver(&batch.buffer, &batch.origin(), &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.created, report.dead_lettered, report.already_existed),
+        (n - 1, 1, 0),
+        "{}: {report:?}",
+        t.name
+    );
+    assert_eq!(t.count(&format!("{}-mc-*", t.prefix)).await, (n - 1) as u64);
+
+    let lines: Vec<Value> = std::fs::read_to_string(&dl_path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let line = &lines[0];
+    let item = batch.buffer.items[k];
+    assert_eq!(line["kind"], "rejected");
+    assert_eq!(line["status"], 400);
+    assert_eq!(line["error"]["type"], "mapper_parsing_exception", "{line}");
+    assert!(
+        line["error"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("source.ip"),
+        "{line}"
+    );
+    assert_eq!(line["blob"], batch.blobs[k]);
+    assert_eq!(line["record_offset"], item.record_offset);
+    assert_eq!(line["tuple_index"], item.tuple_index);
+    assert_eq!(line["id"], batch.id(k));
+    assert!(
+        line["index"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{}-mc-", t.prefix))
+    );
+    assert_eq!(line["document"]["source"]["ip"], "not-an-ip");
+    assert_eq!(sink.dead_letter().counts().rejected, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A scripted HTTP responder: an in-memory "Elasticsearch" on 127.0.0.1 that answers `_bulk`
+// with `create` semantics (201 once per id, then 409) and misbehaves on a script.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// Answer normally.
+    None,
+    /// 503 for the whole request; nothing applied.
+    Unavailable,
+    /// Close the connection after reading the request; nothing applied.
+    DropBeforeApplying,
+    /// Apply every item, then close without answering (a response lost on the way back).
+    DropAfterApplying,
+    /// Never answer (the client's request timeout must fire); nothing applied.
+    Hang,
+    /// Apply, then answer 200 with a truncated body.
+    Garbage,
+    /// Apply, then answer with only the first half of the items.
+    ShortResponse,
+    /// 401 with an error naming the user, as Elasticsearch does for a bad password.
+    Unauthorized,
+}
+
+#[derive(Default)]
+struct Store {
+    /// id → times a 201 was decided for it (must end at exactly 1).
+    created: HashMap<String, u32>,
+    /// id → times the id arrived in a bulk body.
+    attempts: HashMap<String, u32>,
+    requests: u32,
+    /// Item statuses in responses that were actually written back to the client.
+    sent_201: usize,
+    sent_409: usize,
+    sent_429: usize,
+    sent_503_items: usize,
+    /// Items left out of written responses.
+    sent_missing: usize,
+    authorization: Vec<String>,
+}
+
+struct Responder {
+    url: String,
+    store: Arc<Mutex<Store>>,
+}
+
+impl Responder {
+    /// Starts the responder; `script(n)` is the fault for the n-th request (0-based);
+    /// `flaky(id, attempt)` says whether an item fails on that attempt (429 on even ids, 503 on odd).
+    async fn start(script: fn(u32) -> Fault, flaky: fn(&str, u32) -> bool) -> Responder {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let store = Arc::new(Mutex::new(Store::default()));
+        let shared = Arc::clone(&store);
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let store = Arc::clone(&shared);
+                tokio::spawn(async move { serve(socket, store, script, flaky).await });
+            }
+        });
+        Responder { url, store }
+    }
+
+    fn store(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.store.lock().unwrap()
+    }
+}
+
+/// Reads one HTTP/1.1 request: (request line, headers lowercased, body).
+async fn read_request(
+    socket: &mut TcpStream,
+) -> Option<(String, HashMap<String, String>, Vec<u8>)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p + 4;
+        }
+        let n = socket.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let request_line = lines.next()?.to_owned();
+    let headers: HashMap<String, String> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let len: usize = headers
+        .get("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = buf[head_end..].to_vec();
+    while body.len() < len {
+        let n = socket.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    Some((request_line, headers, body))
+}
+
+/// A stable hash of a document id, to pick which documents misbehave.
+fn id_hash(id: &str) -> u32 {
+    id.bytes()
+        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b.into()))
+}
+
+async fn respond(socket: &mut TcpStream, status: u16, body: &str) -> bool {
+    let text = format!(
+        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    socket.write_all(text.as_bytes()).await.is_ok() && socket.flush().await.is_ok()
+}
+
+async fn serve(
+    mut socket: TcpStream,
+    store: Arc<Mutex<Store>>,
+    script: fn(u32) -> Fault,
+    flaky: fn(&str, u32) -> bool,
+) {
+    let Some((request_line, headers, body)) = read_request(&mut socket).await else {
+        return;
+    };
+    let fault = {
+        let mut s = store.lock().unwrap();
+        if let Some(a) = headers.get("authorization") {
+            s.authorization.push(a.clone());
+        }
+        let n = s.requests;
+        s.requests += 1;
+        script(n)
+    };
+    match fault {
+        Fault::Unavailable => {
+            respond(
+                &mut socket,
+                503,
+                r#"{"error":{"type":"unavailable","reason":"scripted outage"},"status":503}"#,
+            )
+            .await;
+            return;
+        }
+        Fault::DropBeforeApplying => return,
+        Fault::Hang => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            return;
+        }
+        Fault::Unauthorized => {
+            respond(&mut socket, 401, r#"{"error":{"type":"security_exception","reason":"unable to authenticate user [elastic] for REST request [/_bulk]"},"status":401}"#).await;
+            return;
+        }
+        _ => {}
+    }
+    if !request_line.contains("/_bulk") {
+        respond(&mut socket, 404, r#"{"error":"no handler found"}"#).await;
+        return;
+    }
+    // Apply the bulk body: create semantics per id.
+    let lines: Vec<&[u8]> = body
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    let mut items = Vec::new();
+    let mut statuses = Vec::new();
+    {
+        let mut s = store.lock().unwrap();
+        for pair in lines.chunks(2) {
+            let action: Value = serde_json::from_slice(pair[0]).unwrap();
+            let id = action["create"]["_id"]
+                .as_str()
+                .expect("every action is a create with an id")
+                .to_owned();
+            let attempt = {
+                let a = s.attempts.entry(id.clone()).or_default();
+                *a += 1;
+                *a
+            };
+            let status = if flaky(&id, attempt) {
+                if id_hash(&id).is_multiple_of(2) {
+                    429
+                } else {
+                    503
+                }
+            } else if s.created.contains_key(&id) {
+                409
+            } else {
+                s.created.insert(id.clone(), 1);
+                201
+            };
+            statuses.push(status);
+            items.push(match status {
+                201 => json!({"create": {"status": 201}}),
+                409 => json!({"create": {"status": 409, "error": {"type": "version_conflict_engine_exception", "reason": "document already exists"}}}),
+                429 => json!({"create": {"status": 429, "error": {"type": "es_rejected_execution_exception", "reason": "rejected execution"}}}),
+                _ => json!({"create": {"status": 503, "error": {"type": "unavailable_shards_exception", "reason": "primary shard is not active"}}}),
+            });
+        }
+    }
+    let shown = match fault {
+        Fault::ShortResponse => items.len() / 2,
+        _ => items.len(),
+    };
+    let errors = statuses[..shown].iter().any(|&s| s != 201);
+    let response = json!({"took": 1, "errors": errors, "items": items[..shown]}).to_string();
+    let written = match fault {
+        Fault::DropAfterApplying => false,
+        Fault::Garbage => {
+            respond(&mut socket, 200, &response[..response.len() / 2]).await;
+            false
+        }
+        _ => respond(&mut socket, 200, &response).await,
+    };
+    if written {
+        let mut s = store.lock().unwrap();
+        s.sent_missing += items.len() - shown;
+        for &status in &statuses[..shown] {
+            match status {
+                201 => s.sent_201 += 1,
+                409 => s.sent_409 += 1,
+                429 => s.sent_429 += 1,
+                _ => s.sent_503_items += 1,
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn scripted_faults_end_with_every_document_indexed_exactly_once() {
+    // What the responder simulates, request by request: a whole-request 503 (cluster
+    // unavailable); a connection dropped before the bulk was applied (a node crash); a normal
+    // answer in which every fifth document gets a 429 or 503 item status (indexing
+    // backpressure, a relocating shard), again on its second attempt; the retry of those is
+    // applied but its connection dropped before the answer (a response lost on the way back);
+    // a request that never gets an answer (a hung node: the client's timeout must fire); a
+    // truncated 200 body and a response missing half of its items (broken proxies); another
+    // 503; then normal answers.
+    fn script(n: u32) -> Fault {
+        match n {
+            0 => Fault::Unavailable,
+            1 => Fault::DropBeforeApplying,
+            3 => Fault::DropAfterApplying,
+            4 => Fault::Hang,
+            5 => Fault::Garbage,
+            6 => Fault::ShortResponse,
+            7 => Fault::Unavailable,
+            _ => Fault::None,
+        }
+    }
+    fn flaky(id: &str, attempt: u32) -> bool {
+        id_hash(id).is_multiple_of(5) && attempt <= 2
+    }
+    let responder = Responder::start(script, flaky).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = sink_config(
+        &responder.url,
+        &format!(
+            "request_timeout = \"1s\"\ndead_letter_path = \"{}\"",
+            dir.path().join("dl.ndjson").display()
+        ),
+    );
+    let sink = BulkSink::new(&config).unwrap();
+    let batch = Batch::generated(GenKind::Vnet, 5, 30, 10, Schema::Ecs, "flows-%{+xxxx.ww}");
+    let n = batch.len();
+
+    let report = sink
+        .deliver(&batch.buffer, &batch.origin(), &CancellationToken::new())
+        .await
+        .unwrap();
+
+    let store = responder.store();
+    assert_eq!(store.created.len(), n, "every document reached the store");
+    assert!(
+        store.created.values().all(|&c| c == 1),
+        "no document was created twice"
+    );
+    for i in 0..n {
+        assert!(
+            store.created.contains_key(&batch.id(i)),
+            "document {i} missing"
+        );
+    }
+    assert_eq!(report.dead_lettered, 0);
+    assert_eq!(report.created + report.already_existed, n, "{report:?}");
+    // What the sink counts is what the responder actually told it.
+    assert_eq!(report.created, store.sent_201, "{report:?}");
+    assert_eq!(report.already_existed, store.sent_409, "{report:?}");
+    assert!(
+        report.already_existed > 0,
+        "the lost and the truncated responses were replayed as 409s"
+    );
+    assert_eq!(
+        report.item_retries,
+        store.sent_429 + store.sent_503_items + store.sent_missing,
+        "{report:?}"
+    );
+    assert!(
+        store.sent_429 > 0 && store.sent_503_items > 0 && store.sent_missing > 0,
+        "every item fault happened"
+    );
+    assert_eq!(
+        report.request_retries, 6,
+        "two 503s, two drops, the hang, the garbage: {report:?}"
+    );
+    assert_eq!(store.requests, 9);
+    assert!(
+        !dir.path().join("dl.ndjson").exists(),
+        "nothing was dead-lettered"
+    );
+}
+
+#[tokio::test]
+async fn a_body_too_large_for_the_cluster_is_split_and_a_single_oversized_document_dead_lettered() {
+    // A cluster whose http.max_content_length is smaller than some bulk bodies: 413 for any
+    // body over 2 KB, normal answers otherwise.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let sizes = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&sizes);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let seen = Arc::clone(&seen);
+            tokio::spawn(async move {
+                let Some((_, _, body)) = read_request(&mut socket).await else {
+                    return;
+                };
+                seen.lock().unwrap().push(body.len());
+                if body.len() > 2048 {
+                    respond(&mut socket, 413, "").await;
+                    return;
+                }
+                let items = body
+                    .split(|&b| b == b'\n')
+                    .filter(|l| !l.is_empty())
+                    .count()
+                    / 2;
+                let items: Vec<Value> = (0..items)
+                    .map(|_| json!({"create": {"status": 201}}))
+                    .collect();
+                respond(
+                    &mut socket,
+                    200,
+                    &json!({"errors": false, "items": items}).to_string(),
+                )
+                .await;
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = sink_config(
+        &url,
+        &format!(
+            "dead_letter_path = \"{}\"",
+            dir.path().join("dl.ndjson").display()
+        ),
+    );
+    let sink = BulkSink::new(&config).unwrap();
+    let batch = Batch::generated(GenKind::Vnet, 9, 2, 10, Schema::Ecs, "flows-%{+xxxx.ww}")
+        .with_document_edited(3, |doc| {
+            doc.replace(
+                "\"ecs\":{",
+                &format!("\"padding\":\"{}\",\"ecs\":{{", "x".repeat(3000)),
+            )
+        });
+    let report = sink
+        .deliver(&batch.buffer, &batch.origin(), &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.created, report.dead_lettered),
+        (batch.len() - 1, 1),
+        "{report:?}"
+    );
+    assert!(
+        sizes.lock().unwrap().iter().filter(|&&s| s <= 2048).count() >= 2,
+        "the body was split"
+    );
+    let line: Value = serde_json::from_str(
+        std::fs::read_to_string(dir.path().join("dl.ndjson"))
+            .unwrap()
+            .trim(),
+    )
+    .unwrap();
+    assert_eq!(line["status"], 413);
+    assert_eq!(line["tuple_index"], batch.buffer.items[3].tuple_index);
+}
+
+#[tokio::test]
+async fn cancellation_ends_an_endless_outage_promptly() {
+    // An Elasticsearch that is down for good, three ways: answering 503 to everything,
+    // accepting connections but never answering, and a closed port.
+    let unavailable = Responder::start(|_| Fault::Unavailable, |_, _| false).await;
+    let hanging = Responder::start(|_| Fault::Hang, |_, _| false).await;
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let batch = Batch::generated(GenKind::Nsg1, 1, 2, 5, Schema::Ecs, "flows-%{+xxxx.ww}");
+    for url in [&unavailable.url, &hanging.url, &closed] {
+        // Backoff and timeout far longer than the test waits: only cancellation can end this.
+        let config = ElasticsearchConfig {
+            retry_initial_backoff: Duration::from_secs(300),
+            retry_max_backoff: Duration::from_secs(600),
+            ..sink_config(url, "request_timeout = \"600s\"")
+        };
+        let sink = BulkSink::new(&config).unwrap();
+        let cancel = CancellationToken::new();
+        let stopper = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            stopper.cancel();
+        });
+        let result = tokio::time::timeout(
+            Duration::from_secs(30),
+            sink.deliver(&batch.buffer, &batch.origin(), &cancel),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{url}: deliver ignored the cancellation"));
+        assert_eq!(result, Err(Cancelled), "{url}");
+    }
+    assert!(unavailable.store().requests >= 1);
+    assert!(hanging.store().requests >= 1);
+}
+
+/// Log output of every test in this binary, collected by one global subscriber (a scoped
+/// `set_default` subscriber misses events when other test threads register the same
+/// callsites concurrently).
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn global_logs() -> &'static LogBuffer {
+    static LOGS: std::sync::OnceLock<LogBuffer> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = LogBuffer::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("no other global subscriber");
+        logs
+    })
+}
+
+#[tokio::test]
+async fn secrets_never_appear_in_debug_output_errors_or_logs() {
+    const PASSWORD: &str = "pw-Zq8#S3CRET-basic";
+    const API_KEY_ID: &str = "key-id-1";
+    const API_KEY: &str = "apikey-S3CRET-Yx2";
+    let logs = global_logs();
+
+    let responder = Responder::start(
+        |n| {
+            if n < 3 {
+                Fault::Unauthorized
+            } else {
+                Fault::None
+            }
+        },
+        |_, _| false,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let pw_file = dir.path().join("pw");
+    std::fs::File::create(&pw_file)
+        .unwrap()
+        .write_all(format!("{PASSWORD}\n").as_bytes())
+        .unwrap();
+    let basic = sink_config(
+        &responder.url,
+        &format!(
+            "username = \"elastic\"\npassword_file = \"{}\"",
+            pw_file.display()
+        ),
+    );
+    let api = sink_config(
+        &responder.url,
+        &format!("api_key = \"{API_KEY_ID}:{API_KEY}\""),
+    );
+    let mut texts = vec![format!("{basic:?}"), format!("{api:?}")];
+
+    let basic_sink = BulkSink::new(&basic).unwrap();
+    let api_sink = BulkSink::new(&api).unwrap();
+    texts.push(format!("{basic_sink:?}"));
+    texts.push(format!("{api_sink:?}"));
+    // Errors: the cluster refuses the credentials (401), and a cluster that is not there.
+    let e = basic_sink.check().await.unwrap_err();
+    texts.push(e.to_string());
+    texts.push(format!("{e:?}"));
+    texts.push(api_sink.check().await.unwrap_err().to_string());
+    let gone = sink_config(
+        "http://127.0.0.1:9",
+        &format!("api_key = \"{API_KEY_ID}:{API_KEY}\""),
+    );
+    texts.push(
+        BulkSink::new(&gone)
+            .unwrap()
+            .check()
+            .await
+            .unwrap_err()
+            .to_string(),
+    );
+    // Deliveries through 401s (retried, logged) until the responder accepts.
+    let batch = Batch::generated(GenKind::Vnet, 2, 1, 3, Schema::Ecs, "flows-%{+xxxx.ww}");
+    let report = basic_sink
+        .deliver(&batch.buffer, &batch.origin(), &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(report.created, batch.len());
+    let log_text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        log_text.contains("401"),
+        "the refusal was logged: {log_text}"
+    );
+    texts.push(log_text);
+
+    // The secrets were used: the responder saw them in Authorization headers.
+    let auth = responder.store().authorization.clone();
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    assert!(
+        auth.contains(&format!(
+            "Basic {}",
+            b64.encode(format!("elastic:{PASSWORD}"))
+        )),
+        "{auth:?}"
+    );
+    assert!(
+        auth.contains(&format!(
+            "ApiKey {}",
+            b64.encode(format!("{API_KEY_ID}:{API_KEY}"))
+        )),
+        "{auth:?}"
+    );
+
+    for text in &texts {
+        for secret in [PASSWORD, API_KEY, "S3CRET"] {
+            assert!(
+                !text.contains(secret),
+                "secret {secret:?} leaked into: {text}"
+            );
+        }
+    }
+}
