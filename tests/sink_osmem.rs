@@ -881,9 +881,10 @@ async fn scripted_faults_end_with_every_document_indexed_exactly_once() {
 }
 
 #[tokio::test]
-async fn a_body_too_large_for_the_cluster_is_split_and_a_single_oversized_document_dead_lettered() {
-    // A cluster whose http.max_content_length is smaller than some bulk bodies: 413 for any
-    // body over 2 KB, normal answers otherwise.
+async fn bodies_refused_as_a_whole_are_split_until_the_document_at_fault_is_dead_lettered() {
+    // A cluster whose http.max_content_length is smaller than some bulk bodies (413 for any
+    // body over 2 KB), and whose bulk parser chokes on one line (a whole-request 400
+    // `x_content_parse_exception` for any body holding "BROKEN"); normal answers otherwise.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let sizes = Arc::new(Mutex::new(Vec::new()));
@@ -898,6 +899,11 @@ async fn a_body_too_large_for_the_cluster_is_split_and_a_single_oversized_docume
                 seen.lock().unwrap().push(body.len());
                 if body.len() > 2048 {
                     respond(&mut socket, 413, "").await;
+                    return;
+                }
+                if body.windows(6).any(|w| w == b"BROKEN") {
+                    let error = r#"{"error":{"type":"x_content_parse_exception","reason":"[1:20] Unexpected character"},"status":400}"#;
+                    respond(&mut socket, 400, error).await;
                     return;
                 }
                 let items = body
@@ -918,13 +924,8 @@ async fn a_body_too_large_for_the_cluster_is_split_and_a_single_oversized_docume
         }
     });
     let dir = tempfile::tempdir().unwrap();
-    let config = sink_config(
-        &url,
-        &format!(
-            "dead_letter_path = \"{}\"",
-            dir.path().join("dl.ndjson").display()
-        ),
-    );
+    let dl = dir.path().join("dl.ndjson");
+    let config = sink_config(&url, &format!("dead_letter_path = \"{}\"", dl.display()));
     let sink = BulkSink::new(&config).unwrap();
     let batch = Batch::generated(GenKind::Vnet, 9, 2, 10, Schema::Ecs, "flows-%{+xxxx.ww}")
         .with_document_edited(3, |doc| {
@@ -932,6 +933,9 @@ async fn a_body_too_large_for_the_cluster_is_split_and_a_single_oversized_docume
                 "\"ecs\":{",
                 &format!("\"padding\":\"{}\",\"ecs\":{{", "x".repeat(3000)),
             )
+        })
+        .with_document_edited(12, |doc| {
+            doc.replace("\"ecs\":{", "\"x\":\"BROKEN\",\"ecs\":{")
         });
     let report = sink
         .deliver(&batch.buffer, &batch.origin(), &CancellationToken::new())
@@ -939,21 +943,42 @@ async fn a_body_too_large_for_the_cluster_is_split_and_a_single_oversized_docume
         .unwrap();
     assert_eq!(
         (report.created, report.dead_lettered),
-        (batch.len() - 1, 1),
+        (batch.len() - 2, 2),
         "{report:?}"
+    );
+    assert_eq!(
+        report.request_retries, 0,
+        "refused bodies are split, not retried as they are"
     );
     assert!(
         sizes.lock().unwrap().iter().filter(|&&s| s <= 2048).count() >= 2,
         "the body was split"
     );
-    let line: Value = serde_json::from_str(
-        std::fs::read_to_string(dir.path().join("dl.ndjson"))
-            .unwrap()
-            .trim(),
-    )
-    .unwrap();
-    assert_eq!(line["status"], 413);
-    assert_eq!(line["tuple_index"], batch.buffer.items[3].tuple_index);
+    let lines: Vec<Value> = std::fs::read_to_string(&dl)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut found: Vec<(u64, u64, String)> = lines
+        .iter()
+        .map(|l| {
+            let ty = l["error"]["type"].as_str().unwrap().to_owned();
+            (
+                l["tuple_index"].as_u64().unwrap(),
+                l["status"].as_u64().unwrap(),
+                ty,
+            )
+        })
+        .collect();
+    found.sort();
+    let t3 = u64::from(batch.buffer.items[3].tuple_index);
+    let t12 = u64::from(batch.buffer.items[12].tuple_index);
+    let mut expected = vec![
+        (t3, 413, "request_entity_too_large".to_owned()),
+        (t12, 400, "x_content_parse_exception".to_owned()),
+    ];
+    expected.sort();
+    assert_eq!(found, expected);
 }
 
 #[tokio::test]

@@ -14,9 +14,11 @@
 //!
 //! Whole-request failures (no response, timeouts, 429/5xx/other statuses, an unparsable body)
 //! are retried without limit at a backoff capped by `retry_max_backoff`; an outage is logged
-//! once at warn, then once a minute, and its end at info. A 413 (body larger than the cluster's
-//! `http.max_content_length`) splits the request in halves; a single document too large is
-//! dead-lettered. Only cancellation ends a delivery early.
+//! once at warn, then once a minute, and its end at info. Two whole-request refusals are about
+//! the body, not the cluster: a 413 (larger than `http.max_content_length`) and a 400 whose error
+//! says the body does not parse. Such a request is split in halves until the one document at
+//! fault is alone, and that one is dead-lettered, so a bad document never blocks the others.
+//! Only cancellation ends a delivery early.
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -311,9 +313,10 @@ pub(crate) enum ItemOutcome {
 
 enum ChunkResult {
     Outcomes(Vec<ItemOutcome>),
-    /// 413: the body is larger than the cluster accepts.
-    TooLarge {
-        reason: String,
+    /// The body is refused as a whole (413, or a 400 saying it does not parse): split it.
+    BodyRefused {
+        status: u16,
+        error: Value,
     },
 }
 
@@ -484,7 +487,7 @@ impl BulkSink {
             let mut retry: Vec<usize> = Vec::new();
             let mut sample: Option<(u16, Option<Value>)> = None;
             let mut rejected: Vec<(usize, u16, Value)> = Vec::new();
-            // A stack of item sets to send; a 413 pushes the two halves of its set.
+            // A stack of item sets to send; a refused body pushes the two halves of its set.
             let mut chunks = vec![std::mem::take(&mut pending)];
             while let Some(chunk) = chunks.pop() {
                 match self.send_chunk(batch, &chunk, &mut report, cancel).await? {
@@ -503,15 +506,14 @@ impl BulkSink {
                             }
                         }
                     }
-                    ChunkResult::TooLarge { reason } if chunk.len() == 1 => {
-                        let error = json!({"type": "request_entity_too_large", "reason": reason});
-                        rejected.push((chunk[0], 413, error));
+                    ChunkResult::BodyRefused { status, error } if chunk.len() == 1 => {
+                        rejected.push((chunk[0], status, error));
                     }
-                    ChunkResult::TooLarge { .. } => {
+                    ChunkResult::BodyRefused { status, error } => {
                         let (a, b) = chunk.split_at(chunk.len() / 2);
                         debug!(
-                            documents = chunk.len(),
-                            "bulk request too large (413); sending it in halves"
+                            documents = chunk.len(), status, error = %error_summary(&error),
+                            "bulk body refused as a whole; sending it in halves to find the document at fault"
                         );
                         chunks.push(b.to_vec());
                         chunks.push(a.to_vec());
@@ -538,7 +540,7 @@ impl BulkSink {
         Ok(report)
     }
 
-    /// Sends one set of items until a usable response arrives (or a 413).
+    /// Sends one set of items until a usable response arrives (or the body is refused).
     async fn send_chunk(
         &self,
         batch: &BulkBuffer,
@@ -571,8 +573,20 @@ impl BulkSink {
                         },
                         413 => {
                             self.request_recovered();
-                            return Ok(ChunkResult::TooLarge {
-                                reason: excerpt(&response),
+                            let reason = format!(
+                                "bulk body too large for the cluster: {}",
+                                excerpt(&response)
+                            );
+                            return Ok(ChunkResult::BodyRefused {
+                                status,
+                                error: json!({"type": "request_entity_too_large", "reason": reason}),
+                            });
+                        }
+                        400 if body_parse_error(&response).is_some() => {
+                            self.request_recovered();
+                            return Ok(ChunkResult::BodyRefused {
+                                status,
+                                error: body_parse_error(&response).unwrap_or_default(),
                             });
                         }
                         401 | 403 => format!(
@@ -1047,6 +1061,27 @@ fn excerpt(body: &[u8]) -> String {
     text
 }
 
+/// The error object of a whole-request 400 that blames the body (an unparsable line), as
+/// opposed to the endpoint or the cluster ("no handler found" is a string, not such an object).
+fn body_parse_error(body: &[u8]) -> Option<Value> {
+    const BODY_ERRORS: &[&str] = &[
+        "action_request_validation_exception",
+        "x_content_parse_exception",
+        "json_parse_exception",
+        "parse_exception",
+        "not_x_content_exception",
+    ];
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let error = v.get("error").filter(|e| e.is_object())?;
+    let ty = error["type"].as_str()?;
+    let reason = error["reason"].as_str().unwrap_or_default();
+    // `illegal_argument_exception` is also used for settings and parameters: only a reason
+    // about a line of the body ("Malformed action/metadata line [3]…") blames the body.
+    let about_a_line = ty == "illegal_argument_exception"
+        && (reason.contains("line") || reason.contains("Malformed"));
+    (BODY_ERRORS.contains(&ty) || about_a_line).then(|| error.clone())
+}
+
 /// Whether an error response says the endpoint does not exist (rather than refusing the body).
 fn is_missing_api(body: &[u8]) -> bool {
     let text = String::from_utf8_lossy(body);
@@ -1262,6 +1297,23 @@ mod tests {
             e.contains("different schemas") && e.contains("a") && e.contains("b"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn whole_request_400s_blame_the_body_only_when_it_does_not_parse() {
+        let e = body_parse_error(br#"{"error":{"root_cause":[],"type":"x_content_parse_exception","reason":"[1:5] Unexpected end-of-input"},"status":400}"#);
+        assert_eq!(e.unwrap()["type"], "x_content_parse_exception");
+        let e = body_parse_error(br#"{"error":{"type":"illegal_argument_exception","reason":"Malformed action/metadata line [3], expected START_OBJECT"},"status":400}"#);
+        assert!(e.is_some());
+        // A wrong path or a proxy: the body is not at fault; retry instead of dead-lettering.
+        assert!(
+            body_parse_error(br#"{"error":"no handler found for uri [/_bulk] and method [POST]"}"#)
+                .is_none()
+        );
+        assert!(
+            body_parse_error(br#"{"error":{"type":"security_exception"},"status":400}"#).is_none()
+        );
+        assert!(body_parse_error(b"<html>Bad Request</html>").is_none());
     }
 
     #[tokio::test]
