@@ -161,14 +161,25 @@ pub fn parse_tuple(kind: FlowLogKind, raw: &str) -> Result<FlowTuple<'_>, TupleE
 fn parse_fields(kind: FlowLogKind, raw: &str) -> Result<FlowTuple<'_>, TupleErrorKind> {
     let mut fields = [""; 13];
     let mut count = 0usize;
-    for field in raw.split(',') {
+    let mut start = 0usize;
+    // A byte loop: tuples are ~60 bytes, where `str::split`'s searcher costs more than it saves.
+    // Slicing at ',' (ASCII) always lands on a character boundary.
+    for (i, b) in raw
+        .bytes()
+        .enumerate()
+        .chain(std::iter::once((raw.len(), b',')))
+    {
+        if b != b',' {
+            continue;
+        }
         if count == fields.len() {
             return Err(TupleErrorKind::FieldCount {
                 found: raw.split(',').count(),
             });
         }
-        fields[count] = field;
+        fields[count] = &raw[start..i];
         count += 1;
+        start = i + 1;
     }
     match (kind, count) {
         (FlowLogKind::Nsg, 8) | (FlowLogKind::Nsg, 13) | (FlowLogKind::Vnet, 13) => {}

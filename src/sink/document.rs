@@ -52,6 +52,8 @@ impl std::str::FromStr for Schema {
 #[derive(Debug, Clone)]
 pub struct BlobContext {
     path: String,
+    /// `path` as a JSON string literal, escaped once instead of once per document.
+    path_json: Vec<u8>,
     id_key: [u8; 16],
 }
 
@@ -62,8 +64,12 @@ impl BlobContext {
         // NUL cannot occur in container names, so (container, blob) pairs never collide.
         key_input.push(0);
         key_input.extend_from_slice(blob.as_bytes());
+        let path = format!("{container}/{blob}");
+        let mut path_json = Vec::with_capacity(path.len() + 2);
+        push_str(&mut path_json, &path);
         BlobContext {
-            path: format!("{container}/{blob}"),
+            path,
+            path_json,
             id_key: xxh3_128(&key_input).to_le_bytes(),
         }
     }
@@ -80,6 +86,11 @@ impl BlobContext {
 pub struct DocumentId([u8; 22]);
 
 impl DocumentId {
+    /// The id's ASCII bytes.
+    pub fn as_bytes(&self) -> &[u8; 22] {
+        &self.0
+    }
+
     pub fn as_str(&self) -> &str {
         // Base64 output is ASCII.
         std::str::from_utf8(&self.0).unwrap_or_default()
@@ -246,11 +257,7 @@ impl DocumentEncoder {
         // Index patterns are validated at startup to need no escaping.
         body.extend_from_slice(self.index.get(tuple.time_ms).as_bytes());
         body.extend_from_slice(b"\",\"_id\":\"");
-        body.extend_from_slice(
-            document_id(blob, record_offset, tuple_index)
-                .as_str()
-                .as_bytes(),
-        );
+        body.extend_from_slice(document_id(blob, record_offset, tuple_index).as_bytes());
         body.extend_from_slice(b"\"}}\n");
         let doc_start = body.len();
         match self.schema {
@@ -346,7 +353,7 @@ impl DocumentEncoder {
         // Closes `azure.flowlog` and `azure`, adds `cloud`.
         out.extend_from_slice(&self.record_fragment);
         out.extend_from_slice(b",\"log\":{\"file\":{\"path\":");
-        push_str(out, &blob.path);
+        out.extend_from_slice(&blob.path_json);
         out.extend_from_slice(b"},\"offset\":");
         push_u64(out, record_offset);
         out.extend_from_slice(b"},\"ecs\":{\"version\":\"");
