@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 /// `[elasticsearch]` for `url`, plus `extra` TOML lines (a minimal source makes the file valid).
 fn sink_config(url: &str, extra: &str) -> ElasticsearchConfig {
     let text = format!(
-        "[[source]]\nname = \"t\"\ncontainer = \"c\"\naccount = \"a\"\n[source.auth]\nmethod = \"azure_cli\"\n\
+        "[[source]]\nname = \"t\"\nindex = \"flowlogs\"\ncontainer = \"c\"\naccount = \"a\"\n[source.auth]\nmethod = \"azure_cli\"\n\
          [elasticsearch]\nurls = [\"{url}\"]\nretry_initial_backoff = \"20ms\"\nretry_max_backoff = \"200ms\"\n{extra}\n"
     );
     Config::from_toml_str(&text)
@@ -1148,4 +1148,133 @@ async fn secrets_never_appear_in_debug_output_errors_or_logs() {
             );
         }
     }
+}
+
+/// An Elasticsearch 8 look-alike for what osmem lacks (ILM, the privileges API): answers
+/// `GET /`, `PUT _ilm/policy/…`, `PUT _index_template/…` and `_has_privileges` as
+/// Elasticsearch 8.15 does, and records every request (method, path, JSON body).
+async fn elasticsearch_lookalike() -> (String, Arc<Mutex<Vec<(String, Value)>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let log = Arc::clone(&log);
+            tokio::spawn(async move {
+                let Some((line, _, body)) = read_request(&mut socket).await else {
+                    return;
+                };
+                let target = line.split(' ').take(2).collect::<Vec<_>>().join(" ");
+                let json_body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                log.lock().unwrap().push((target.clone(), json_body));
+                let (status, answer) = match target.as_str() {
+                    "GET /" => (
+                        200,
+                        json!({"name": "es01", "cluster_name": "prod", "version": {"number": "8.15.0", "build_flavor": "default"}, "tagline": "You Know, for Search"}),
+                    ),
+                    t if t.starts_with("PUT /_ilm/policy/")
+                        || t.starts_with("PUT /_index_template/") =>
+                    {
+                        (200, json!({"acknowledged": true}))
+                    }
+                    "POST /_security/user/_has_privileges" => (
+                        200,
+                        json!({"username": "flowlogd", "has_all_requested": false,
+                               "cluster": {"monitor": true, "manage_index_templates": true, "manage_ilm": false},
+                               "index": {"flows-*": {"create_doc": true, "auto_configure": false}}}),
+                    ),
+                    _ => (400, json!({"error": "no handler found"})),
+                };
+                respond(&mut socket, status, &answer.to_string()).await;
+            });
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn on_elasticsearch_setup_installs_the_ilm_policy_and_check_lists_missing_privileges() {
+    let target = |index: &str| SetupTarget {
+        source: "s".into(),
+        index: IndexPattern::parse(index).unwrap(),
+        schema: Schema::Ecs,
+    };
+    // Dated indices: a delete-only policy, referenced by the template.
+    let (url, seen) = elasticsearch_lookalike().await;
+    let sink = BulkSink::new(&sink_config(&url, "delete_after = \"30d\"")).unwrap();
+    let report = sink.setup(&[target("flows-%{+xxxx.ww}")]).await.unwrap();
+    assert_eq!(
+        report.lifecycle,
+        LifecycleOutcome::Installed {
+            policy: "flowlogd-delete-after-30d".into()
+        }
+    );
+    {
+        let seen = seen.lock().unwrap();
+        let paths: Vec<&str> = seen.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "GET /",
+                "PUT /_ilm/policy/flowlogd-delete-after-30d",
+                "PUT /_index_template/flowlogd-flows"
+            ],
+            "the policy exists before a template names it"
+        );
+        let policy = &seen[1].1["policy"]["phases"];
+        assert_eq!(policy["delete"]["min_age"], "30d");
+        assert_eq!(policy["delete"]["actions"], json!({"delete": {}}));
+        assert!(
+            policy["hot"]["actions"].get("rollover").is_none(),
+            "dated indices need no rollover"
+        );
+        let template = &seen[2].1;
+        assert_eq!(template["index_patterns"], json!(["flows-*"]));
+        assert_eq!(
+            template["template"]["settings"]["index"]["lifecycle"]["name"],
+            "flowlogd-delete-after-30d"
+        );
+        assert!(template.get("data_stream").is_none());
+    }
+    let info = sink
+        .check_targets(&[target("flows-%{+xxxx.ww}")])
+        .await
+        .unwrap();
+    assert!(info.supports_ilm());
+    assert_eq!(info.version, "8.15.0");
+    assert_eq!(
+        info.privileges,
+        flowlogd::sink::bulk::PrivilegeCheck::Checked {
+            username: "flowlogd".into(),
+            missing: vec![
+                "cluster:manage_ilm".into(),
+                "index flows-*:auto_configure".into()
+            ],
+        }
+    );
+    eprintln!("{info}");
+
+    // Data streams: the policy rolls over, the template declares the stream.
+    let (url, seen) = elasticsearch_lookalike().await;
+    let sink = BulkSink::new(&sink_config(
+        &url,
+        "delete_after = \"7d\"\ndata_stream = true",
+    ))
+    .unwrap();
+    let report = sink.setup(&[target("flowlogs-vnet")]).await.unwrap();
+    assert_eq!(
+        report.lifecycle,
+        LifecycleOutcome::Installed {
+            policy: "flowlogd-rollover-delete-after-7d".into()
+        }
+    );
+    let seen = seen.lock().unwrap();
+    assert_eq!(
+        seen[1].1["policy"]["phases"]["hot"]["actions"]["rollover"]["max_age"],
+        "1d"
+    );
+    assert_eq!(seen[2].0, "PUT /_index_template/flowlogd-flowlogs-vnet");
+    assert_eq!(seen[2].1["data_stream"], json!({}));
+    assert_eq!(seen[2].1["index_patterns"], json!(["flowlogs-vnet"]));
 }

@@ -255,6 +255,12 @@ pub fn index_template(schema: Schema, wildcard: &str, options: &TemplateOptions)
             "mappings": mappings(schema),
         },
     });
+    if schema != Schema::Ecs {
+        // The Logstash layout follows Microsoft's pipeline, not ECS.
+        if let Some(meta) = template["_meta"].as_object_mut() {
+            meta.remove("ecs_version");
+        }
+    }
     if options.data_stream {
         template["data_stream"] = json!({});
     }
@@ -518,6 +524,7 @@ mod tests {
         );
         assert!(t.get("data_stream").is_none());
         assert_eq!(t["_meta"]["schema"], "logstash");
+        assert!(t["_meta"].get("ecs_version").is_none());
 
         let ds = TemplateOptions {
             data_stream: true,
