@@ -431,6 +431,17 @@ impl App {
             };
             if !settled {
                 tracing::debug!(source = %name, blob = %blob.name, "blob changed less than `settle` ago; reading it later");
+                // An unseen blob gets an entry at offset 0 now, so its hour stays listed until
+                // it settles: with `settle` over an hour, it is no longer the current or previous
+                // hour by then, and without an active entry it would never be listed again.
+                if from == 0 && matches!(self.registry.get(name, &blob.name), Ok(None)) {
+                    let entry =
+                        BlobEntry::new(0, 0, "", blob.last_modified.timestamp_millis(), now_ms);
+                    if let Err(e) = self.registry.put(name, &blob.name, &entry) {
+                        self.error();
+                        tracing::error!(source = %name, blob = %blob.name, error = %e, "cannot record an unsettled blob; it may be missed if its hour is not listed again");
+                    }
+                }
                 continue;
             }
             tasks.push(ReadTask {

@@ -5,6 +5,7 @@
 // module; what one crate leaves unused would fail `clippy -D warnings` as dead code there.
 #![allow(dead_code)]
 
+pub mod blobs;
 pub mod servers;
 
 // Shorthand for `common::servers::…`; unused in crates that take the long path.
