@@ -1,0 +1,1730 @@
+//! The shipped dashboards checked against what flowlogd really indexes, not eyeballed.
+//!
+//! One run of the real pipeline: `flowlogd gen --upload` writes VNet v4, NSG v2 and NSG v1 flow
+//! logs for the current hour into Azurite (several NICs, Azure's block layout), and the real
+//! binary runs `flowlogd --config … once` against osmem-server with the quickstart's
+//! configuration (index `flowlogs-%{+xxxx.ww}`, which the dashboards' `flowlogs-*` matches).
+//! Then, for every panel of the Grafana dashboard (template variables included) and every
+//! panel of the Kibana dashboard (visualizations, the saved search, and the data view):
+//!
+//! - every field the panel uses is mapped in the index template flowlogd installed, with the
+//!   same type in the created index: `date` for time fields, a numeric type for summed fields,
+//!   and otherwise the type its values call for (`ip` for addresses, numeric for numbers,
+//!   `keyword` for strings, so terms aggregations work); and it has a value in at least one
+//!   ingested document (`exists` count > 0);
+//! - the panel's query and aggregation, rebuilt from the panel JSON (Grafana `targets[]`
+//!   `query`/`metrics`/`bucketAggs` with every `$variable` at its "All" value; Kibana
+//!   `visState.aggs` and the KQL of `searchSourceJSON`), over the dashboard's time range, return
+//!   non-empty buckets (raw-document panels: hits; summed metrics: a total above zero).
+//!
+//! A panel the rebuilder does not understand fails the test, naming the panel: extend the
+//! rebuilder rather than skipping it. Renaming a document field without updating the
+//! dashboards fails here (the test also checks that it would, on renamed copies).
+//!
+//! That the files parse, carry pinned schema versions (Grafana `schemaVersion`, Kibana
+//! `coreMigrationVersion`/`typeMigrationVersion`), reference existing objects and read the
+//! index pattern of the default config is `tests/deploy_files.rs`' job, not repeated here.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::net::IpAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::servers::{Azurite, Osmem};
+use elasticsearch::Elasticsearch;
+use elasticsearch::http::headers::HeaderMap;
+use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
+use elasticsearch::http::{Method, Url};
+use serde_json::{Map, Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_flowlogd");
+const GRAFANA_DASHBOARD: &str = "deploy/grafana/dashboards/flowlogd-flows.json";
+const GRAFANA_DATASOURCES: &str = "deploy/grafana/provisioning/datasources";
+const KIBANA_OBJECTS: &str = "deploy/kibana/flowlogd.ndjson";
+
+const VNET_CONTAINER: &str = "insights-logs-flowlogflowevent";
+const NSG_CONTAINER: &str = "insights-logs-networksecuritygroupflowevent";
+/// What `flowlogd gen --upload` writes: (container, kind, NICs, seed). With [`RECORDS`] records
+/// of [`TUPLES`] tuples per blob: 1,250 documents, little enough for osmem's memory.
+const UPLOADS: &[(&str, &str, u64, u64)] = &[
+    (VNET_CONTAINER, "vnet", 2, 1),
+    (NSG_CONTAINER, "nsg2", 2, 2),
+    (NSG_CONTAINER, "nsg1", 1, 3),
+];
+const RECORDS: u64 = 10;
+const TUPLES: u64 = 25;
+
+/// Grafana and Kibana pick a date histogram's "auto" interval from the time range and the
+/// panel width; one minute is what a 3-hour range gives on a typical screen.
+const AUTO_INTERVAL: &str = "1m";
+/// Size of a Grafana terms aggregation with size 0 ("no limit"), and of variable queries.
+const GRAFANA_TERMS_ALL: u64 = 500;
+const NUMERIC: &[&str] = &[
+    "long",
+    "integer",
+    "short",
+    "byte",
+    "double",
+    "float",
+    "half_float",
+    "scaled_float",
+    "unsigned_long",
+];
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read(rel: &str) -> String {
+    let path = repo().join(rel);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The real pipeline: generated blobs in Azurite, `flowlogd once` into osmem.
+
+/// Runs a command with its output in files (no pipe to fill), killed (by PID) after `timeout`.
+fn run(mut cmd: Command, what: &str, dir: &Path, timeout: Duration) -> String {
+    let out = dir.join("out.log");
+    let err = dir.join("err.log");
+    cmd.stdin(Stdio::null())
+        .stdout(File::create(&out).unwrap())
+        .stderr(File::create(&err).unwrap());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: cannot start {BIN}: {e}"));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{what}: still running after {timeout:?}, killed; stderr:\n{}",
+                std::fs::read_to_string(&err).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stdout = std::fs::read_to_string(&out).unwrap_or_default();
+    let stderr = std::fs::read_to_string(&err).unwrap_or_default();
+    assert!(
+        status.success(),
+        "{what}: {status}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    stdout
+}
+
+/// Azurite and osmem with the flow logs of [`UPLOADS`] indexed by the real binary; the servers
+/// are killed when this drops.
+struct Ingested {
+    es: Es,
+    documents: u64,
+    _osmem: Osmem,
+    _azurite: Azurite,
+    _dir: tempfile::TempDir,
+}
+
+fn ingest() -> Ingested {
+    let azurite = Azurite::start().expect("Azurite");
+    let osmem = Osmem::start().expect("osmem-server");
+    let dir = tempfile::Builder::new()
+        .prefix("flowlogd-dashboards-")
+        .tempdir()
+        .unwrap();
+    let endpoint = azurite.blob_endpoint();
+    let hour = chrono::Utc::now().format("%Y-%m-%dT%H").to_string();
+
+    let mut expected = 0;
+    for &(container, kind, nics, seed) in UPLOADS {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["gen", "--upload", "--blob-endpoint", &endpoint])
+            .args(["--container", container, "--kind", kind])
+            .args(["--nics", &nics.to_string(), "--seed", &seed.to_string()])
+            .args(["--records", &RECORDS.to_string()])
+            .args(["--tuples", &TUPLES.to_string(), "--hour", &hour]);
+        run(
+            cmd,
+            &format!("flowlogd gen --kind {kind}"),
+            dir.path(),
+            Duration::from_secs(60),
+        );
+        expected += nics * RECORDS * TUPLES;
+    }
+
+    // As scripts/quickstart.sh writes it: one source per container, both into the weekly
+    // index the dashboards read.
+    let work = dir.path().display();
+    let config = format!(
+        r#"[registry]
+path = "{work}/registry"
+
+[http]
+listen = ""
+
+[elasticsearch]
+urls = ["{es}"]
+dead_letter_path = "{work}/dead-letter.ndjson"
+
+[[source]]
+name = "vnet"
+container = "{VNET_CONTAINER}"
+account = "{account}"
+blob_endpoint = "{endpoint}"
+index = "flowlogs-%{{+xxxx.ww}}"
+[source.auth]
+method = "connection_string"
+connection_string = "UseDevelopmentStorage=true;BlobEndpoint={endpoint}"
+
+[[source]]
+name = "nsg"
+container = "{NSG_CONTAINER}"
+account = "{account}"
+blob_endpoint = "{endpoint}"
+index = "flowlogs-%{{+xxxx.ww}}"
+[source.auth]
+method = "account_key"
+account_key_env = "DASHBOARDS_TEST_ACCOUNT_KEY"
+"#,
+        es = osmem.url(),
+        account = Azurite::ACCOUNT,
+    );
+    let config_path = dir.path().join("flowlogd.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--config")
+        .arg(&config_path)
+        .arg("once")
+        .env("DASHBOARDS_TEST_ACCOUNT_KEY", Azurite::ACCOUNT_KEY);
+    let stdout = run(cmd, "flowlogd once", dir.path(), Duration::from_secs(120));
+    let summary: Value = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("flowlogd once printed no JSON summary:\n{stdout}"));
+    assert_eq!(
+        summary["documents_indexed"].as_u64(),
+        Some(expected),
+        "every generated tuple indexed: {summary}"
+    );
+    assert_eq!(summary["documents_dead_lettered"], 0, "{summary}");
+    assert_eq!(summary["errors"], 0, "{summary}");
+
+    let es = Es::new(&osmem.url());
+    let (status, body) = es.call(Method::Post, "flowlogs-*/_refresh", None);
+    assert_eq!(status, 200, "refresh: {body}");
+    let (status, body) = es.call(Method::Get, "flowlogs-*/_count", None);
+    assert_eq!(status, 200, "count: {body}");
+    assert_eq!(body["count"].as_u64(), Some(expected), "{body}");
+    Ingested {
+        es,
+        documents: expected,
+        _osmem: osmem,
+        _azurite: azurite,
+        _dir: dir,
+    }
+}
+
+/// A blocking client for osmem's REST API.
+struct Es {
+    rt: tokio::runtime::Runtime,
+    client: Elasticsearch,
+}
+
+impl Es {
+    fn new(url: &str) -> Es {
+        let pool = SingleNodeConnectionPool::new(Url::parse(url).unwrap());
+        Es {
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+            client: Elasticsearch::new(TransportBuilder::new(pool).build().unwrap()),
+        }
+    }
+
+    fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let body = body.map(|b| Bytes::from(serde_json::to_vec(&b).unwrap()));
+        self.rt.block_on(async {
+            let response = self
+                .client
+                .send(method, path, HeaderMap::new(), None::<&()>, body, None)
+                .await
+                .unwrap_or_else(|e| panic!("{method:?} {path}: {e}"));
+            let status = response.status_code().as_u16();
+            let text = response.text().await.unwrap_or_default();
+            (
+                status,
+                serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            )
+        })
+    }
+
+    fn search(&self, index: &str, body: &Value) -> Result<Value, String> {
+        match self.call(
+            Method::Post,
+            &format!("{index}/_search"),
+            Some(body.clone()),
+        ) {
+            (200, response) => Ok(response),
+            (status, response) => Err(format!("_search answered {status}: {response}")),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Panels, rebuilt as Elasticsearch requests.
+
+/// How a panel uses a field, which decides the mapping type it needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Role {
+    /// Time filter, date histogram, sort by time: `date`.
+    Time,
+    /// Summed or averaged: a numeric type.
+    Numeric,
+    /// Grouped by, filtered on or shown: the type its values call for (see [`expected_type`]).
+    Value,
+}
+
+/// What a panel's answer must hold to show something.
+#[derive(Debug, Default)]
+struct Shape {
+    /// Ids of the nested bucket aggregations, outermost first.
+    buckets: Vec<String>,
+    /// Ids of sum metrics whose total over the leaf buckets must be above zero.
+    sums: Vec<String>,
+    /// Raw documents (Grafana `raw_data`, Kibana saved search).
+    hits: bool,
+}
+
+/// A panel rebuilt: the index it reads, the fields it uses and the `_search` it sends.
+#[derive(Debug)]
+struct Panel {
+    name: String,
+    index: String,
+    fields: BTreeSet<(String, Role)>,
+    /// `Err`: what could not be rebuilt (reported as a failure naming the panel).
+    request: Result<(Value, Shape), String>,
+}
+
+impl Panel {
+    fn new(name: String, index: &str) -> Panel {
+        Panel {
+            name,
+            index: index.to_owned(),
+            fields: BTreeSet::new(),
+            request: Err("not rebuilt".into()),
+        }
+    }
+
+    fn field(&mut self, field: &str, role: Role) {
+        self.fields.insert((field.to_owned(), role));
+    }
+}
+
+/// A metric of a panel.
+enum Metric {
+    Count,
+    /// `sum`, `avg`, `min`, `max`, `cardinality` over a field.
+    Field(&'static str, String),
+}
+
+/// How a terms aggregation is ordered.
+enum OrderBy {
+    Count,
+    Key,
+    /// By the metric with this id.
+    Metric(String),
+}
+
+/// A bucket aggregation of a panel.
+enum Bucket {
+    Terms {
+        field: String,
+        size: u64,
+        order_by: OrderBy,
+        descending: bool,
+        min_doc_count: u64,
+    },
+    DateHistogram {
+        field: String,
+        interval: String,
+        min_doc_count: u64,
+    },
+}
+
+fn metric_type(name: &str) -> Option<&'static str> {
+    ["sum", "avg", "min", "max", "cardinality"]
+        .into_iter()
+        .find(|t| *t == name)
+}
+
+/// `interval` of a date histogram as Elasticsearch's `fixed_interval`.
+fn fixed_interval(interval: &str) -> Result<String, String> {
+    if interval == "auto" || interval.is_empty() {
+        return Ok(AUTO_INTERVAL.to_owned());
+    }
+    let digits = interval.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = &interval[digits.len()..];
+    if !digits.is_empty()
+        && digits.chars().all(|c| c.is_ascii_digit())
+        && ["ms", "s", "m", "h", "d"].contains(&unit)
+    {
+        Ok(interval.to_owned())
+    } else {
+        Err(format!(
+            "date histogram interval {interval:?} is not rebuilt (only auto and fixed intervals)"
+        ))
+    }
+}
+
+/// Nests the bucket aggregations (outermost first) around the metrics, the way Grafana and
+/// Kibana build their requests: metrics in the innermost buckets, and a terms aggregation
+/// ordered by a metric gets that metric as its own sub-aggregation.
+fn build_aggs(
+    metrics: &[(String, Metric)],
+    buckets: &[(String, Bucket)],
+) -> Result<(Map<String, Value>, Shape), String> {
+    let mut leaf = Map::new();
+    let mut shape = Shape::default();
+    for (id, metric) in metrics {
+        if let Metric::Field(kind, field) = metric {
+            leaf.insert(id.clone(), json!({ *kind: {"field": field} }));
+            if *kind == "sum" {
+                shape.sums.push(id.clone());
+            }
+        }
+    }
+    let mut inner = leaf.clone();
+    for (id, bucket) in buckets.iter().rev() {
+        let mut sub = inner;
+        let agg = match bucket {
+            Bucket::Terms {
+                field,
+                size,
+                order_by,
+                descending,
+                min_doc_count,
+            } => {
+                let key = match order_by {
+                    OrderBy::Count => "_count".to_owned(),
+                    OrderBy::Key => "_key".to_owned(),
+                    OrderBy::Metric(m) => match metrics.iter().find(|(mid, _)| mid == m) {
+                        Some((_, Metric::Count)) => "_count".to_owned(),
+                        Some(_) => {
+                            sub.entry(m.clone()).or_insert_with(|| leaf[m].clone());
+                            m.clone()
+                        }
+                        None => {
+                            return Err(format!("terms `{field}` ordered by unknown metric {m}"));
+                        }
+                    },
+                };
+                let order = if *descending { "desc" } else { "asc" };
+                json!({"terms": {
+                    "field": field,
+                    "size": size,
+                    "min_doc_count": min_doc_count,
+                    "order": { key: order },
+                }})
+            }
+            Bucket::DateHistogram {
+                field,
+                interval,
+                min_doc_count,
+            } => json!({"date_histogram": {
+                "field": field,
+                "fixed_interval": interval,
+                "min_doc_count": min_doc_count,
+            }}),
+        };
+        let mut agg = agg;
+        if !sub.is_empty() {
+            agg["aggs"] = Value::Object(sub);
+        }
+        inner = Map::from_iter([(id.clone(), agg)]);
+        shape.buckets.insert(0, id.clone());
+    }
+    Ok((inner, shape))
+}
+
+/// The time filter of a dashboard range. The generated records fill the current hour ahead of
+/// the clock, so a range ending `now` ends an hour later here.
+fn time_filter(field: &str, from: &str, to: &str) -> Value {
+    let to = if to == "now" { "now+1h" } else { to };
+    json!({"range": {field: {"gte": from, "lte": to}}})
+}
+
+/// One `field:value` clause of a query.
+#[derive(Debug, PartialEq)]
+struct Clause {
+    field: String,
+    value: String,
+    quoted: bool,
+}
+
+/// Splits a Lucene (`a:x AND b:"y"`) or KQL (`a : x and b : "y"`) query made only of
+/// `field:value` clauses joined by AND. Anything else is refused, so that a panel with a richer
+/// query fails loudly instead of being checked half.
+fn conjunction(query: &str) -> Result<Vec<Clause>, String> {
+    let refuse = |why: &str| Err(format!("query {query:?} is not rebuilt: {why}"));
+    if query.trim() == "*" {
+        return Ok(Vec::new()); // Lucene's "everything"
+    }
+    // Tokens split on blanks outside quotes; `a : b` joined into `a:b`.
+    let mut tokens: Vec<String> = Vec::new();
+    let mut current = String::new();
+    let mut in_quotes = false;
+    for c in query.chars() {
+        match c {
+            '"' => {
+                in_quotes = !in_quotes;
+                current.push(c);
+            }
+            c if c.is_whitespace() && !in_quotes => {
+                if !current.is_empty() {
+                    tokens.push(std::mem::take(&mut current));
+                }
+            }
+            c => current.push(c),
+        }
+    }
+    if in_quotes {
+        return refuse("unbalanced quotes");
+    }
+    if !current.is_empty() {
+        tokens.push(current);
+    }
+    let mut joined: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < tokens.len() {
+        if tokens[i] == ":" && !joined.is_empty() && i + 1 < tokens.len() {
+            let field = joined.pop().unwrap();
+            joined.push(format!("{field}:{}", tokens[i + 1]));
+            i += 2;
+        } else if tokens[i].ends_with(':') && !tokens[i].starts_with('"') && i + 1 < tokens.len() {
+            joined.push(format!("{}{}", tokens[i], tokens[i + 1]));
+            i += 2;
+        } else if tokens[i].starts_with(':') && !joined.is_empty() {
+            let field = joined.pop().unwrap();
+            joined.push(format!("{field}{}", tokens[i]));
+            i += 1;
+        } else {
+            joined.push(tokens[i].clone());
+            i += 1;
+        }
+    }
+    let mut clauses = Vec::new();
+    for (n, token) in joined.iter().enumerate() {
+        if n % 2 == 1 {
+            if token != "AND" && token != "and" {
+                return refuse(&format!("`{token}` (only AND is rebuilt)"));
+            }
+            continue;
+        }
+        let Some((field, value)) = token.split_once(':') else {
+            return refuse(&format!("`{token}` is no field:value clause"));
+        };
+        let field_ok = !field.is_empty()
+            && field
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "@_.-".contains(c));
+        let quoted = value.len() >= 2 && value.starts_with('"') && value.ends_with('"');
+        let plain_ok = !value.is_empty()
+            && value
+                .chars()
+                .all(|c| c.is_alphanumeric() || "_.-*@$/".contains(c));
+        if !field_ok || !(quoted || plain_ok) {
+            return refuse(&format!("`{token}`"));
+        }
+        clauses.push(Clause {
+            field: field.to_owned(),
+            value: if quoted {
+                value[1..value.len() - 1].to_owned()
+            } else {
+                value.to_owned()
+            },
+            quoted,
+        });
+    }
+    if joined.len().is_multiple_of(2) && !joined.is_empty() {
+        return refuse("ends with AND");
+    }
+    Ok(clauses)
+}
+
+/// Kibana's translation of a KQL conjunction: `match_phrase` for quoted values, `exists` for
+/// `*`, `match` otherwise.
+fn kql_filters(clauses: &[Clause]) -> Vec<Value> {
+    clauses
+        .iter()
+        .map(|c| {
+            if c.quoted {
+                json!({"match_phrase": {c.field.as_str(): c.value}})
+            } else if c.value == "*" {
+                json!({"exists": {"field": c.field}})
+            } else {
+                json!({"match": {c.field.as_str(): c.value}})
+            }
+        })
+        .collect()
+}
+
+/// A setting that Grafana stores as a string or a number.
+fn setting_u64(v: &Value) -> Option<u64> {
+    v.as_u64()
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+}
+
+fn id_of(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Grafana.
+
+/// `uid` → (`index`, `timeField`) of the provisioned Elasticsearch data sources.
+fn grafana_datasources() -> BTreeMap<String, (String, String)> {
+    let mut out = BTreeMap::new();
+    let dir = repo().join(GRAFANA_DATASOURCES);
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        // Enough YAML for the provisioning file: `uid:`, `index:` and `timeField:` lines of each
+        // `- name:` entry.
+        let (mut uid, mut index, mut time) = (None, None, None);
+        let mut flush =
+            |uid: &mut Option<String>, index: &mut Option<String>, time: &mut Option<String>| {
+                if let (Some(u), Some(i)) = (uid.take(), index.take()) {
+                    out.insert(u, (i, time.take().unwrap_or_else(|| "@timestamp".into())));
+                }
+                *time = None;
+            };
+        for line in text.lines().map(str::trim) {
+            let value = |key: &str| {
+                line.strip_prefix(key)
+                    .map(|v| v.trim().trim_matches('"').to_owned())
+            };
+            if line.starts_with("- name:") {
+                flush(&mut uid, &mut index, &mut time);
+            } else if let Some(v) = value("uid:") {
+                uid = Some(v);
+            } else if let Some(v) = value("index:") {
+                index = Some(v);
+            } else if let Some(v) = value("timeField:") {
+                time = Some(v);
+            }
+        }
+        flush(&mut uid, &mut index, &mut time);
+    }
+    out
+}
+
+/// Every panel (rows' nested panels included) and query variable of the Grafana dashboard.
+fn grafana_panels(dashboard: &Value, sources: &BTreeMap<String, (String, String)>) -> Vec<Panel> {
+    let from = dashboard["time"]["from"].as_str().unwrap_or("now-6h");
+    let to = dashboard["time"]["to"].as_str().unwrap_or("now");
+    let vars: Vec<&Value> = dashboard["templating"]["list"]
+        .as_array()
+        .map(|l| l.iter().collect())
+        .unwrap_or_default();
+    // Every `$variable` at its "All" value, longest names first.
+    let mut all_values: Vec<(String, String)> = vars
+        .iter()
+        .map(|v| {
+            let all = match (&v["allValue"], v["includeAll"].as_bool()) {
+                (Value::String(a), _) if !a.is_empty() => a.clone(),
+                (_, Some(true)) => "*".to_owned(),
+                _ => v["current"]["value"].as_str().unwrap_or("*").to_owned(),
+            };
+            (v["name"].as_str().unwrap_or_default().to_owned(), all)
+        })
+        .collect();
+    all_values.sort_by_key(|(name, _)| std::cmp::Reverse(name.len()));
+    let substitute = |q: &str| {
+        let mut q = q.to_owned();
+        for (name, all) in &all_values {
+            q = q.replace(&format!("${{{name}}}"), all);
+            q = q.replace(&format!("${name}"), all);
+        }
+        q
+    };
+    let source_of = |ds: &Value| -> Result<(String, String), String> {
+        let uid = ds["uid"].as_str().unwrap_or_default();
+        sources
+            .get(uid)
+            .cloned()
+            .ok_or_else(|| format!("data source uid {uid:?} is not provisioned"))
+    };
+
+    let mut out = Vec::new();
+    for var in &vars {
+        let name = format!(
+            "Grafana variable ${}",
+            var["name"].as_str().unwrap_or_default()
+        );
+        if var["type"] != "query" {
+            let mut p = Panel::new(name, "");
+            p.request = Err(format!("variable type {} is not rebuilt", var["type"]));
+            out.push(p);
+            continue;
+        }
+        let (index, time_field) = match source_of(&var["datasource"]) {
+            Ok(s) => s,
+            Err(e) => {
+                let mut p = Panel::new(name, "");
+                p.request = Err(e);
+                out.push(p);
+                continue;
+            }
+        };
+        let mut p = Panel::new(name, &index);
+        p.request = (|| {
+            let query: Value = match &var["query"] {
+                Value::String(s) => {
+                    serde_json::from_str(s).map_err(|e| format!("query is not JSON ({e}): {s}"))?
+                }
+                other => other.clone(),
+            };
+            if query["find"] != "terms" {
+                return Err(format!(
+                    "variable query {query} is not rebuilt (only find: terms)"
+                ));
+            }
+            let field = query["field"]
+                .as_str()
+                .ok_or("variable query without field")?;
+            p.field(field, Role::Value);
+            p.field(&time_field, Role::Time);
+            let lucene = query["query"].as_str().unwrap_or("*");
+            for c in conjunction(&substitute(lucene))? {
+                p.field(&c.field, Role::Value);
+            }
+            let size = setting_u64(&query["size"]).unwrap_or(GRAFANA_TERMS_ALL);
+            let body = json!({
+                "size": 0,
+                "query": {"bool": {"filter": [
+                    time_filter(&time_field, from, to),
+                    {"query_string": {"query": substitute(lucene), "analyze_wildcard": true}},
+                ]}},
+                "aggs": {"1": {"terms": {"field": field, "size": size, "order": {"_key": "asc"}}}},
+            });
+            let shape = Shape {
+                buckets: vec!["1".into()],
+                ..Shape::default()
+            };
+            Ok((body, shape))
+        })();
+        out.push(p);
+    }
+
+    let mut panels: Vec<&Value> = dashboard["panels"]
+        .as_array()
+        .map(|l| l.iter().collect())
+        .unwrap_or_default();
+    let mut i = 0;
+    while i < panels.len() {
+        let panel = panels[i];
+        i += 1;
+        if let Some(nested) = panel["panels"].as_array() {
+            panels.extend(nested);
+        }
+        if panel["type"] == "row" {
+            continue;
+        }
+        let name = format!(
+            "Grafana panel {} {:?}",
+            panel["id"],
+            panel["title"].as_str().unwrap_or_default()
+        );
+        let targets = panel["targets"].as_array().cloned().unwrap_or_default();
+        if targets.is_empty() {
+            let mut p = Panel::new(name, "");
+            p.request = Err(format!(
+                "{} panel without targets is not rebuilt",
+                panel["type"]
+            ));
+            out.push(p);
+            continue;
+        }
+        for (n, target) in targets.iter().enumerate() {
+            let name = if targets.len() > 1 {
+                format!("{name} target {}", target["refId"])
+            } else {
+                name.clone()
+            };
+            let ds = if target["datasource"].is_object() {
+                &target["datasource"]
+            } else {
+                &panel["datasource"]
+            };
+            let (index, ds_time) = match source_of(ds) {
+                Ok(s) => s,
+                Err(e) => {
+                    let mut p = Panel::new(name, "");
+                    p.request = Err(e);
+                    out.push(p);
+                    continue;
+                }
+            };
+            let mut p = Panel::new(name, &index);
+            if target["hide"] == true {
+                p.request = Err(format!("target {n} is hidden: remove it or show it"));
+                out.push(p);
+                continue;
+            }
+            let time_field = target["timeField"].as_str().unwrap_or(&ds_time).to_owned();
+            p.field(&time_field, Role::Time);
+            // Columns a table shows.
+            for t in panel["transformations"].as_array().into_iter().flatten() {
+                for key in ["includeByName", "indexByName"] {
+                    for column in t["options"][key].as_object().into_iter().flatten() {
+                        p.field(column.0, Role::Value);
+                    }
+                }
+            }
+            p.request = grafana_target(&mut p, target, &time_field, from, to, &substitute);
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn grafana_target(
+    p: &mut Panel,
+    target: &Value,
+    time_field: &str,
+    from: &str,
+    to: &str,
+    substitute: &dyn Fn(&str) -> String,
+) -> Result<(Value, Shape), String> {
+    let lucene = substitute(target["query"].as_str().unwrap_or(""));
+    for c in conjunction(&lucene)? {
+        p.field(&c.field, Role::Value);
+    }
+    let query = json!({"bool": {"filter": [
+        time_filter(time_field, from, to),
+        {"query_string": {
+            "query": if lucene.trim().is_empty() { "*" } else { lucene.as_str() },
+            "analyze_wildcard": true,
+        }},
+    ]}});
+    let metrics = target["metrics"].as_array().cloned().unwrap_or_default();
+    let bucket_aggs = target["bucketAggs"].as_array().cloned().unwrap_or_default();
+    if metrics.is_empty() {
+        return Err("target without metrics".into());
+    }
+    if let Some(raw) = metrics
+        .iter()
+        .find(|m| matches!(m["type"].as_str(), Some("raw_data" | "raw_document")))
+    {
+        if metrics.len() > 1 || !bucket_aggs.is_empty() {
+            return Err("raw_data next to other metrics or bucket aggregations".into());
+        }
+        let size = setting_u64(&raw["settings"]["size"]).unwrap_or(500);
+        let body = json!({
+            "size": size,
+            "query": query,
+            "sort": [{time_field: {"order": "desc"}}],
+        });
+        let shape = Shape {
+            hits: true,
+            ..Shape::default()
+        };
+        return Ok((body, shape));
+    }
+    let mut ms = Vec::new();
+    for m in &metrics {
+        let id = id_of(&m["id"]);
+        let kind = m["type"].as_str().unwrap_or_default();
+        if kind == "count" {
+            ms.push((id, Metric::Count));
+        } else if let Some(kind) = metric_type(kind) {
+            let field = m["field"]
+                .as_str()
+                .ok_or_else(|| format!("{kind} metric without field"))?;
+            let role = if kind == "cardinality" {
+                Role::Value
+            } else {
+                Role::Numeric
+            };
+            p.field(field, role);
+            ms.push((id, Metric::Field(kind, field.to_owned())));
+        } else {
+            return Err(format!("metric type {kind:?} is not rebuilt"));
+        }
+    }
+    let mut bs = Vec::new();
+    for b in &bucket_aggs {
+        let id = id_of(&b["id"]);
+        let field = b["field"]
+            .as_str()
+            .ok_or_else(|| format!("bucket aggregation {id} without field"))?
+            .to_owned();
+        let s = &b["settings"];
+        let bucket = match b["type"].as_str().unwrap_or_default() {
+            "terms" => {
+                p.field(&field, Role::Value);
+                let size = match setting_u64(&s["size"]).unwrap_or(10) {
+                    0 => GRAFANA_TERMS_ALL,
+                    n => n,
+                };
+                let order_by = match s["orderBy"].as_str().unwrap_or("_term") {
+                    "_term" | "_key" => OrderBy::Key,
+                    "_count" => OrderBy::Count,
+                    metric => OrderBy::Metric(metric.to_owned()),
+                };
+                Bucket::Terms {
+                    field,
+                    size,
+                    order_by,
+                    descending: s["order"].as_str().unwrap_or("desc") == "desc",
+                    min_doc_count: setting_u64(&s["min_doc_count"]).unwrap_or(1),
+                }
+            }
+            "date_histogram" => {
+                p.field(&field, Role::Time);
+                Bucket::DateHistogram {
+                    field,
+                    interval: fixed_interval(s["interval"].as_str().unwrap_or("auto"))?,
+                    min_doc_count: setting_u64(&s["min_doc_count"]).unwrap_or(0),
+                }
+            }
+            other => return Err(format!("bucket aggregation {other:?} is not rebuilt")),
+        };
+        bs.push((id, bucket));
+    }
+    let (aggs, shape) = build_aggs(&ms, &bs)?;
+    let mut body = json!({"size": 0, "track_total_hits": true, "query": query});
+    if !aggs.is_empty() {
+        body["aggs"] = Value::Object(aggs);
+    }
+    Ok((body, shape))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kibana.
+
+fn nested_json(v: &Value) -> Result<Value, String> {
+    match v.as_str() {
+        Some(s) => serde_json::from_str(s).map_err(|e| format!("nested JSON ({e}): {s}")),
+        None => Ok(Value::Null),
+    }
+}
+
+/// Every panel of the Kibana dashboard(s), every visualization and saved search of the file
+/// (on a dashboard or not), and the data views.
+fn kibana_panels(ndjson: &str) -> (Vec<Panel>, usize) {
+    let objects: Vec<Value> = ndjson
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{KIBANA_OBJECTS}: {e}")))
+        .collect();
+    let key = |o: &Value| {
+        (
+            o["type"].as_str().unwrap_or_default().to_owned(),
+            o["id"].as_str().unwrap_or_default().to_owned(),
+        )
+    };
+    let by_key: BTreeMap<(String, String), &Value> = objects.iter().map(|o| (key(o), o)).collect();
+    let reference = |o: &Value, name: &str| -> Option<(String, String)> {
+        o["references"]
+            .as_array()?
+            .iter()
+            .find(|r| r["name"] == name)
+            .map(key)
+    };
+
+    let mut out = Vec::new();
+    // The dashboards: their time range and query, and what each panel refers to.
+    let mut range = ("now-15m".to_owned(), "now".to_owned());
+    let mut dashboard_query = String::new();
+    let mut on_dashboards = 0;
+    let mut shown = BTreeSet::new();
+    for d in objects.iter().filter(|o| o["type"] == "dashboard") {
+        let a = &d["attributes"];
+        let title = a["title"].as_str().unwrap_or_default();
+        if a["timeRestore"] == true {
+            range = (
+                a["timeFrom"].as_str().unwrap_or("now-15m").to_owned(),
+                a["timeTo"].as_str().unwrap_or("now").to_owned(),
+            );
+        }
+        let problem = |what: String| {
+            let mut p = Panel::new(format!("Kibana dashboard {title:?}: {what}"), "");
+            p.request = Err(what);
+            p
+        };
+        match nested_json(&a["kibanaSavedObjectMeta"]["searchSourceJSON"]) {
+            Ok(s) => {
+                dashboard_query = s["query"]["query"].as_str().unwrap_or_default().to_owned();
+                if s["filter"].as_array().is_some_and(|f| !f.is_empty()) {
+                    out.push(problem("dashboard filters are not rebuilt".into()));
+                }
+            }
+            Err(e) => out.push(problem(e)),
+        }
+        let panels = match nested_json(&a["panelsJSON"]) {
+            Ok(Value::Array(p)) => p,
+            other => {
+                out.push(problem(format!("panelsJSON is no array: {other:?}")));
+                continue;
+            }
+        };
+        for panel in panels {
+            on_dashboards += 1;
+            let refname = panel["panelRefName"].as_str().unwrap_or_default();
+            match reference(d, refname).filter(|k| by_key.contains_key(k)) {
+                Some(k) => {
+                    shown.insert(k);
+                }
+                None => out.push(problem(format!(
+                    "panel {} ({refname:?}) refers to no object of the file (by-value panels are not rebuilt)",
+                    panel["panelIndex"]
+                ))),
+            }
+        }
+    }
+
+    for o in &objects {
+        let (kind, id) = key(o);
+        let a = &o["attributes"];
+        let title = a["title"].as_str().unwrap_or_default();
+        match kind.as_str() {
+            "index-pattern" => {
+                let index = a["title"].as_str().unwrap_or_default();
+                let mut p = Panel::new(format!("Kibana data view {id} ({index})"), index);
+                p.request = (|| {
+                    let time = a["timeFieldName"]
+                        .as_str()
+                        .ok_or("data view without timeFieldName")?;
+                    p.field(time, Role::Time);
+                    let formats = nested_json(&a["fieldFormatMap"])?;
+                    for (field, format) in formats.as_object().into_iter().flatten() {
+                        let numeric = ["bytes", "number", "percent"]
+                            .contains(&format["id"].as_str().unwrap_or_default());
+                        p.field(field, if numeric { Role::Numeric } else { Role::Value });
+                    }
+                    let body = json!({
+                        "size": 0,
+                        "track_total_hits": true,
+                        "query": time_filter(time, &range.0, &range.1),
+                    });
+                    Ok((body, Shape::default()))
+                })();
+                out.push(p);
+            }
+            "visualization" | "search" => {
+                let on = if shown.contains(&(kind.clone(), id.clone())) {
+                    "on the dashboard"
+                } else {
+                    "on no dashboard"
+                };
+                let name = format!("Kibana {kind} {id} {title:?} ({on})");
+                let data_view = reference(o, "kibanaSavedObjectMeta.searchSourceJSON.index")
+                    .and_then(|k| by_key.get(&k).copied());
+                let Some(data_view) = data_view else {
+                    let mut p = Panel::new(name, "");
+                    p.request = Err("no data view reference (searchSourceJSON.index)".into());
+                    out.push(p);
+                    continue;
+                };
+                let index = data_view["attributes"]["title"]
+                    .as_str()
+                    .unwrap_or_default();
+                let time = data_view["attributes"]["timeFieldName"]
+                    .as_str()
+                    .unwrap_or("@timestamp")
+                    .to_owned();
+                let mut p = Panel::new(name, index);
+                p.request = kibana_object(&mut p, &kind, a, &time, &range, &dashboard_query);
+                out.push(p);
+            }
+            "dashboard" => {}
+            other => {
+                let mut p = Panel::new(format!("Kibana {other} {id}"), "");
+                p.request = Err(format!("saved object type {other} is not rebuilt"));
+                out.push(p);
+            }
+        }
+    }
+    (out, on_dashboards)
+}
+
+fn kibana_object(
+    p: &mut Panel,
+    kind: &str,
+    a: &Value,
+    time: &str,
+    range: &(String, String),
+    dashboard_query: &str,
+) -> Result<(Value, Shape), String> {
+    p.field(time, Role::Time);
+    let search = nested_json(&a["kibanaSavedObjectMeta"]["searchSourceJSON"])?;
+    if search["filter"].as_array().is_some_and(|f| !f.is_empty()) {
+        return Err("searchSourceJSON filters are not rebuilt".into());
+    }
+    let language = search["query"]["language"].as_str().unwrap_or("kuery");
+    if language != "kuery" {
+        return Err(format!("query language {language} is not rebuilt"));
+    }
+    let mut filter = vec![time_filter(time, &range.0, &range.1)];
+    for kql in [
+        search["query"]["query"].as_str().unwrap_or(""),
+        dashboard_query,
+    ] {
+        let clauses = conjunction(kql)?;
+        for c in &clauses {
+            p.field(&c.field, Role::Value);
+        }
+        filter.extend(kql_filters(&clauses));
+    }
+    let query = json!({"bool": {"filter": filter}});
+
+    if kind == "search" {
+        let mut sort = Vec::new();
+        for s in a["sort"].as_array().into_iter().flatten() {
+            let field = s[0].as_str().ok_or("sort without field")?;
+            let role = if field == time {
+                Role::Time
+            } else {
+                Role::Value
+            };
+            p.field(field, role);
+            sort.push(json!({field: {"order": s[1].as_str().unwrap_or("desc")}}));
+        }
+        for column in a["columns"].as_array().into_iter().flatten() {
+            p.field(column.as_str().ok_or("column is no string")?, Role::Value);
+        }
+        let body = json!({"size": 100, "query": query, "sort": sort});
+        let shape = Shape {
+            hits: true,
+            ..Shape::default()
+        };
+        return Ok((body, shape));
+    }
+
+    let vis = nested_json(&a["visState"])?;
+    let aggs: Vec<&Value> = vis["aggs"]
+        .as_array()
+        .ok_or("visState without aggs (TSVB, Lens or Vega are not rebuilt)")?
+        .iter()
+        .filter(|agg| agg["enabled"] != false)
+        .collect();
+    let mut ms = Vec::new();
+    let mut bs = Vec::new();
+    for agg in &aggs {
+        let id = id_of(&agg["id"]);
+        let kind = agg["type"].as_str().unwrap_or_default();
+        let params = &agg["params"];
+        let field = params["field"].as_str().map(str::to_owned);
+        let need_field = || {
+            field
+                .clone()
+                .ok_or_else(|| format!("{kind} aggregation without field"))
+        };
+        match kind {
+            "count" => ms.push((id, Metric::Count)),
+            "terms" => {
+                let field = need_field()?;
+                p.field(&field, Role::Value);
+                let order_by = match params["orderBy"].as_str().unwrap_or("_key") {
+                    "_key" | "_term" => OrderBy::Key,
+                    "_count" => OrderBy::Count,
+                    "custom" => {
+                        return Err("terms ordered by a custom metric is not rebuilt".into());
+                    }
+                    m => OrderBy::Metric(m.to_owned()),
+                };
+                let order = match &params["order"] {
+                    Value::String(s) => s.clone(),
+                    other => other["value"].as_str().unwrap_or("desc").to_owned(),
+                };
+                if params["otherBucket"] == true || params["missingBucket"] == true {
+                    return Err("terms with other/missing buckets is not rebuilt".into());
+                }
+                bs.push((
+                    id,
+                    Bucket::Terms {
+                        field,
+                        size: params["size"].as_u64().unwrap_or(5),
+                        order_by,
+                        descending: order == "desc",
+                        min_doc_count: 1,
+                    },
+                ));
+            }
+            "date_histogram" => {
+                let field = need_field()?;
+                p.field(&field, Role::Time);
+                bs.push((
+                    id,
+                    Bucket::DateHistogram {
+                        field,
+                        interval: fixed_interval(params["interval"].as_str().unwrap_or("auto"))?,
+                        min_doc_count: params["min_doc_count"].as_u64().unwrap_or(1),
+                    },
+                ));
+            }
+            other => match metric_type(other) {
+                Some(t) => {
+                    let field = need_field()?;
+                    p.field(
+                        &field,
+                        if t == "cardinality" {
+                            Role::Value
+                        } else {
+                            Role::Numeric
+                        },
+                    );
+                    ms.push((id, Metric::Field(t, field)));
+                }
+                None => return Err(format!("aggregation type {other:?} is not rebuilt")),
+            },
+        }
+    }
+    if ms.is_empty() {
+        return Err("visualization without a metric".into());
+    }
+    // Kibana nests bucket aggregations in the order of `aggs`, metrics innermost.
+    let (aggs, shape) = build_aggs(&ms, &bs)?;
+    let mut body = json!({"size": 0, "track_total_hits": true, "query": query});
+    if !aggs.is_empty() {
+        body["aggs"] = Value::Object(aggs);
+    }
+    Ok((body, shape))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checks against osmem.
+
+/// The mapping of `field` (dotted path) in a `mappings` object, multi-fields included.
+fn mapping_of<'a>(mappings: &'a Value, field: &str) -> Option<&'a Value> {
+    fn walk<'a>(props: &'a Value, segments: &[&str]) -> Option<&'a Value> {
+        // Try the longest key first, so `a.b` mapped as a dotted name is found too.
+        for n in (1..=segments.len()).rev() {
+            let Some(node) = props.get(segments[..n].join(".")) else {
+                continue;
+            };
+            let rest = &segments[n..];
+            if rest.is_empty() {
+                return Some(node);
+            }
+            if let Some(found) = node
+                .get("properties")
+                .and_then(|p| walk(p, rest))
+                .or_else(|| node.get("fields").and_then(|f| walk(f, rest)))
+            {
+                return Some(found);
+            }
+        }
+        None
+    }
+    let segments: Vec<&str> = field.split('.').collect();
+    walk(mappings.get("properties")?, &segments)
+}
+
+/// The value at a dotted path of a document source (first element of arrays).
+fn value_at<'a>(source: &'a Value, field: &str) -> Option<&'a Value> {
+    fn walk<'a>(v: &'a Value, segments: &[&str]) -> Option<&'a Value> {
+        let v = match v {
+            Value::Array(items) => items.first()?,
+            v => v,
+        };
+        if segments.is_empty() {
+            return Some(v);
+        }
+        (1..=segments.len())
+            .rev()
+            .find_map(|n| walk(v.get(segments[..n].join("."))?, &segments[n..]))
+    }
+    let segments: Vec<&str> = field.split('.').collect();
+    walk(source, &segments)
+}
+
+/// The mapping type a field needs for the values it holds.
+fn expected_type(sample: &Value) -> &'static [&'static str] {
+    match sample {
+        Value::String(s) if s.parse::<IpAddr>().is_ok() => &["ip"],
+        Value::String(s) if chrono::DateTime::parse_from_rfc3339(s).is_ok() => {
+            &["date", "date_nanos"]
+        }
+        Value::String(_) => &["keyword", "constant_keyword"],
+        Value::Number(_) => NUMERIC,
+        Value::Bool(_) => &["boolean"],
+        _ => &[],
+    }
+}
+
+/// What osmem holds about one field of an index pattern.
+#[derive(Debug)]
+struct FieldFacts {
+    /// Type in the index template that applies to the pattern's indices.
+    template: Result<String, String>,
+    /// Type in each concrete index's mapping.
+    indices: BTreeMap<String, Option<String>>,
+    /// Documents with a value.
+    exists: u64,
+    /// A value from one of them.
+    sample: Option<Value>,
+}
+
+/// Glob match with `*` only (index patterns).
+fn glob(pattern: &str, name: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == name,
+        Some((head, tail)) => {
+            name.starts_with(head)
+                && (0..=name.len() - head.len()).any(|i| {
+                    name.is_char_boundary(head.len() + i) && glob(tail, &name[head.len() + i..])
+                })
+        }
+    }
+}
+
+/// A concrete index: its mapping, and the name and mappings of the template osmem applied.
+struct IndexInfo {
+    mapping: Value,
+    template: Result<(String, Value), String>,
+}
+
+struct Checker<'a> {
+    es: &'a Es,
+    facts: BTreeMap<(String, String), FieldFacts>,
+    /// Index pattern → (concrete index → mapping, template name and mappings of the index).
+    indices: BTreeMap<String, BTreeMap<String, IndexInfo>>,
+}
+
+impl<'a> Checker<'a> {
+    fn new(es: &'a Es) -> Checker<'a> {
+        Checker {
+            es,
+            facts: BTreeMap::new(),
+            indices: BTreeMap::new(),
+        }
+    }
+
+    /// The concrete indices of a pattern, each with its mapping and the template osmem applied
+    /// (the matching composable template of highest priority, as Elasticsearch picks it).
+    fn indices(&mut self, pattern: &str) -> &BTreeMap<String, IndexInfo> {
+        if !self.indices.contains_key(pattern) {
+            let (status, mappings) =
+                self.es
+                    .call(Method::Get, &format!("{pattern}/_mapping"), None);
+            assert_eq!(status, 200, "GET {pattern}/_mapping: {mappings}");
+            let (status, templates) = self.es.call(Method::Get, "_index_template", None);
+            assert_eq!(status, 200, "GET _index_template: {templates}");
+            let mut out = BTreeMap::new();
+            for (index, m) in mappings.as_object().into_iter().flatten() {
+                let template = templates["index_templates"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|t| {
+                        t["index_template"]["index_patterns"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .any(|p| glob(p.as_str().unwrap_or_default(), index))
+                    })
+                    .max_by_key(|t| t["index_template"]["priority"].as_i64().unwrap_or(0))
+                    .map(|t| {
+                        let name = t["name"].as_str().unwrap_or_default().to_owned();
+                        let (status, full) =
+                            self.es
+                                .call(Method::Get, &format!("_index_template/{name}"), None);
+                        assert_eq!(status, 200, "GET _index_template/{name}: {full}");
+                        let mappings =
+                            full["index_templates"][0]["index_template"]["template"]["mappings"]
+                                .clone();
+                        (name, mappings)
+                    })
+                    .ok_or_else(|| format!("no index template applies to {index}"));
+                out.insert(
+                    index.clone(),
+                    IndexInfo {
+                        mapping: m["mappings"].clone(),
+                        template,
+                    },
+                );
+            }
+            self.indices.insert(pattern.to_owned(), out);
+        }
+        &self.indices[pattern]
+    }
+
+    fn facts(&mut self, pattern: &str, field: &str) -> &FieldFacts {
+        let key = (pattern.to_owned(), field.to_owned());
+        if !self.facts.contains_key(&key) {
+            let type_of = |m: Option<&Value>| m.and_then(|m| m["type"].as_str()).map(str::to_owned);
+            let indices = self.indices(pattern);
+            let mut templates = BTreeMap::new();
+            let mut types = BTreeMap::new();
+            for (index, info) in indices {
+                types.insert(index.clone(), type_of(mapping_of(&info.mapping, field)));
+                match &info.template {
+                    Ok((name, mappings)) => {
+                        let t = type_of(mapping_of(mappings, field)).ok_or_else(|| {
+                            format!("not mapped in index template {name} (applied to {index})")
+                        });
+                        templates.insert(format!("{t:?}"), t);
+                    }
+                    Err(e) => {
+                        templates.insert(e.clone(), Err(e.clone()));
+                    }
+                }
+            }
+            let template = match templates.len() {
+                0 => Err(format!("no index matches {pattern}")),
+                1 => templates.into_values().next().unwrap(),
+                _ => Err(format!(
+                    "the templates of {pattern}'s indices disagree: {templates:?}"
+                )),
+            };
+            let body = json!({
+                "size": 1,
+                "track_total_hits": true,
+                "query": {"exists": {"field": field}},
+                "_source": [field],
+            });
+            let response = self
+                .es
+                .search(pattern, &body)
+                .unwrap_or_else(|e| panic!("exists query for {field} on {pattern}: {e}"));
+            let exists = response["hits"]["total"]["value"].as_u64().unwrap_or(0);
+            let sample = response["hits"]["hits"][0]["_source"]
+                .as_object()
+                .and_then(|s| value_at(&Value::Object(s.clone()), field).cloned());
+            self.facts.insert(
+                key.clone(),
+                FieldFacts {
+                    template,
+                    indices: types,
+                    exists,
+                    sample,
+                },
+            );
+        }
+        &self.facts[&key]
+    }
+
+    /// Every problem of a panel (empty: the panel works on the ingested data).
+    fn check(&mut self, panel: &Panel) -> Vec<String> {
+        let name = &panel.name;
+        let mut problems = Vec::new();
+        let (body, shape) = match &panel.request {
+            Ok(r) => r,
+            Err(e) => return vec![format!("{name}: cannot be rebuilt: {e}")],
+        };
+        if panel.fields.is_empty() && !shape.hits {
+            problems.push(format!(
+                "{name}: uses no field (did the panel format change?)"
+            ));
+        }
+        for (field, role) in &panel.fields {
+            let facts = self.facts(&panel.index, field);
+            let ty = match &facts.template {
+                Ok(ty) => ty.clone(),
+                Err(e) => {
+                    problems.push(format!("{name}: field `{field}`: {e}"));
+                    continue;
+                }
+            };
+            for (index, t) in &facts.indices {
+                if t.as_deref() != Some(ty.as_str()) {
+                    problems.push(format!(
+                        "{name}: field `{field}` is {ty} in the template but {t:?} in index {index}"
+                    ));
+                }
+            }
+            if facts.exists == 0 {
+                problems.push(format!(
+                    "{name}: field `{field}` ({ty}) has no value in any document of {}",
+                    panel.index
+                ));
+                continue;
+            }
+            let allowed: &[&str] = match role {
+                Role::Time => &["date", "date_nanos"],
+                Role::Numeric => NUMERIC,
+                Role::Value => facts.sample.as_ref().map(expected_type).unwrap_or(&[]),
+            };
+            if !allowed.contains(&ty.as_str()) {
+                problems.push(format!(
+                    "{name}: field `{field}` is mapped as {ty}, but as {role:?} field holding {} it must be one of {allowed:?}",
+                    facts.sample.as_ref().map(Value::to_string).unwrap_or_default()
+                ));
+            }
+        }
+
+        let response = match self.es.search(&panel.index, body) {
+            Ok(r) => r,
+            Err(e) => {
+                problems.push(format!("{name}: {e}\nrequest: {body}"));
+                return problems;
+            }
+        };
+        let summary = |r: &Value| {
+            let text = r.to_string();
+            text.chars().take(600).collect::<String>()
+        };
+        if shape.hits {
+            if response["hits"]["hits"]
+                .as_array()
+                .is_none_or(Vec::is_empty)
+            {
+                problems.push(format!("{name}: no documents\nrequest: {body}"));
+            }
+            return problems;
+        }
+        // The leaf buckets with documents, following the nesting.
+        let mut level: Vec<&Value> = vec![&response["aggregations"]];
+        for id in &shape.buckets {
+            level = level
+                .iter()
+                .flat_map(|agg| agg[id.as_str()]["buckets"].as_array().into_iter().flatten())
+                .filter(|b| b["doc_count"].as_u64().unwrap_or(0) > 0)
+                .collect();
+        }
+        let total = response["hits"]["total"]["value"].as_u64().unwrap_or(0);
+        if level.is_empty() || total == 0 {
+            problems.push(format!(
+                "{name}: no buckets with documents ({total} hits)\nrequest: {body}\nanswer: {}",
+                summary(&response)
+            ));
+            return problems;
+        }
+        for id in &shape.sums {
+            let sum: f64 = level
+                .iter()
+                .map(|b| b[id.as_str()]["value"].as_f64().unwrap_or(0.0))
+                .sum();
+            if sum <= 0.0 {
+                problems.push(format!(
+                    "{name}: sum {id} is {sum} over every bucket\nrequest: {body}\nanswer: {}",
+                    summary(&response)
+                ));
+            }
+        }
+        problems
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tests.
+
+/// The panels of both dashboards rebuilt from `grafana` and `kibana` (file contents), and the
+/// problems osmem reports for them; also how many dashboard panels each has.
+struct Report {
+    problems: Vec<String>,
+    grafana_panels: usize,
+    grafana_variables: usize,
+    kibana_panels: usize,
+    kibana_objects: usize,
+}
+
+fn check_dashboards(checker: &mut Checker, grafana: &str, kibana: &str) -> Report {
+    let dashboard: Value = serde_json::from_str(grafana).expect("Grafana dashboard JSON");
+    let sources = grafana_datasources();
+    let grafana = grafana_panels(&dashboard, &sources);
+    let (kibana, kibana_panels) = kibana_panels(kibana);
+    let mut problems = Vec::new();
+    for panel in grafana.iter().chain(&kibana) {
+        problems.extend(checker.check(panel));
+    }
+    let count = |prefix: &str, panels: &[Panel]| {
+        panels.iter().filter(|p| p.name.starts_with(prefix)).count()
+    };
+    Report {
+        problems,
+        grafana_panels: count("Grafana panel", &grafana),
+        grafana_variables: count("Grafana variable", &grafana),
+        kibana_panels,
+        kibana_objects: kibana.len(),
+    }
+}
+
+#[test]
+fn every_panel_of_both_dashboards_finds_its_fields_and_buckets_in_flow_logs_flowlogd_really_indexed()
+ {
+    let started = Instant::now();
+    let ingested = ingest();
+    let ingest_time = started.elapsed();
+    let mut checker = Checker::new(&ingested.es);
+
+    let grafana = read(GRAFANA_DASHBOARD);
+    let kibana = read(KIBANA_OBJECTS);
+    let report = check_dashboards(&mut checker, &grafana, &kibana);
+    assert!(
+        report.problems.is_empty(),
+        "{} problem(s) with the dashboards against {} indexed documents:\n{}",
+        report.problems.len(),
+        ingested.documents,
+        report.problems.join("\n\n")
+    );
+    // Every panel was seen: nothing passes by being skipped.
+    let in_file = |v: &Value| v.as_array().map_or(0, Vec::len);
+    let dashboard: Value = serde_json::from_str(&grafana).unwrap();
+    let top_level = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            if p["type"] == "row" {
+                in_file(&p["panels"])
+            } else {
+                1
+            }
+        })
+        .sum::<usize>();
+    assert_eq!(report.grafana_panels, top_level, "Grafana panels checked");
+    assert_eq!(
+        report.grafana_variables,
+        in_file(&dashboard["templating"]["list"])
+    );
+    assert!(report.grafana_panels > 0 && report.kibana_panels > 0);
+    eprintln!(
+        "checked {} Grafana panels + {} variables and {} Kibana dashboard panels ({} saved objects) \
+         against {} documents (ingest {:.1?}, checks {:.1?})",
+        report.grafana_panels,
+        report.grafana_variables,
+        report.kibana_panels,
+        report.kibana_objects,
+        ingested.documents,
+        ingest_time,
+        started.elapsed() - ingest_time
+    );
+
+    // And the checks bite, on edited copies of the files: a field the documents do not have
+    // (as after renaming a document field without updating the dashboards) is reported for the
+    // field and for the panel's empty aggregation, in both dashboards; a sum over a keyword
+    // field is reported as the wrong type. Nothing else is reported.
+    let kind_sum = r#"\"type\":\"sum\",\"params\":{\"field\":\"azure.flowlog.kind\""#;
+    let report = check_dashboards(
+        &mut checker,
+        &grafana.replace(
+            "\"field\": \"network.transport\"",
+            "\"field\": \"network.protocol\"",
+        ),
+        &kibana
+            .replace(
+                r#"\"field\":\"rule.name\""#,
+                r#"\"field\":\"rule.ruleset\""#,
+            )
+            .replacen(
+                r#"\"type\":\"sum\",\"params\":{\"field\":\"network.bytes\""#,
+                kind_sum,
+                1,
+            ),
+    );
+    let reported = |panel: &str, what: &str| {
+        report
+            .problems
+            .iter()
+            .any(|p| p.starts_with(panel) && p.contains(what))
+    };
+    for (panel, renamed) in [
+        ("Grafana panel", "network.protocol"),
+        ("Kibana visualization", "rule.ruleset"),
+    ] {
+        assert!(
+            reported(panel, &format!("`{renamed}`: not mapped"))
+                && reported(panel, "no buckets with documents"),
+            "a {panel} on {renamed} must fail: {:#?}",
+            report.problems
+        );
+    }
+    assert!(
+        kibana.contains(&kind_sum.replace("azure.flowlog.kind", "network.bytes")),
+        "the Kibana file still sums network.bytes"
+    );
+    assert!(
+        reported(
+            "Kibana visualization",
+            "`azure.flowlog.kind` is mapped as keyword, but as Numeric"
+        ),
+        "a sum over a keyword must fail: {:#?}",
+        report.problems
+    );
+    for p in &report.problems {
+        assert!(
+            ["network.protocol", "rule.ruleset", "azure.flowlog.kind"]
+                .iter()
+                .any(|f| p.contains(f)),
+            "reported although not edited: {p}"
+        );
+    }
+}
+
+#[test]
+fn panel_queries_are_split_into_field_clauses_and_anything_richer_is_refused() {
+    let clauses = conjunction(
+        r#"cloud.account.id:* AND rule.name:"a b" AND event.action : "deny" and x.y :z"#,
+    )
+    .unwrap();
+    let fields: Vec<(&str, &str, bool)> = clauses
+        .iter()
+        .map(|c| (c.field.as_str(), c.value.as_str(), c.quoted))
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            ("cloud.account.id", "*", false),
+            ("rule.name", "a b", true),
+            ("event.action", "deny", true),
+            ("x.y", "z", false),
+        ]
+    );
+    assert_eq!(conjunction("").unwrap(), []);
+    assert_eq!(conjunction(" * ").unwrap(), []);
+    for refused in [
+        "a:x OR b:y",
+        "NOT a:x",
+        "a:(x OR y)",
+        "a:[1 TO 2]",
+        "free text",
+        "a:x AND",
+        "a:\"x",
+    ] {
+        assert!(conjunction(refused).is_err(), "{refused:?} must be refused");
+    }
+    assert_eq!(
+        kql_filters(&conjunction(r#"a : "x y" and b : * and c : z"#).unwrap()),
+        [
+            json!({"match_phrase": {"a": "x y"}}),
+            json!({"exists": {"field": "b"}}),
+            json!({"match": {"c": "z"}}),
+        ]
+    );
+    assert!(glob("flowlogs-*", "flowlogs-2026.47"));
+    assert!(!glob("flowlogs-*", "other-2026.47"));
+    assert!(glob("*-x-*", "a-x-b"));
+    let mappings = json!({"properties": {"source": {"properties": {"ip": {"type": "ip"}}},
+        "rule": {"properties": {"name": {"type": "text", "fields": {"keyword": {"type": "keyword"}}}}}}});
+    assert_eq!(mapping_of(&mappings, "source.ip").unwrap()["type"], "ip");
+    assert_eq!(
+        mapping_of(&mappings, "rule.name.keyword").unwrap()["type"],
+        "keyword"
+    );
+    assert!(mapping_of(&mappings, "source.port").is_none());
+    assert_eq!(expected_type(&json!("10.0.0.1")), ["ip"]);
+    assert_eq!(expected_type(&json!("2001:db8::1")), ["ip"]);
+    assert_eq!(expected_type(&json!(443)), NUMERIC);
+    assert_eq!(
+        expected_type(&json!("rg-network-prod")),
+        ["keyword", "constant_keyword"]
+    );
+    assert_eq!(
+        expected_type(&json!("2026-11-21T17:00:07.000Z")),
+        ["date", "date_nanos"]
+    );
+}
