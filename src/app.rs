@@ -65,7 +65,10 @@ impl App {
     /// Opens the registry and builds the clients (no network I/O yet).
     pub fn new(config: Config) -> anyhow::Result<App> {
         let registry = Registry::open(&config.registry.path)?;
-        let dead_letter = crate::sink::dead_letter::DeadLetter::lazy(config.dead_letter_path());
+        let dead_letter_path = config.dead_letter_path();
+        // Opened now so a bad path fails at startup, not at the first rejected document.
+        let dead_letter = crate::sink::dead_letter::DeadLetter::open(&dead_letter_path)
+            .map_err(|e| anyhow::anyhow!("cannot open the dead-letter file {}: {e}", dead_letter_path.display()))?;
         let sink = BulkSink::with_dead_letter(&config.elasticsearch, dead_letter)?;
         let mut sources = Vec::new();
         let mut stats = Vec::new();

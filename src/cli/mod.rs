@@ -113,11 +113,6 @@ pub fn run(cli: Cli) -> ExitCode {
         .or_else(|| config.as_ref().map(|c| c.log.level.clone()))
         .unwrap_or_else(|| "info".into());
     init_logging(format, &level);
-    if let Some(c) = &config
-        && c.elasticsearch.insecure
-    {
-        tracing::warn!("elasticsearch.insecure = true: TLS certificates are NOT verified");
-    }
     let result = match (cli.command, config) {
         (Command::Decode(args), _) => decode::run(args),
         (Command::Gen(args), _) => generate::run(args),
