@@ -67,8 +67,13 @@ impl App {
         let registry = Registry::open(&config.registry.path)?;
         let dead_letter_path = config.dead_letter_path();
         // Opened now so a bad path fails at startup, not at the first rejected document.
-        let dead_letter = crate::sink::dead_letter::DeadLetter::open(&dead_letter_path)
-            .map_err(|e| anyhow::anyhow!("cannot open the dead-letter file {}: {e}", dead_letter_path.display()))?;
+        let dead_letter =
+            crate::sink::dead_letter::DeadLetter::open(&dead_letter_path).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot open the dead-letter file {}: {e}",
+                    dead_letter_path.display()
+                )
+            })?;
         let sink = BulkSink::with_dead_letter(&config.elasticsearch, dead_letter)?;
         let mut sources = Vec::new();
         let mut stats = Vec::new();
@@ -263,11 +268,17 @@ impl App {
         m.add(&m.polls, 1);
         let started = Instant::now();
         let before = m.storage.snapshot();
-        if let Err(e) = source.walker.discover_if_due().await {
-            m.add(&m.list_errors, 1);
-            self.error();
-            tracing::warn!(source = %name, error = %e, "resource discovery failed; retrying next poll");
-            return;
+        let discovered = match source.walker.discover_if_due().await {
+            Ok(ran) => ran,
+            Err(e) => {
+                m.add(&m.list_errors, 1);
+                self.error();
+                tracing::warn!(source = %name, error = %e, "resource discovery failed; retrying next poll");
+                return;
+            }
+        };
+        if discovered {
+            self.prune_finished(source);
         }
         let now = chrono::Utc::now();
         let now_s = now.timestamp();
@@ -467,6 +478,28 @@ impl App {
             }
         }
         tasks
+    }
+
+    /// Forgets finished blobs last touched more than `forget_gone_after` ago: their hours are
+    /// never listed again, so without this the registry (and the per-poll scan of its active
+    /// entries) would grow with history. Runs with resource discovery, not every poll.
+    fn prune_finished(&self, source: &SourceRuntime) {
+        let name = &source.config.name;
+        let cutoff = chrono::Utc::now().timestamp_millis()
+            - source.config.forget_gone_after.as_millis() as i64;
+        let old: Vec<String> = self
+            .registry
+            .list(Some(name))
+            .filter_map(Result::ok)
+            .filter(|(_, _, e)| e.state == BlobState::Finished && e.updated_at < cutoff)
+            .map(|(_, blob, _)| blob)
+            .collect();
+        for blob in &old {
+            let _ = self.registry.remove(name, blob);
+        }
+        if !old.is_empty() {
+            tracing::info!(source = %name, entries = old.len(), "forgot finished blobs older than forget_gone_after");
+        }
     }
 
     /// `start_fresh`: a blob that exists at first sight counts as read up to its last record.

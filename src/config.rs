@@ -108,7 +108,9 @@ pub struct SourceConfig {
     /// and everything in it was read. Default: `"90m"`.
     #[serde(default = "default_finish_after", deserialize_with = "de_duration")]
     pub finish_after: Duration,
-    /// Registry entries of deleted blobs (retention) are forgotten after this long. Default: `"7d"`.
+    /// Registry entries of deleted blobs (retention), and of finished blobs not touched since,
+    /// are forgotten after this long, so the registry holds a bounded window, not all history.
+    /// Default: `"7d"`.
     #[serde(
         default = "default_forget_gone_after",
         deserialize_with = "de_duration"
