@@ -650,6 +650,9 @@ impl App {
             permits: Arc::new(Semaphore::new(es.max_in_flight)),
             cancel,
             errors: self.errors.clone(),
+            flush_lock: tokio::sync::Mutex::new(()),
+            commits: std::sync::atomic::AtomicU64::new(0),
+            flushed: std::sync::atomic::AtomicU64::new(0),
         };
         (tx, tokio::spawn(stage.run(rx)))
     }
@@ -678,6 +681,11 @@ struct DeliveryStage {
     permits: Arc<Semaphore>,
     cancel: CancellationToken,
     errors: Arc<std::sync::atomic::AtomicU64>,
+    /// Registry flushes run one at a time (see [`DeliveryStage::flush_registry`]).
+    flush_lock: tokio::sync::Mutex<()>,
+    /// Acknowledgements so far, and how many of them the last finished flush covers.
+    commits: std::sync::atomic::AtomicU64,
+    flushed: std::sync::atomic::AtomicU64,
 }
 
 impl DeliveryStage {
@@ -802,16 +810,37 @@ impl DeliveryStage {
                     }
                     self.metrics.last_bulk_ok_ms.store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
                     self.acknowledge(source, &batch.parts, batch.newest_time_ms);
-                    if let Err(e) = self.registry.flush_async().await {
-                        self.errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(error = %e, "cannot flush the registry; offsets stay in memory until the next flush");
-                    }
+                    self.flush_registry().await;
                 }
                 Err(_) => {
                     tracing::warn!(source = %m.name, documents = batch.docs.len(), "batch delivery cancelled at shutdown; its blobs will be re-read from their committed offsets");
                 }
             }
         });
+    }
+
+    /// Makes the offsets committed so far durable. One flush at a time: sled runs each
+    /// `flush_async` on its own small I/O thread pool and parks that thread until the log
+    /// buffer is written by a job queued on the same pool, so one concurrent flush per
+    /// finished batch can fill the pool and hang every flush, and with it delivery, for good.
+    /// A flush covers every commit made before it started, so a batch whose commit an earlier
+    /// flush already covered skips its own.
+    async fn flush_registry(&self) {
+        let mine = self.commits.fetch_add(1, Ordering::SeqCst) + 1;
+        let _one_at_a_time = self.flush_lock.lock().await;
+        if self.flushed.load(Ordering::SeqCst) >= mine {
+            return;
+        }
+        let covered = self.commits.load(Ordering::SeqCst);
+        match self.registry.flush_async().await {
+            Ok(_) => {
+                self.flushed.fetch_max(covered, Ordering::SeqCst);
+            }
+            Err(e) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "cannot flush the registry; offsets stay in memory until the next flush");
+            }
+        }
     }
 
     fn acknowledge(&self, source: usize, parts: &[(ChunkId, usize)], newest_time_ms: Option<i64>) {
