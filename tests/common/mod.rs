@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod blobs;
+pub mod flowlogd;
 pub mod servers;
 
 // Shorthand for `common::servers::…`; unused in crates that take the long path.

@@ -1,0 +1,1589 @@
+//! End to end: blobs in Azurite → the real `flowlogd` binary (`once`, `run`, `check`) →
+//! osmem-server, and a real cluster for the exact-count and growth tests when
+//! `ELASTICSEARCH_URL` is set. The invariants of `../shared/docs/design.md` each have a test here
+//! (numbers in the comments); invariant 6 (bounded memory) is measured by
+//! `scripts/bench-e2e.sh`, see docs/PERFORMANCE.md.
+//!
+//! Sizes stay at a few thousand documents per server: osmem keeps everything in memory and
+//! indexes ~1,000–2,000 documents a second on this kind of machine.
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::flowlogd::{
+    Daemon, Es, GrowingBlob, NSG_CONTAINER, SourceSpec, TestConfig, VNET_CONTAINER, container,
+    current_hour, describe, distinct_contents, flowlogd, flowlogd_for, metric_sum, once, partition,
+};
+use common::{Azurite, Osmem};
+use elasticsearch::http::Method;
+use flowlogd::generator::GenKind;
+use serde_json::{Value, json};
+
+/// SplitMix64: deterministic "random" moments and sizes, the same on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo + 1)
+    }
+}
+
+/// Waits until `check` holds (polling every 100 ms), or panics with `what` after `limit`.
+async fn wait_until<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Exact count.
+
+/// Three VNet NICs, two NSG v2 NICs and two NSG v1 NICs (two NSGs) in the current hour.
+async fn upload_generated_mix(azurite: &Azurite) -> (u64, u64) {
+    let (_, vnet) = container(azurite, VNET_CONTAINER).await;
+    let (_, nsg) = container(azurite, NSG_CONTAINER).await;
+    let mut tuples = 0;
+    let mut bytes = 0;
+    let blobs = [
+        (GenKind::Vnet, 11, "vnet-hub-flowlog", 12, 20),
+        (GenKind::Vnet, 12, "vnet-hub-flowlog", 12, 20),
+        (GenKind::Vnet, 13, "vnet-hub-flowlog", 6, 25),
+        (GenKind::Nsg2, 21, "nsg-app", 12, 15),
+        (GenKind::Nsg2, 22, "nsg-app", 12, 15),
+        (GenKind::Nsg1, 31, "nsg-legacy", 10, 12),
+        (GenKind::Nsg1, 32, "nsg-legacy", 10, 12),
+    ];
+    for (kind, seed, name, records, per_record) in blobs {
+        let mut blob = GrowingBlob::new(kind, seed, name, records, per_record);
+        let writer = if kind == GenKind::Vnet { &vnet } else { &nsg };
+        let (t, b) = blob.append(writer, records).await;
+        tuples += t;
+        bytes += b;
+    }
+    (tuples, bytes)
+}
+
+/// A VNet source (account key) and an NSG source (connection string) writing to `es`.
+fn vnet_and_nsg_config(azurite: &Azurite, es: &Es) -> TestConfig {
+    let connection_string = format!(
+        "DefaultEndpointsProtocol=http;AccountName={};AccountKey={};BlobEndpoint={}",
+        Azurite::ACCOUNT,
+        Azurite::ACCOUNT_KEY,
+        azurite.blob_endpoint()
+    );
+    TestConfig::new(
+        &es.url,
+        vec![
+            SourceSpec::azurite("vnet", VNET_CONTAINER, azurite, &es.pattern("vnet")),
+            SourceSpec::azurite("nsg", NSG_CONTAINER, azurite, &es.pattern("nsg")).auth(&format!(
+                "method = \"connection_string\"\nconnection_string = \"{connection_string}\""
+            )),
+        ],
+    )
+    .es(&es.config_lines)
+}
+
+async fn generated_data_exactly_once(azurite: &Azurite, es: &Es, tuples: u64, bytes: u64) {
+    let config = vnet_and_nsg_config(azurite, es);
+    let s = once(&config).await;
+    assert_eq!(s.documents_indexed, tuples, "{s:?}");
+    assert_eq!(
+        (s.documents_existing, s.documents_dead_lettered, s.errors),
+        (0, 0, 0),
+        "{s:?}"
+    );
+    assert_eq!((s.blobs_listed, s.blobs_read), (7, 7), "{s:?}");
+    assert_eq!(s.records, 12 + 12 + 6 + 12 + 12 + 10 + 10, "{s:?}");
+    assert_eq!((s.bytes_new, s.bytes_downloaded), (bytes, bytes), "{s:?}");
+    let docs = es
+        .assert_exactly_once(&es.all(), tuples, "generated data")
+        .await;
+    assert_eq!(
+        distinct_contents(&docs) as u64,
+        tuples,
+        "a tuple indexed under two ids"
+    );
+    let kinds: HashMap<String, usize> = docs.iter().fold(HashMap::new(), |mut m, d| {
+        let kind = format!(
+            "{} v{}",
+            d.source["azure"]["flowlog"]["kind"].as_str().unwrap_or("?"),
+            d.source["azure"]["flowlog"]["version"]
+        );
+        *m.entry(kind).or_default() += 1;
+        m
+    });
+    let expected: HashMap<String, usize> = [
+        ("vnet v4".to_owned(), 12 * 20 + 12 * 20 + 6 * 25),
+        ("nsg v2".to_owned(), 2 * 12 * 15),
+        ("nsg v1".to_owned(), 2 * 10 * 12),
+    ]
+    .into();
+    assert_eq!(kinds, expected);
+    assert!(config.dead_letters().is_empty());
+    // Caught up: a second pass lists, reads nothing and sends nothing.
+    let again = once(&config).await;
+    assert_eq!(
+        (
+            again.blobs_read,
+            again.bytes_downloaded,
+            again.documents_indexed,
+            again.documents_existing
+        ),
+        (0, 0, 0, 0),
+        "{again:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_generated_vnet_nsg_v2_and_nsg_v1_tuple_is_indexed_exactly_once() {
+    let azurite = Azurite::start().expect("azurite");
+    let osmem = Osmem::start().expect("osmem");
+    let (tuples, bytes) = upload_generated_mix(&azurite).await;
+    assert_eq!(tuples, 2 * 240 + 150 + 360 + 240);
+    generated_data_exactly_once(&azurite, &Es::at(&osmem.url()), tuples, bytes).await;
+    if let Some(real) = Es::from_env("every_generated_…_exactly_once") {
+        generated_data_exactly_once(&azurite, &real, tuples, bytes).await;
+        real.cleanup().await;
+    }
+}
+
+/// One shared sample and the blob it becomes.
+struct FixtureBlob {
+    file: &'static str,
+    container: &'static str,
+    name: String,
+    bytes: Vec<u8>,
+    tuples: u64,
+}
+
+/// Tuples of a PT1H.json counted straight from its JSON (NSG: `properties.flows[].flows[]`,
+/// VNet: `flowRecords.flows[].flowGroups[]`).
+fn count_tuples(whole: &Value) -> u64 {
+    let mut n = 0;
+    for r in whole["records"].as_array().expect("records") {
+        let groups: Vec<&Value> = if let Some(flows) = r["properties"]["flows"].as_array() {
+            flows
+                .iter()
+                .flat_map(|f| f["flows"].as_array().unwrap().iter())
+                .collect()
+        } else {
+            r["flowRecords"]["flows"]
+                .as_array()
+                .expect("flowRecords.flows")
+                .iter()
+                .flat_map(|f| f["flowGroups"].as_array().unwrap().iter())
+                .collect()
+        };
+        n += groups
+            .iter()
+            .map(|g| g["flowTuples"].as_array().unwrap().len() as u64)
+            .sum::<u64>();
+    }
+    n
+}
+
+/// The name Azure gives the blob of the sample's first record, in hour `hour`:
+/// `resourceId=/SUBSCRIPTIONS/…/NETWORKSECURITYGROUPS/NSG/y=…/macAddress=MAC/PT1H.json` (NSG) or
+/// `flowLogResourceID=/SUB_RG/WATCHER_FLOWLOG/y=…/macAddress=MAC/PT1H.json` (VNet).
+fn azure_blob_name(whole: &Value, hour: i64) -> (&'static str, String) {
+    let r = &whole["records"][0];
+    let part = partition(hour);
+    if let Some(resource) = r["resourceId"].as_str() {
+        let mac = r["macAddress"]
+            .as_str()
+            .or(r["properties"]["flows"][0]["flows"][0]["mac"].as_str())
+            .expect("mac");
+        (
+            NSG_CONTAINER,
+            format!(
+                "resourceId={}/{part}/macAddress={mac}/PT1H.json",
+                resource.to_uppercase()
+            ),
+        )
+    } else {
+        // /SUBSCRIPTIONS/{sub}/RESOURCEGROUPS/{rg}/PROVIDERS/MICROSOFT.NETWORK/NETWORKWATCHERS/{nw}/FLOWLOGS/{fl}
+        let id = r["flowLogResourceID"]
+            .as_str()
+            .expect("flowLogResourceID")
+            .to_uppercase();
+        let p: Vec<&str> = id.split('/').collect();
+        let mac = r["macAddress"].as_str().expect("macAddress");
+        (
+            VNET_CONTAINER,
+            format!(
+                "flowLogResourceID=/{}_{}/{}_{}/{part}/macAddress={mac}/PT1H.json",
+                p[2], p[4], p[8], p[10]
+            ),
+        )
+    }
+}
+
+/// Every sample of `../shared/fixtures/` that holds flow-log records: the PT1H.json files as
+/// they are, and Elastic's one-record-per-line files wrapped into the PT1H.json envelope. Each
+/// goes into its own hour (the current one and the hours before it, inside the default 24 h
+/// window), so two samples of the same NIC never share a blob name.
+fn fixture_blobs() -> Vec<FixtureBlob> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures");
+    let files = [
+        "msdocs/nsg_v1_PT1H.json",
+        "msdocs/nsg_v2_PT1H.json",
+        "msdocs/vnet_v4_PT1H.json",
+        "elastic/nsg-PT1H.json",
+        "elastic/vnet-PT1H.json",
+        "elastic/nsg-records.ndjson",
+        "elastic/vnet-records.ndjson",
+    ];
+    let hour = current_hour();
+    files
+        .iter()
+        .enumerate()
+        .map(|(i, file)| {
+            let raw = std::fs::read(dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+            let bytes = if file.ends_with(".ndjson") {
+                let text = String::from_utf8(raw).unwrap();
+                let records: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+                format!("{{\"records\":[{}]}}", records.join(",")).into_bytes()
+            } else {
+                raw
+            };
+            let whole: Value =
+                serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{file}: {e}"));
+            let (container, name) = azure_blob_name(&whole, hour - i as i64 * 3600);
+            FixtureBlob {
+                file,
+                container,
+                name,
+                tuples: count_tuples(&whole),
+                bytes,
+            }
+        })
+        .collect()
+}
+
+async fn fixtures_exactly_once(azurite: &Azurite, es: &Es, fixtures: &[FixtureBlob]) {
+    let config = vnet_and_nsg_config(azurite, es);
+    let total: u64 = fixtures.iter().map(|f| f.tuples).sum();
+    let s = once(&config).await;
+    assert_eq!(s.documents_indexed, total, "{s:?}");
+    assert_eq!(
+        (s.documents_existing, s.documents_dead_lettered, s.errors),
+        (0, 0, 0),
+        "{s:?}"
+    );
+    assert_eq!(s.blobs_read, fixtures.len() as u64, "{s:?}");
+    let docs = es
+        .assert_exactly_once(&es.all(), total, "shared fixtures")
+        .await;
+    for f in fixtures {
+        let path = format!("{}/{}", f.container, f.name);
+        let n = docs
+            .iter()
+            .filter(|d| d.source["log"]["file"]["path"] == path.as_str())
+            .count();
+        assert_eq!(n as u64, f.tuples, "{}: documents from {path}", f.file);
+    }
+    assert!(
+        config.dead_letters().is_empty(),
+        "{:?}",
+        config.dead_letters()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_shared_fixture_uploaded_under_its_azure_blob_name_is_indexed_exactly_once() {
+    let fixtures = fixture_blobs();
+    // Counted by hand in the samples (see ../shared/fixtures/README.md).
+    let by_file: HashMap<&str, u64> = fixtures.iter().map(|f| (f.file, f.tuples)).collect();
+    assert_eq!(by_file["msdocs/nsg_v1_PT1H.json"], 12);
+    assert_eq!(by_file["msdocs/nsg_v2_PT1H.json"], 11);
+    assert_eq!(by_file["msdocs/vnet_v4_PT1H.json"], 19);
+    let names: HashSet<&str> = fixtures.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names.len(), fixtures.len(), "blob names must differ");
+
+    let azurite = Azurite::start().expect("azurite");
+    let osmem = Osmem::start().expect("osmem");
+    for f in &fixtures {
+        let (_, writer) = container(&azurite, f.container).await;
+        writer
+            .put_blob(&f.name, Bytes::from(f.bytes.clone()))
+            .await
+            .expect("upload fixture");
+    }
+    fixtures_exactly_once(&azurite, &Es::at(&osmem.url()), &fixtures).await;
+    if let Some(real) = Es::from_env("every_shared_fixture_…_exactly_once") {
+        fixtures_exactly_once(&azurite, &real, &fixtures).await;
+        real.cleanup().await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Growth.
+
+async fn growth_rounds(azurite: &Azurite, es: &Es, seed: u64) {
+    let (_, vnet) = container(azurite, VNET_CONTAINER).await;
+    let (_, nsg) = container(azurite, NSG_CONTAINER).await;
+    let config = vnet_and_nsg_config(azurite, es);
+    let mut a = GrowingBlob::new(GenKind::Vnet, seed, "vnet-growth", 30, 10);
+    let mut b = GrowingBlob::new(GenKind::Vnet, seed + 1, "vnet-growth", 30, 10);
+    let mut c = GrowingBlob::new(GenKind::Nsg2, seed + 2, "nsg-growth", 30, 10);
+    let mut d = GrowingBlob::new(GenKind::Vnet, seed + 3, "vnet-growth", 30, 10);
+
+    // Round 0: three blobs appear.
+    let mut total = 0;
+    let mut appended = 0;
+    for (blob, w) in [(&mut a, &vnet), (&mut b, &vnet), (&mut c, &nsg)] {
+        let (t, bytes) = blob.append(w, 5).await;
+        total += t;
+        appended += bytes;
+    }
+    let s = once(&config).await;
+    assert_eq!(
+        (s.documents_indexed, s.bytes_downloaded),
+        (total, appended),
+        "round 0: {s:?}"
+    );
+    assert_eq!(es.count(&es.all()).await, total);
+
+    // Round 1: two blobs grow (records inserted before their `]}` tail), one stays, a new NIC
+    // appears. Only the appended records arrive; each grown blob costs its new bytes plus its
+    // two tail bytes `]}`, read again because the offset stops at the end of the last record.
+    let (t1, b1) = a.append(&vnet, 3).await;
+    let (t2, b2) = c.append(&nsg, 1).await;
+    let (t3, b3) = d.append(&vnet, 4).await;
+    total += t1 + t2 + t3;
+    let s = once(&config).await;
+    assert_eq!(s.documents_indexed, t1 + t2 + t3, "round 1: {s:?}");
+    assert_eq!(
+        s.documents_existing, 0,
+        "round 1 re-sent old documents: {s:?}"
+    );
+    assert_eq!(s.bytes_downloaded, b1 + b2 + b3 + 2 * 2, "round 1: {s:?}");
+    assert_eq!((s.blobs_read, s.records), (3, 3 + 1 + 4), "round 1: {s:?}");
+    assert_eq!(es.count(&es.all()).await, total);
+
+    // Round 2: every blob grows by one record.
+    let mut new = 0;
+    let mut bytes = 0;
+    for (blob, w) in [
+        (&mut a, &vnet),
+        (&mut b, &vnet),
+        (&mut c, &nsg),
+        (&mut d, &vnet),
+    ] {
+        let (t, n) = blob.append(w, 1).await;
+        new += t;
+        bytes += n;
+    }
+    total += new;
+    let s = once(&config).await;
+    assert_eq!(
+        (s.documents_indexed, s.documents_existing),
+        (new, 0),
+        "round 2: {s:?}"
+    );
+    assert_eq!(s.bytes_downloaded, bytes + 4 * 2, "round 2: {s:?}");
+
+    // Round 3: nothing new: nothing read.
+    let s = once(&config).await;
+    assert_eq!(
+        (s.blobs_read, s.bytes_downloaded, s.documents_indexed),
+        (0, 0, 0),
+        "round 3: {s:?}"
+    );
+    let docs = es.assert_exactly_once(&es.all(), total, "growth").await;
+    assert_eq!(distinct_contents(&docs) as u64, total);
+    assert!(config.dead_letters().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appended_blocks_bring_exactly_their_new_tuples_for_about_their_bytes() {
+    let azurite = Azurite::start().expect("azurite");
+    let osmem = Osmem::start().expect("osmem");
+    growth_rounds(&azurite, &Es::at(&osmem.url()), 500).await;
+    if let Some(real) = Es::from_env("appended_blocks_…") {
+        // Other blobs (other seeds, so other MACs) in the same Azurite: this cluster's run reads
+        // them from a fresh registry, together with the ones above.
+        let azurite = Azurite::start().expect("azurite");
+        growth_rounds(&azurite, &real, 600).await;
+        real.cleanup().await;
+    }
+}
+
+// Invariant 3: bytes before a blob's tail never change; if they do (a blob deleted and written
+// again shorter), that is detected, logged, and the blob is read again from 0 under the same
+// document ids, so nothing is duplicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_rewritten_shorter_is_detected_and_read_again_without_duplicates() {
+    let azurite = Azurite::start().expect("azurite");
+    let osmem = Osmem::start().expect("osmem");
+    let es = Es::at(&osmem.url());
+    let (_, vnet) = container(&azurite, VNET_CONTAINER).await;
+    let config = TestConfig::new(
+        &es.url,
+        vec![SourceSpec::azurite(
+            "vnet",
+            VNET_CONTAINER,
+            &azurite,
+            &es.pattern("vnet"),
+        )],
+    );
+    let mut blob = GrowingBlob::new(GenKind::Vnet, 77, "vnet-rewrite", 10, 10);
+    blob.append(&vnet, 6).await;
+    assert_eq!(once(&config).await.documents_indexed, 60);
+
+    // The same first three records, written again as a new, shorter blob.
+    vnet.delete_blob(blob.name()).await.expect("delete");
+    let mut again = GrowingBlob::new(GenKind::Vnet, 77, "vnet-rewrite", 10, 10);
+    assert_eq!(again.name(), blob.name());
+    again.append(&vnet, 3).await;
+    let out = flowlogd(&config.write(), &["once"], &[]).await;
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("blob was rewritten"),
+        "the rewrite is logged:\n{}",
+        out.stderr
+    );
+    let s = out.summary();
+    assert_eq!(
+        (s.documents_indexed, s.documents_existing),
+        (0, 30),
+        "{s:?}"
+    );
+
+    // It grows again past where it was: the three records after the old end are new.
+    again.append(&vnet, 7).await;
+    let s = once(&config).await;
+    assert_eq!(
+        (s.documents_indexed, s.documents_existing),
+        (40, 30),
+        "{s:?}"
+    );
+    es.assert_exactly_once(&es.all(), 100, "rewritten blob")
+        .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Crash safety.
+
+// Invariants 1 and 2: the offset never passes unacknowledged bytes, and a re-read produces the
+// same ids, so SIGKILL at any moment loses nothing and duplicates nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_moments_while_blobs_grow_loses_and_duplicates_nothing() {
+    const KILLS: usize = 12;
+    let azurite = Azurite::start().expect("azurite");
+    let osmem = Osmem::start().expect("osmem");
+    let es = Es::at(&osmem.url());
+    let (_, vnet) = container(&azurite, VNET_CONTAINER).await;
+    let (_, nsg) = container(&azurite, NSG_CONTAINER).await;
+    // Small batches and chunks: many bulk requests and commits, so kills land between them.
+    let config = vnet_and_nsg_config(&azurite, &es)
+        .es("batch_max_docs = 20\nbatch_max_bytes = 16384\nflush_interval = \"100ms\"")
+        .daemon("interval = \"1s\"")
+        .with_metrics();
+    let mut blobs: Vec<(GrowingBlob, bool)> = vec![
+        (
+            GrowingBlob::new(GenKind::Vnet, 901, "vnet-crash", 60, 10),
+            true,
+        ),
+        (
+            GrowingBlob::new(GenKind::Vnet, 902, "vnet-crash", 60, 10),
+            true,
+        ),
+        (
+            GrowingBlob::new(GenKind::Vnet, 903, "vnet-crash", 60, 10),
+            true,
+        ),
+        (
+            GrowingBlob::new(GenKind::Nsg2, 904, "nsg-crash", 60, 10),
+            false,
+        ),
+        (
+            GrowingBlob::new(GenKind::Nsg1, 905, "nsg-crash-v1", 60, 10),
+            false,
+        ),
+    ];
+    let mut rng = Rng(0xC0FFEE);
+    let mut written = 0;
+    for (blob, is_vnet) in &mut blobs {
+        written += blob.append(if *is_vnet { &vnet } else { &nsg }, 12).await.0;
+    }
+    let mut replays_seen = 0;
+    let mut killed_behind = 0;
+    for round in 0..KILLS {
+        let mut daemon = Daemon::spawn(&config, &[]);
+        let kill_at = Instant::now() + Duration::from_millis(rng.range(300, 1800));
+        // Network Watcher keeps appending while flowlogd runs.
+        while Instant::now() < kill_at {
+            let i = rng.range(0, blobs.len() as u64 - 1) as usize;
+            let (blob, is_vnet) = &mut blobs[i];
+            written += blob.append(if *is_vnet { &vnet } else { &nsg }, 1).await.0;
+            tokio::time::sleep(Duration::from_millis(rng.range(20, 150))).await;
+        }
+        let tokio_now = tokio::time::Instant::now();
+        tokio::time::sleep_until(tokio_now + kill_at.saturating_duration_since(Instant::now()))
+            .await;
+        if let Some(text) = daemon.scrape().await {
+            replays_seen += metric_sum(&text, "flowlogd_documents_existing_total");
+        }
+        assert!(
+            daemon.running(),
+            "flowlogd run died by itself in round {round}:\n{}",
+            daemon.log()
+        );
+        daemon.kill();
+        let indexed = es.count(&es.all()).await;
+        if indexed < written {
+            killed_behind += 1;
+        }
+        eprintln!("round {round}: SIGKILL with {indexed} of {written} tuples indexed");
+    }
+    let s = once(&config).await;
+    eprintln!("final once: {s:?}; documents already there seen before kills: {replays_seen}");
+    let docs = es
+        .assert_exactly_once(&es.all(), written, "after SIGKILLs")
+        .await;
+    assert_eq!(
+        distinct_contents(&docs) as u64,
+        written,
+        "a tuple indexed under two ids"
+    );
+    assert!(
+        replays_seen + s.documents_existing > 0,
+        "no replay (409) ever happened: the kills did not land between indexing and commit"
+    );
+    assert!(
+        killed_behind >= KILLS / 2,
+        "only {killed_behind} of {KILLS} kills landed during ingest"
+    );
+    assert_eq!((s.documents_dead_lettered, s.errors), (0, 0), "{s:?}");
+    assert!(config.dead_letters().is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outage: Elasticsearch down, and a fault-injecting proxy.
+
+// Invariant 1 under an outage: offsets stay put while Elasticsearch is down and move once it is
+// back. osmem forgets everything when stopped, so what the restarted server holds is exactly
+// what flowlogd delivered after the outage began: all of it, and nothing committed before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elasticsearch_stopped_mid_run_gets_everything_written_meanwhile_once_back() {
+    let azurite = Azurite::start().expect("azurite");
+    let mut osmem = Osmem::start().expect("osmem");
+    let es = Es::at(&osmem.url());
+    let (_, vnet) = container(&azurite, VNET_CONTAINER).await;
+    let config = TestConfig::new(
+        &es.url,
+        vec![SourceSpec::azurite(
+            "vnet",
+            VNET_CONTAINER,
+            &azurite,
+            &es.pattern("vnet"),
+        )],
+    )
+    .es("batch_max_docs = 50\nflush_interval = \"100ms\"")
+    .daemon("interval = \"1s\"")
+    .with_metrics();
+    let mut a = GrowingBlob::new(GenKind::Vnet, 41, "vnet-outage", 40, 10);
+    let mut b = GrowingBlob::new(GenKind::Vnet, 42, "vnet-outage", 40, 10);
+    let before = a.append(&vnet, 10).await.0 + b.append(&vnet, 10).await.0;
+    let mut daemon = Daemon::spawn(&config, &[]);
+    wait_until(
+        Duration::from_secs(60),
+        "the first 200 documents",
+        || async { es.count(&es.all()).await == before },
+    )
+    .await;
+    daemon
+        .wait_metrics(
+            &["flowlogd_documents_indexed_total"],
+            Duration::from_secs(10),
+            |n| n == before,
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    osmem.stop().expect("stop osmem");
+    let during = a.append(&vnet, 10).await.0 + b.append(&vnet, 15).await.0;
+    // Bulk requests fail (logged once at warn, then retried quietly; the retry counter only
+    // moves when a delivery ends) for a few seconds of retries.
+    wait_until(Duration::from_secs(30), "a failed bulk request", || async {
+        daemon.log().contains("bulk request failed; retrying it")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        daemon.running(),
+        "an outage must not stop the daemon:\n{}",
+        daemon.log()
+    );
+    osmem.restart().expect("restart osmem");
+
+    daemon
+        .wait_metrics(
+            &["flowlogd_documents_indexed_total"],
+            Duration::from_secs(60),
+            |n| n == before + during,
+        )
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    daemon.terminate();
+    let status = daemon
+        .wait(Duration::from_secs(30))
+        .await
+        .expect("exit after SIGTERM");
+    assert!(status.success(), "{}:\n{}", describe(&status), daemon.log());
+    let log = daemon.log();
+    assert!(log.contains("bulk requests succeed again"), "{log}");
+    let docs = es
+        .assert_exactly_once(&es.all(), during, "after the outage")
+        .await;
+    assert_eq!(distinct_contents(&docs) as u64, during);
+    // Everything was committed: nothing left to read.
+    let s = once(&config).await;
+    assert_eq!(
+        (s.blobs_read, s.documents_indexed, s.documents_existing),
+        (0, 0, 0),
+        "{s:?}"
+    );
+}
+
+/// A small HTTP/1.1 proxy in front of osmem that misbehaves like a loaded or flaky cluster
+/// behind a load balancer. Every `_bulk` request gets, by its number `n` (retries included):
+/// - `n % 6 == 1`: a whole-request 429 (`es_rejected_execution_exception`: queue full);
+/// - `n % 6 == 2`: a whole-request 503 (no master / cluster restarting);
+/// - `n % 6 == 3`: forwarded and applied, then the connection is dropped before the response
+///   (a node or proxy dying mid-response: the retry finds the documents there, 409);
+/// - `n % 6 == 4`: half of the items forwarded, the other half answered with per-item 429s
+///   (and the last of them 503: a primary shard not active), as a partially overloaded cluster;
+/// - `n % 6 == 5`: the connection dropped before anything is forwarded (reset mid-request);
+/// - otherwise passed through. Other requests (`GET /`, templates) are passed through.
+mod fault_proxy {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use serde_json::{Value, json};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::net::{TcpListener, TcpStream};
+
+    #[derive(Default, Debug)]
+    pub struct Stats {
+        pub bulk_requests: AtomicU64,
+        pub whole_429: AtomicU64,
+        pub whole_503: AtomicU64,
+        pub lost_responses: AtomicU64,
+        pub item_429: AtomicU64,
+        pub item_503: AtomicU64,
+        pub resets: AtomicU64,
+    }
+
+    pub struct FaultProxy {
+        pub url: String,
+        pub stats: Arc<Stats>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Drop for FaultProxy {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    impl FaultProxy {
+        pub async fn start(upstream_port: u16) -> FaultProxy {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            let stats = Arc::new(Stats::default());
+            let s = stats.clone();
+            let task = tokio::spawn(async move {
+                while let Ok((sock, _)) = listener.accept().await {
+                    tokio::spawn(connection(sock, upstream_port, s.clone()));
+                }
+            });
+            FaultProxy { url, stats, task }
+        }
+    }
+
+    pub struct Request {
+        pub method: String,
+        pub target: String,
+        headers: Vec<(String, String)>,
+        pub body: Vec<u8>,
+    }
+
+    /// Reads one request (Content-Length bodies only, which is what the client sends).
+    /// `None` at EOF or on garbage.
+    pub async fn read_request(sock: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Request> {
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i;
+            }
+            let mut chunk = [0u8; 16384];
+            let n = sock.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        let mut lines = head.split("\r\n");
+        let mut first = lines.next()?.split(' ');
+        let (method, target) = (first.next()?.to_owned(), first.next()?.to_owned());
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        let len: usize = headers
+            .iter()
+            .find(|(k, _)| k == "content-length")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        assert!(
+            !headers
+                .iter()
+                .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked")),
+            "the proxy expects Content-Length bodies"
+        );
+        let total = head_end + 4 + len;
+        while buf.len() < total {
+            let mut chunk = [0u8; 65536];
+            let n = sock.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let body = buf[head_end + 4..total].to_vec();
+        buf.drain(..total);
+        Some(Request {
+            method,
+            target,
+            headers,
+            body,
+        })
+    }
+
+    /// Sends the request to osmem as HTTP/1.0 (no chunking, the body ends at EOF).
+    async fn forward(port: u16, req: &Request, body: &[u8]) -> Option<(u16, Vec<u8>)> {
+        let mut up = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        let mut head = format!("{} {} HTTP/1.0\r\n", req.method, req.target);
+        for (k, v) in &req.headers {
+            if !matches!(
+                k.as_str(),
+                "connection" | "keep-alive" | "content-length" | "accept-encoding"
+            ) {
+                head.push_str(&format!("{k}: {v}\r\n"));
+            }
+        }
+        head.push_str(&format!("content-length: {}\r\n\r\n", body.len()));
+        up.write_all(head.as_bytes()).await.ok()?;
+        up.write_all(body).await.ok()?;
+        let mut response = Vec::new();
+        up.read_to_end(&mut response).await.ok()?;
+        let end = response.windows(4).position(|w| w == b"\r\n\r\n")?;
+        let status = String::from_utf8_lossy(&response[..end])
+            .split(' ')
+            .nth(1)?
+            .parse()
+            .ok()?;
+        Some((status, response[end + 4..].to_vec()))
+    }
+
+    pub async fn respond(sock: &mut TcpStream, method: &str, status: u16, body: &[u8]) -> bool {
+        let head = format!(
+            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\nx-elastic-product: Elasticsearch\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        let mut out = head.into_bytes();
+        if method != "HEAD" {
+            out.extend_from_slice(body);
+        }
+        sock.write_all(&out).await.is_ok()
+    }
+
+    fn item(status: u16, kind: &str) -> Value {
+        json!({"create": {"status": status, "error": {"type": kind, "reason": "injected by the test's fault proxy"}}})
+    }
+
+    async fn connection(mut sock: TcpStream, port: u16, stats: Arc<Stats>) {
+        let mut buf = Vec::new();
+        while let Some(req) = read_request(&mut sock, &mut buf).await {
+            if !req.target.starts_with("/_bulk") {
+                let Some((status, body)) = forward(port, &req, &req.body).await else {
+                    return;
+                };
+                if !respond(&mut sock, &req.method, status, &body).await {
+                    return;
+                }
+                continue;
+            }
+            let n = stats.bulk_requests.fetch_add(1, Ordering::SeqCst) + 1;
+            let (status, body) = match n % 6 {
+                1 => {
+                    stats.whole_429.fetch_add(1, Ordering::SeqCst);
+                    (429, json!({"error": {"type": "es_rejected_execution_exception", "reason": "injected"}, "status": 429}).to_string().into_bytes())
+                }
+                2 => {
+                    stats.whole_503.fetch_add(1, Ordering::SeqCst);
+                    (503, json!({"error": {"type": "master_not_discovered_exception", "reason": "injected"}, "status": 503}).to_string().into_bytes())
+                }
+                3 => {
+                    let _ = forward(port, &req, &req.body).await;
+                    stats.lost_responses.fetch_add(1, Ordering::SeqCst);
+                    return;
+                }
+                4 => match partial(port, &req, &stats).await {
+                    Some(r) => r,
+                    None => return,
+                },
+                5 => {
+                    stats.resets.fetch_add(1, Ordering::SeqCst);
+                    return;
+                }
+                _ => match forward(port, &req, &req.body).await {
+                    Some(r) => r,
+                    None => return,
+                },
+            };
+            if !respond(&mut sock, &req.method, status, &body).await {
+                return;
+            }
+        }
+    }
+
+    /// Forwards the even items; the odd ones get 429 (the last of them 503).
+    async fn partial(port: u16, req: &Request, stats: &Stats) -> Option<(u16, Vec<u8>)> {
+        let text = String::from_utf8_lossy(&req.body).into_owned();
+        let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+        let pairs: Vec<(&str, &str)> = lines.chunks(2).map(|p| (p[0], p[1])).collect();
+        let mut kept = String::new();
+        for (i, (action, doc)) in pairs.iter().enumerate() {
+            if i % 2 == 0 {
+                kept.push_str(&format!("{action}\n{doc}\n"));
+            }
+        }
+        let (status, upstream) = forward(port, req, kept.as_bytes()).await?;
+        if status != 200 {
+            return Some((status, upstream));
+        }
+        let parsed: Value = serde_json::from_slice(&upstream).ok()?;
+        let mut forwarded = parsed["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter();
+        let last_odd = (0..pairs.len()).rev().find(|i| i % 2 == 1);
+        let items: Vec<Value> = (0..pairs.len())
+            .map(|i| {
+                if i % 2 == 0 {
+                    forwarded.next().unwrap_or_else(|| item(500, "missing"))
+                } else if Some(i) == last_odd {
+                    stats.item_503.fetch_add(1, Ordering::SeqCst);
+                    item(503, "unavailable_shards_exception")
+                } else {
+                    stats.item_429.fetch_add(1, Ordering::SeqCst);
+                    item(429, "es_rejected_execution_exception")
+                }
+            })
+            .collect();
+        Some((
+            200,
+            json!({"took": 1, "errors": true, "items": items})
+                .to_string()
+                .into_bytes(),
+        ))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_429_503_item_429_and_dropped_connections_lose_and_duplicate_nothing() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let azurite = Azurite::start().expect("azurite");
+    let osmem = Osmem::start().expect("osmem");
+    let es = Es::at(&osmem.url());
+    let proxy = fault_proxy::FaultProxy::start(osmem.port()).await;
+    let (_, vnet) = container(&azurite, VNET_CONTAINER).await;
+    let (_, nsg) = container(&azurite, NSG_CONTAINER).await;
+    let mut written = 0;
+    for (kind, seed, n) in [
+        (GenKind::Vnet, 61, "vnet-faults"),
+        (GenKind::Vnet, 62, "vnet-faults"),
+        (GenKind::Nsg2, 63, "nsg-faults"),
+    ]
+    .map(|(k, s, n)| (k, s, n))
+    {
+        let mut blob = GrowingBlob::new(kind, seed, n, 20, 10);
+        written += blob
+            .append(if kind == GenKind::Vnet { &vnet } else { &nsg }, 20)
+            .await
+            .0;
+    }
+    let mut config = vnet_and_nsg_config(&azurite, &es).es("batch_max_docs = 25");
+    config.backoff = ("20ms", "200ms");
+    config.es_url = proxy.url.clone();
+    let s = once(&config).await;
+    let st = &proxy.stats;
+    eprintln!("summary {s:?}\nproxy {st:?}");
+    for (what, n) in [
+        ("whole-request 429", st.whole_429.load(SeqCst)),
+        ("whole-request 503", st.whole_503.load(SeqCst)),
+        (
+            "response lost after indexing",
+            st.lost_responses.load(SeqCst),
+        ),
+        ("item 429", st.item_429.load(SeqCst)),
+        ("item 503", st.item_503.load(SeqCst)),
+        ("connection reset before forwarding", st.resets.load(SeqCst)),
+    ] {
+        assert!(n > 0, "the proxy never injected: {what}");
+    }
+    // Each document counted once, as created or (its earlier request applied, the response
+    // lost) as already there.
+    assert_eq!(s.documents_indexed + s.documents_existing, written, "{s:?}");
+    assert!(
+        s.documents_existing > 0,
+        "lost responses must show up as replays: {s:?}"
+    );
+    assert_eq!(s.documents_dead_lettered, 0, "{s:?}");
+    let docs = es
+        .assert_exactly_once(&es.all(), written, "through the fault proxy")
+        .await;
+    assert_eq!(distinct_contents(&docs) as u64, written);
+    // Committed: a second pass (straight to osmem) has nothing to do.
+    config.es_url = es.url.clone();
+    let again = once(&config).await;
+    assert_eq!(
+        (again.blobs_read, again.documents_indexed),
+        (0, 0),
+        "{again:?}"
+    );
+}
+
+/// A sink that acknowledges every bulk item at once (201) and stores nothing: with it, batches
+/// finish as fast as flowlogd can send them.
+async fn start_ack_sink() -> (String, tokio::task::JoinHandle<()>) {
+    use fault_proxy::{read_request, respond};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind sink");
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                while let Some(req) = read_request(&mut sock, &mut buf).await {
+                    let body = if req.target.starts_with("/_bulk") {
+                        let n = req
+                            .body
+                            .split(|b| *b == b'\n')
+                            .filter(|l| !l.is_empty())
+                            .count()
+                            / 2;
+                        let items = vec![r#"{"create":{"status":201}}"#; n].join(",");
+                        format!(r#"{{"took":1,"errors":false,"items":[{items}]}}"#)
+                    } else if req.method == "GET" && req.target.split('?').next() == Some("/") {
+                        r#"{"name":"ack","cluster_name":"ack","version":{"number":"2.19.0","distribution":"opensearch"}}"#.to_owned()
+                    } else {
+                        r#"{"acknowledged":true}"#.to_owned()
+                    };
+                    if !respond(&mut sock, &req.method, 200, body.as_bytes()).await {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, task)
+}
+
+// Regression: every finished batch flushed the registry on its own, concurrently; sled runs
+// flushes on a pool of 7 I/O threads that also has to run the log write they wait for, so 7
+// flushes at once hung every later flush and the whole delivery for good (`once` never
+// exited; a daemon stopped committing). Tiny batches, many in flight, a sink that answers at
+// once: before the fix about one run in three hung.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_tiny_batches_finishing_at_once_never_hang_the_registry_flush() {
+    let azurite = Azurite::start().expect("azurite");
+    let (sink, _task) = start_ack_sink().await;
+    let (_, vnet) = container(&azurite, VNET_CONTAINER).await;
+    let mut written = 0;
+    for seed in 81..85 {
+        written += GrowingBlob::new(GenKind::Vnet, seed, "vnet-flush", 20, 25)
+            .append(&vnet, 20)
+            .await
+            .0;
+    }
+    let config = TestConfig::new(
+        &sink,
+        vec![
+            SourceSpec::azurite("vnet", VNET_CONTAINER, &azurite, "flowlogs-%{+xxxx.ww}")
+                .extra("start = \"start_over\""),
+        ],
+    )
+    .es("batch_max_docs = 2\nmax_in_flight = 32");
+    let path = config.write();
+    for run in 0..4 {
+        let (out, finished) = flowlogd_for(&path, &["once"], &[], Duration::from_secs(30)).await;
+        assert!(
+            finished,
+            "run {run}: `flowlogd once` hung (registry flush deadlock?):\n{}",
+            out.stderr
+        );
+        assert!(out.status.success(), "run {run}: {}", out.stderr);
+        let s = out.summary();
+        assert_eq!(s.documents_indexed, written, "run {run}: {s:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rejection.
+
+const SUB: &str = "6F1E7C43-2B8D-4C57-9A3E-0D4B5C6A7E81";
+
+/// A VNet flow-log record (as Azure writes it) with these tuples.
+fn vnet_record(time_s: i64, mac: &str, tuples: &[String]) -> String {
+    let time = chrono::DateTime::from_timestamp(time_s, 0)
+        .unwrap()
+        .format("%Y-%m-%dT%H:%M:%S.1234567Z");
+    let quoted: Vec<String> = tuples.iter().map(|t| format!("\"{t}\"")).collect();
+    format!(
+        "{{\"time\":\"{time}\",\"flowLogVersion\":4,\"flowLogGUID\":\"3c4a2b11-8f7e-4d6c-9b5a-1e2f3a4b5c6d\",\"macAddress\":\"{mac}\",\"category\":\"FlowLogFlowEvent\",\
+         \"flowLogResourceID\":\"/SUBSCRIPTIONS/{SUB}/RESOURCEGROUPS/NETWORKWATCHERRG/PROVIDERS/MICROSOFT.NETWORK/NETWORKWATCHERS/NETWORKWATCHER_WESTEUROPE/FLOWLOGS/FL-REJECT\",\
+         \"targetResourceID\":\"/subscriptions/{sub}/resourceGroups/rg-app/providers/Microsoft.Network/virtualNetworks/vnet-app\",\"operationName\":\"FlowLogFlowEvent\",\
+         \"flowRecords\":{{\"flows\":[{{\"aclID\":\"00000000-0000-0000-0000-000000000000\",\"flowGroups\":[{{\"rule\":\"DefaultRule_AllowVnetOutBound\",\"flowTuples\":[{}]}}]}}]}}}}",
+        quoted.join(","),
+        sub = SUB.to_lowercase()
+    )
+}
+
+/// A VNet tuple at `ms` from 10.0.1.`host`.
+fn vnet_tuple(ms: i64, host: u8) -> String {
+    format!(
+        "{ms},10.0.1.{host},10.0.2.5,{},443,6,O,E,NX,3,300,2,200",
+        40000 + host as u32
+    )
+}
+
+fn vnet_blob_name(hour: i64, mac: &str) -> String {
+    format!(
+        "flowLogResourceID=/{SUB}_NETWORKWATCHERRG/NETWORKWATCHER_WESTEUROPE_FL-REJECT/{}/macAddress={mac}/PT1H.json",
+        partition(hour)
+    )
+}
+
+// Invariant 4: a document the index refuses, a malformed record and a malformed tuple are each
+// counted and dead-lettered with the reason, blob and offset; the rest of the blob and the blobs
+// after it keep flowing, and their offsets move past them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_documents_and_malformed_records_are_dead_lettered_and_the_rest_keeps_flowing() {
+    let azurite = Azurite::start().expect("azurite");
+    let osmem = Osmem::start().expect("osmem");
+    let es = Es::at(&osmem.url());
+    let (_, vnet) = container(&azurite, VNET_CONTAINER).await;
+    let hour = current_hour();
+    let ms = |s: i64| s * 1000;
+    // Hourly indices; the index of the previous hour exists already with `source.ip` mapped as
+    // `long`, so a late tuple from that hour (records start with the last seconds of the
+    // previous minute) is refused with a mapping error. flowlogd's template only applies to
+    // indices it creates.
+    let pattern = "flowlogs-dl-%{+yyyy.MM.dd.HH}";
+    let previous_index = format!(
+        "flowlogs-dl-{}",
+        chrono::DateTime::from_timestamp(hour - 3600, 0)
+            .unwrap()
+            .format("%Y.%m.%d.%H")
+    );
+    let (status, body) = es
+        .call(Method::Put, &previous_index, Some(json!({"mappings": {"properties": {"source": {"properties": {"ip": {"type": "long"}}}}}})))
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    let mac_a = "00224871C2A1";
+    let records_a = [
+        vnet_record(
+            hour + 52,
+            mac_a,
+            &[
+                vnet_tuple(ms(hour - 5), 1),
+                vnet_tuple(ms(hour + 3), 2),
+                vnet_tuple(ms(hour + 40), 3),
+            ],
+        ),
+        // Balanced braces, not JSON: a malformed record.
+        format!(
+            "{{\"time\":\"x\",\"flowLogVersion\":4,\"macAddress\":\"{mac_a}\",\"flowRecords\":{{\"flows\":[]}}, broken }}"
+        ),
+        vnet_record(
+            hour + 172,
+            mac_a,
+            &[
+                vnet_tuple(ms(hour + 130), 4),
+                "not,a,tuple".to_owned(),
+                vnet_tuple(ms(hour + 150), 5),
+            ],
+        ),
+        vnet_record(
+            hour + 232,
+            mac_a,
+            &[
+                vnet_tuple(ms(hour + 190), 6),
+                vnet_tuple(ms(hour + 200), 7),
+                vnet_tuple(ms(hour + 210), 8),
+            ],
+        ),
+    ];
+    let blob_a = vnet_blob_name(hour, mac_a);
+    let records: Vec<Bytes> = records_a.iter().map(|r| Bytes::from(r.clone())).collect();
+    vnet.append_flow_log_records(&blob_a, &records)
+        .await
+        .expect("upload a");
+    // Record offsets: after the 12-byte head, each later record after its comma.
+    let offsets: Vec<u64> = records_a
+        .iter()
+        .scan(12u64, |at, r| {
+            let here = *at;
+            *at += r.len() as u64 + 1;
+            Some(here)
+        })
+        .collect();
+
+    let mac_b = "00224871C2B2";
+    let blob_b = vnet_blob_name(hour, mac_b);
+    let records_b: Vec<Bytes> = (0..5)
+        .map(|m| {
+            let tuples: Vec<String> = (0..4)
+                .map(|k| vnet_tuple(ms(hour + 300 + m * 60 + k), 20 + (m * 4 + k) as u8))
+                .collect();
+            Bytes::from(vnet_record(hour + 352 + m * 60, mac_b, &tuples))
+        })
+        .collect();
+    vnet.append_flow_log_records(&blob_b, &records_b)
+        .await
+        .expect("upload b");
+
+    let config = TestConfig::new(
+        &es.url,
+        vec![SourceSpec::azurite(
+            "vnet",
+            VNET_CONTAINER,
+            &azurite,
+            pattern,
+        )],
+    );
+    let s = once(&config).await;
+    let good = 2 + 2 + 3 + 20;
+    assert_eq!(s.documents_indexed, good, "{s:?}");
+    assert_eq!(
+        s.documents_dead_lettered, 3,
+        "one refused document, one bad record, one bad tuple: {s:?}"
+    );
+    assert_eq!(es.count("flowlogs-dl-*").await, good);
+    assert_eq!(es.count(&previous_index).await, 0);
+
+    let lines = config.dead_letters();
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    let path_a = format!("{VNET_CONTAINER}/{blob_a}");
+    let rejected: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "rejected").collect();
+    assert_eq!(rejected.len(), 1, "{lines:#?}");
+    let r = rejected[0];
+    assert_eq!(r["blob"], path_a.as_str());
+    assert_eq!(r["record_offset"], offsets[0]);
+    assert_eq!(r["tuple_index"], 0);
+    assert_eq!(r["index"], previous_index.as_str());
+    assert_eq!(r["status"], 400);
+    assert_eq!(r["error"]["type"], "mapper_parsing_exception", "{r}");
+    assert!(
+        r["error"]["reason"].as_str().unwrap().contains("source.ip"),
+        "{r}"
+    );
+    assert_eq!(
+        r["document"]["source"]["ip"], "10.0.1.1",
+        "the refused document is kept whole: {r}"
+    );
+    let problems: HashMap<u64, &Value> = lines
+        .iter()
+        .filter(|l| l["kind"] == "problem")
+        .map(|l| (l["offset"].as_u64().unwrap(), l))
+        .collect();
+    assert_eq!(problems.len(), 2, "{lines:#?}");
+    let bad_record = problems
+        .get(&offsets[1])
+        .unwrap_or_else(|| panic!("no problem at {}: {lines:#?}", offsets[1]));
+    assert_eq!(bad_record["blob"], path_a.as_str());
+    assert!(
+        bad_record["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not valid JSON"),
+        "{bad_record}"
+    );
+    let bad_tuple = problems
+        .get(&offsets[2])
+        .unwrap_or_else(|| panic!("no problem at {}: {lines:#?}", offsets[2]));
+    assert!(
+        bad_tuple["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not,a,tuple"),
+        "{bad_tuple}"
+    );
+    assert_eq!(bad_tuple["excerpt"], "not,a,tuple");
+
+    // Both blobs keep growing: the new records arrive, nothing old is re-sent or re-lettered.
+    let more_a = vnet_record(
+        hour + 292,
+        mac_a,
+        &[
+            vnet_tuple(ms(hour + 250), 9),
+            vnet_tuple(ms(hour + 260), 10),
+        ],
+    );
+    let more_b = vnet_record(hour + 652, mac_b, &[vnet_tuple(ms(hour + 600), 60)]);
+    vnet.append_flow_log_records(&blob_a, &[Bytes::from(more_a.clone())])
+        .await
+        .unwrap();
+    vnet.append_flow_log_records(&blob_b, &[Bytes::from(more_b.clone())])
+        .await
+        .unwrap();
+    let s = once(&config).await;
+    assert_eq!(
+        (
+            s.documents_indexed,
+            s.documents_existing,
+            s.documents_dead_lettered
+        ),
+        (3, 0, 0),
+        "{s:?}"
+    );
+    assert_eq!(
+        s.bytes_downloaded,
+        (more_a.len() + 1 + more_b.len() + 1 + 2 * 2) as u64,
+        "{s:?}"
+    );
+    assert_eq!(config.dead_letters().len(), 3);
+    es.assert_exactly_once("flowlogs-dl-*", good + 3, "after rejections")
+        .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shutdown.
+
+// Invariant 5: SIGTERM stops polling, drains in-flight batches, commits and exits 0 within
+// `shutdown_timeout`; everything indexed is committed, so the next run re-sends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_ingest_exits_zero_in_time_with_everything_indexed_committed() {
+    let azurite = Azurite::start().expect("azurite");
+    let osmem = Osmem::start().expect("osmem");
+    let es = Es::at(&osmem.url());
+    let (_, vnet) = container(&azurite, VNET_CONTAINER).await;
+    let mut blobs = Vec::new();
+    let mut total = 0;
+    for seed in 71..74 {
+        let mut blob = GrowingBlob::new(GenKind::Vnet, seed, "vnet-shutdown", 30, 20);
+        total += blob.append(&vnet, 30).await.0;
+        blobs.push(blob);
+    }
+    let timeout = Duration::from_secs(10);
+    let config = TestConfig::new(
+        &es.url,
+        vec![SourceSpec::azurite(
+            "vnet",
+            VNET_CONTAINER,
+            &azurite,
+            &es.pattern("vnet"),
+        )],
+    )
+    .es("batch_max_docs = 50\nbatch_max_bytes = 65536\nflush_interval = \"200ms\"")
+    .daemon("interval = \"1s\"\nshutdown_timeout = \"10s\"");
+    let mut daemon = Daemon::spawn(&config, &[]);
+    wait_until(
+        Duration::from_secs(60),
+        "ingest to be under way",
+        || async { es.count(&es.all()).await >= 200 },
+    )
+    .await;
+    let signalled = Instant::now();
+    daemon.terminate();
+    let status = daemon.wait(timeout + Duration::from_secs(5)).await;
+    let took = signalled.elapsed();
+    let log = daemon.log();
+    let status = status.unwrap_or_else(|| panic!("still running {took:?} after SIGTERM:\n{log}"));
+    assert!(status.success(), "{}:\n{log}", describe(&status));
+    assert!(
+        took < timeout,
+        "exit took {took:?} (shutdown_timeout {timeout:?}):\n{log}"
+    );
+    assert!(
+        log.contains("shutting down: polling stopped") && log.contains("registry flushed; stopped"),
+        "{log}"
+    );
+    let indexed = es.count(&es.all()).await;
+    eprintln!("SIGTERM with ingest under way: exit 0 after {took:?}, {indexed} of {total} indexed");
+    assert!(
+        indexed < total,
+        "SIGTERM came after ingest finished: the test proves nothing"
+    );
+
+    // What is committed is exactly what the next run does not read again.
+    let entries = config.registry_entries().await;
+    let mut unread = 0;
+    for blob in &blobs {
+        let length = blob.length_after(30);
+        unread += match entries.iter().find(|(name, ..)| name == blob.name()) {
+            Some((_, offset, _)) => length - offset,
+            None => length,
+        };
+    }
+    let s = once(&config).await;
+    assert_eq!(
+        s.documents_existing, 0,
+        "documents indexed before SIGTERM were not committed: {s:?}"
+    );
+    assert_eq!(s.documents_indexed, total - indexed, "{s:?}");
+    assert_eq!(s.bytes_downloaded, unread, "{s:?}");
+    es.assert_exactly_once(&es.all(), total, "after SIGTERM")
+        .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Secrets.
+
+/// Service SAS (`sr=c`, read + list) for a container, signed with the account key as the
+/// "Create a service SAS" page describes for versions 2020-12-06 and later.
+fn service_sas(container: &str) -> (String, String) {
+    let (sv, st, se, sp) = (
+        "2022-11-02",
+        "2020-01-01T00:00:00Z",
+        "2099-01-01T00:00:00Z",
+        "rl",
+    );
+    let resource = format!("/blob/{}/{container}", Azurite::ACCOUNT);
+    let to_sign = [
+        sp,
+        st,
+        se,
+        &resource,
+        "",
+        "",
+        "https,http",
+        sv,
+        "c",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+    ]
+    .join("\n");
+    let key = azure_core::credentials::Secret::new(Azurite::ACCOUNT_KEY);
+    let sig = azure_core::hmac::hmac_sha256(&to_sign, &key).expect("hmac");
+    (
+        format!(
+            "sv={sv}&st={}&se={}&sr=c&sp={sp}&spr=https,http&sig={}",
+            enc(st),
+            enc(se),
+            enc(&sig)
+        ),
+        sig,
+    )
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+// Invariant 7: with debug and trace logging, in text and JSON, `once`, `check` and `run` (logs
+// and /metrics) never show the account key, the SAS token or its signature, the connection
+// string, the Elasticsearch password or the Basic credentials made from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debug_and_trace_output_never_shows_keys_sas_signatures_or_passwords() {
+    use base64::Engine as _;
+    let azurite = Azurite::start().expect("azurite");
+    let osmem = Osmem::start().expect("osmem");
+    let es = Es::at(&osmem.url());
+    for c in ["c-key", "c-sas", "c-cs"] {
+        let (_, w) = container(&azurite, c).await;
+        let mut blob = GrowingBlob::new(GenKind::Vnet, 5, "vnet-secrets", 3, 5);
+        blob.append(&w, 3).await;
+    }
+    let (sas, sig) = service_sas("c-sas");
+    let password = "Pa55-e2e-secret-9f3a7c";
+    let connection_string = format!(
+        "DefaultEndpointsProtocol=http;AccountName={};AccountKey={};BlobEndpoint={}",
+        Azurite::ACCOUNT,
+        Azurite::ACCOUNT_KEY,
+        azurite.blob_endpoint()
+    );
+    let pattern = es.pattern("secrets");
+    let config = TestConfig::new(
+        &es.url,
+        vec![
+            SourceSpec::azurite("key", "c-key", &azurite, &pattern),
+            SourceSpec::azurite("sas", "c-sas", &azurite, &pattern)
+                .auth(&format!("method = \"sas\"\nsas_token = \"{sas}\"")),
+            SourceSpec::azurite("cs", "c-cs", &azurite, &pattern).auth(&format!(
+                "method = \"connection_string\"\nconnection_string = \"{connection_string}\""
+            )),
+        ]
+        .into_iter()
+        // Every run reads everything again, so every run makes every request.
+        .map(|s| s.extra("start = \"start_over\""))
+        .collect(),
+    )
+    .es(&format!(
+        "username = \"elastic\"\npassword = \"{password}\""
+    ))
+    .with_metrics();
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("elastic:{password}"));
+    let secrets = [
+        ("account key", Azurite::ACCOUNT_KEY.to_owned()),
+        ("account key, URL-encoded", enc(Azurite::ACCOUNT_KEY)),
+        ("SAS token", sas.clone()),
+        ("SAS signature", sig.clone()),
+        ("SAS signature, URL-encoded", enc(&sig)),
+        ("password", password.to_owned()),
+        ("Basic credentials", basic),
+    ];
+    let check = |what: &str, text: &str| {
+        assert!(!text.is_empty(), "{what}: no output at all");
+        for (name, secret) in &secrets {
+            assert!(
+                !text.contains(secret.as_str()),
+                "{what} shows the {name}:\n{text}"
+            );
+        }
+    };
+
+    let path = config.write();
+    for level in ["debug", "trace"] {
+        for format in ["text", "json"] {
+            let out = flowlogd(
+                &path,
+                &["--log-level", level, "--log-format", format, "once"],
+                &[],
+            )
+            .await;
+            assert!(
+                out.status.success(),
+                "once --log-level {level}: {}",
+                out.stderr
+            );
+            assert_eq!(
+                out.summary().documents_indexed + out.summary().documents_existing,
+                45
+            );
+            check(
+                &format!("once --log-level {level} --log-format {format}"),
+                &format!("{}\n{}", out.stdout, out.stderr),
+            );
+        }
+        let out = flowlogd(&path, &["--log-level", level, "check"], &[]).await;
+        assert!(
+            out.status.success(),
+            "check: {}\n{}",
+            out.stdout,
+            out.stderr
+        );
+        check(
+            &format!("check --log-level {level}"),
+            &format!("{}\n{}", out.stdout, out.stderr),
+        );
+    }
+    // A wrong password and a wrong key make errors; they must not quote the secrets either.
+    // (osmem ignores auth, so only the storage side fails.)
+    let mut bad = TestConfig::new(
+        &es.url,
+        vec![SourceSpec::azurite("key", "c-key", &azurite, &pattern).auth(
+        "method = \"account_key\"\naccount_key = \"V3JvbmdLZXlXcm9uZ0tleVdyb25nS2V5V3JvbmdLZXk=\"",
+    )],
+    );
+    bad.es_extra.push_str(&format!(
+        "username = \"elastic\"\npassword = \"{password}\"\n"
+    ));
+    let out = flowlogd(&bad.write(), &["--log-level", "trace", "check"], &[]).await;
+    assert!(!out.status.success(), "a wrong key must fail the check");
+    check(
+        "check with a wrong key",
+        &format!("{}\n{}", out.stdout, out.stderr),
+    );
+    assert!(
+        !out.stdout
+            .contains("V3JvbmdLZXlXcm9uZ0tleVdyb25nS2V5V3JvbmdLZXk="),
+        "{}",
+        out.stdout
+    );
+
+    // A service principal's client secret: no Entra ID here, so the token requests fail (and
+    // are retried for longer than a test waits); what was logged meanwhile must not show it.
+    let client_secret = "Client~Secret-e2e-5Qx8Q~abcdefghijklmnop";
+    let sp = TestConfig::new(&es.url, vec![SourceSpec::azurite("sp", "c-key", &azurite, &pattern)
+        .auth(&format!(
+            "method = \"client_secret\"\ntenant_id = \"72f988bf-86f1-41af-91ab-2d7cd011db47\"\n\
+             client_id = \"0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0\"\nclient_secret = \"{client_secret}\""
+        ))
+        .extra("[source.retry]\nmax_tries = 1")]);
+    let mut sp = sp;
+    sp.sources[0].blob_endpoint =
+        format!("https://127.0.0.1:{}/{}", azurite.port(), Azurite::ACCOUNT);
+    let (out, _) = flowlogd_for(
+        &sp.write(),
+        &["--log-level", "trace", "check"],
+        &[],
+        Duration::from_secs(5),
+    )
+    .await;
+    let text = format!("{}\n{}", out.stdout, out.stderr);
+    assert!(
+        text.contains("oauth2"),
+        "no token request was made:\n{text}"
+    );
+    assert!(
+        !text.contains(client_secret),
+        "check shows the client secret:\n{text}"
+    );
+
+    let mut daemon = Daemon::spawn(&config, &["--log-level", "debug"]);
+    daemon
+        .wait_metrics(
+            &[
+                "flowlogd_documents_indexed_total",
+                "flowlogd_documents_existing_total",
+            ],
+            Duration::from_secs(60),
+            |n| n >= 45,
+        )
+        .await;
+    let metrics = daemon.scrape().await.expect("metrics");
+    daemon.terminate();
+    let status = daemon.wait(Duration::from_secs(30)).await.expect("exit");
+    assert!(status.success());
+    check("/metrics", &metrics);
+    check("run --log-level debug", &daemon.log());
+}
