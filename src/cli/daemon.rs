@@ -27,6 +27,16 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<ExitCode>
         bulk: Duration::from_secs(120).max(config.elasticsearch.request_timeout * 2),
     };
     let sd_notify = config.daemon.sd_notify;
+    // Listen for signals before anything else, so a SIGTERM during startup is not lost.
+    let signal_token = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("signal received: stopping");
+        if sd_notify {
+            crate::systemd::notify("STOPPING=1");
+        }
+        signal_token.cancel();
+    });
     let app = App::new(config)?;
     tracing::info!(config = %config_path.display(), version = env!("CARGO_PKG_VERSION"), "flowlogd starting");
     if !listen.is_empty() {
@@ -40,7 +50,7 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<ExitCode>
     loop {
         let attempt = tokio::select! {
             r = app.setup_sink() => r,
-            _ = wait_for_signal() => return Ok(ExitCode::SUCCESS),
+            _ = shutdown.cancelled() => return Ok(ExitCode::SUCCESS),
         };
         match attempt {
             Ok(()) => break,
@@ -48,7 +58,7 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<ExitCode>
                 tracing::warn!(error = %e, retry_in_s = delay.as_secs(), "cannot set up Elasticsearch (index templates); retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
-                    _ = wait_for_signal() => return Ok(ExitCode::SUCCESS),
+                    _ = shutdown.cancelled() => return Ok(ExitCode::SUCCESS),
                 }
                 delay = (delay * 2).min(Duration::from_secs(60));
             }
@@ -66,15 +76,6 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<ExitCode>
             }
         });
     }
-    let signal_token = shutdown.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("signal received: stopping");
-        if sd_notify {
-            crate::systemd::notify("STOPPING=1");
-        }
-        signal_token.cancel();
-    });
     let summary = app
         .run(shutdown.clone(), || {
             if sd_notify && crate::systemd::notify("READY=1") {
