@@ -16,6 +16,7 @@ use common::flowlogd::{
     Daemon, Es, GrowingBlob, NSG_CONTAINER, SourceSpec, TestConfig, VNET_CONTAINER, container,
     current_hour, describe, distinct_contents, flowlogd, flowlogd_for, metric_sum, once, partition,
 };
+use common::sas::{enc, service_sas};
 use common::{Azurite, Osmem};
 use elasticsearch::http::Method;
 use flowlogd::generator::GenKind;
@@ -1366,59 +1367,6 @@ async fn sigterm_during_ingest_exits_zero_in_time_with_everything_indexed_commit
 // ---------------------------------------------------------------------------------------------
 // Secrets.
 
-/// Service SAS (`sr=c`, read + list) for a container, signed with the account key as the
-/// "Create a service SAS" page describes for versions 2020-12-06 and later.
-fn service_sas(container: &str) -> (String, String) {
-    let (sv, st, se, sp) = (
-        "2022-11-02",
-        "2020-01-01T00:00:00Z",
-        "2099-01-01T00:00:00Z",
-        "rl",
-    );
-    let resource = format!("/blob/{}/{container}", Azurite::ACCOUNT);
-    let to_sign = [
-        sp,
-        st,
-        se,
-        &resource,
-        "",
-        "",
-        "https,http",
-        sv,
-        "c",
-        "",
-        "",
-        "",
-        "",
-        "",
-        "",
-        "",
-    ]
-    .join("\n");
-    let key = azure_core::credentials::Secret::new(Azurite::ACCOUNT_KEY);
-    let sig = azure_core::hmac::hmac_sha256(&to_sign, &key).expect("hmac");
-    (
-        format!(
-            "sv={sv}&st={}&se={}&sr=c&sp={sp}&spr=https,http&sig={}",
-            enc(st),
-            enc(se),
-            enc(&sig)
-        ),
-        sig,
-    )
-}
-
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 // Invariant 7: with debug and trace logging, in text and JSON, `once`, `check` and `run` (logs
 // and /metrics) never show the account key, the SAS token or its signature, the connection
 // string, the Elasticsearch password or the Basic credentials made from it.
@@ -1433,7 +1381,7 @@ async fn debug_and_trace_output_never_shows_keys_sas_signatures_or_passwords() {
         let mut blob = GrowingBlob::new(GenKind::Vnet, 5, "vnet-secrets", 3, 5);
         blob.append(&w, 3).await;
     }
-    let (sas, sig) = service_sas("c-sas");
+    let (sas, sig) = service_sas("c-sas", "rl");
     let password = "Pa55-e2e-secret-9f3a7c";
     let connection_string = format!(
         "DefaultEndpointsProtocol=http;AccountName={};AccountKey={};BlobEndpoint={}",

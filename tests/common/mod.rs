@@ -7,6 +7,7 @@
 
 pub mod blobs;
 pub mod flowlogd;
+pub mod sas;
 pub mod servers;
 
 // Shorthand for `common::servers::…`; unused in crates that take the long path.
