@@ -313,8 +313,8 @@ impl App {
         partitions.extend(
             active
                 .iter()
-                .filter_map(|(blob, _)| partition_of(blob))
-                .filter(|p| source.walker.accepts(&format!("{p}x"))),
+                .filter(|(blob, _)| source.walker.accepts(blob))
+                .filter_map(|(blob, _)| partition_of(blob)),
         );
         let blobs = match source.walker.list_partitions(&partitions).await {
             Ok(b) => b,
