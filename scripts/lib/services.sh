@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # Starts and stops the local servers that scripts (the quickstart, demos) run
-# against: the Azurite blob service and osmem-server, each on a free 127.0.0.1
+# against: the Azurite blob service, a real OpenSearch node (tests/opensearch) and
+# osmem-server, each on a free 127.0.0.1
 # port, in its own session and process group so that stopping kills any
 # children too. Source it:  . scripts/lib/services.sh
 #
@@ -10,18 +11,22 @@
 #                                    FLOWLOGD_AZURITE_ENDPOINT (http://127.0.0.1:PORT/devstoreaccount1),
 #                                    FLOWLOGD_AZURITE_ACCOUNT, FLOWLOGD_AZURITE_KEY (the public well-known key)
 #   flowlogd_start_osmem [PORT]      start osmem-server; exports FLOWLOGD_OSMEM_PORT, FLOWLOGD_OSMEM_URL
+#   flowlogd_start_opensearch [PORT] start the OpenSearch node (heap FLOWLOGD_OPENSEARCH_HEAP, default
+#                                    1g); exports FLOWLOGD_OPENSEARCH_PORT, FLOWLOGD_OPENSEARCH_URL.
+#                                    Its data (.run/opensearch-home) survives a stop/start.
+#   flowlogd_stop_opensearch         graceful stop (the node flushes), SIGKILL after 30 s
 #   flowlogd_stop_azurite            graceful stop (SIGTERM to the group, SIGKILL after 10 s)
 #   flowlogd_stop_osmem              same; osmem keeps everything in memory, so its data is gone
-#   flowlogd_stop_services           both
-#   flowlogd_service_running NAME    0 if NAME (azurite|osmem) runs
+#   flowlogd_stop_services           all three
+#   flowlogd_service_running NAME    0 if NAME (azurite|osmem|opensearch) runs
 #   flowlogd_services_env            print the export lines of the running services
 # Starting a service that already runs only re-exports its variables.
 #
 # Files in .run/ (git-ignored; FLOWLOGD_RUN_DIR overrides): NAME.pid (the
 # process group id), NAME.port, NAME.log. Azurite keeps its data in
 # .run/azurite-data (FLOWLOGD_AZURITE_LOCATION overrides), which survives a
-# stop/start. Binaries: FLOWLOGD_AZURITE_BIN / FLOWLOGD_OSMEM_BIN, else the
-# .deps/ paths that scripts/deps.sh installs.
+# stop/start. Binaries: FLOWLOGD_AZURITE_BIN / FLOWLOGD_OSMEM_BIN /
+# FLOWLOGD_OPENSEARCH_JAR, else the paths that scripts/deps.sh installs.
 
 _FLOWLOGD_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)"
 FLOWLOGD_AZURITE_ACCOUNT=devstoreaccount1
@@ -73,6 +78,7 @@ _flowlogd_cmd_marker() {
     case $1 in
         azurite) echo "azurite-blob" ;;
         osmem) echo "osmem-server" ;;
+        opensearch) echo "flowlogd-opensearch.jar" ;;
     esac
 }
 
@@ -81,8 +87,9 @@ _flowlogd_bin() {
     case $name in
         azurite) bin=${FLOWLOGD_AZURITE_BIN:-$_FLOWLOGD_ROOT/.deps/node/node_modules/.bin/azurite-blob} ;;
         osmem) bin=${FLOWLOGD_OSMEM_BIN:-$_FLOWLOGD_ROOT/.deps/bin/osmem-server} ;;
+        opensearch) bin=${FLOWLOGD_OPENSEARCH_JAR:-$_FLOWLOGD_ROOT/tests/opensearch/target/flowlogd-opensearch.jar} ;;
     esac
-    if [ ! -x "$bin" ]; then
+    if [ ! -e "$bin" ]; then
         echo "services.sh: $name executable not found at $bin: run scripts/deps.sh" >&2
         return 1
     fi
@@ -100,6 +107,10 @@ _flowlogd_export() {
         osmem)
             export FLOWLOGD_OSMEM_PORT=$port
             export FLOWLOGD_OSMEM_URL="http://127.0.0.1:$port"
+            ;;
+        opensearch)
+            export FLOWLOGD_OPENSEARCH_PORT=$port
+            export FLOWLOGD_OPENSEARCH_URL="http://127.0.0.1:$port"
             ;;
     esac
 }
@@ -196,6 +207,26 @@ flowlogd_start_osmem() {
     _flowlogd_start osmem "$port" '{"url":' "$bin" --addr "127.0.0.1:$port" --no-stdin-watch --no-ja
 }
 
+flowlogd_start_opensearch() {
+    local port=${1:-} jar home heap
+    jar=$(_flowlogd_bin opensearch) || return 1
+    command -v java >/dev/null || { echo "services.sh: java not found (JDK 17 runs the OpenSearch node)" >&2; return 1; }
+    [ -n "$port" ] || port=$(flowlogd_free_port) || return 1
+    home=${FLOWLOGD_OPENSEARCH_HOME:-$(_flowlogd_run_dir)/opensearch-home}
+    heap=${FLOWLOGD_OPENSEARCH_HEAP:-1g}
+    mkdir -p "$home" || return 1
+    # The launcher prints {"url":"http://127.0.0.1:PORT",...} once the cluster is yellow.
+    # --no-stdin-watch: it would otherwise stop as soon as its stdin (/dev/null) ends.
+    # A cold start takes ~6 s; allow more than the default on a loaded machine.
+    FLOWLOGD_SERVICE_START_TIMEOUT=$((FLOWLOGD_SERVICE_START_TIMEOUT > 120 ? FLOWLOGD_SERVICE_START_TIMEOUT : 120)) \
+        _flowlogd_start opensearch "$port" '{"url":' java "-Xms$heap" "-Xmx$heap" -jar "$jar" \
+        --home "$home" --port "$port" --no-stdin-watch
+}
+
+flowlogd_stop_opensearch() {
+    _flowlogd_stop opensearch 30
+}
+
 flowlogd_stop_azurite() {
     # Azurite needs about 2 s to save its metadata; SIGKILL would lose recent writes.
     _flowlogd_stop azurite 10
@@ -206,6 +237,7 @@ flowlogd_stop_osmem() {
 }
 
 flowlogd_stop_services() {
+    flowlogd_stop_opensearch
     flowlogd_stop_osmem
     flowlogd_stop_azurite
 }
@@ -213,7 +245,7 @@ flowlogd_stop_services() {
 flowlogd_services_env() {
     local run name
     run=$(_flowlogd_run_dir)
-    for name in azurite osmem; do
+    for name in azurite osmem opensearch; do
         if flowlogd_service_running "$name"; then
             (
                 _flowlogd_export "$name" "$(<"$run/$name.port")"
@@ -227,6 +259,10 @@ flowlogd_services_env() {
                     osmem)
                         echo "export FLOWLOGD_OSMEM_PORT=$FLOWLOGD_OSMEM_PORT"
                         echo "export FLOWLOGD_OSMEM_URL=$FLOWLOGD_OSMEM_URL"
+                        ;;
+                    opensearch)
+                        echo "export FLOWLOGD_OPENSEARCH_PORT=$FLOWLOGD_OPENSEARCH_PORT"
+                        echo "export FLOWLOGD_OPENSEARCH_URL=$FLOWLOGD_OPENSEARCH_URL"
                         ;;
                 esac
             )

@@ -696,8 +696,8 @@ pub struct Doc {
     pub source: Value,
 }
 
-/// An Elasticsearch-compatible server to check results against: osmem, or the real cluster of
-/// `ELASTICSEARCH_URL`.
+/// The search engine to check results against: the real cluster of `ELASTICSEARCH_URL`, the
+/// OpenSearch node the tests of this run share, or (where a test says why) an osmem-server.
 pub struct Es {
     pub url: String,
     /// Auth/TLS lines for `[elasticsearch]`.
@@ -717,6 +717,25 @@ impl Es {
             prefix: "flowlogs".into(),
             real: false,
             client: es_client(url, None, false),
+        }
+    }
+
+    /// The engine a test runs against by default: the cluster of `ELASTICSEARCH_URL` when set
+    /// (see [`Es::from_env`]), else the shared OpenSearch node
+    /// ([`crate::common::servers::search_engine_url`]). Either way the engine is shared, so the
+    /// index prefix is unique to this call (`test` names the test, for humans reading
+    /// `_cat/indices`) and [`Es::cleanup`] removes what the test created.
+    pub fn engine(test: &str) -> Es {
+        if std::env::var("ELASTICSEARCH_URL").is_ok_and(|u| !u.is_empty()) {
+            return Es::from_env(test).expect("ELASTICSEARCH_URL is set");
+        }
+        let url = super::servers::search_engine_url();
+        Es {
+            client: es_client(&url, None, false),
+            url,
+            config_lines: String::new(),
+            prefix: unique_prefix(test),
+            real: true,
         }
     }
 
@@ -761,11 +780,7 @@ impl Es {
             client: es_client(&url, creds, insecure),
             url,
             config_lines: lines,
-            prefix: format!(
-                "e2e-{}-{}",
-                std::process::id(),
-                chrono::Utc::now().timestamp_millis()
-            ),
+            prefix: unique_prefix(test),
             real: true,
         })
     }
@@ -921,6 +936,23 @@ impl Es {
             }
         }
     }
+}
+
+/// `t-{test}-{pid}-{n}`: lower case (index names must be), unique across the tests of this
+/// process (the counter) and across processes sharing one engine (the pid and a clock).
+fn unique_prefix(test: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name: String = test
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .take(40)
+        .collect();
+    format!(
+        "t-{name}-{}-{}{n}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_millis() % 100_000
+    )
 }
 
 /// Distinct documents once `log.offset` is removed: equals the count when no tuple was indexed

@@ -1,9 +1,11 @@
 //! Starts and stops the real servers integration tests run against: Azurite (Blob Storage
-//! emulator) and osmem-server (in-memory OpenSearch-compatible server), each on its own free
-//! 127.0.0.1 port, owned by the test that started it.
+//! emulator), a real single-node OpenSearch (the launcher in `tests/opensearch/`) and
+//! osmem-server (in-memory look-alike, kept only where a test says why), each on its own free
+//! 127.0.0.1 port, owned by the test that started it; see [`search_engine_url`] for the one
+//! OpenSearch node the tests of a run share.
 //!
-//! Binaries come from `FLOWLOGD_AZURITE_BIN` / `FLOWLOGD_OSMEM_BIN`, else from the paths
-//! `scripts/deps.sh` installs under `.deps/` (relative paths resolve against the crate root).
+//! Binaries come from `FLOWLOGD_AZURITE_BIN` / `FLOWLOGD_OSMEM_BIN` / `FLOWLOGD_OPENSEARCH_JAR`,
+//! else from the paths `scripts/deps.sh` installs (relative paths resolve against the crate root).
 //!
 //! Each server runs as the leader of its own process group; stopping signals the whole group
 //! (node may spawn children) and reaps the leader. If the test process dies without running
@@ -35,6 +37,13 @@ const AZURITE_ENV: &str = "FLOWLOGD_AZURITE_BIN";
 const AZURITE_DEFAULT: &str = ".deps/node/node_modules/.bin/azurite-blob";
 const OSMEM_ENV: &str = "FLOWLOGD_OSMEM_BIN";
 const OSMEM_DEFAULT: &str = ".deps/bin/osmem-server";
+const OPENSEARCH_ENV: &str = "FLOWLOGD_OPENSEARCH_JAR";
+const OPENSEARCH_DEFAULT: &str = "tests/opensearch/target/flowlogd-opensearch.jar";
+/// Heap of a test node (`FLOWLOGD_OPENSEARCH_HEAP` overrides): bounded so that a test run's
+/// memory stays predictable; a few hundred thousand small documents fit comfortably.
+const OPENSEARCH_HEAP_DEFAULT: &str = "512m";
+/// Set by `scripts/test.sh` to the node it started for the whole run.
+const SHARED_URL_ENV: &str = "FLOWLOGD_TEST_SEARCH_URL";
 
 /// Loaded into Azurite with `NODE_OPTIONS=--require`: Azurite has no "exit with parent" switch,
 /// so it shuts down (as on SIGTERM) once the test process holding its stdin is gone. `unref`
@@ -269,6 +278,134 @@ impl Drop for Osmem {
         if let Some(mut p) = self.proc.take() {
             let _ = p.stop(Duration::ZERO);
         }
+    }
+}
+
+/// A real single-node OpenSearch (2.19, from the Maven Central jars) on `127.0.0.1:<port()>`,
+/// run by `java -jar tests/opensearch/target/flowlogd-opensearch.jar` with its home in a
+/// temporary folder. Cold start is ~6 s on this kind of machine, so tests normally share one
+/// node through [`search_engine_url`] and isolate themselves by index and template names.
+pub struct OpenSearch {
+    proc: Option<Proc>,
+    url: String,
+    version: String,
+    // path.home of the node; removed on drop, after the process is gone.
+    _home: tempfile::TempDir,
+}
+
+impl OpenSearch {
+    /// Starts a node and waits until its cluster is yellow or green (the launcher prints its
+    /// URL only then).
+    pub fn start() -> io::Result<Self> {
+        let home = tempfile::Builder::new()
+            .prefix("flowlogd-opensearch-")
+            .tempdir()?;
+        let (proc, url, version) = Self::spawn(home.path(), false)?;
+        Ok(OpenSearch {
+            proc: Some(proc),
+            url,
+            version,
+            _home: home,
+        })
+    }
+
+    fn spawn(home: &Path, ephemeral: bool) -> io::Result<(Proc, String, String)> {
+        let jar = resolve_bin("the OpenSearch launcher", OPENSEARCH_ENV, OPENSEARCH_DEFAULT)?;
+        let heap = std::env::var("FLOWLOGD_OPENSEARCH_HEAP")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| OPENSEARCH_HEAP_DEFAULT.to_owned());
+        let java = std::env::var_os("JAVA_HOME")
+            .map(|h| PathBuf::from(h).join("bin/java"))
+            .filter(|j| j.is_file())
+            .unwrap_or_else(|| PathBuf::from("java"));
+        let mut cmd = Command::new(&java);
+        cmd.arg(format!("-Xms{heap}"))
+            .arg(format!("-Xmx{heap}"))
+            .arg("-jar")
+            .arg(&jar)
+            .arg("--home")
+            .arg(home);
+        if ephemeral {
+            cmd.arg("--ephemeral");
+        }
+        // Once the cluster is yellow the launcher prints one JSON line:
+        // {"url":"http://127.0.0.1:PORT","version":"2.19.6","pid":N}.
+        let (mut proc, (url, version, port)) = Proc::spawn("OpenSearch", &jar, cmd, |line| {
+            let msg: serde_json::Value = serde_json::from_str(line).ok()?;
+            let url = msg.get("url")?.as_str()?.to_owned();
+            let port = url.rsplit(':').next()?.parse::<u16>().ok()?;
+            let version = msg.get("version")?.as_str()?.to_owned();
+            Some((url, version, port))
+        })?;
+        proc.wait_connectable(port)?;
+        Ok((proc, url, version))
+    }
+
+    /// Base URL, e.g. `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    /// The engine's version, e.g. `2.19.6`.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The node's process id (its process group id too), while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().map(Proc::pid)
+    }
+
+    /// Graceful stop (SIGTERM: the node closes its indices), SIGKILL after 10 s.
+    pub fn stop(&mut self) -> io::Result<()> {
+        match self.proc.take() {
+            Some(mut p) => p.stop(STOP_GRACE).map(drop),
+            None => Ok(()),
+        }
+    }
+
+    /// The last lines the node printed, for diagnosing a failing test.
+    pub fn output(&self) -> String {
+        self.proc.as_ref().map(Proc::output).unwrap_or_default()
+    }
+}
+
+impl Drop for OpenSearch {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+/// The URL of the OpenSearch node the tests of this run share: the one `scripts/test.sh`
+/// started for the whole run (`FLOWLOGD_TEST_SEARCH_URL`), else one started on first use by
+/// this test binary. The latter is never dropped (statics are not); it exits when this process
+/// does, because the launcher watches its stdin pipe, and deletes its home (`--ephemeral`).
+///
+/// Sharing is safe because every test names its own indices and templates (see
+/// `common::flowlogd::Es::engine`). Panics with the launcher's output if no node can start:
+/// a test that needs the engine cannot run without one.
+pub fn search_engine_url() -> String {
+    if let Some(url) = std::env::var(SHARED_URL_ENV)
+        .ok()
+        .filter(|u| !u.is_empty())
+    {
+        return url;
+    }
+    static NODE: std::sync::OnceLock<Result<(Proc, String), String>> =
+        std::sync::OnceLock::new();
+    let started = NODE.get_or_init(|| {
+        let home = std::env::temp_dir().join(format!(
+            "flowlogd-opensearch-shared-{}",
+            std::process::id()
+        ));
+        OpenSearch::spawn(&home, true)
+            .map(|(proc, url, _)| (proc, url))
+            .map_err(|e| e.to_string())
+    });
+    match started {
+        Ok((_, url)) => url.clone(),
+        Err(e) => panic!("cannot start the shared OpenSearch node: {e}"),
     }
 }
 
