@@ -134,11 +134,11 @@ impl App {
             tracing::info!(reason = %skipped, "index template setup skipped");
         }
         match &report.lifecycle {
-            crate::sink::bulk::LifecycleOutcome::Installed { policy } => {
-                tracing::info!(policy = %policy, "ILM policy installed")
+            crate::sink::bulk::LifecycleOutcome::Installed { engine, policy } => {
+                tracing::info!(policy = %policy, engine = %engine, "lifecycle policy installed")
             }
             crate::sink::bulk::LifecycleOutcome::Skipped { reason } => {
-                tracing::info!(reason = %reason, "ILM policy skipped")
+                tracing::info!(reason = %reason, "lifecycle policy skipped")
             }
             crate::sink::bulk::LifecycleOutcome::NotConfigured => {}
         }

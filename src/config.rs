@@ -259,12 +259,15 @@ pub struct ElasticsearchConfig {
     /// Replicas per index in the template. Default: 1.
     #[serde(default = "default_one")]
     pub number_of_replicas: u32,
-    /// Write to data streams (`index` is then the data stream name, without date tokens)
-    /// instead of dated indices. Default: false.
+    /// Write to data streams instead of dated indices. Refused when true (see
+    /// [`Config::validate`]): data streams cannot keep every tuple exactly once across a
+    /// rollover. Kept as a key so that a config asking for it gets that reason, not "unknown
+    /// key". Default: false.
     #[serde(default)]
     pub data_stream: bool,
-    /// Delete indices after this age through an ILM policy (Elasticsearch only; skipped with a
-    /// log line on OpenSearch and servers without ILM). Default: none (keep forever).
+    /// Delete indices after this age through an ILM policy (Elasticsearch) or an ISM policy
+    /// (OpenSearch with the index-management plugin); skipped with a log line where neither
+    /// exists. Default: none (keep forever).
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub delete_after: Option<Duration>,
 }
@@ -455,13 +458,7 @@ impl Config {
                     format!("{:?} is used twice", s.name),
                 ));
             }
-            let pattern = s.index_pattern()?;
-            if self.elasticsearch.data_stream && pattern.is_dated() {
-                return Err(ConfigError::key(
-                    format!("source.{}.index", s.name),
-                    "with `data_stream = true` the index is a data stream name: remove the %{+…} date part",
-                ));
-            }
+            s.index_pattern()?;
             if s.max_record_bytes < 1024 {
                 return Err(ConfigError::key(
                     format!("source.{}.max_record_bytes", s.name),
@@ -470,6 +467,19 @@ impl Config {
             }
         }
         let es = &self.elasticsearch;
+        if es.data_stream {
+            // Invariant 2 (every tuple once) rests on `create` refusing an id that exists. A data
+            // stream checks ids only within its current write index: after a rollover, a re-read
+            // (crash, restart, rewritten blob) would index every tuple a second time. Shown on a
+            // real node by tests/engine_lifecycle.rs.
+            return Err(ConfigError::key(
+                "elasticsearch.data_stream",
+                "`data_stream = true` is refused: after a rollover a data stream accepts a document id again \
+                 (ids are unique only within one backing index), so a re-read after a crash, a restart or \
+                 a rewritten blob would index every tuple twice. Use a dated index pattern such as \
+                 `vnet-flow-logs-%{+xxxx.ww}` with `delete_after` for retention",
+            ));
+        }
         if es.urls.is_empty() && es.cloud_id.is_none() {
             return Err(ConfigError::key(
                 "elasticsearch.urls",

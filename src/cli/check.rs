@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::sink::bulk::{BulkSink, PrivilegeCheck, SetupTarget};
+use crate::sink::bulk::{BulkSink, LifecycleCheck, PrivilegeCheck, SetupTarget};
 use crate::source::client::{StorageClient, StorageStats};
 
 pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
@@ -47,6 +47,31 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
                         "ok    elasticsearch: {:?} {} (cluster {})",
                         info.distribution, info.version, info.cluster_name
                     );
+                    match sink.check_lifecycle(&info).await {
+                        Ok(LifecycleCheck::NotConfigured) => {
+                            println!(
+                                "ok    lifecycle: none (delete_after not set; indices are kept)"
+                            )
+                        }
+                        Ok(LifecycleCheck::Present { engine, policy }) => {
+                            println!("ok    lifecycle: {engine} policy {policy} installed")
+                        }
+                        Ok(LifecycleCheck::Missing { engine, policy }) => println!(
+                            "warn  lifecycle: {engine} available, policy {policy} not installed yet ({})",
+                            if config.elasticsearch.install_template {
+                                "flowlogd installs it when it starts"
+                            } else {
+                                "install_template = false: install it yourself"
+                            }
+                        ),
+                        Ok(LifecycleCheck::Unavailable { reason }) => {
+                            println!("skip  lifecycle: {reason}")
+                        }
+                        Err(e) => {
+                            failures += 1;
+                            println!("FAIL  lifecycle: {e}");
+                        }
+                    }
                     match info.privileges {
                         PrivilegeCheck::Unavailable { reason } => {
                             println!("skip  elasticsearch privileges: {reason}")

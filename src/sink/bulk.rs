@@ -136,19 +136,56 @@ pub struct InstalledTemplate {
     pub sources: Vec<String>,
 }
 
-/// What happened to the ILM policy.
+/// Which lifecycle engine deletes old indices: Elasticsearch's ILM or OpenSearch's ISM plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LifecycleEngine {
+    /// Index Lifecycle Management: the template names the policy (`index.lifecycle.name`).
+    Ilm,
+    /// Index State Management (OpenSearch's index-management plugin): the policy names the
+    /// index patterns it applies to (`ism_template`), the template does not mention it.
+    Ism,
+}
+
+impl fmt::Display for LifecycleEngine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LifecycleEngine::Ilm => "ILM",
+            LifecycleEngine::Ism => "ISM",
+        })
+    }
+}
+
+/// What happened to the lifecycle policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LifecycleOutcome {
     /// `delete_after` is not set: indices are kept.
     NotConfigured,
     Installed {
+        engine: LifecycleEngine,
         policy: String,
     },
-    /// The cluster has no ILM (OpenSearch, osmem, Elasticsearch serverless): no policy, and the
-    /// templates do not reference one.
-    Skipped {
-        reason: String,
+    /// The cluster has no lifecycle engine flowlogd can use (OpenSearch without the ISM plugin,
+    /// Elasticsearch serverless, a stand-in): no policy, and the templates do not reference one.
+    Skipped { reason: String },
+}
+
+/// What `flowlogd check` finds about the lifecycle policy, without changing anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LifecycleCheck {
+    /// `delete_after` is not set: indices are kept.
+    NotConfigured,
+    /// The policy flowlogd installs is there.
+    Present {
+        engine: LifecycleEngine,
+        policy: String,
     },
+    /// The engine is there but the policy is not (yet): setup installs it when the daemon starts.
+    Missing {
+        engine: LifecycleEngine,
+        policy: String,
+    },
+    /// No usable lifecycle engine: old indices are never deleted by flowlogd.
+    Unavailable { reason: String },
 }
 
 impl fmt::Display for SetupReport {
@@ -173,8 +210,8 @@ impl fmt::Display for SetupReport {
                 f,
                 "lifecycle: none (delete_after not set; indices are kept)"
             ),
-            LifecycleOutcome::Installed { policy } => {
-                write!(f, "lifecycle: ILM policy {policy} installed")
+            LifecycleOutcome::Installed { engine, policy } => {
+                write!(f, "lifecycle: {engine} policy {policy} installed")
             }
             LifecycleOutcome::Skipped { reason } => write!(f, "lifecycle: skipped: {reason}"),
         }
@@ -204,21 +241,34 @@ pub struct ClusterInfo {
 impl ClusterInfo {
     /// Whether the cluster has ILM: Elasticsearch, not serverless.
     pub fn supports_ilm(&self) -> bool {
-        self.distribution == Distribution::Elasticsearch
-            && self.build_flavor.as_deref() != Some("serverless")
+        self.lifecycle_engine() == Ok(LifecycleEngine::Ilm)
     }
 
-    fn ilm_unsupported_reason(&self) -> String {
+    /// The lifecycle engine this distribution would have: ILM on Elasticsearch (not
+    /// serverless), ISM on OpenSearch (if its plugin is installed, which only a request tells),
+    /// or why there is none.
+    pub fn lifecycle_engine(&self) -> Result<LifecycleEngine, String> {
         match &self.distribution {
-            Distribution::OpenSearch => format!(
-                "OpenSearch {} has ISM, not ILM; flowlogd does not manage ISM policies (attach one to the index pattern yourself)",
+            Distribution::Elasticsearch if self.build_flavor.as_deref() == Some("serverless") => {
+                Err(
+                    "Elasticsearch serverless manages retention with data stream lifecycles, not ILM"
+                        .into(),
+                )
+            }
+            Distribution::Elasticsearch => Ok(LifecycleEngine::Ilm),
+            Distribution::OpenSearch => Ok(LifecycleEngine::Ism),
+            Distribution::Other(d) => Err(format!("{d} {} has no ILM", self.version)),
+        }
+    }
+
+    /// Why a lifecycle API answered "no such endpoint".
+    fn missing_engine_reason(&self, engine: LifecycleEngine, status: u16) -> String {
+        match engine {
+            LifecycleEngine::Ism => format!(
+                "OpenSearch {} has no ISM API (HTTP {status}: the index-management plugin is not installed); old indices are kept",
                 self.version
             ),
-            Distribution::Elasticsearch => {
-                "Elasticsearch serverless manages retention with data stream lifecycles, not ILM"
-                    .into()
-            }
-            Distribution::Other(d) => format!("{d} {} has no ILM", self.version),
+            LifecycleEngine::Ilm => format!("the cluster has no ILM API (HTTP {status})"),
         }
     }
 }
@@ -402,34 +452,21 @@ impl BulkSink {
         let data_stream = self.inner.template_options.data_stream;
         let lifecycle = match self.inner.delete_after {
             None => LifecycleOutcome::NotConfigured,
-            Some(_) if !info.supports_ilm() => LifecycleOutcome::Skipped {
-                reason: info.ilm_unsupported_reason(),
-            },
-            Some(delete_after) => {
-                let name = template::lifecycle_policy_name(delete_after, data_stream);
-                let body = template::lifecycle_policy(delete_after, data_stream);
-                let (status, response) = self
-                    .request(
-                        Method::Put,
-                        &format!("_ilm/policy/{name}"),
-                        Some(&body),
-                        "install ILM policy",
-                    )
-                    .await?;
-                match status {
-                    200..=299 => LifecycleOutcome::Installed { policy: name },
-                    // No such API (a proxy in front, a stand-in): say so instead of failing.
-                    400 | 404 | 405 | 410 if is_missing_api(&response) => {
-                        LifecycleOutcome::Skipped {
-                            reason: format!("the cluster has no ILM API (HTTP {status})"),
-                        }
-                    }
-                    _ => return Err(status_error("install ILM policy", status, &response)),
+            Some(delete_after) => match info.lifecycle_engine() {
+                Err(reason) => LifecycleOutcome::Skipped { reason },
+                Ok(LifecycleEngine::Ilm) => self.install_ilm(&info, delete_after).await?,
+                Ok(LifecycleEngine::Ism) => {
+                    let wildcards: Vec<&str> = plan.iter().map(|p| p.wildcard.as_str()).collect();
+                    self.install_ism(&info, delete_after, &wildcards).await?
                 }
-            }
+            },
         };
         let mut options = self.inner.template_options.clone();
-        if let LifecycleOutcome::Installed { policy } = &lifecycle {
+        if let LifecycleOutcome::Installed {
+            engine: LifecycleEngine::Ilm,
+            policy,
+        } = &lifecycle
+        {
             options.lifecycle_policy = Some(policy.clone());
         }
         let mut templates = Vec::new();
@@ -461,13 +498,133 @@ impl BulkSink {
             LifecycleOutcome::Skipped { reason } => {
                 warn!(%reason, "delete_after is set but no lifecycle policy was installed")
             }
-            LifecycleOutcome::Installed { policy } => info!(%policy, "ILM policy installed"),
+            LifecycleOutcome::Installed { engine, policy } => {
+                info!(%policy, engine = %engine, "lifecycle policy installed")
+            }
             LifecycleOutcome::NotConfigured => {}
         }
         Ok(SetupReport {
             templates,
             lifecycle,
             skipped: None,
+        })
+    }
+
+    /// `PUT _ilm/policy/<name>`: overwriting is how ILM updates a policy.
+    async fn install_ilm(
+        &self,
+        info: &ClusterInfo,
+        delete_after: Duration,
+    ) -> Result<LifecycleOutcome, SinkError> {
+        let data_stream = self.inner.template_options.data_stream;
+        let name = template::lifecycle_policy_name(delete_after, data_stream);
+        let body = template::lifecycle_policy(delete_after, data_stream);
+        let what = "install ILM policy";
+        let (status, response) = self
+            .request(
+                Method::Put,
+                &format!("_ilm/policy/{name}"),
+                Some(&body),
+                what,
+            )
+            .await?;
+        match status {
+            200..=299 => Ok(LifecycleOutcome::Installed {
+                engine: LifecycleEngine::Ilm,
+                policy: name,
+            }),
+            // No such API (a proxy in front, a stand-in): say so instead of failing.
+            400 | 404 | 405 | 410 if is_missing_api(&response) => Ok(LifecycleOutcome::Skipped {
+                reason: info.missing_engine_reason(LifecycleEngine::Ilm, status),
+            }),
+            _ => Err(status_error(what, status, &response)),
+        }
+    }
+
+    /// Creates or updates the ISM policy. ISM refuses a plain overwrite of an existing policy
+    /// (409): an update must name the sequence number and primary term it replaces, so the
+    /// policy is read first.
+    async fn install_ism(
+        &self,
+        info: &ClusterInfo,
+        delete_after: Duration,
+        wildcards: &[&str],
+    ) -> Result<LifecycleOutcome, SinkError> {
+        let data_stream = self.inner.template_options.data_stream;
+        let name = template::lifecycle_policy_name(delete_after, data_stream);
+        let body = template::ism_policy(delete_after, data_stream, wildcards);
+        let path = format!("_plugins/_ism/policies/{name}");
+        let what = "install ISM policy";
+        let (status, current) = self.request(Method::Get, &path, None, what).await?;
+        let update = match status {
+            200 => {
+                let current: Value = serde_json::from_slice(&current).unwrap_or(Value::Null);
+                match (
+                    current["_seq_no"].as_u64(),
+                    current["_primary_term"].as_u64(),
+                ) {
+                    (Some(seq_no), Some(term)) => {
+                        format!("?if_seq_no={seq_no}&if_primary_term={term}")
+                    }
+                    _ => {
+                        return Err(SinkError::Response {
+                            what: what.into(),
+                            reason: format!(
+                                "GET {path} has no _seq_no/_primary_term: {}",
+                                excerpt(&serde_json::to_vec(&current).unwrap_or_default())
+                            ),
+                        });
+                    }
+                }
+            }
+            400 | 404 | 405 | 410 if is_missing_api(&current) => {
+                return Ok(LifecycleOutcome::Skipped {
+                    reason: info.missing_engine_reason(LifecycleEngine::Ism, status),
+                });
+            }
+            404 => String::new(),
+            _ => return Err(status_error(what, status, &current)),
+        };
+        let (status, response) = self
+            .request(Method::Put, &format!("{path}{update}"), Some(&body), what)
+            .await?;
+        match status {
+            200..=299 => Ok(LifecycleOutcome::Installed {
+                engine: LifecycleEngine::Ism,
+                policy: name,
+            }),
+            400 | 404 | 405 | 410 if is_missing_api(&response) => Ok(LifecycleOutcome::Skipped {
+                reason: info.missing_engine_reason(LifecycleEngine::Ism, status),
+            }),
+            _ => Err(status_error(what, status, &response)),
+        }
+    }
+
+    /// Whether the lifecycle policy setup would install is there, for `flowlogd check`. Reads
+    /// only.
+    pub async fn check_lifecycle(&self, info: &ClusterInfo) -> Result<LifecycleCheck, SinkError> {
+        let Some(delete_after) = self.inner.delete_after else {
+            return Ok(LifecycleCheck::NotConfigured);
+        };
+        let engine = match info.lifecycle_engine() {
+            Ok(engine) => engine,
+            Err(reason) => return Ok(LifecycleCheck::Unavailable { reason }),
+        };
+        let policy =
+            template::lifecycle_policy_name(delete_after, self.inner.template_options.data_stream);
+        let path = match engine {
+            LifecycleEngine::Ilm => format!("_ilm/policy/{policy}"),
+            LifecycleEngine::Ism => format!("_plugins/_ism/policies/{policy}"),
+        };
+        let what = format!("read {engine} policy {policy}");
+        let (status, body) = self.request(Method::Get, &path, None, &what).await?;
+        Ok(match status {
+            200 => LifecycleCheck::Present { engine, policy },
+            400 | 404 | 405 | 410 if is_missing_api(&body) => LifecycleCheck::Unavailable {
+                reason: info.missing_engine_reason(engine, status),
+            },
+            404 => LifecycleCheck::Missing { engine, policy },
+            _ => return Err(status_error(&what, status, &body)),
         })
     }
 

@@ -299,6 +299,43 @@ pub fn lifecycle_policy(delete_after: Duration, data_stream: bool) -> Value {
     })
 }
 
+/// The body of `PUT _plugins/_ism/policies/<name>` (OpenSearch's ISM plugin), with the same
+/// retention as [`lifecycle_policy`]: indices are deleted `delete_after` after they were created
+/// (dated indices) or rolled over (data streams). ISM attaches a policy to new indices through
+/// the policy's own `ism_template` (not through the index template), so the policy lists the
+/// wildcards it governs, at the priority of their index templates.
+pub fn ism_policy(delete_after: Duration, data_stream: bool, wildcards: &[&str]) -> Value {
+    let age = es_duration(delete_after);
+    let (hot_actions, to_delete) = if data_stream {
+        (
+            json!([{"rollover": {"min_index_age": "1d", "min_primary_shard_size": "50gb"}}]),
+            json!({"min_rollover_age": age}),
+        )
+    } else {
+        (json!([]), json!({"min_index_age": age}))
+    };
+    let ism_templates: Vec<Value> = wildcards
+        .iter()
+        .map(|w| json!({"index_patterns": [w], "priority": priority(w)}))
+        .collect();
+    json!({
+        "policy": {
+            "description": format!("flowlogd: delete flow log indices {age} after {}",
+                if data_stream { "rollover" } else { "creation" }),
+            "default_state": "hot",
+            "states": [
+                {
+                    "name": "hot",
+                    "actions": hot_actions,
+                    "transitions": [{"state_name": "delete", "conditions": to_delete}]
+                },
+                {"name": "delete", "actions": [{"delete": {}}], "transitions": []}
+            ],
+            "ism_template": ism_templates
+        }
+    })
+}
+
 /// A duration in Elasticsearch time units, in the largest whole unit (`30d`, `36h`, `90s`).
 pub fn es_duration(d: Duration) -> String {
     let secs = d.as_secs();
@@ -554,6 +591,29 @@ mod tests {
             lifecycle_policy_name(Duration::from_secs(36 * 3600), true),
             "flowlogd-rollover-delete-after-36h"
         );
+        let p = ism_policy(30 * day, false, &["flowlogs-*", "nsg-*"]);
+        let policy = &p["policy"];
+        assert_eq!(policy["default_state"], "hot");
+        assert_eq!(
+            policy["states"][0]["transitions"][0],
+            json!({"state_name": "delete", "conditions": {"min_index_age": "30d"}})
+        );
+        assert_eq!(policy["states"][1]["actions"], json!([{"delete": {}}]));
+        assert_eq!(
+            policy["ism_template"][1]["index_patterns"],
+            json!(["nsg-*"]),
+            "one ism_template per wildcard, so every pattern of the config is governed"
+        );
+        assert_eq!(
+            policy["ism_template"][0]["priority"],
+            priority("flowlogs-*")
+        );
+        let p = ism_policy(2 * day, true, &["flowlogs"]);
+        assert_eq!(
+            p["policy"]["states"][0]["transitions"][0]["conditions"],
+            json!({"min_rollover_age": "2d"})
+        );
+        assert!(p["policy"]["states"][0]["actions"][0]["rollover"].is_object());
         let p = lifecycle_policy(7 * day, false);
         assert_eq!(p["policy"]["phases"]["delete"]["min_age"], "7d");
         assert_eq!(p["policy"]["phases"]["hot"]["actions"], json!({}));
