@@ -1,9 +1,17 @@
-//! The shipped dashboards checked against what flowlogd really indexes, not eyeballed.
+//! The shipped dashboards checked against what flowlogd really indexes into a real search
+//! engine, not eyeballed.
 //!
 //! One run of the real pipeline: `flowlogd gen --upload` writes VNet v4, NSG v2 and NSG v1 flow
 //! logs for the current hour into Azurite (several NICs, Azure's block layout), and the real
-//! binary runs `flowlogd --config … once` against osmem-server with the quickstart's
-//! configuration (index `flowlogs-%{+xxxx.ww}`, which the dashboards' `flowlogs-*` matches).
+//! binary runs `flowlogd --config … once` with the quickstart's configuration against the engine
+//! of [`common::flowlogd::Es::engine`]: the cluster of `ELASTICSEARCH_URL` when set, else the
+//! OpenSearch node the tests of this run share. Because the engine is shared, the index is the
+//! default config's (`flowlogs-%{+xxxx.ww}`) behind this run's unique prefix
+//! (`t-dashboards-…-flowlogs-%{+xxxx.ww}`); every panel reads the dashboards' own index pattern
+//! (`flowlogs-*`) behind the same prefix, after checking that the pattern is the wildcard of
+//! the default config's index. The indices and the template are deleted at the end, also when
+//! the test fails.
+//!
 //! Then, for every panel of the Grafana dashboard (template variables included) and every
 //! panel of the Kibana dashboard (visualizations, the saved search, and the data view):
 //!
@@ -14,16 +22,19 @@
 //!   ingested document (`exists` count > 0);
 //! - the panel's query and aggregation, rebuilt from the panel JSON (Grafana `targets[]`
 //!   `query`/`metrics`/`bucketAggs` with every `$variable` at its "All" value; Kibana
-//!   `visState.aggs` and the KQL of `searchSourceJSON`), over the dashboard's time range, return
-//!   non-empty buckets (raw-document panels: hits; summed metrics: a total above zero).
+//!   `visState.aggs` and the KQL of `searchSourceJSON`), over the dashboard's time range, is
+//!   accepted by the engine (an aggregation on a `text` field or a sum over a `keyword` is an
+//!   error there) and returns non-empty buckets (raw-document panels: hits; summed metrics: a
+//!   total above zero).
 //!
 //! A panel the rebuilder does not understand fails the test, naming the panel: extend the
 //! rebuilder rather than skipping it. Renaming a document field without updating the
-//! dashboards fails here (the test also checks that it would, on renamed copies).
+//! dashboards fails here, and so does a dashboard reading another index pattern than the
+//! default config writes (the test also checks that they would, on edited copies).
 //!
 //! That the files parse, carry pinned schema versions (Grafana `schemaVersion`, Kibana
-//! `coreMigrationVersion`/`typeMigrationVersion`), reference existing objects and read the
-//! index pattern of the default config is `tests/deploy_files.rs`' job, not repeated here.
+//! `coreMigrationVersion`/`typeMigrationVersion`) and reference existing objects is
+//! `tests/deploy_files.rs`' job, not repeated here.
 
 mod common;
 
@@ -34,12 +45,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use common::servers::{Azurite, Osmem};
-use elasticsearch::Elasticsearch;
-use elasticsearch::http::headers::HeaderMap;
-use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
-use elasticsearch::http::{Method, Url};
+use common::servers::Azurite;
+use elasticsearch::http::Method;
+use flowlogd::config::Config;
+use flowlogd::sink::index_name::IndexPattern;
 use serde_json::{Map, Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_flowlogd");
@@ -50,14 +59,14 @@ const KIBANA_OBJECTS: &str = "deploy/kibana/flowlogd.ndjson";
 const VNET_CONTAINER: &str = "insights-logs-flowlogflowevent";
 const NSG_CONTAINER: &str = "insights-logs-networksecuritygroupflowevent";
 /// What `flowlogd gen --upload` writes: (container, kind, NICs, seed). With [`RECORDS`] records
-/// of [`TUPLES`] tuples per blob: 1,250 documents, little enough for osmem's memory.
+/// of [`TUPLES`] tuples per blob: 8,000 documents, a few seconds to generate and index.
 const UPLOADS: &[(&str, &str, u64, u64)] = &[
-    (VNET_CONTAINER, "vnet", 2, 1),
-    (NSG_CONTAINER, "nsg2", 2, 2),
-    (NSG_CONTAINER, "nsg1", 1, 3),
+    (VNET_CONTAINER, "vnet", 3, 1),
+    (NSG_CONTAINER, "nsg2", 3, 2),
+    (NSG_CONTAINER, "nsg1", 2, 3),
 ];
-const RECORDS: u64 = 10;
-const TUPLES: u64 = 25;
+const RECORDS: u64 = 20;
+const TUPLES: u64 = 50;
 
 /// Grafana and Kibana pick a date histogram's "auto" interval from the time range and the
 /// panel width; one minute is what a 3-hour range gives on a typical screen.
@@ -86,7 +95,7 @@ fn read(rel: &str) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The real pipeline: generated blobs in Azurite, `flowlogd once` into osmem.
+// The real pipeline: generated blobs in Azurite, `flowlogd once` into the engine.
 
 /// Runs a command with its output in files (no pipe to fill), killed (by PID) after `timeout`.
 fn run(mut cmd: Command, what: &str, dir: &Path, timeout: Duration) -> String {
@@ -122,19 +131,45 @@ fn run(mut cmd: Command, what: &str, dir: &Path, timeout: Duration) -> String {
     stdout
 }
 
-/// Azurite and osmem with the flow logs of [`UPLOADS`] indexed by the real binary; the servers
-/// are killed when this drops.
+/// The index of a `[[source]]` without `index =`, as flowlogd's config parser fills it in, and
+/// its wildcard (what the dashboards must read).
+fn default_index() -> (String, String) {
+    let config = Config::from_toml_str(
+        r#"
+[elasticsearch]
+
+[[source]]
+name = "default"
+container = "insights-logs-flowlogflowevent"
+account = "devstoreaccount1"
+[source.auth]
+method = "connection_string"
+connection_string = "UseDevelopmentStorage=true"
+"#,
+    )
+    .unwrap_or_else(|e| panic!("a minimal config: {e}"));
+    let index = config.sources[0].index.clone();
+    let wildcard = IndexPattern::parse(&index)
+        .unwrap_or_else(|e| panic!("default index {index:?}: {e:?}"))
+        .wildcard();
+    (index, wildcard)
+}
+
+/// Azurite and the engine with the flow logs of [`UPLOADS`] indexed by the real binary into
+/// this run's indices; Azurite is killed and the indices and template deleted when this drops.
 struct Ingested {
-    es: Es,
+    engine: Engine,
     documents: u64,
-    _osmem: Osmem,
+    /// The wildcard of the default config's index (`flowlogs-*`).
+    default_wildcard: String,
     _azurite: Azurite,
     _dir: tempfile::TempDir,
 }
 
 fn ingest() -> Ingested {
+    let (default_index, default_wildcard) = default_index();
     let azurite = Azurite::start().expect("Azurite");
-    let osmem = Osmem::start().expect("osmem-server");
+    let engine = Engine::new("dashboards");
     let dir = tempfile::Builder::new()
         .prefix("flowlogd-dashboards-")
         .tempdir()
@@ -159,8 +194,9 @@ fn ingest() -> Ingested {
         expected += nics * RECORDS * TUPLES;
     }
 
-    // As scripts/quickstart.sh writes it: one source per container, both into the weekly
-    // index the dashboards read.
+    // As scripts/quickstart.sh writes it: one source per container, both into the weekly index
+    // of the default config (which the dashboards read), here behind this run's prefix.
+    let index = format!("{}-{default_index}", engine.es.prefix);
     let work = dir.path().display();
     let config = format!(
         r#"[registry]
@@ -172,13 +208,13 @@ listen = ""
 [elasticsearch]
 urls = ["{es}"]
 dead_letter_path = "{work}/dead-letter.ndjson"
-
+{auth}
 [[source]]
 name = "vnet"
 container = "{VNET_CONTAINER}"
 account = "{account}"
 blob_endpoint = "{endpoint}"
-index = "flowlogs-%{{+xxxx.ww}}"
+index = "{index}"
 [source.auth]
 method = "connection_string"
 connection_string = "UseDevelopmentStorage=true;BlobEndpoint={endpoint}"
@@ -188,12 +224,13 @@ name = "nsg"
 container = "{NSG_CONTAINER}"
 account = "{account}"
 blob_endpoint = "{endpoint}"
-index = "flowlogs-%{{+xxxx.ww}}"
+index = "{index}"
 [source.auth]
 method = "account_key"
 account_key_env = "DASHBOARDS_TEST_ACCOUNT_KEY"
 "#,
-        es = osmem.url(),
+        es = engine.es.url,
+        auth = engine.es.config_lines,
         account = Azurite::ACCOUNT,
     );
     let config_path = dir.path().join("flowlogd.toml");
@@ -217,54 +254,42 @@ account_key_env = "DASHBOARDS_TEST_ACCOUNT_KEY"
     assert_eq!(summary["documents_dead_lettered"], 0, "{summary}");
     assert_eq!(summary["errors"], 0, "{summary}");
 
-    let es = Es::new(&osmem.url());
-    let (status, body) = es.call(Method::Post, "flowlogs-*/_refresh", None);
+    let all = engine.es.all();
+    let (status, body) = engine.call(Method::Post, &format!("{all}/_refresh"), None);
     assert_eq!(status, 200, "refresh: {body}");
-    let (status, body) = es.call(Method::Get, "flowlogs-*/_count", None);
+    let (status, body) = engine.call(Method::Get, &format!("{all}/_count"), None);
     assert_eq!(status, 200, "count: {body}");
     assert_eq!(body["count"].as_u64(), Some(expected), "{body}");
     Ingested {
-        es,
+        engine,
         documents: expected,
-        _osmem: osmem,
+        default_wildcard,
         _azurite: azurite,
         _dir: dir,
     }
 }
 
-/// A blocking client for osmem's REST API.
-struct Es {
+/// A blocking handle on the engine ([`common::flowlogd::Es::engine`]: `ELASTICSEARCH_URL`, else
+/// the shared OpenSearch node) with this run's index prefix. Dropping it deletes this run's
+/// indices and templates, after a failed assertion too.
+struct Engine {
     rt: tokio::runtime::Runtime,
-    client: Elasticsearch,
+    es: common::flowlogd::Es,
 }
 
-impl Es {
-    fn new(url: &str) -> Es {
-        let pool = SingleNodeConnectionPool::new(Url::parse(url).unwrap());
-        Es {
+impl Engine {
+    fn new(test: &str) -> Engine {
+        Engine {
             rt: tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap(),
-            client: Elasticsearch::new(TransportBuilder::new(pool).build().unwrap()),
+            es: common::flowlogd::Es::engine(test),
         }
     }
 
     fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let body = body.map(|b| Bytes::from(serde_json::to_vec(&b).unwrap()));
-        self.rt.block_on(async {
-            let response = self
-                .client
-                .send(method, path, HeaderMap::new(), None::<&()>, body, None)
-                .await
-                .unwrap_or_else(|e| panic!("{method:?} {path}: {e}"));
-            let status = response.status_code().as_u16();
-            let text = response.text().await.unwrap_or_default();
-            (
-                status,
-                serde_json::from_str(&text).unwrap_or(Value::String(text)),
-            )
-        })
+        self.rt.block_on(self.es.call(method, path, body))
     }
 
     fn search(&self, index: &str, body: &Value) -> Result<Value, String> {
@@ -276,6 +301,12 @@ impl Es {
             (200, response) => Ok(response),
             (status, response) => Err(format!("_search answered {status}: {response}")),
         }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.rt.block_on(self.es.cleanup());
     }
 }
 
@@ -593,12 +624,20 @@ fn id_of(v: &Value) -> String {
 // ---------------------------------------------------------------------------------------------
 // Grafana.
 
-/// `uid` → (`index`, `timeField`) of the provisioned Elasticsearch data sources.
-fn grafana_datasources() -> BTreeMap<String, (String, String)> {
-    let mut out = BTreeMap::new();
+/// The contents of the Grafana data source provisioning files.
+fn grafana_datasource_files() -> Vec<String> {
     let dir = repo().join(GRAFANA_DATASOURCES);
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+    std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| std::fs::read_to_string(entry.unwrap().path()).unwrap())
+        .collect()
+}
+
+/// `uid` → (`index`, `timeField`) of the provisioned Elasticsearch data sources (`files`: the
+/// contents of the provisioning files).
+fn grafana_datasources(files: &[String]) -> BTreeMap<String, (String, String)> {
+    let mut out = BTreeMap::new();
+    for text in files {
         // Enough YAML for the provisioning file: `uid:`, `index:` and `timeField:` lines of each
         // `- name:` entry.
         let (mut uid, mut index, mut time) = (None, None, None);
@@ -1205,7 +1244,7 @@ fn kibana_object(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Checks against osmem.
+// Checks against the engine.
 
 /// The mapping of `field` (dotted path) in a `mappings` object, multi-fields included.
 fn mapping_of<'a>(mappings: &'a Value, field: &str) -> Option<&'a Value> {
@@ -1265,7 +1304,7 @@ fn expected_type(sample: &Value) -> &'static [&'static str] {
     }
 }
 
-/// What osmem holds about one field of an index pattern.
+/// What the engine holds about one field of an index pattern.
 #[derive(Debug)]
 struct FieldFacts {
     /// Type in the index template that applies to the pattern's indices.
@@ -1276,6 +1315,10 @@ struct FieldFacts {
     exists: u64,
     /// A value from one of them.
     sample: Option<Value>,
+    /// What `_field_caps` (where Kibana and Grafana learn a data source's fields) says: each
+    /// type the field has across the pattern's indices, and whether it is searchable and
+    /// aggregatable there.
+    caps: BTreeMap<String, (bool, bool)>,
 }
 
 /// Glob match with `*` only (index patterns).
@@ -1291,29 +1334,32 @@ fn glob(pattern: &str, name: &str) -> bool {
     }
 }
 
-/// A concrete index: its mapping, and the name and mappings of the template osmem applied.
+/// A concrete index: its mapping, and the name and mappings of the template the engine applied.
 struct IndexInfo {
     mapping: Value,
     template: Result<(String, Value), String>,
 }
 
 struct Checker<'a> {
-    es: &'a Es,
+    es: &'a Engine,
+    /// The index pattern every panel must read: the wildcard of the default config's index.
+    default_wildcard: String,
     facts: BTreeMap<(String, String), FieldFacts>,
     /// Index pattern → (concrete index → mapping, template name and mappings of the index).
     indices: BTreeMap<String, BTreeMap<String, IndexInfo>>,
 }
 
 impl<'a> Checker<'a> {
-    fn new(es: &'a Es) -> Checker<'a> {
+    fn new(es: &'a Engine, default_wildcard: &str) -> Checker<'a> {
         Checker {
             es,
+            default_wildcard: default_wildcard.to_owned(),
             facts: BTreeMap::new(),
             indices: BTreeMap::new(),
         }
     }
 
-    /// The concrete indices of a pattern, each with its mapping and the template osmem applied
+    /// The concrete indices of a pattern, each with its mapping and the template the engine applied
     /// (the matching composable template of highest priority, as Elasticsearch picks it).
     fn indices(&mut self, pattern: &str) -> &BTreeMap<String, IndexInfo> {
         if !self.indices.contains_key(pattern) {
@@ -1404,6 +1450,24 @@ impl<'a> Checker<'a> {
             let sample = response["hits"]["hits"][0]["_source"]
                 .as_object()
                 .and_then(|s| value_at(&Value::Object(s.clone()), field).cloned());
+            let (status, response) = self.es.call(
+                Method::Get,
+                &format!("{pattern}/_field_caps?fields={field}"),
+                None,
+            );
+            assert_eq!(
+                status, 200,
+                "_field_caps of {field} on {pattern}: {response}"
+            );
+            let caps = response["fields"][field]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(ty, c)| {
+                    let yes = |key: &str| c[key].as_bool().unwrap_or(false);
+                    (ty.clone(), (yes("searchable"), yes("aggregatable")))
+                })
+                .collect();
             self.facts.insert(
                 key.clone(),
                 FieldFacts {
@@ -1411,6 +1475,7 @@ impl<'a> Checker<'a> {
                     indices: types,
                     exists,
                     sample,
+                    caps,
                 },
             );
         }
@@ -1425,13 +1490,21 @@ impl<'a> Checker<'a> {
             Ok(r) => r,
             Err(e) => return vec![format!("{name}: cannot be rebuilt: {e}")],
         };
+        if panel.index != self.default_wildcard {
+            problems.push(format!(
+                "{name}: reads index pattern {:?}, but flowlogd's default config writes {:?}",
+                panel.index, self.default_wildcard
+            ));
+        }
+        // The dashboard's pattern behind this run's prefix: only this run's indices.
+        let index = format!("{}-{}", self.es.es.prefix, panel.index);
         if panel.fields.is_empty() && !shape.hits {
             problems.push(format!(
                 "{name}: uses no field (did the panel format change?)"
             ));
         }
         for (field, role) in &panel.fields {
-            let facts = self.facts(&panel.index, field);
+            let facts = self.facts(&index, field);
             let ty = match &facts.template {
                 Ok(ty) => ty.clone(),
                 Err(e) => {
@@ -1448,10 +1521,22 @@ impl<'a> Checker<'a> {
             }
             if facts.exists == 0 {
                 problems.push(format!(
-                    "{name}: field `{field}` ({ty}) has no value in any document of {}",
-                    panel.index
+                    "{name}: field `{field}` ({ty}) has no value in any document of {index}"
                 ));
                 continue;
+            }
+            // Time fields are histogrammed and sorted on, numeric fields summed.
+            let aggregated = matches!(role, Role::Time | Role::Numeric);
+            match facts.caps.iter().collect::<Vec<_>>()[..] {
+                [(t, &(searchable, aggregatable))]
+                    if *t == ty && searchable && (aggregatable || !aggregated) => {}
+                _ => problems.push(format!(
+                    "{name}: field `{field}` ({ty} in the template) is, by _field_caps of {index}, \
+                     {:?} (type: (searchable, aggregatable)); a {role:?} field must be one \
+                     searchable {ty}{}",
+                    facts.caps,
+                    if aggregated { ", aggregatable" } else { "" }
+                )),
             }
             let allowed: &[&str] = match role {
                 Role::Time => &["date", "date_nanos"],
@@ -1466,13 +1551,21 @@ impl<'a> Checker<'a> {
             }
         }
 
-        let response = match self.es.search(&panel.index, body) {
+        let response = match self.es.search(&index, body) {
             Ok(r) => r,
             Err(e) => {
                 problems.push(format!("{name}: {e}\nrequest: {body}"));
                 return problems;
             }
         };
+        // A shard that fails (say, a sum over a field that is a keyword in one of the indices)
+        // leaves a 200 with partial results: what Kibana shows as a warning.
+        if response["_shards"]["failed"].as_u64() != Some(0) {
+            problems.push(format!(
+                "{name}: shards failed: {}\nrequest: {body}",
+                response["_shards"]
+            ));
+        }
         let summary = |r: &Value| {
             let text = r.to_string();
             text.chars().take(600).collect::<String>()
@@ -1523,7 +1616,7 @@ impl<'a> Checker<'a> {
 // The tests.
 
 /// The panels of both dashboards rebuilt from `grafana` and `kibana` (file contents), and the
-/// problems osmem reports for them; also how many dashboard panels each has.
+/// problems the engine reports for them; also how many dashboard panels each has.
 struct Report {
     problems: Vec<String>,
     grafana_panels: usize,
@@ -1532,9 +1625,14 @@ struct Report {
     kibana_objects: usize,
 }
 
-fn check_dashboards(checker: &mut Checker, grafana: &str, kibana: &str) -> Report {
+fn check_dashboards(
+    checker: &mut Checker,
+    grafana: &str,
+    datasources: &[String],
+    kibana: &str,
+) -> Report {
     let dashboard: Value = serde_json::from_str(grafana).expect("Grafana dashboard JSON");
-    let sources = grafana_datasources();
+    let sources = grafana_datasources(datasources);
     let grafana = grafana_panels(&dashboard, &sources);
     let (kibana, kibana_panels) = kibana_panels(kibana);
     let mut problems = Vec::new();
@@ -1559,11 +1657,12 @@ fn every_panel_of_both_dashboards_finds_its_fields_and_buckets_in_flow_logs_flow
     let started = Instant::now();
     let ingested = ingest();
     let ingest_time = started.elapsed();
-    let mut checker = Checker::new(&ingested.es);
+    let mut checker = Checker::new(&ingested.engine, &ingested.default_wildcard);
 
     let grafana = read(GRAFANA_DASHBOARD);
+    let datasources = grafana_datasource_files();
     let kibana = read(KIBANA_OBJECTS);
-    let report = check_dashboards(&mut checker, &grafana, &kibana);
+    let report = check_dashboards(&mut checker, &grafana, &datasources, &kibana);
     assert!(
         report.problems.is_empty(),
         "{} problem(s) with the dashboards against {} indexed documents:\n{}",
@@ -1615,6 +1714,7 @@ fn every_panel_of_both_dashboards_finds_its_fields_and_buckets_in_flow_logs_flow
             "\"field\": \"network.transport\"",
             "\"field\": \"network.protocol\"",
         ),
+        &datasources,
         &kibana
             .replace(
                 r#"\"field\":\"rule.name\""#,
@@ -1655,12 +1755,118 @@ fn every_panel_of_both_dashboards_finds_its_fields_and_buckets_in_flow_logs_flow
         "a sum over a keyword must fail: {:#?}",
         report.problems
     );
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.starts_with("Kibana visualization")
+                && p.contains("_search answered 400")
+                && p.contains("azure.flowlog.kind")),
+        "the engine refuses a sum over a keyword: {:#?}",
+        report.problems
+    );
     for p in &report.problems {
         assert!(
             ["network.protocol", "rule.ruleset", "azure.flowlog.kind"]
                 .iter()
                 .any(|f| p.contains(f)),
             "reported although not edited: {p}"
+        );
+    }
+
+    // A dashboard reading another index pattern than the default config writes (Grafana data
+    // source `index:`, Kibana data view `title`) is reported for every panel, and finds nothing.
+    let elsewhere = "flowlog-*";
+    let report = check_dashboards(
+        &mut checker,
+        &grafana,
+        &datasources
+            .iter()
+            .map(|d| d.replace("index: flowlogs-*", &format!("index: {elsewhere}")))
+            .collect::<Vec<_>>(),
+        &kibana.replace(
+            r#""title":"flowlogs-*""#,
+            &format!(r#""title":"{elsewhere}""#),
+        ),
+    );
+    let wrong_pattern = format!("reads index pattern {elsewhere:?}");
+    for panel in [
+        "Grafana variable",
+        "Grafana panel",
+        "Kibana data view",
+        "Kibana visualization",
+        "Kibana search",
+    ] {
+        let problems: Vec<&String> = report
+            .problems
+            .iter()
+            .filter(|p| p.starts_with(panel))
+            .collect();
+        assert!(
+            problems.iter().any(|p| p.contains(&wrong_pattern))
+                && problems.iter().any(|p| p.contains("no index matches")),
+            "a {panel} reading {elsewhere} must fail: {problems:#?}"
+        );
+    }
+    assert_eq!(
+        report
+            .problems
+            .iter()
+            .filter(|p| p.contains(&wrong_pattern))
+            .count(),
+        report.grafana_panels + report.grafana_variables + report.kibana_objects,
+        "every panel reports the index pattern: {:#?}",
+        report.problems
+    );
+
+    // A field whose type differs between the indices of the pattern (as when the template
+    // changed in the middle of a week) is reported: by the index mappings, by `_field_caps`
+    // (where Kibana and Grafana learn the fields) and by the shards that fail the sums.
+    let engine = &ingested.engine;
+    let other = format!(
+        "{}-{}",
+        engine.es.prefix,
+        ingested.default_wildcard.replace('*', "1999.01")
+    );
+    let (status, body) = engine.call(
+        Method::Put,
+        &other,
+        Some(json!({
+            "settings": {"index": {"number_of_replicas": 0}},
+            "mappings": {"properties": {"network": {"properties": {"bytes": {"type": "keyword"}}}}},
+        })),
+    );
+    assert_eq!(status, 200, "PUT {other}: {body}");
+    let (status, body) = engine.call(
+        Method::Put,
+        &format!("{other}/_doc/1?refresh=true"),
+        Some(json!({"@timestamp": chrono::Utc::now().to_rfc3339(), "network": {"bytes": "many"}})),
+    );
+    assert_eq!(status, 201, "a document in {other}: {body}");
+    let mut checker = Checker::new(engine, &ingested.default_wildcard);
+    let report = check_dashboards(&mut checker, &grafana, &datasources, &kibana);
+    let reported = |panel: &str, what: &str| {
+        report
+            .problems
+            .iter()
+            .any(|p| p.starts_with(panel) && p.contains("`network.bytes`") && p.contains(what))
+    };
+    for panel in ["Grafana panel", "Kibana visualization"] {
+        assert!(
+            reported(panel, &format!("Some(\"keyword\") in index {other}"))
+                && reported(panel, "by _field_caps")
+                && report
+                    .problems
+                    .iter()
+                    .any(|p| p.starts_with(panel) && p.contains("shards failed")),
+            "a {panel} summing network.bytes must fail: {:#?}",
+            report.problems
+        );
+    }
+    for p in &report.problems {
+        assert!(
+            p.contains("network.bytes"),
+            "reported although not changed: {p}"
         );
     }
 }
