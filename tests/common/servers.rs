@@ -284,33 +284,47 @@ impl Drop for Osmem {
 /// A real single-node OpenSearch (2.19, from the Maven Central jars) on `127.0.0.1:<port()>`,
 /// run by `java -jar tests/opensearch/target/flowlogd-opensearch.jar` with its home in a
 /// temporary folder. Cold start is ~6 s on this kind of machine, so tests normally share one
-/// node through [`search_engine_url`] and isolate themselves by index and template names.
+/// node through [`search_engine_url`] and isolate themselves by index and template names; a
+/// test starts its own only to stop it (an outage), which the shared node must never be.
+///
+/// Data lives on disk under the home folder, so indices, documents and templates survive
+/// [`OpenSearch::stop`] + [`OpenSearch::restart`] (the node closes its shards on SIGTERM), as
+/// they do when a real cluster is restarted.
 pub struct OpenSearch {
     proc: Option<Proc>,
     url: String,
+    port: u16,
     version: String,
-    // path.home of the node; removed on drop, after the process is gone.
-    _home: tempfile::TempDir,
+    // path.home of the node; removed on drop, after the process is gone (fields drop after
+    // `Drop::drop`).
+    home: tempfile::TempDir,
 }
 
 impl OpenSearch {
-    /// Starts a node and waits until its cluster is yellow or green (the launcher prints its
-    /// URL only then).
+    /// Starts a node on a free port and waits until its cluster is yellow or green (the
+    /// launcher prints its URL only then).
     pub fn start() -> io::Result<Self> {
         let home = tempfile::Builder::new()
             .prefix("flowlogd-opensearch-")
             .tempdir()?;
-        let (proc, url, version) = Self::spawn(home.path(), false)?;
+        let (proc, url, version, port) = Self::spawn(home.path(), false, 0)?;
         Ok(OpenSearch {
             proc: Some(proc),
             url,
+            port,
             version,
-            _home: home,
+            home,
         })
     }
 
-    fn spawn(home: &Path, ephemeral: bool) -> io::Result<(Proc, String, String)> {
-        let jar = resolve_bin("the OpenSearch launcher", OPENSEARCH_ENV, OPENSEARCH_DEFAULT)?;
+    /// Runs the launcher with path.home `home` on `port` (0: any free one); returns the
+    /// process, its URL, the engine's version and the bound port.
+    fn spawn(home: &Path, ephemeral: bool, port: u16) -> io::Result<(Proc, String, String, u16)> {
+        let jar = resolve_bin(
+            "the OpenSearch launcher",
+            OPENSEARCH_ENV,
+            OPENSEARCH_DEFAULT,
+        )?;
         let heap = std::env::var("FLOWLOGD_OPENSEARCH_HEAP")
             .ok()
             .filter(|h| !h.is_empty())
@@ -325,13 +339,15 @@ impl OpenSearch {
             .arg("-jar")
             .arg(&jar)
             .arg("--home")
-            .arg(home);
+            .arg(home)
+            .arg("--port")
+            .arg(port.to_string());
         if ephemeral {
             cmd.arg("--ephemeral");
         }
         // Once the cluster is yellow the launcher prints one JSON line:
         // {"url":"http://127.0.0.1:PORT","version":"2.19.6","pid":N}.
-        let (mut proc, (url, version, port)) = Proc::spawn("OpenSearch", &jar, cmd, |line| {
+        let (mut proc, (url, version, port)) = Proc::spawn("OpenSearch", &java, cmd, |line| {
             let msg: serde_json::Value = serde_json::from_str(line).ok()?;
             let url = msg.get("url")?.as_str()?.to_owned();
             let port = url.rsplit(':').next()?.parse::<u16>().ok()?;
@@ -339,7 +355,7 @@ impl OpenSearch {
             Some((url, version, port))
         })?;
         proc.wait_connectable(port)?;
-        Ok((proc, url, version))
+        Ok((proc, url, version, port))
     }
 
     /// Base URL, e.g. `http://127.0.0.1:PORT`.
@@ -347,9 +363,19 @@ impl OpenSearch {
         self.url.clone()
     }
 
+    /// The HTTP port; stays the same across [`OpenSearch::restart`].
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// The engine's version, e.g. `2.19.6`.
     pub fn version(&self) -> &str {
         &self.version
+    }
+
+    /// The node's home folder (path.home; data under `data/`).
+    pub fn home(&self) -> &Path {
+        self.home.path()
     }
 
     /// The node's process id (its process group id too), while it runs.
@@ -357,12 +383,30 @@ impl OpenSearch {
         self.proc.as_ref().map(Proc::pid)
     }
 
-    /// Graceful stop (SIGTERM: the node closes its indices), SIGKILL after 10 s.
+    /// Whether the node process is still alive (reaps it if it has exited).
+    pub fn is_running(&mut self) -> bool {
+        self.proc.as_mut().is_some_and(Proc::is_running)
+    }
+
+    /// Graceful stop (SIGTERM: the node closes its indices), SIGKILL after 10 s. The port
+    /// refuses connections afterwards, as with the cluster down. No-op when stopped.
     pub fn stop(&mut self) -> io::Result<()> {
         match self.proc.take() {
             Some(mut p) => p.stop(STOP_GRACE).map(drop),
             None => Ok(()),
         }
+    }
+
+    /// Stops the node if it runs, then starts it again on the same port with the same home,
+    /// so everything it held is back once it is yellow again.
+    pub fn restart(&mut self) -> io::Result<()> {
+        self.stop()?;
+        let (proc, url, version, port) = Self::spawn(self.home.path(), false, self.port)?;
+        self.proc = Some(proc);
+        self.url = url;
+        self.version = version;
+        self.port = port;
+        Ok(())
     }
 
     /// The last lines the node printed, for diagnosing a failing test.
@@ -386,21 +430,15 @@ impl Drop for OpenSearch {
 /// `common::flowlogd::Es::engine`). Panics with the launcher's output if no node can start:
 /// a test that needs the engine cannot run without one.
 pub fn search_engine_url() -> String {
-    if let Some(url) = std::env::var(SHARED_URL_ENV)
-        .ok()
-        .filter(|u| !u.is_empty())
-    {
+    if let Some(url) = std::env::var(SHARED_URL_ENV).ok().filter(|u| !u.is_empty()) {
         return url;
     }
-    static NODE: std::sync::OnceLock<Result<(Proc, String), String>> =
-        std::sync::OnceLock::new();
+    static NODE: std::sync::OnceLock<Result<(Proc, String), String>> = std::sync::OnceLock::new();
     let started = NODE.get_or_init(|| {
-        let home = std::env::temp_dir().join(format!(
-            "flowlogd-opensearch-shared-{}",
-            std::process::id()
-        ));
-        OpenSearch::spawn(&home, true)
-            .map(|(proc, url, _)| (proc, url))
+        let home =
+            std::env::temp_dir().join(format!("flowlogd-opensearch-shared-{}", std::process::id()));
+        OpenSearch::spawn(&home, true, 0)
+            .map(|(proc, url, ..)| (proc, url))
             .map_err(|e| e.to_string())
     });
     match started {
@@ -423,7 +461,7 @@ fn resolve_bin(what: &str, env: &str, default: &str) -> io::Result<PathBuf> {
             io::ErrorKind::NotFound,
             format!(
                 "{what} not found at {} ({origin}): run scripts/deps.sh to install it, \
-                 or set {env} to the executable",
+                 or set {env} to its path",
                 path.display()
             ),
         ))
