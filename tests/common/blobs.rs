@@ -1,7 +1,7 @@
 //! Flow-log blobs in Azurite for source tests: clients with their own counters, blobs grown
 //! exactly as Azure grows them, a registry-driven incremental follower built from the library's
 //! reader (what the daemon's poller does, minus Elasticsearch), and a runner for the real
-//! `flowlogd once` against Azurite and osmem-server with a generated config.
+//! `flowlogd once` against Azurite and a search engine with a generated config.
 
 use std::{
     collections::HashMap,
@@ -298,12 +298,15 @@ pub struct Summary {
 }
 
 /// The real `flowlogd` binary with a generated config: one source on Azurite (account key),
-/// Elasticsearch on osmem-server, a registry in its own temporary folder.
+/// a search engine without auth at `es_url`, a registry in its own temporary folder.
 pub struct Daemon {
     dir: tempfile::TempDir,
     pub blob_endpoint: String,
     pub es_url: String,
     pub container: String,
+    /// The source's index pattern; `flowlogs-%{+xxxx.ww}` unless set. On an engine other tests
+    /// share, give each test its own (`common::flowlogd::Es::pattern`).
+    pub index: String,
     /// `[[source]]` keys added verbatim (`start = "start_fresh"`, `settle = "2s"`, …).
     pub source_options: String,
 }
@@ -325,6 +328,7 @@ impl Daemon {
             blob_endpoint: azurite.blob_endpoint(),
             es_url: es_url.to_owned(),
             container: container.to_owned(),
+            index: "flowlogs-%{+xxxx.ww}".to_owned(),
             source_options: String::new(),
         }
     }
@@ -355,7 +359,7 @@ name = "src"
 container = "{container}"
 account = "{account}"
 blob_endpoint = "{endpoint}"
-index = "flowlogs-%{{+xxxx.ww}}"
+index = "{index}"
 {options}
 
 [source.auth]
@@ -366,6 +370,7 @@ account_key = "{key}"
             es = self.es_url,
             dir = self.dir.path().display(),
             container = self.container,
+            index = self.index,
             account = Azurite::ACCOUNT,
             endpoint = self.blob_endpoint,
             options = self.source_options,
@@ -407,19 +412,24 @@ account_key = "{key}"
     }
 }
 
-/// Documents in `flowlogs-*` on the Elasticsearch stand-in at `url`, after a refresh.
+/// Documents in `flowlogs-*` on the search engine at `url`, after a refresh.
 pub async fn count_documents(url: &str) -> u64 {
+    count_documents_in(url, "flowlogs-*").await
+}
+
+/// Documents in `indices` (a name or wildcard) on the search engine at `url`, after a refresh.
+pub async fn count_documents_in(url: &str, indices: &str) -> u64 {
     use elasticsearch::{
         CountParts, Elasticsearch, http::transport::Transport, indices::IndicesRefreshParts,
     };
     let es = Elasticsearch::new(Transport::single_node(url).expect("transport"));
     es.indices()
-        .refresh(IndicesRefreshParts::Index(&["flowlogs-*"]))
+        .refresh(IndicesRefreshParts::Index(&[indices]))
         .send()
         .await
         .expect("refresh");
     let body: serde_json::Value = es
-        .count(CountParts::Index(&["flowlogs-*"]))
+        .count(CountParts::Index(&[indices]))
         .send()
         .await
         .expect("count")

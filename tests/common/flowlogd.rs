@@ -1,7 +1,8 @@
 //! Helpers for end-to-end tests of the real `flowlogd` binary: configuration files, `flowlogd
 //! once` with its JSON summary, a `flowlogd run` daemon that can be killed or stopped, blobs
-//! written into Azurite the way Azure writes them, and an Elasticsearch/osmem client to read the
-//! result back (counts, every document with its id).
+//! written into Azurite the way Azure writes them, and a search-engine client to read the result
+//! back (counts, every document with its id): the OpenSearch node of this run, a cluster of
+//! `ELASTICSEARCH_URL`, or an osmem-server where a test says why.
 //!
 //! Every `flowlogd` process started here dies with the test: it is killed by PID when its
 //! handle drops, and the kernel sends it SIGKILL if the test thread that started it goes away
@@ -729,14 +730,38 @@ impl Es {
         if std::env::var("ELASTICSEARCH_URL").is_ok_and(|u| !u.is_empty()) {
             return Es::from_env(test).expect("ELASTICSEARCH_URL is set");
         }
-        let url = super::servers::search_engine_url();
+        Es::shared_node(test)
+    }
+
+    /// The OpenSearch node the tests of this run share
+    /// ([`crate::common::servers::search_engine_url`]), even when `ELASTICSEARCH_URL` is set:
+    /// for tests that need what only that node is known to be (plain HTTP on 127.0.0.1, no
+    /// security: a fault proxy in front of it, or credentials of the test's own choosing).
+    /// Unique index prefix, as with [`Es::engine`].
+    pub fn shared_node(test: &str) -> Es {
+        Es::node_at(&super::servers::search_engine_url(), test)
+    }
+
+    /// A real engine without auth at `url`, e.g. an [`crate::common::servers::OpenSearch`] a
+    /// test started for itself; unique index prefix, as with [`Es::engine`].
+    pub fn node_at(url: &str, test: &str) -> Es {
         Es {
-            client: es_client(&url, None, false),
-            url,
+            client: es_client(url, None, false),
+            url: url.to_owned(),
             config_lines: String::new(),
             prefix: unique_prefix(test),
             real: true,
         }
+    }
+
+    /// `host:port` of [`Es::url`], for a proxy in front of it.
+    pub fn authority(&self) -> String {
+        let url = Url::parse(&self.url).expect("search engine url");
+        format!(
+            "{}:{}",
+            url.host_str().expect("host"),
+            url.port_or_known_default().expect("port")
+        )
     }
 
     /// The cluster of `ELASTICSEARCH_URL` (with `ELASTICSEARCH_USERNAME`/`_PASSWORD` or
@@ -938,18 +963,26 @@ impl Es {
     }
 }
 
-/// `t-{test}-{pid}-{n}`: lower case (index names must be), unique across the tests of this
-/// process (the counter) and across processes sharing one engine (the pid and a clock).
+/// `t-{test}-{pid}-{clock}-{n}`: lower case (index names must be), unique across the tests of
+/// this process (the counter) and across processes sharing one engine (the pid and a clock).
+/// Unique prefixes also keep the index templates' patterns from overlapping, which OpenSearch
+/// and Elasticsearch refuse for templates of equal priority.
 fn unique_prefix(test: &str) -> String {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let name: String = test
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .take(40)
         .collect();
     format!(
-        "t-{name}-{}-{}{n}",
+        "t-{name}-{}-{}-{n}",
         std::process::id(),
         chrono::Utc::now().timestamp_millis() % 100_000
     )
