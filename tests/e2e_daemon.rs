@@ -1,11 +1,17 @@
-//! End to end: blobs in Azurite → the real `flowlogd` binary (`once`, `run`, `check`) →
-//! osmem-server, and a real cluster for the exact-count and growth tests when
-//! `ELASTICSEARCH_URL` is set. The invariants of `../shared/docs/design.md` each have a test here
-//! (numbers in the comments); invariant 6 (bounded memory) is measured by
-//! `scripts/bench-e2e.sh`, see docs/PERFORMANCE.md.
+//! End to end: blobs in Azurite → the real `flowlogd` binary (`once`, `run`, `check`) → a real
+//! search engine: the single-node OpenSearch the tests of a run share (or the cluster of
+//! `ELASTICSEARCH_URL` when set, see `Es::engine`), each test under its own index prefix, whose
+//! indices and templates it deletes at the end. Exceptions, each saying why: the outage test
+//! starts a node of its own (it stops it, which the shared node must never be); faults a real
+//! server does not produce on demand (429 storms, 5xx, dropped connections) come from a proxy in
+//! front of the shared node; one regression test needs a sink that answers at once and stores
+//! nothing. The invariants of `../shared/docs/design.md` each have a test here (numbers in the
+//! comments); invariant 6 (bounded memory) is measured by `scripts/bench-e2e.sh`, see
+//! docs/PERFORMANCE.md.
 //!
-//! Sizes stay at a few thousand documents per server: osmem keeps everything in memory and
-//! indexes ~1,000–2,000 documents a second on this kind of machine.
+//! Sizes: a few hundred to a few thousand documents per test. The node indexes far faster than
+//! that, but most tests run `flowlogd` several times or wait for a daemon's polls, and the whole
+//! `cargo test` shares 2 cores; each test stays well under a minute or two.
 mod common;
 
 use std::collections::{HashMap, HashSet};
@@ -17,7 +23,7 @@ use common::flowlogd::{
     current_hour, describe, distinct_contents, flowlogd, flowlogd_for, metric_sum, once, partition,
 };
 use common::sas::{enc, service_sas};
-use common::{Azurite, Osmem};
+use common::{Azurite, OpenSearch};
 use elasticsearch::http::Method;
 use flowlogd::generator::GenKind;
 use serde_json::{Value, json};
@@ -157,14 +163,11 @@ async fn generated_data_exactly_once(azurite: &Azurite, es: &Es, tuples: u64, by
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_generated_vnet_nsg_v2_and_nsg_v1_tuple_is_indexed_exactly_once() {
     let azurite = Azurite::start().expect("azurite");
-    let osmem = Osmem::start().expect("osmem");
+    let es = Es::engine("every_generated_tuple_exactly_once");
     let (tuples, bytes) = upload_generated_mix(&azurite).await;
     assert_eq!(tuples, 2 * 240 + 150 + 360 + 240);
-    generated_data_exactly_once(&azurite, &Es::at(&osmem.url()), tuples, bytes).await;
-    if let Some(real) = Es::from_env("every_generated_…_exactly_once") {
-        generated_data_exactly_once(&azurite, &real, tuples, bytes).await;
-        real.cleanup().await;
-    }
+    generated_data_exactly_once(&azurite, &es, tuples, bytes).await;
+    es.cleanup().await;
 }
 
 /// One shared sample and the blob it becomes.
@@ -321,7 +324,7 @@ async fn every_shared_fixture_uploaded_under_its_azure_blob_name_is_indexed_exac
     assert_eq!(names.len(), fixtures.len(), "blob names must differ");
 
     let azurite = Azurite::start().expect("azurite");
-    let osmem = Osmem::start().expect("osmem");
+    let es = Es::engine("every_shared_fixture_exactly_once");
     for f in &fixtures {
         let (_, writer) = container(&azurite, f.container).await;
         writer
@@ -329,11 +332,8 @@ async fn every_shared_fixture_uploaded_under_its_azure_blob_name_is_indexed_exac
             .await
             .expect("upload fixture");
     }
-    fixtures_exactly_once(&azurite, &Es::at(&osmem.url()), &fixtures).await;
-    if let Some(real) = Es::from_env("every_shared_fixture_…_exactly_once") {
-        fixtures_exactly_once(&azurite, &real, &fixtures).await;
-        real.cleanup().await;
-    }
+    fixtures_exactly_once(&azurite, &es, &fixtures).await;
+    es.cleanup().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -418,15 +418,9 @@ async fn growth_rounds(azurite: &Azurite, es: &Es, seed: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appended_blocks_bring_exactly_their_new_tuples_for_about_their_bytes() {
     let azurite = Azurite::start().expect("azurite");
-    let osmem = Osmem::start().expect("osmem");
-    growth_rounds(&azurite, &Es::at(&osmem.url()), 500).await;
-    if let Some(real) = Es::from_env("appended_blocks_…") {
-        // Other blobs (other seeds, so other MACs) in the same Azurite: this cluster's run reads
-        // them from a fresh registry, together with the ones above.
-        let azurite = Azurite::start().expect("azurite");
-        growth_rounds(&azurite, &real, 600).await;
-        real.cleanup().await;
-    }
+    let es = Es::engine("appended_blocks_bring_their_new_tuples");
+    growth_rounds(&azurite, &es, 500).await;
+    es.cleanup().await;
 }
 
 // Invariant 3: bytes before a blob's tail never change; if they do (a blob deleted and written
@@ -435,8 +429,7 @@ async fn appended_blocks_bring_exactly_their_new_tuples_for_about_their_bytes() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blob_rewritten_shorter_is_detected_and_read_again_without_duplicates() {
     let azurite = Azurite::start().expect("azurite");
-    let osmem = Osmem::start().expect("osmem");
-    let es = Es::at(&osmem.url());
+    let es = Es::engine("a_blob_rewritten_shorter");
     let (_, vnet) = container(&azurite, VNET_CONTAINER).await;
     let config = TestConfig::new(
         &es.url,
@@ -446,7 +439,8 @@ async fn a_blob_rewritten_shorter_is_detected_and_read_again_without_duplicates(
             &azurite,
             &es.pattern("vnet"),
         )],
-    );
+    )
+    .es(&es.config_lines);
     let mut blob = GrowingBlob::new(GenKind::Vnet, 77, "vnet-rewrite", 10, 10);
     blob.append(&vnet, 6).await;
     assert_eq!(once(&config).await.documents_indexed, 60);
@@ -480,6 +474,7 @@ async fn a_blob_rewritten_shorter_is_detected_and_read_again_without_duplicates(
     );
     es.assert_exactly_once(&es.all(), 100, "rewritten blob")
         .await;
+    es.cleanup().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -491,8 +486,7 @@ async fn a_blob_rewritten_shorter_is_detected_and_read_again_without_duplicates(
 async fn sigkill_at_random_moments_while_blobs_grow_loses_and_duplicates_nothing() {
     const KILLS: usize = 12;
     let azurite = Azurite::start().expect("azurite");
-    let osmem = Osmem::start().expect("osmem");
-    let es = Es::at(&osmem.url());
+    let es = Es::engine("sigkill_at_random_moments");
     let (_, vnet) = container(&azurite, VNET_CONTAINER).await;
     let (_, nsg) = container(&azurite, NSG_CONTAINER).await;
     // Small batches and chunks: many bulk requests and commits, so kills land between them.
@@ -577,19 +571,23 @@ async fn sigkill_at_random_moments_while_blobs_grow_loses_and_duplicates_nothing
     );
     assert_eq!((s.documents_dead_lettered, s.errors), (0, 0), "{s:?}");
     assert!(config.dead_letters().is_empty());
+    es.cleanup().await;
 }
 
 // ---------------------------------------------------------------------------------------------
 // Outage: Elasticsearch down, and a fault-injecting proxy.
 
 // Invariant 1 under an outage: offsets stay put while Elasticsearch is down and move once it is
-// back. osmem forgets everything when stopped, so what the restarted server holds is exactly
-// what flowlogd delivered after the outage began: all of it, and nothing committed before.
+// back. Simulates a whole-cluster outage: the node is stopped gracefully (its port then refuses
+// connections) while blobs keep growing, and started again on the same port with the same data,
+// as a restarted cluster comes back. The node is this test's own: the shared one must never
+// stop. After recovery everything written before and during the outage is there exactly once,
+// and nothing is left to read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn elasticsearch_stopped_mid_run_gets_everything_written_meanwhile_once_back() {
     let azurite = Azurite::start().expect("azurite");
-    let mut osmem = Osmem::start().expect("osmem");
-    let es = Es::at(&osmem.url());
+    let mut node = OpenSearch::start().expect("an OpenSearch node of this test's own");
+    let es = Es::node_at(&node.url(), "elasticsearch_stopped_mid_run");
     let (_, vnet) = container(&azurite, VNET_CONTAINER).await;
     let config = TestConfig::new(
         &es.url,
@@ -622,7 +620,7 @@ async fn elasticsearch_stopped_mid_run_gets_everything_written_meanwhile_once_ba
         .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    osmem.stop().expect("stop osmem");
+    node.stop().expect("stop the node");
     let during = a.append(&vnet, 10).await.0 + b.append(&vnet, 15).await.0;
     // Bulk requests fail (logged once at warn, then retried quietly; the retry counter only
     // moves when a delivery ends) for a few seconds of retries.
@@ -636,11 +634,16 @@ async fn elasticsearch_stopped_mid_run_gets_everything_written_meanwhile_once_ba
         "an outage must not stop the daemon:\n{}",
         daemon.log()
     );
-    osmem.restart().expect("restart osmem");
+    node.restart().expect("restart the node");
+    assert_eq!(node.url(), es.url, "the node is back on the same port");
 
+    // Created or, had a request been applied just before the node went away, already there.
     daemon
         .wait_metrics(
-            &["flowlogd_documents_indexed_total"],
+            &[
+                "flowlogd_documents_indexed_total",
+                "flowlogd_documents_existing_total",
+            ],
             Duration::from_secs(60),
             |n| n == before + during,
         )
@@ -655,9 +658,9 @@ async fn elasticsearch_stopped_mid_run_gets_everything_written_meanwhile_once_ba
     let log = daemon.log();
     assert!(log.contains("bulk requests succeed again"), "{log}");
     let docs = es
-        .assert_exactly_once(&es.all(), during, "after the outage")
+        .assert_exactly_once(&es.all(), before + during, "after the outage")
         .await;
-    assert_eq!(distinct_contents(&docs) as u64, during);
+    assert_eq!(distinct_contents(&docs) as u64, before + during);
     // Everything was committed: nothing left to read.
     let s = once(&config).await;
     assert_eq!(
@@ -665,10 +668,12 @@ async fn elasticsearch_stopped_mid_run_gets_everything_written_meanwhile_once_ba
         (0, 0, 0),
         "{s:?}"
     );
+    drop(node);
 }
 
-/// A small HTTP/1.1 proxy in front of osmem that misbehaves like a loaded or flaky cluster
-/// behind a load balancer. Every `_bulk` request gets, by its number `n` (retries included):
+/// A small HTTP/1.1 proxy in front of the search engine that misbehaves like a loaded or flaky
+/// cluster behind a load balancer, with faults a real node does not produce on demand. Every
+/// `_bulk` request gets, by its number `n` (retries included):
 /// - `n % 6 == 1`: a whole-request 429 (`es_rejected_execution_exception`: queue full);
 /// - `n % 6 == 2`: a whole-request 503 (no master / cluster restarting);
 /// - `n % 6 == 3`: forwarded and applied, then the connection is dropped before the response
@@ -709,14 +714,16 @@ mod fault_proxy {
     }
 
     impl FaultProxy {
-        pub async fn start(upstream_port: u16) -> FaultProxy {
+        /// A proxy forwarding to `upstream` (`host:port`, plain HTTP).
+        pub async fn start(upstream: &str) -> FaultProxy {
+            let upstream: Arc<str> = upstream.into();
             let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
             let url = format!("http://{}", listener.local_addr().unwrap());
             let stats = Arc::new(Stats::default());
             let s = stats.clone();
             let task = tokio::spawn(async move {
                 while let Ok((sock, _)) = listener.accept().await {
-                    tokio::spawn(connection(sock, upstream_port, s.clone()));
+                    tokio::spawn(connection(sock, upstream.clone(), s.clone()));
                 }
             });
             FaultProxy { url, stats, task }
@@ -782,9 +789,9 @@ mod fault_proxy {
         })
     }
 
-    /// Sends the request to osmem as HTTP/1.0 (no chunking, the body ends at EOF).
-    async fn forward(port: u16, req: &Request, body: &[u8]) -> Option<(u16, Vec<u8>)> {
-        let mut up = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    /// Sends the request upstream as HTTP/1.0 (no chunking, the body ends at EOF).
+    async fn forward(upstream: &str, req: &Request, body: &[u8]) -> Option<(u16, Vec<u8>)> {
+        let mut up = TcpStream::connect(upstream).await.ok()?;
         let mut head = format!("{} {} HTTP/1.0\r\n", req.method, req.target);
         for (k, v) in &req.headers {
             if !matches!(
@@ -824,11 +831,12 @@ mod fault_proxy {
         json!({"create": {"status": status, "error": {"type": kind, "reason": "injected by the test's fault proxy"}}})
     }
 
-    async fn connection(mut sock: TcpStream, port: u16, stats: Arc<Stats>) {
+    async fn connection(mut sock: TcpStream, upstream: Arc<str>, stats: Arc<Stats>) {
+        let to = &*upstream;
         let mut buf = Vec::new();
         while let Some(req) = read_request(&mut sock, &mut buf).await {
             if !req.target.starts_with("/_bulk") {
-                let Some((status, body)) = forward(port, &req, &req.body).await else {
+                let Some((status, body)) = forward(to, &req, &req.body).await else {
                     return;
                 };
                 if !respond(&mut sock, &req.method, status, &body).await {
@@ -847,11 +855,11 @@ mod fault_proxy {
                     (503, json!({"error": {"type": "master_not_discovered_exception", "reason": "injected"}, "status": 503}).to_string().into_bytes())
                 }
                 3 => {
-                    let _ = forward(port, &req, &req.body).await;
+                    let _ = forward(to, &req, &req.body).await;
                     stats.lost_responses.fetch_add(1, Ordering::SeqCst);
                     return;
                 }
-                4 => match partial(port, &req, &stats).await {
+                4 => match partial(to, &req, &stats).await {
                     Some(r) => r,
                     None => return,
                 },
@@ -859,7 +867,7 @@ mod fault_proxy {
                     stats.resets.fetch_add(1, Ordering::SeqCst);
                     return;
                 }
-                _ => match forward(port, &req, &req.body).await {
+                _ => match forward(to, &req, &req.body).await {
                     Some(r) => r,
                     None => return,
                 },
@@ -871,7 +879,7 @@ mod fault_proxy {
     }
 
     /// Forwards the even items; the odd ones get 429 (the last of them 503).
-    async fn partial(port: u16, req: &Request, stats: &Stats) -> Option<(u16, Vec<u8>)> {
+    async fn partial(to: &str, req: &Request, stats: &Stats) -> Option<(u16, Vec<u8>)> {
         let text = String::from_utf8_lossy(&req.body).into_owned();
         let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
         let pairs: Vec<(&str, &str)> = lines.chunks(2).map(|p| (p[0], p[1])).collect();
@@ -881,7 +889,7 @@ mod fault_proxy {
                 kept.push_str(&format!("{action}\n{doc}\n"));
             }
         }
-        let (status, upstream) = forward(port, req, kept.as_bytes()).await?;
+        let (status, upstream) = forward(to, req, kept.as_bytes()).await?;
         if status != 200 {
             return Some((status, upstream));
         }
@@ -918,9 +926,9 @@ mod fault_proxy {
 async fn bulk_429_503_item_429_and_dropped_connections_lose_and_duplicate_nothing() {
     use std::sync::atomic::Ordering::SeqCst;
     let azurite = Azurite::start().expect("azurite");
-    let osmem = Osmem::start().expect("osmem");
-    let es = Es::at(&osmem.url());
-    let proxy = fault_proxy::FaultProxy::start(osmem.port()).await;
+    // The shared node even when ELASTICSEARCH_URL is set: the proxy speaks plain HTTP only.
+    let es = Es::shared_node("bulk_429_503_and_dropped_connections");
+    let proxy = fault_proxy::FaultProxy::start(&es.authority()).await;
     let (_, vnet) = container(&azurite, VNET_CONTAINER).await;
     let (_, nsg) = container(&azurite, NSG_CONTAINER).await;
     let mut written = 0;
@@ -968,7 +976,7 @@ async fn bulk_429_503_item_429_and_dropped_connections_lose_and_duplicate_nothin
         .assert_exactly_once(&es.all(), written, "through the fault proxy")
         .await;
     assert_eq!(distinct_contents(&docs) as u64, written);
-    // Committed: a second pass (straight to osmem) has nothing to do.
+    // Committed: a second pass (straight to the node) has nothing to do.
     config.es_url = es.url.clone();
     let again = once(&config).await;
     assert_eq!(
@@ -976,6 +984,7 @@ async fn bulk_429_503_item_429_and_dropped_connections_lose_and_duplicate_nothin
         (0, 0),
         "{again:?}"
     );
+    es.cleanup().await;
 }
 
 /// A sink that acknowledges every bulk item at once (201) and stores nothing: with it, batches
@@ -1096,8 +1105,7 @@ fn vnet_blob_name(hour: i64, mac: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_documents_and_malformed_records_are_dead_lettered_and_the_rest_keeps_flowing() {
     let azurite = Azurite::start().expect("azurite");
-    let osmem = Osmem::start().expect("osmem");
-    let es = Es::at(&osmem.url());
+    let es = Es::engine("refused_documents_and_malformed_records");
     let (_, vnet) = container(&azurite, VNET_CONTAINER).await;
     let hour = current_hour();
     let ms = |s: i64| s * 1000;
@@ -1105,9 +1113,10 @@ async fn refused_documents_and_malformed_records_are_dead_lettered_and_the_rest_
     // `long`, so a late tuple from that hour (records start with the last seconds of the
     // previous minute) is refused with a mapping error. flowlogd's template only applies to
     // indices it creates.
-    let pattern = "flowlogs-dl-%{+yyyy.MM.dd.HH}";
+    let pattern = format!("{}-dl-%{{+yyyy.MM.dd.HH}}", es.prefix);
     let previous_index = format!(
-        "flowlogs-dl-{}",
+        "{}-dl-{}",
+        es.prefix,
         chrono::DateTime::from_timestamp(hour - 3600, 0)
             .unwrap()
             .format("%Y.%m.%d.%H")
@@ -1186,9 +1195,10 @@ async fn refused_documents_and_malformed_records_are_dead_lettered_and_the_rest_
             "vnet",
             VNET_CONTAINER,
             &azurite,
-            pattern,
+            &pattern,
         )],
-    );
+    )
+    .es(&es.config_lines);
     let s = once(&config).await;
     let good = 2 + 2 + 3 + 20;
     assert_eq!(s.documents_indexed, good, "{s:?}");
@@ -1196,7 +1206,7 @@ async fn refused_documents_and_malformed_records_are_dead_lettered_and_the_rest_
         s.documents_dead_lettered, 3,
         "one refused document, one bad record, one bad tuple: {s:?}"
     );
-    assert_eq!(es.count("flowlogs-dl-*").await, good);
+    assert_eq!(es.count(&es.all()).await, good);
     assert_eq!(es.count(&previous_index).await, 0);
 
     let lines = config.dead_letters();
@@ -1280,8 +1290,9 @@ async fn refused_documents_and_malformed_records_are_dead_lettered_and_the_rest_
         "{s:?}"
     );
     assert_eq!(config.dead_letters().len(), 3);
-    es.assert_exactly_once("flowlogs-dl-*", good + 3, "after rejections")
+    es.assert_exactly_once(&es.all(), good + 3, "after rejections")
         .await;
+    es.cleanup().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1292,12 +1303,12 @@ async fn refused_documents_and_malformed_records_are_dead_lettered_and_the_rest_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_ingest_exits_zero_in_time_with_everything_indexed_committed() {
     let azurite = Azurite::start().expect("azurite");
-    let osmem = Osmem::start().expect("osmem");
-    let es = Es::at(&osmem.url());
+    let es = Es::engine("sigterm_during_ingest");
     let (_, vnet) = container(&azurite, VNET_CONTAINER).await;
     let mut blobs = Vec::new();
     let mut total = 0;
-    for seed in 71..74 {
+    // 3,000 documents in 50-document batches: ingest is still under way when SIGTERM comes.
+    for seed in 71..76 {
         let mut blob = GrowingBlob::new(GenKind::Vnet, seed, "vnet-shutdown", 30, 20);
         total += blob.append(&vnet, 30).await.0;
         blobs.push(blob);
@@ -1312,6 +1323,7 @@ async fn sigterm_during_ingest_exits_zero_in_time_with_everything_indexed_commit
             &es.pattern("vnet"),
         )],
     )
+    .es(&es.config_lines)
     .es("batch_max_docs = 50\nbatch_max_bytes = 65536\nflush_interval = \"200ms\"")
     .daemon("interval = \"1s\"\nshutdown_timeout = \"10s\"");
     let mut daemon = Daemon::spawn(&config, &[]);
@@ -1362,6 +1374,7 @@ async fn sigterm_during_ingest_exits_zero_in_time_with_everything_indexed_commit
     assert_eq!(s.bytes_downloaded, unread, "{s:?}");
     es.assert_exactly_once(&es.all(), total, "after SIGTERM")
         .await;
+    es.cleanup().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1374,8 +1387,9 @@ async fn sigterm_during_ingest_exits_zero_in_time_with_everything_indexed_commit
 async fn debug_and_trace_output_never_shows_keys_sas_signatures_or_passwords() {
     use base64::Engine as _;
     let azurite = Azurite::start().expect("azurite");
-    let osmem = Osmem::start().expect("osmem");
-    let es = Es::at(&osmem.url());
+    // The shared node even when ELASTICSEARCH_URL is set: the test sets a password of its own,
+    // which only an engine without security (this node) accepts.
+    let es = Es::shared_node("debug_and_trace_output_never_shows");
     for c in ["c-key", "c-sas", "c-cs"] {
         let (_, w) = container(&azurite, c).await;
         let mut blob = GrowingBlob::new(GenKind::Vnet, 5, "vnet-secrets", 3, 5);
@@ -1465,7 +1479,8 @@ async fn debug_and_trace_output_never_shows_keys_sas_signatures_or_passwords() {
         );
     }
     // A wrong password and a wrong key make errors; they must not quote the secrets either.
-    // (osmem ignores auth, so only the storage side fails.)
+    // (The node has no security plugin and ignores the password, so only the storage side
+    // fails.)
     let mut bad = TestConfig::new(
         &es.url,
         vec![SourceSpec::azurite("key", "c-key", &azurite, &pattern).auth(
@@ -1534,4 +1549,5 @@ async fn debug_and_trace_output_never_shows_keys_sas_signatures_or_passwords() {
     assert!(status.success());
     check("/metrics", &metrics);
     check("run --log-level debug", &daemon.log());
+    es.cleanup().await;
 }
