@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The main job, end to end, on local stand-ins (no Docker, no Azure account needed):
-#   1. installs Azurite (npm) and osmem-server (PyPI) into .deps/ if missing;
-#   2. starts both on free loopback ports;
+#   1. installs Azurite (npm) into .deps/ and builds the OpenSearch node (Maven Central jars,
+#      tests/opensearch) if missing;
+#   2. starts both on free loopback ports (a real single-node OpenSearch 2.19, bounded heap);
 #   3. writes an hour of realistic VNet and NSG flow logs into Azurite, in Azure's block layout;
 #   4. builds flowlogd and runs `flowlogd once` with a generated config;
-#   5. prints the document count and a top-talkers aggregation read back from the index;
+#   5. prints the engine's name and version, the document count, the index size on disk and a
+#      top-talkers aggregation read back from the index;
 #   6. stops what it started.
 # Idempotent: run it again and it starts from a clean registry and fresh servers.
 set -euo pipefail
@@ -28,11 +30,13 @@ echo "== building flowlogd (release)"
 cargo build --release --locked --quiet
 bin="$root/target/release/flowlogd"
 
-echo "== starting Azurite and osmem-server on loopback"
+echo "== starting Azurite and OpenSearch on loopback"
+export FLOWLOGD_OPENSEARCH_HOME="$work/opensearch-home"
 flowlogd_start_azurite
-flowlogd_start_osmem
-echo "   azurite: $FLOWLOGD_AZURITE_ENDPOINT"
-echo "   osmem:   $FLOWLOGD_OSMEM_URL"
+flowlogd_start_opensearch
+echo "   azurite:    $FLOWLOGD_AZURITE_ENDPOINT"
+echo "   opensearch: $FLOWLOGD_OPENSEARCH_URL"
+es_url=$FLOWLOGD_OPENSEARCH_URL
 
 hour=$(date -u +%Y-%m-%dT%H)
 echo "== writing an hour ($hour UTC) of flow logs into Azurite"
@@ -50,7 +54,9 @@ path = "$work/registry"
 listen = ""
 
 [elasticsearch]
-urls = ["$FLOWLOGD_OSMEM_URL"]
+urls = ["$es_url"]
+# One node: a replica could never be assigned.
+number_of_replicas = 0
 dead_letter_path = "$work/dead-letter.ndjson"
 
 [[source]]
@@ -80,24 +86,32 @@ summary=$("$bin" --config "$work/flowlogd.toml" once)
 echo "   $summary"
 
 # Read back with Python's standard library (no curl needed).
-read -r count talkers < <(python3 - "$FLOWLOGD_OSMEM_URL" <<'PY'
+read -r engine count size talkers < <(python3 - "$es_url" <<'PY'
 import json, sys, urllib.request
 url = sys.argv[1]
-def call(path, body=None):
+def call(path, body=None, method=None):
     req = urllib.request.Request(url + path, data=body and json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"}, method="POST" if body is not None or path.endswith("_refresh") else "GET")
+                                 headers={"Content-Type": "application/json"},
+                                 method=method or ("POST" if body is not None else "GET"))
     with urllib.request.urlopen(req) as r:
         return json.load(r)
-call("/flowlogs-*/_refresh")
+root = call("/")
+engine = "{}-{}".format(root["version"].get("distribution", "elasticsearch"), root["version"]["number"])
+call("/flowlogs-*/_refresh", method="POST")
+# Flushed segments: the size a user would see on disk once the node settles.
+call("/flowlogs-*/_flush", method="POST")
 count = call("/flowlogs-*/_count")["count"]
+size = call("/flowlogs-*/_stats/store")["_all"]["primaries"]["store"]["size_in_bytes"]
 aggs = call("/flowlogs-*/_search", {"size": 0, "aggs": {"talkers": {
     "terms": {"field": "source.ip", "size": 5, "order": {"bytes": "desc"}},
     "aggs": {"bytes": {"sum": {"field": "network.bytes"}}}}}})
 rows = ";".join(f"{b['key']}={int(b['bytes']['value'])}={b['doc_count']}" for b in aggs["aggregations"]["talkers"]["buckets"])
-print(count, rows)
+print(engine, count, size, rows)
 PY
 )
+echo "== engine: ${engine/-/ } at $es_url"
 echo "== documents in flowlogs-*: $count (tuples written: $expected)"
+echo "== index size on disk: $size bytes ($((size / count)) bytes per document, before any merge)"
 echo "== top talkers (source.ip by network.bytes):"
 IFS=';' read -ra rows <<<"$talkers"
 for row in "${rows[@]}"; do
