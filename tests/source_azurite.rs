@@ -6,8 +6,10 @@
 //!
 //! Library-level tests drive `Walker`, `read_blob` and the registry directly (see
 //! `common::blobs::Follower`); policies that live in the daemon's planner run the real
-//! `flowlogd once` against Azurite and osmem-server. Lines starting with `MEASURE` are the
-//! figures `scripts/bench-source.sh` collects for docs/PERFORMANCE.md.
+//! `flowlogd once` against Azurite and a real search engine (`common::flowlogd::Es::engine`:
+//! the OpenSearch node of this run, or the cluster of `ELASTICSEARCH_URL`), each test in its
+//! own indices, deleted at its end. Lines starting with `MEASURE` are the figures
+//! `scripts/bench-source.sh` collects for docs/PERFORMANCE.md.
 //!
 //! Credential kinds (key, connection string, SAS, wrong key) are covered in tests/azure_client.rs.
 
@@ -17,11 +19,12 @@ use std::{collections::HashSet, time::Duration};
 
 use bytes::Bytes;
 use common::{
-    Azurite, Osmem,
+    Azurite,
     blobs::{
-        Daemon, Follower, HOUR, append_each, client, count_documents, gen_blob, ids_of_whole_blob,
-        records_of, this_hour, writer,
+        Daemon, Follower, HOUR, append_each, client, gen_blob, ids_of_whole_blob, records_of,
+        this_hour, writer,
     },
+    flowlogd::Es,
 };
 use flowlogd::{
     generator::GenKind,
@@ -42,10 +45,6 @@ const NO_REDISCOVERY: Duration = Duration::from_secs(3600);
 
 fn azurite() -> Azurite {
     Azurite::start().expect("azurite starts (run scripts/deps.sh)")
-}
-
-fn osmem() -> Osmem {
-    Osmem::start().expect("osmem-server starts (run scripts/deps.sh)")
 }
 
 /// The listing entry of `name` in its hour partition.
@@ -243,12 +242,12 @@ async fn restart_from_the_registry_resumes_without_rereading() {
 #[tokio::test]
 async fn rerunning_once_downloads_nothing_and_then_only_what_was_appended() {
     let azurite = azurite();
-    let osmem = osmem();
+    let es = Es::engine("rerunning_once_downloads_nothing_and_then_only_what_was_appended");
     let w = writer(&azurite, CONTAINER).await;
     let blob = gen_blob(GenKind::Vnet, "fl-once", this_hour(), 15, 8, 11);
     let records = records_of(&blob);
     let len10 = append_each(&w, &blob.name, &records[..10]).await;
-    let daemon = Daemon::new(&azurite, &osmem.url(), CONTAINER);
+    let daemon = Daemon::new(&azurite, &es, CONTAINER);
 
     let first = daemon.once().summary;
     assert_eq!(first.blobs_read, 1);
@@ -276,7 +275,7 @@ async fn rerunning_once_downloads_nothing_and_then_only_what_was_appended() {
     assert_eq!(third.bytes_downloaded, len15 - len10 + 2);
     assert_eq!(third.documents_indexed, 5 * 8);
     assert_eq!(third.documents_existing, 0, "a tuple was sent twice");
-    assert_eq!(count_documents(&osmem.url()).await, 15 * 8);
+    assert_eq!(es.count(&es.all()).await, 15 * 8);
     let downloaded = first.bytes_downloaded + second.bytes_downloaded + third.bytes_downloaded;
     println!(
         "MEASURE once_restarts runs=3 bytes_appended={len15} bytes_downloaded={downloaded} \
@@ -287,19 +286,20 @@ async fn rerunning_once_downloads_nothing_and_then_only_what_was_appended() {
         second.list_requests,
         third.list_requests
     );
+    es.cleanup().await;
 }
 
 #[tokio::test]
 async fn resume_reads_unseen_blobs_from_0_and_known_blobs_from_their_offset() {
     let azurite = azurite();
-    let osmem = osmem();
+    let es = Es::engine("resume_reads_unseen_blobs_from_0_and_known_blobs_from_their_offset");
     let w = writer(&azurite, CONTAINER).await;
     let a = gen_blob(GenKind::Vnet, "fl-resume", this_hour(), 7, 5, 21);
     let b = gen_blob(GenKind::Vnet, "fl-resume", this_hour(), 3, 5, 22);
     assert_ne!(a.name, b.name);
     let a_records = records_of(&a);
     let a5 = append_each(&w, &a.name, &a_records[..5]).await;
-    let daemon = Daemon::new(&azurite, &osmem.url(), CONTAINER); // start = resume (default)
+    let daemon = Daemon::new(&azurite, &es, CONTAINER); // start = resume (default)
 
     let first = daemon.once().summary;
     assert_eq!((first.bytes_new, first.documents_indexed), (a5, 5 * 5));
@@ -324,17 +324,18 @@ async fn resume_reads_unseen_blobs_from_0_and_known_blobs_from_their_offset() {
         registry.get("src", &a.name).unwrap().unwrap().offset,
         a7 - 2
     );
-    assert_eq!(count_documents(&osmem.url()).await, 10 * 5);
+    assert_eq!(es.count(&es.all()).await, 10 * 5);
+    es.cleanup().await;
 }
 
 #[tokio::test]
 async fn start_over_ignores_stored_offsets_and_reads_everything_again() {
     let azurite = azurite();
-    let osmem = osmem();
+    let es = Es::engine("start_over_ignores_stored_offsets_and_reads_everything_again");
     let w = writer(&azurite, CONTAINER).await;
     let blob = gen_blob(GenKind::Nsg1, "nsg-over", this_hour(), 6, 4, 31);
     let len = append_each(&w, &blob.name, &records_of(&blob)).await;
-    let mut daemon = Daemon::new(&azurite, &osmem.url(), CONTAINER);
+    let mut daemon = Daemon::new(&azurite, &es, CONTAINER);
     let first = daemon.once().summary;
     assert_eq!((first.bytes_new, first.documents_indexed), (len, 6 * 4));
 
@@ -346,19 +347,20 @@ async fn start_over_ignores_stored_offsets_and_reads_everything_again() {
     assert_eq!(s.documents_indexed, 0);
     assert_eq!(s.documents_existing, 6 * 4, "re-read tuples keep their ids");
     assert_eq!(s.errors, 0);
-    assert_eq!(count_documents(&osmem.url()).await, 6 * 4);
+    assert_eq!(es.count(&es.all()).await, 6 * 4);
+    es.cleanup().await;
 }
 
 #[tokio::test]
 async fn start_fresh_takes_existing_blobs_as_read_and_reads_only_later_bytes() {
     let azurite = azurite();
-    let osmem = osmem();
+    let es = Es::engine("start_fresh_takes_existing_blobs_as_read_and_reads_only_later_bytes");
     let w = writer(&azurite, CONTAINER).await;
     let old = gen_blob(GenKind::Vnet, "fl-fresh", this_hour(), 9, 5, 41);
     let later = gen_blob(GenKind::Vnet, "fl-fresh", this_hour(), 2, 5, 42);
     let old_records = records_of(&old);
     let len6 = append_each(&w, &old.name, &old_records[..6]).await;
-    let mut daemon = Daemon::new(&azurite, &osmem.url(), CONTAINER);
+    let mut daemon = Daemon::new(&azurite, &es, CONTAINER);
     daemon.source_options = r#"start = "start_fresh""#.into();
 
     let first = daemon.once().summary;
@@ -382,13 +384,14 @@ async fn start_fresh_takes_existing_blobs_as_read_and_reads_only_later_bytes() {
         (3 + 2) * 5,
         "appended records and the new blob"
     );
-    assert_eq!(count_documents(&osmem.url()).await, 5 * 5);
+    assert_eq!(es.count(&es.all()).await, 5 * 5);
+    es.cleanup().await;
 }
 
 #[tokio::test]
 async fn since_skips_hours_older_than_it_on_the_first_run() {
     let azurite = azurite();
-    let osmem = osmem();
+    let es = Es::engine("since_skips_hours_older_than_it_on_the_first_run");
     let now = this_hour();
     let w = writer(&azurite, CONTAINER).await;
     let ancient = gen_blob(GenKind::Vnet, "fl-since", now - 10 * HOUR, 2, 3, 51);
@@ -399,7 +402,7 @@ async fn since_skips_hours_older_than_it_on_the_first_run() {
     }
 
     // A duration: only the last 3 hours (and the current one) are listed.
-    let mut daemon = Daemon::new(&azurite, &osmem.url(), CONTAINER);
+    let mut daemon = Daemon::new(&azurite, &es, CONTAINER);
     daemon.source_options = r#"since = "3h""#.into();
     let first = daemon.once().summary;
     assert_eq!((first.blobs_listed, first.blobs_read), (1, 1), "{first:?}");
@@ -415,19 +418,20 @@ async fn since_skips_hours_older_than_it_on_the_first_run() {
     drop(registry);
 
     // An RFC 3339 time, with its own registry: reads from 5 hours ago.
-    let mut at = Daemon::new(&azurite, &osmem.url(), CONTAINER);
+    let mut at = Daemon::new(&azurite, &es, CONTAINER);
     let since = chrono::DateTime::from_timestamp(now - 5 * HOUR, 0).unwrap();
     at.source_options = format!("since = \"{}\"", since.to_rfc3339());
     let s = at.once().summary;
     assert_eq!((s.blobs_listed, s.blobs_read), (2, 2), "{s:?}");
     assert!(at.registry().get("src", &ancient.name).unwrap().is_none());
+    es.cleanup().await;
 }
 
 #[tokio::test]
 async fn a_blob_is_read_only_once_it_has_settled() {
     const SETTLE_S: u64 = 4;
     let azurite = azurite();
-    let osmem = osmem();
+    let es = Es::engine("a_blob_is_read_only_once_it_has_settled");
     let w = writer(&azurite, CONTAINER).await;
     // One blob in the current hour, one in an hour that is no longer "current or previous"
     // by the time it settles (as with `settle = "75m"`: an hour's blob settles 2 hours later).
@@ -436,7 +440,7 @@ async fn a_blob_is_read_only_once_it_has_settled() {
     append_each(&w, &current.name, &records_of(&current)).await;
     append_each(&w, &past.name, &records_of(&past)).await;
     let written = std::time::Instant::now();
-    let mut daemon = Daemon::new(&azurite, &osmem.url(), CONTAINER);
+    let mut daemon = Daemon::new(&azurite, &es, CONTAINER);
     daemon.source_options = format!("settle = \"{SETTLE_S}s\"");
 
     let early = daemon.once().summary;
@@ -457,7 +461,8 @@ async fn a_blob_is_read_only_once_it_has_settled() {
     let settled = daemon.once().summary;
     assert_eq!(settled.blobs_read, 2, "{settled:?}");
     assert_eq!(settled.documents_indexed, 2 * 3 * 4);
-    assert_eq!(count_documents(&osmem.url()).await, 2 * 3 * 4);
+    assert_eq!(es.count(&es.all()).await, 2 * 3 * 4);
+    es.cleanup().await;
 }
 
 #[tokio::test]
@@ -540,12 +545,13 @@ async fn a_read_ending_mid_record_resumes_at_the_end_of_the_last_complete_record
 #[tokio::test]
 async fn a_rewritten_blob_is_detected_logged_and_read_again_from_0_without_duplicates() {
     let azurite = azurite();
-    let osmem = osmem();
+    let es =
+        Es::engine("a_rewritten_blob_is_detected_logged_and_read_again_from_0_without_duplicates");
     let w = writer(&azurite, CONTAINER).await;
     let blob = gen_blob(GenKind::Vnet, "fl-rewrite", this_hour(), 10, 4, 81);
     let records = records_of(&blob);
     let len10 = append_each(&w, &blob.name, &records).await;
-    let daemon = Daemon::new(&azurite, &osmem.url(), CONTAINER);
+    let daemon = Daemon::new(&azurite, &es, CONTAINER);
     assert_eq!(daemon.once().summary.documents_indexed, 10 * 4);
 
     // Rewritten shorter (the same first 4 records): below the stored offset.
@@ -565,25 +571,26 @@ async fn a_rewritten_blob_is_detected_logged_and_read_again_from_0_without_dupli
     assert_eq!(s.errors, 0);
     let entry = daemon.registry().get("src", &blob.name).unwrap().unwrap();
     assert_eq!((entry.offset, entry.length_seen), (len4 - 2, len4));
-    assert_eq!(count_documents(&osmem.url()).await, 10 * 4);
+    assert_eq!(es.count(&es.all()).await, 10 * 4);
 
     // It then grows as usual and is followed from its new offset.
     let len6 = append_each(&w, &blob.name, &records[4..6]).await;
     let s = daemon.once().summary;
     assert_eq!(s.bytes_new, len6 - len4 + 2);
-    assert_eq!(count_documents(&osmem.url()).await, 10 * 4);
+    assert_eq!(es.count(&es.all()).await, 10 * 4);
+    es.cleanup().await;
 }
 
 #[tokio::test]
 async fn a_deleted_blob_is_marked_gone_and_forgotten_after_forget_gone_after() {
     let azurite = azurite();
-    let osmem = osmem();
+    let es = Es::engine("a_deleted_blob_is_marked_gone_and_forgotten_after_forget_gone_after");
     let w = writer(&azurite, CONTAINER).await;
     let doomed = gen_blob(GenKind::Nsg2, "nsg-retention", this_hour(), 2, 3, 91);
     let kept = gen_blob(GenKind::Nsg2, "nsg-retention", this_hour(), 2, 3, 92);
     append_each(&w, &doomed.name, &records_of(&doomed)).await;
     append_each(&w, &kept.name, &records_of(&kept)).await;
-    let mut daemon = Daemon::new(&azurite, &osmem.url(), CONTAINER);
+    let mut daemon = Daemon::new(&azurite, &es, CONTAINER);
     daemon.source_options = r#"forget_gone_after = "3s""#.into();
     assert_eq!(daemon.once().summary.blobs_read, 2);
 
@@ -620,13 +627,15 @@ async fn a_deleted_blob_is_marked_gone_and_forgotten_after_forget_gone_after() {
         registry.get("src", &kept.name).unwrap().unwrap().state,
         BlobState::Active
     );
+    es.cleanup().await;
 }
 
 #[tokio::test]
 async fn a_malformed_record_in_the_middle_is_reported_and_the_reader_resynchronises() {
     const TUPLES: usize = 4;
     let azurite = azurite();
-    let osmem = osmem();
+    let es =
+        Es::engine("a_malformed_record_in_the_middle_is_reported_and_the_reader_resynchronises");
     let w = writer(&azurite, CONTAINER).await;
     let blob = gen_blob(GenKind::Vnet, "fl-malformed", this_hour(), 6, TUPLES, 101);
     let good = records_of(&blob);
@@ -716,7 +725,7 @@ async fn a_malformed_record_in_the_middle_is_reported_and_the_reader_resynchroni
     assert!(follower.duplicates().is_empty());
 
     // The daemon reports each one with blob, offset and reason, and goes on.
-    let daemon = Daemon::new(&azurite, &osmem.url(), CONTAINER);
+    let daemon = Daemon::new(&azurite, &es, CONTAINER);
     let run = daemon.once();
     assert_eq!(run.summary.documents_indexed, 6 * TUPLES as u64);
     assert_eq!(run.summary.documents_dead_lettered, 3);
@@ -735,6 +744,7 @@ async fn a_malformed_record_in_the_middle_is_reported_and_the_reader_resynchroni
     }
     let dead = std::fs::read_to_string(daemon.dir().join("dead-letter.ndjson")).unwrap();
     assert_eq!(dead.lines().count(), 3, "{dead}");
+    es.cleanup().await;
 }
 
 /// Writes `{"records":[]}` blobs for every hour in `hours` of every resource, concurrently.
@@ -768,7 +778,8 @@ async fn steady_state_polls_list_as_many_partitions_with_30_days_of_history_as_w
         "flowLogResourceID=/AAAA1111_NETWORKWATCHERRG/NETWORKWATCHER_WESTEUROPE_FL-HUB/",
     ];
     let azurite = azurite();
-    let osmem = osmem();
+    let es =
+        Es::engine("steady_state_polls_list_as_many_partitions_with_30_days_of_history_as_with_1");
     let now_hour = epoch_hour(chrono::Utc::now().timestamp());
     let mut measured = Vec::new();
     for (container, days) in [("history-1d", 1i64), ("history-30d", 30)] {
@@ -816,7 +827,7 @@ async fn steady_state_polls_list_as_many_partitions_with_30_days_of_history_as_w
 
         // The daemon: three `once` runs (first sync of the default 24 h, the run that finishes
         // past hours, then steady state).
-        let mut daemon = Daemon::new(&azurite, &osmem.url(), container);
+        let mut daemon = Daemon::new(&azurite, &es, container);
         daemon.source_options = r#"finish_after = "1s""#.into();
         let runs: Vec<_> = (0..3).map(|_| daemon.once().summary).collect();
         for r in &runs {
@@ -863,6 +874,7 @@ async fn steady_state_polls_list_as_many_partitions_with_30_days_of_history_as_w
         d30 + 4,
         "discovery + 4 hour partitions"
     );
+    es.cleanup().await;
 }
 
 #[tokio::test]

@@ -1,7 +1,8 @@
 //! Flow-log blobs in Azurite for source tests: clients with their own counters, blobs grown
 //! exactly as Azure grows them, a registry-driven incremental follower built from the library's
 //! reader (what the daemon's poller does, minus Elasticsearch), and a runner for the real
-//! `flowlogd once` against Azurite and a search engine with a generated config.
+//! `flowlogd once` against Azurite and a search engine (`super::flowlogd::Es`) with a generated
+//! config.
 
 use std::{
     collections::HashMap,
@@ -34,7 +35,7 @@ use flowlogd::{
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use super::servers::Azurite;
+use super::{flowlogd::Es, servers::Azurite};
 
 /// Seconds in an hour.
 pub const HOUR: i64 = 3600;
@@ -298,14 +299,17 @@ pub struct Summary {
 }
 
 /// The real `flowlogd` binary with a generated config: one source on Azurite (account key),
-/// a search engine without auth at `es_url`, a registry in its own temporary folder.
+/// the search engine of an [`Es`] (its URL and auth/TLS lines), a registry in its own temporary
+/// folder.
 pub struct Daemon {
     dir: tempfile::TempDir,
     pub blob_endpoint: String,
     pub es_url: String,
+    /// Lines added verbatim to `[elasticsearch]` (auth, TLS): [`Es::config_lines`].
+    pub es_lines: String,
     pub container: String,
-    /// The source's index pattern; `flowlogs-%{+xxxx.ww}` unless set. On an engine other tests
-    /// share, give each test its own (`common::flowlogd::Es::pattern`).
+    /// The source's index pattern: [`Es::pattern`]`("src")` unless set, so the documents land
+    /// in the test's own indices ([`Es::all`]) on an engine other tests share.
     pub index: String,
     /// `[[source]]` keys added verbatim (`start = "start_fresh"`, `settle = "2s"`, …).
     pub source_options: String,
@@ -319,16 +323,18 @@ pub struct OnceRun {
 }
 
 impl Daemon {
-    pub fn new(azurite: &Azurite, es_url: &str, container: &str) -> Self {
+    /// Reads `container` of `azurite` into `es`, under [`Es::pattern`]`("src")`.
+    pub fn new(azurite: &Azurite, es: &Es, container: &str) -> Self {
         Daemon {
             dir: tempfile::Builder::new()
                 .prefix("flowlogd-source-")
                 .tempdir()
                 .expect("tempdir"),
             blob_endpoint: azurite.blob_endpoint(),
-            es_url: es_url.to_owned(),
+            es_url: es.url.clone(),
+            es_lines: es.config_lines.clone(),
             container: container.to_owned(),
-            index: "flowlogs-%{+xxxx.ww}".to_owned(),
+            index: es.pattern("src"),
             source_options: String::new(),
         }
     }
@@ -353,6 +359,7 @@ listen = ""
 [elasticsearch]
 urls = ["{es}"]
 dead_letter_path = "{dir}/dead-letter.ndjson"
+{es_lines}
 
 [[source]]
 name = "src"
@@ -368,6 +375,7 @@ account_key = "{key}"
 "#,
             registry = self.registry_path().display(),
             es = self.es_url,
+            es_lines = self.es_lines,
             dir = self.dir.path().display(),
             container = self.container,
             index = self.index,
@@ -412,12 +420,8 @@ account_key = "{key}"
     }
 }
 
-/// Documents in `flowlogs-*` on the search engine at `url`, after a refresh.
-pub async fn count_documents(url: &str) -> u64 {
-    count_documents_in(url, "flowlogs-*").await
-}
-
-/// Documents in `indices` (a name or wildcard) on the search engine at `url`, after a refresh.
+/// Documents in `indices` (a name or wildcard) on the search engine at `url` (no auth), after a
+/// refresh; on an engine that may need credentials use [`Es::count`].
 pub async fn count_documents_in(url: &str, indices: &str) -> u64 {
     use elasticsearch::{
         CountParts, Elasticsearch, http::transport::Transport, indices::IndicesRefreshParts,

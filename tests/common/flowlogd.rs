@@ -1,8 +1,8 @@
 //! Helpers for end-to-end tests of the real `flowlogd` binary: configuration files, `flowlogd
 //! once` with its JSON summary, a `flowlogd run` daemon that can be killed or stopped, blobs
 //! written into Azurite the way Azure writes them, and a search-engine client to read the result
-//! back (counts, every document with its id): the OpenSearch node of this run, a cluster of
-//! `ELASTICSEARCH_URL`, or an osmem-server where a test says why.
+//! back (counts, every document with its id): the OpenSearch node of this run, or a cluster of
+//! `ELASTICSEARCH_URL`.
 //!
 //! Every `flowlogd` process started here dies with the test: it is killed by PID when its
 //! handle drops, and the kernel sends it SIGKILL if the test thread that started it goes away
@@ -698,29 +698,20 @@ pub struct Doc {
 }
 
 /// The search engine to check results against: the real cluster of `ELASTICSEARCH_URL`, the
-/// OpenSearch node the tests of this run share, or (where a test says why) an osmem-server.
+/// OpenSearch node the tests of this run share, or a node a test started for itself.
 pub struct Es {
     pub url: String,
     /// Auth/TLS lines for `[elasticsearch]`.
     pub config_lines: String,
     /// Prefix for index names of this run (unique on a shared real cluster).
     pub prefix: String,
+    /// A real engine, whose indices and templates [`Es::cleanup`] deletes: every constructor
+    /// here makes one.
     pub real: bool,
     client: Elasticsearch,
 }
 
 impl Es {
-    /// osmem (or any server without auth) at `url`.
-    pub fn at(url: &str) -> Es {
-        Es {
-            url: url.to_owned(),
-            config_lines: String::new(),
-            prefix: "flowlogs".into(),
-            real: false,
-            client: es_client(url, None, false),
-        }
-    }
-
     /// The engine a test runs against by default: the cluster of `ELASTICSEARCH_URL` when set
     /// (see [`Es::from_env`]), else the shared OpenSearch node
     /// ([`crate::common::servers::search_engine_url`]). Either way the engine is shared, so the
@@ -925,7 +916,7 @@ impl Es {
         docs
     }
 
-    /// Deletes this run's indices and templates (real cluster only; osmem goes away by itself).
+    /// Deletes this run's indices and templates.
     /// By name: Elasticsearch 8 refuses wildcard deletes (`action.destructive_requires_name`).
     pub async fn cleanup(&self) {
         if !self.real {

@@ -1,7 +1,6 @@
 //! Shared helpers for integration tests: the real servers they run against, see [`servers`]:
-//! Azurite, started by each test for itself; a real OpenSearch node, normally the one the tests
-//! of a run share, with each test under its own index prefix (`flowlogd::Es::engine`); and
-//! osmem-server, the in-memory look-alike, only where a test says why.
+//! Azurite, started by each test for itself, and a real OpenSearch node, normally the one the
+//! tests of a run share, with each test under its own index prefix (`flowlogd::Es::engine`).
 
 // Every file in tests/ is its own crate that does `mod common;` and uses only part of this
 // module; what one crate leaves unused would fail `clippy -D warnings` as dead code there.
@@ -14,4 +13,4 @@ pub mod servers;
 
 // Shorthand for `common::servers::…`; unused in crates that take the long path.
 #[allow(unused_imports)]
-pub use servers::{Azurite, OpenSearch, Osmem};
+pub use servers::{Azurite, OpenSearch};

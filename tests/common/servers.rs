@@ -1,10 +1,9 @@
 //! Starts and stops the real servers integration tests run against: Azurite (Blob Storage
-//! emulator), a real single-node OpenSearch (the launcher in `tests/opensearch/`) and
-//! osmem-server (in-memory look-alike, kept only where a test says why), each on its own free
-//! 127.0.0.1 port, owned by the test that started it; see [`search_engine_url`] for the one
-//! OpenSearch node the tests of a run share.
+//! emulator) and a real single-node OpenSearch (the launcher in `tests/opensearch/`), each on
+//! its own free 127.0.0.1 port, owned by the test that started it; see [`search_engine_url`]
+//! for the one OpenSearch node the tests of a run share.
 //!
-//! Binaries come from `FLOWLOGD_AZURITE_BIN` / `FLOWLOGD_OSMEM_BIN` / `FLOWLOGD_OPENSEARCH_JAR`,
+//! Binaries come from `FLOWLOGD_AZURITE_BIN` / `FLOWLOGD_OPENSEARCH_JAR`,
 //! else from the paths `scripts/deps.sh` installs (relative paths resolve against the crate root).
 //!
 //! Each server runs as the leader of its own process group; stopping signals the whole group
@@ -35,8 +34,6 @@ const LOG_LINES: usize = 200;
 
 const AZURITE_ENV: &str = "FLOWLOGD_AZURITE_BIN";
 const AZURITE_DEFAULT: &str = ".deps/node/node_modules/.bin/azurite-blob";
-const OSMEM_ENV: &str = "FLOWLOGD_OSMEM_BIN";
-const OSMEM_DEFAULT: &str = ".deps/bin/osmem-server";
 const OPENSEARCH_ENV: &str = "FLOWLOGD_OPENSEARCH_JAR";
 const OPENSEARCH_DEFAULT: &str = "tests/opensearch/target/flowlogd-opensearch.jar";
 /// Heap of a test node (`FLOWLOGD_OPENSEARCH_HEAP` overrides): bounded so that a test run's
@@ -183,101 +180,6 @@ impl Drop for Azurite {
     fn drop(&mut self) {
         // Nothing needs flushing when the data folder is deleted right after: kill at once.
         let _ = self.kill();
-    }
-}
-
-/// An osmem-server on `127.0.0.1:<port()>`, started with `--no-ja` (no Japanese analysis:
-/// saves ~200 MB of RSS and nothing here needs it).
-///
-/// Everything is in memory: indices, documents and templates are gone after [`Osmem::stop`]
-/// or [`Osmem::restart`]; a restarted server is empty and must be set up again (templates).
-pub struct Osmem {
-    proc: Option<Proc>,
-    port: u16,
-    bin: PathBuf,
-}
-
-impl Osmem {
-    /// Starts osmem-server on a free loopback port and waits until it accepts connections.
-    pub fn start() -> io::Result<Self> {
-        let bin = resolve_bin("osmem-server", OSMEM_ENV, OSMEM_DEFAULT)?;
-        let mut osmem = Osmem {
-            proc: None,
-            port: 0,
-            bin,
-        };
-        osmem.spawn()?;
-        Ok(osmem)
-    }
-
-    /// Base URL, e.g. `http://127.0.0.1:PORT`.
-    pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// The port; stays the same across [`Osmem::restart`].
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// The server's process id (its process group id too), while it runs.
-    pub fn pid(&self) -> Option<u32> {
-        self.proc.as_ref().map(Proc::pid)
-    }
-
-    /// Whether the server process is still alive (reaps it if it has exited).
-    pub fn is_running(&mut self) -> bool {
-        self.proc.as_mut().is_some_and(Proc::is_running)
-    }
-
-    /// Stops the server (SIGTERM to the process group, SIGKILL after 10 s); all data is lost.
-    /// The port refuses connections afterwards, as with Elasticsearch down. No-op when stopped.
-    pub fn stop(&mut self) -> io::Result<()> {
-        match self.proc.take() {
-            Some(mut p) => p.stop(STOP_GRACE).map(drop),
-            None => Ok(()),
-        }
-    }
-
-    /// Stops the server if it runs, then starts a new, empty one on the same port.
-    pub fn restart(&mut self) -> io::Result<()> {
-        self.stop()?;
-        self.spawn()
-    }
-
-    /// The last lines the server printed (stdout and stderr), for diagnosing a failing test.
-    pub fn output(&self) -> String {
-        self.proc.as_ref().map(Proc::output).unwrap_or_default()
-    }
-
-    fn spawn(&mut self) -> io::Result<()> {
-        let mut cmd = Command::new(&self.bin);
-        // Without --no-stdin-watch osmem exits when stdin closes: that is the watchdog.
-        cmd.arg("--addr")
-            .arg(format!("127.0.0.1:{}", self.port))
-            .arg("--no-ja");
-        // Once listening, osmem prints one JSON line: {"url":"http://127.0.0.1:PORT","pid":…}.
-        let (mut proc, port) = Proc::spawn("osmem-server", &self.bin, cmd, |line| {
-            let msg: serde_json::Value = serde_json::from_str(line).ok()?;
-            msg.get("url")?
-                .as_str()?
-                .rsplit(':')
-                .next()?
-                .parse::<u16>()
-                .ok()
-        })?;
-        proc.wait_connectable(port)?;
-        self.port = port;
-        self.proc = Some(proc);
-        Ok(())
-    }
-}
-
-impl Drop for Osmem {
-    fn drop(&mut self) {
-        if let Some(mut p) = self.proc.take() {
-            let _ = p.stop(Duration::ZERO);
-        }
     }
 }
 
