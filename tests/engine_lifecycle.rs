@@ -323,7 +323,7 @@ async fn a_rollover_makes_a_data_stream_accept_a_document_id_it_already_holds() 
         number_of_shards: 1,
         number_of_replicas: 0,
         data_stream: true,
-        lifecycle_policy: None,
+        ..TemplateOptions::default()
     };
     let body = template::index_template(Schema::Ecs, &stream, &options);
     let (status, answer) = es

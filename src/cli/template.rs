@@ -31,6 +31,9 @@ pub struct TemplateArgs {
     /// Name of an existing ILM policy for `index.lifecycle.name` (Elasticsearch only).
     #[arg(long)]
     pub lifecycle_policy: Option<String>,
+    /// `index.codec`; `default` leaves the engine's own.
+    #[arg(long, default_value = crate::sink::template::DEFAULT_CODEC)]
+    pub codec: String,
 }
 
 /// Prints the template body (pretty JSON) on stdout and how to install it on stderr.
@@ -49,6 +52,7 @@ pub fn run(args: TemplateArgs) -> anyhow::Result<ExitCode> {
         number_of_replicas: args.replicas,
         data_stream: args.data_stream,
         lifecycle_policy: args.lifecycle_policy,
+        codec: args.codec,
     };
     let body = template::index_template(args.schema, &wildcard, &options);
     let mut out = std::io::stdout().lock();

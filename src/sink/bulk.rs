@@ -402,6 +402,7 @@ impl BulkSink {
                     number_of_replicas: config.number_of_replicas,
                     data_stream: config.data_stream,
                     lifecycle_policy: None,
+                    codec: config.index_codec.clone(),
                 },
                 delete_after: config.delete_after,
                 requests: OutageLog::new(LOG_EVERY),

@@ -15,6 +15,11 @@
 //! - Logstash counters arrive as numeric strings (as Microsoft's pipeline leaves them) and are
 //!   mapped `long`: Elasticsearch and OpenSearch coerce them, so sums work on those dashboards.
 //!   `unixtimestamp` is `long`, not `date`: it is seconds for NSG and milliseconds for VNet.
+//! - Storage (measured by `scripts/bench-engine.sh`, see docs/PERFORMANCE.md): the index codec is
+//!   `best_compression` by default (stored `_source` is most of the disk), and fields no
+//!   dashboard aggregates and that are unique or long per document ([`SEARCH_ONLY_FIELDS`]) keep
+//!   their index for filters but have no doc values; `log.offset` ([`SOURCE_ONLY_FIELDS`]) is
+//!   only kept in `_source`, as nobody filters on a byte offset.
 //! - Priority `200 + literal length of the pattern`: above Elastic's built-in templates (100,
 //!   e.g. `logs-*-*`), and a more specific pattern (`flowlogs-nsg-*`) outranks a broader one
 //!   (`flowlogs-*`), so two sources never collide on equal priorities.
@@ -25,7 +30,7 @@ use serde_json::{Map, Value, json};
 use super::document::{ECS_VERSION, Schema};
 
 /// Bumped whenever the mappings change (written to the template's `version`).
-pub const TEMPLATE_VERSION: u32 = 1;
+pub const TEMPLATE_VERSION: u32 = 2;
 
 /// Priority of flowlogd's templates before the pattern-length bonus; see the module docs.
 pub const BASE_PRIORITY: u32 = 200;
@@ -136,6 +141,26 @@ pub const LOGSTASH_FIELDS: &[(&str, FieldType)] = &[
     ("bytesSentDestToSource", Long),
 ];
 
+/// Fields filtered on (a community id pasted from another tool, a resource id) but never
+/// aggregated: indexed, without doc values. Each is unique per flow or ~100 bytes long, so doc
+/// values would cost ~30 bytes a document for no query (`scripts/bench-engine.sh`).
+pub const SEARCH_ONLY_FIELDS: &[&str] = &[
+    "network.community_id",
+    "azure.flowlog.guid",
+    "azure.flowlog.acl_id",
+    "azure.flowlog.resource_id",
+    "azure.flowlog.target_resource_id",
+];
+
+/// Fields kept only in `_source` (neither indexed nor with doc values): where in the blob a
+/// tuple came from is read when a document is inspected, never searched.
+pub const SOURCE_ONLY_FIELDS: &[&str] = &["log.offset"];
+
+/// The index codec of the templates unless configured otherwise: DEFLATE on stored fields,
+/// ~20% less disk than the default LZ4 for flowlogd's documents, on Elasticsearch and
+/// OpenSearch alike.
+pub const DEFAULT_CODEC: &str = "best_compression";
+
 /// The field table of a layout.
 pub fn fields(schema: Schema) -> &'static [(&'static str, FieldType)] {
     match schema {
@@ -148,7 +173,14 @@ pub fn fields(schema: Schema) -> &'static [(&'static str, FieldType)] {
 pub fn mappings(schema: Schema) -> Value {
     let mut root = Map::new();
     for (path, ty) in fields(schema) {
-        insert_path(&mut root, path, ty.mapping());
+        let mut mapping = ty.mapping();
+        if SEARCH_ONLY_FIELDS.contains(path) {
+            mapping["doc_values"] = json!(false);
+        } else if SOURCE_ONLY_FIELDS.contains(path) {
+            mapping["index"] = json!(false);
+            mapping["doc_values"] = json!(false);
+        }
+        insert_path(&mut root, path, mapping);
     }
     json!({
         "dynamic": false,
@@ -192,6 +224,8 @@ pub struct TemplateOptions {
     pub data_stream: bool,
     /// ILM policy the indices follow (`index.lifecycle.name`); none on OpenSearch.
     pub lifecycle_policy: Option<String>,
+    /// `index.codec`; `default` leaves the engine's default (LZ4) and is not written.
+    pub codec: String,
 }
 
 impl Default for TemplateOptions {
@@ -201,6 +235,7 @@ impl Default for TemplateOptions {
             number_of_replicas: 1,
             data_stream: false,
             lifecycle_policy: None,
+            codec: DEFAULT_CODEC.to_owned(),
         }
     }
 }
@@ -239,6 +274,9 @@ pub fn index_template(schema: Schema, wildcard: &str, options: &TemplateOptions)
     });
     if let Some(policy) = &options.lifecycle_policy {
         index["lifecycle"] = json!({"name": policy});
+    }
+    if options.codec != "default" {
+        index["codec"] = json!(options.codec);
     }
     let mut template = json!({
         "index_patterns": [wildcard],
@@ -551,17 +589,21 @@ mod tests {
             number_of_replicas: 0,
             data_stream: false,
             lifecycle_policy: None,
+            codec: "default".into(),
         };
         let t = index_template(Schema::Logstash, "vnet-flow-logs-*", &options);
         assert_eq!(t["index_patterns"], json!(["vnet-flow-logs-*"]));
         assert_eq!(t["priority"], 200 + "vnet-flow-logs-".len());
         assert_eq!(
             t["template"]["settings"]["index"],
-            json!({"number_of_shards": 3, "number_of_replicas": 0})
+            json!({"number_of_shards": 3, "number_of_replicas": 0}),
+            "codec `default` is the engine's own and not written"
         );
         assert!(t.get("data_stream").is_none());
         assert_eq!(t["_meta"]["schema"], "logstash");
         assert!(t["_meta"].get("ecs_version").is_none());
+        let t = index_template(Schema::Ecs, "x-*", &TemplateOptions::default());
+        assert_eq!(t["template"]["settings"]["index"]["codec"], "best_compression");
 
         let ds = TemplateOptions {
             data_stream: true,
@@ -578,6 +620,24 @@ mod tests {
         assert_eq!(template_name("flowlogs"), "flowlogd-flowlogs");
         assert_eq!(template_name("*"), "flowlogd-all");
         assert!(priority("flowlogs-nsg-*") > priority("flowlogs-*"));
+    }
+
+    #[test]
+    fn search_only_fields_are_indexed_without_doc_values_and_source_only_fields_are_neither() {
+        let ecs = mappings(Schema::Ecs);
+        for path in SEARCH_ONLY_FIELDS {
+            let m = mapping_at(&ecs, path).unwrap_or_else(|| panic!("{path} is not an ECS field"));
+            assert_eq!(m["doc_values"], false, "{path}");
+            assert!(m.get("index").is_none(), "{path} stays searchable");
+        }
+        for path in SOURCE_ONLY_FIELDS {
+            let m = mapping_at(&ecs, path).unwrap_or_else(|| panic!("{path} is not an ECS field"));
+            assert_eq!((&m["index"], &m["doc_values"]), (&json!(false), &json!(false)));
+        }
+        // Everything a dashboard sums or groups by keeps its doc values.
+        for path in ["network.bytes", "source.ip", "rule.name", "@timestamp"] {
+            assert!(mapping_at(&ecs, path).unwrap().get("doc_values").is_none(), "{path}");
+        }
     }
 
     #[test]
