@@ -603,7 +603,10 @@ mod tests {
         assert_eq!(t["_meta"]["schema"], "logstash");
         assert!(t["_meta"].get("ecs_version").is_none());
         let t = index_template(Schema::Ecs, "x-*", &TemplateOptions::default());
-        assert_eq!(t["template"]["settings"]["index"]["codec"], "best_compression");
+        assert_eq!(
+            t["template"]["settings"]["index"]["codec"],
+            "best_compression"
+        );
 
         let ds = TemplateOptions {
             data_stream: true,
@@ -632,11 +635,17 @@ mod tests {
         }
         for path in SOURCE_ONLY_FIELDS {
             let m = mapping_at(&ecs, path).unwrap_or_else(|| panic!("{path} is not an ECS field"));
-            assert_eq!((&m["index"], &m["doc_values"]), (&json!(false), &json!(false)));
+            assert_eq!(
+                (&m["index"], &m["doc_values"]),
+                (&json!(false), &json!(false))
+            );
         }
         // Everything a dashboard sums or groups by keeps its doc values.
         for path in ["network.bytes", "source.ip", "rule.name", "@timestamp"] {
-            assert!(mapping_at(&ecs, path).unwrap().get("doc_values").is_none(), "{path}");
+            assert!(
+                mapping_at(&ecs, path).unwrap().get("doc_values").is_none(),
+                "{path}"
+            );
         }
     }
 
