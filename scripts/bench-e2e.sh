@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end throughput and memory of the release binary: Azurite → `flowlogd once` → a sink
-# that acknowledges every bulk item without storing anything (osmem is too slow and too
-# memory-hungry to measure flowlogd's own speed: it indexes ~1,000–2,000 documents a second).
+# that acknowledges every bulk item without storing anything, so that flowlogd's own cost is
+# what is measured. Against the real engine (its ceiling, flowlogd's fraction of it, bytes on
+# disk): scripts/bench-engine.sh.
 #
 # Each run is `flowlogd once` under `/usr/bin/time -v` with a fresh registry, unless noted:
 #   first-read     $NICS VNet + $NICS NSG v2 blobs of $RECORDS1 records × $TUPLES tuples, defaults;
@@ -10,10 +11,7 @@
 #   growth         first-read's blobs grown to $RECORDS2 records, same registry: only new bytes;
 #   big-blob-N     one VNet blob of 60 records × N tuples for each N of $BIG_TUPLES (16 and 65 MB
 #                  by default): memory levels off instead of following blob size (invariant 6);
-#   big-N-small    the last of them with small-batches' configuration;
-#   osmem          $OSMEM_NICS VNet blobs of 40 records × 100 tuples into a real osmem-server (the
-#                  stand-in's own speed, ~1–2k documents/s, sets the pace here), with its count
-#                  read back and osmem's own peak RSS.
+#   big-N-small    the last of them with small-batches' configuration.
 # Prints one line per run: tuples, wall seconds, CPU seconds (user + system) of flowlogd,
 # tuples/s and MB/s (wall), bytes downloaded vs blob bytes (new bytes, for growth), peak RSS. Results go into docs/PERFORMANCE.md by hand.
 #
@@ -28,7 +26,6 @@ TUPLES=${TUPLES:-125}
 RECORDS1=${RECORDS1:-40}
 RECORDS2=${RECORDS2:-60}
 BIG_TUPLES=${BIG_TUPLES:-3400 13600}
-OSMEM_NICS=${OSMEM_NICS:-5}
 
 # shellcheck source=scripts/deps.sh
 . scripts/deps.sh
@@ -195,17 +192,7 @@ for t in $BIG_TUPLES; do
 done
 measure "big-$t-small" "$(write_config "big-$t-small" 'batch_max_docs = 500\nbatch_max_bytes = 1048576' "bench-big-$t")" 0
 
-flowlogd_start_osmem >/dev/null
-upload bench-osmem vnet "$OSMEM_NICS" 40 100 4 >/dev/null
-es_url=$FLOWLOGD_OSMEM_URL
-measure osmem "$(write_config osmem "" bench-osmem)" 0
-es_url=""
-count=$(curl -s -XPOST "$FLOWLOGD_OSMEM_URL/flowlogs-*/_refresh" >/dev/null; curl -s "$FLOWLOGD_OSMEM_URL/flowlogs-*/_count" | python3 -c 'import json,sys; print(json.load(sys.stdin)["count"])')
-osmem_pid=$(<"$FLOWLOGD_RUN_DIR/osmem.pid")
-osmem_hwm=$(for p in $(pgrep -g "$osmem_pid"); do awk '/VmHWM/ {print $2}' "/proc/$p/status"; done | sort -n | tail -1)
-echo "osmem: $count documents in flowlogs-* (expected $((OSMEM_NICS * 4000))); osmem-server peak RSS $((osmem_hwm / 1024)) MB"
-
 echo
 echo "sink: $(curl -s "$sink_url/_stats_ack" 2>/dev/null || python3 -c 'import sys,urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())' "$sink_url/_stats_ack")"
 echo "flowlogd: $("$bin" --version); $(nproc) cores; $(uname -r)"
-echo "command: $0 (NICS=$NICS TUPLES=$TUPLES RECORDS1=$RECORDS1 RECORDS2=$RECORDS2 BIG_TUPLES=\"$BIG_TUPLES\" OSMEM_NICS=$OSMEM_NICS)"
+echo "command: $0 (NICS=$NICS TUPLES=$TUPLES RECORDS1=$RECORDS1 RECORDS2=$RECORDS2 BIG_TUPLES=\"$BIG_TUPLES\")"

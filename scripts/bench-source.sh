@@ -2,10 +2,11 @@
 # Blob-source figures for docs/PERFORMANCE.md ("Blob source"): read amplification and List
 # Blobs requests per poll. They are counts, not timings, taken from the storage client's own
 # counters (StorageStats) and from `flowlogd once` summaries, by the measuring tests of
-# tests/source_azurite.rs against a local Azurite (and osmem-server for the `once` runs);
+# tests/source_azurite.rs against a local Azurite (and the OpenSearch test node for the `once`
+# runs);
 # this script runs those tests and prints the lines they mark `MEASURE`.
 #
-# Usage: scripts/bench-source.sh            (installs Azurite/osmem-server into .deps/ if missing)
+# Usage: scripts/bench-source.sh            (installs Azurite and builds the OpenSearch node if missing)
 # Exits non-zero when a measuring test fails (its assertions are the acceptance bounds, e.g.
 # read amplification <= 1.01).
 set -euo pipefail

@@ -2,7 +2,6 @@
 # Installs the servers that the tests and the quickstart run against, into the
 # git-ignored, project-local .deps/ folder:
 #   - Azurite (npm), the Azure Blob Storage emulator           -> .deps/node
-#   - osmem-server (PyPI), in-memory OpenSearch-compatible server -> .deps/venv
 # and builds the real search engine the tests run against:
 #   - OpenSearch 2.19 from Maven Central jars, started in-process by tests/opensearch
 #     (`mvn -q package`; jars cached in ~/.m2)        -> tests/opensearch/target/flowlogd-opensearch.jar
@@ -10,33 +9,19 @@
 # sources it installs nothing and prints only the result (well under a second). Works with
 # CI=true and no stdin.
 #
-# Run it:     scripts/deps.sh     prints FLOWLOGD_AZURITE_BIN=..., FLOWLOGD_OSMEM_BIN=..., FLOWLOGD_OPENSEARCH_JAR=...
-# Source it:  . scripts/deps.sh   exports those three
+# Run it:     scripts/deps.sh     prints FLOWLOGD_AZURITE_BIN=... and FLOWLOGD_OPENSEARCH_JAR=...
+# Source it:  . scripts/deps.sh   exports both
 # The Rust test harness (tests/common/servers.rs) and scripts/lib/services.sh
 # read those variables and fall back to the same .deps/ paths when unset.
 
 # Azurite 3.36+ declares node >= 21; this machine kind ships node 20, so stay on
 # the last release that supports it.
 FLOWLOGD_AZURITE_VERSION=3.35.0
-FLOWLOGD_OSMEM_VERSION=0.1.6
 
 _flowlogd_deps_azurite_ok() {
     grep -q "\"version\": \"$FLOWLOGD_AZURITE_VERSION\"" \
         "$1/node/node_modules/azurite/package.json" 2>/dev/null \
         && [ -x "$1/node/node_modules/.bin/azurite-blob" ]
-}
-
-# Prints the site-packages folder that holds the pinned osmem-server, if any.
-_flowlogd_deps_osmem_site() {
-    local d
-    for d in "$1"/venv/lib/python3*/site-packages; do
-        if [ -d "$d/osmem_server-$FLOWLOGD_OSMEM_VERSION.dist-info" ] \
-            && [ -x "$d/osmem_server/bin/osmem-server" ]; then
-            echo "$d"
-            return 0
-        fi
-    done
-    return 1
 }
 
 # Installs whatever is missing. Logs go to .deps/*.log, shown only on failure.
@@ -61,25 +46,6 @@ _flowlogd_deps_install() {
             || { echo "deps.sh: azurite installed but not found in .deps/node" >&2; return 1; }
     fi
 
-    if ! _flowlogd_deps_osmem_site "$deps" >/dev/null; then
-        local py
-        py=$(command -v python3) || { echo "deps.sh: python3 not found (needed for osmem-server)" >&2; return 1; }
-        echo "deps.sh: installing osmem-server==$FLOWLOGD_OSMEM_VERSION into .deps/venv" >&2
-        log="$deps/pip-install.log"
-        : >"$log"
-        if [ ! -x "$deps/venv/bin/python" ]; then
-            "$py" -m venv "$deps/venv" >>"$log" 2>&1 \
-                || { echo "deps.sh: python3 -m venv failed:" >&2; tail -n 30 "$log" >&2; return 1; }
-        fi
-        if ! PIP_DISABLE_PIP_VERSION_CHECK=1 "$deps/venv/bin/python" -m pip install --quiet \
-            --no-input "osmem-server==$FLOWLOGD_OSMEM_VERSION" </dev/null >>"$log" 2>&1; then
-            echo "deps.sh: pip install osmem-server==$FLOWLOGD_OSMEM_VERSION failed:" >&2
-            tail -n 30 "$log" >&2
-            return 1
-        fi
-        _flowlogd_deps_osmem_site "$deps" >/dev/null \
-            || { echo "deps.sh: osmem-server installed but not found in .deps/venv" >&2; return 1; }
-    fi
 }
 
 # Whether the launcher jar exists and is newer than its pom and sources.
@@ -105,13 +71,12 @@ _flowlogd_deps_build_opensearch() {
 }
 
 _flowlogd_deps_main() {
-    local root deps site
+    local root deps
     root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)" || return 1
     deps="$root/.deps"
     mkdir -p "$deps" || return 1
 
-    if ! _flowlogd_deps_azurite_ok "$deps" || ! _flowlogd_deps_osmem_site "$deps" >/dev/null \
-        || ! _flowlogd_deps_opensearch_ok "$root"; then
+    if ! _flowlogd_deps_azurite_ok "$deps" || ! _flowlogd_deps_opensearch_ok "$root"; then
         # The lock serialises concurrent first runs (two test runs on a fresh machine);
         # the installer re-checks under it.
         (
@@ -125,23 +90,15 @@ _flowlogd_deps_main() {
         ) 9>"$deps/.install.lock" || return 1
     fi
 
-    # The wheel bundles a static binary in site-packages and declares no console
-    # script; .deps/bin/osmem-server is a stable path to it.
-    site=$(_flowlogd_deps_osmem_site "$deps") || return 1
-    if [ "$(readlink "$deps/bin/osmem-server" 2>/dev/null)" != "$site/osmem_server/bin/osmem-server" ]; then
-        mkdir -p "$deps/bin" || return 1
-        ln -sfn "$site/osmem_server/bin/osmem-server" "$deps/bin/osmem-server" || return 1
-    fi
 
     FLOWLOGD_AZURITE_BIN="$deps/node/node_modules/.bin/azurite-blob"
-    FLOWLOGD_OSMEM_BIN="$deps/bin/osmem-server"
     FLOWLOGD_OPENSEARCH_JAR="$root/tests/opensearch/target/flowlogd-opensearch.jar"
 }
 
 if [ "${BASH_SOURCE[0]}" != "$0" ]; then
     # Sourced: export into the caller's shell, never exit it.
     if _flowlogd_deps_main; then
-        export FLOWLOGD_AZURITE_BIN FLOWLOGD_OSMEM_BIN FLOWLOGD_OPENSEARCH_JAR
+        export FLOWLOGD_AZURITE_BIN FLOWLOGD_OPENSEARCH_JAR
     else
         echo "deps.sh: failed" >&2
         return 1
@@ -153,6 +110,5 @@ else
         exit 1
     fi
     echo "FLOWLOGD_AZURITE_BIN=$FLOWLOGD_AZURITE_BIN"
-    echo "FLOWLOGD_OSMEM_BIN=$FLOWLOGD_OSMEM_BIN"
     echo "FLOWLOGD_OPENSEARCH_JAR=$FLOWLOGD_OPENSEARCH_JAR"
 fi

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite the way CI does: formatting, lints, then every unit, integration
-# and end-to-end test. Installs what the tests need first (Azurite from npm, osmem-server from
-# PyPI, the OpenSearch test node built with Maven from Maven Central jars).
+# and end-to-end test. Installs what the tests need first (Azurite from npm, the OpenSearch test
+# node built with Maven from Maven Central jars).
 #
 # Search engine: one real OpenSearch node is started here for the whole run and shared by every
 # test binary (FLOWLOGD_TEST_SEARCH_URL); tests isolate themselves by index and template names.

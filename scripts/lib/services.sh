@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # Starts and stops the local servers that scripts (the quickstart, demos) run
-# against: the Azurite blob service, a real OpenSearch node (tests/opensearch) and
-# osmem-server, each on a free 127.0.0.1
+# against: the Azurite blob service and a real OpenSearch node (tests/opensearch), each on a
+# free 127.0.0.1
 # port, in its own session and process group so that stopping kills any
 # children too. Source it:  . scripts/lib/services.sh
 #
@@ -10,23 +10,21 @@
 #   flowlogd_start_azurite [PORT]    start Azurite; exports FLOWLOGD_AZURITE_PORT,
 #                                    FLOWLOGD_AZURITE_ENDPOINT (http://127.0.0.1:PORT/devstoreaccount1),
 #                                    FLOWLOGD_AZURITE_ACCOUNT, FLOWLOGD_AZURITE_KEY (the public well-known key)
-#   flowlogd_start_osmem [PORT]      start osmem-server; exports FLOWLOGD_OSMEM_PORT, FLOWLOGD_OSMEM_URL
 #   flowlogd_start_opensearch [PORT] start the OpenSearch node (heap FLOWLOGD_OPENSEARCH_HEAP, default
 #                                    1g); exports FLOWLOGD_OPENSEARCH_PORT, FLOWLOGD_OPENSEARCH_URL.
 #                                    Its data (.run/opensearch-home) survives a stop/start.
 #   flowlogd_stop_opensearch         graceful stop (the node flushes), SIGKILL after 30 s
 #   flowlogd_stop_azurite            graceful stop (SIGTERM to the group, SIGKILL after 10 s)
-#   flowlogd_stop_osmem              same; osmem keeps everything in memory, so its data is gone
-#   flowlogd_stop_services           all three
-#   flowlogd_service_running NAME    0 if NAME (azurite|osmem|opensearch) runs
+#   flowlogd_stop_services           both
+#   flowlogd_service_running NAME    0 if NAME (azurite|opensearch) runs
 #   flowlogd_services_env            print the export lines of the running services
 # Starting a service that already runs only re-exports its variables.
 #
 # Files in .run/ (git-ignored; FLOWLOGD_RUN_DIR overrides): NAME.pid (the
 # process group id), NAME.port, NAME.log. Azurite keeps its data in
 # .run/azurite-data (FLOWLOGD_AZURITE_LOCATION overrides), which survives a
-# stop/start. Binaries: FLOWLOGD_AZURITE_BIN / FLOWLOGD_OSMEM_BIN /
-# FLOWLOGD_OPENSEARCH_JAR, else the paths that scripts/deps.sh installs.
+# stop/start. Binaries: FLOWLOGD_AZURITE_BIN / FLOWLOGD_OPENSEARCH_JAR, else the paths that
+# scripts/deps.sh installs.
 
 _FLOWLOGD_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)"
 FLOWLOGD_AZURITE_ACCOUNT=devstoreaccount1
@@ -77,7 +75,6 @@ flowlogd_service_running() {
 _flowlogd_cmd_marker() {
     case $1 in
         azurite) echo "azurite-blob" ;;
-        osmem) echo "osmem-server" ;;
         opensearch) echo "flowlogd-opensearch.jar" ;;
     esac
 }
@@ -86,7 +83,6 @@ _flowlogd_bin() {
     local name=$1 bin
     case $name in
         azurite) bin=${FLOWLOGD_AZURITE_BIN:-$_FLOWLOGD_ROOT/.deps/node/node_modules/.bin/azurite-blob} ;;
-        osmem) bin=${FLOWLOGD_OSMEM_BIN:-$_FLOWLOGD_ROOT/.deps/bin/osmem-server} ;;
         opensearch) bin=${FLOWLOGD_OPENSEARCH_JAR:-$_FLOWLOGD_ROOT/tests/opensearch/target/flowlogd-opensearch.jar} ;;
     esac
     if [ ! -e "$bin" ]; then
@@ -103,10 +99,6 @@ _flowlogd_export() {
             export FLOWLOGD_AZURITE_PORT=$port
             export FLOWLOGD_AZURITE_ENDPOINT="http://127.0.0.1:$port/$FLOWLOGD_AZURITE_ACCOUNT"
             export FLOWLOGD_AZURITE_ACCOUNT FLOWLOGD_AZURITE_KEY
-            ;;
-        osmem)
-            export FLOWLOGD_OSMEM_PORT=$port
-            export FLOWLOGD_OSMEM_URL="http://127.0.0.1:$port"
             ;;
         opensearch)
             export FLOWLOGD_OPENSEARCH_PORT=$port
@@ -197,16 +189,6 @@ flowlogd_start_azurite() {
         --skipApiVersionCheck --loose --disableTelemetry --silent
 }
 
-flowlogd_start_osmem() {
-    local port=${1:-} bin
-    bin=$(_flowlogd_bin osmem) || return 1
-    [ -n "$port" ] || port=$(flowlogd_free_port) || return 1
-    # --no-stdin-watch: osmem otherwise exits as soon as its stdin closes.
-    # --no-ja: no Japanese analysis, ~200 MB less memory.
-    # Once listening, osmem prints one JSON line: {"url":"http://127.0.0.1:PORT",...}.
-    _flowlogd_start osmem "$port" '{"url":' "$bin" --addr "127.0.0.1:$port" --no-stdin-watch --no-ja
-}
-
 flowlogd_start_opensearch() {
     local port=${1:-} jar home heap
     jar=$(_flowlogd_bin opensearch) || return 1
@@ -232,20 +214,15 @@ flowlogd_stop_azurite() {
     _flowlogd_stop azurite 10
 }
 
-flowlogd_stop_osmem() {
-    _flowlogd_stop osmem 10
-}
-
 flowlogd_stop_services() {
     flowlogd_stop_opensearch
-    flowlogd_stop_osmem
     flowlogd_stop_azurite
 }
 
 flowlogd_services_env() {
     local run name
     run=$(_flowlogd_run_dir)
-    for name in azurite osmem opensearch; do
+    for name in azurite opensearch; do
         if flowlogd_service_running "$name"; then
             (
                 _flowlogd_export "$name" "$(<"$run/$name.port")"
@@ -255,10 +232,6 @@ flowlogd_services_env() {
                         echo "export FLOWLOGD_AZURITE_ENDPOINT=$FLOWLOGD_AZURITE_ENDPOINT"
                         echo "export FLOWLOGD_AZURITE_ACCOUNT=$FLOWLOGD_AZURITE_ACCOUNT"
                         echo "export FLOWLOGD_AZURITE_KEY='$FLOWLOGD_AZURITE_KEY'"
-                        ;;
-                    osmem)
-                        echo "export FLOWLOGD_OSMEM_PORT=$FLOWLOGD_OSMEM_PORT"
-                        echo "export FLOWLOGD_OSMEM_URL=$FLOWLOGD_OSMEM_URL"
                         ;;
                     opensearch)
                         echo "export FLOWLOGD_OPENSEARCH_PORT=$FLOWLOGD_OPENSEARCH_PORT"

@@ -302,7 +302,7 @@ impl fmt::Display for ClusterInfo {
 /// The outcome of `_security/user/_has_privileges`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PrivilegeCheck {
-    /// No security API (OpenSearch, osmem, security disabled).
+    /// No security API (OpenSearch without its security plugin, security disabled).
     Unavailable { reason: String },
     /// `missing` lists what flowlogd needs and lacks, e.g. `cluster:manage_ilm` or
     /// `index flowlogs-*:create_doc`.
