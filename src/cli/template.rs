@@ -19,9 +19,6 @@ pub struct TemplateArgs {
     /// wildcard (`vnet-flow-logs-*`).
     #[arg(long, default_value = "flowlogs-%{+xxxx.ww}")]
     pub index: String,
-    /// Make the index a data stream (`data_stream: {}`); `--index` is then the stream's name.
-    #[arg(long)]
-    pub data_stream: bool,
     /// Primary shards per index.
     #[arg(long, default_value_t = 1)]
     pub shards: u32,
@@ -40,17 +37,12 @@ pub struct TemplateArgs {
 pub fn run(args: TemplateArgs) -> anyhow::Result<ExitCode> {
     let pattern =
         IndexPattern::parse(&args.index).with_context(|| format!("--index {:?}", args.index))?;
-    if args.data_stream && pattern.is_dated() {
-        anyhow::bail!(
-            "--index {:?}: a data stream name has no %{{+…}} date part",
-            args.index
-        );
-    }
     let wildcard = pattern.wildcard();
     let options = TemplateOptions {
         number_of_shards: args.shards,
         number_of_replicas: args.replicas,
-        data_stream: args.data_stream,
+        // flowlogd refuses data streams (see `Config::validate`), so it never prints one.
+        data_stream: false,
         lifecycle_policy: args.lifecycle_policy,
         codec: args.codec,
     };
