@@ -730,6 +730,39 @@ mod fault_proxy {
         }
     }
 
+    /// A proxy forwarding everything to `upstream`, answering each `_bulk` only `delay` after
+    /// the engine did: a cluster that indexes slowly, so that a test can act while ingest is
+    /// surely still under way (the engine of the tests indexes a few thousand documents faster
+    /// than a test can react).
+    pub async fn start_slow(upstream: &str, delay: std::time::Duration) -> FaultProxy {
+        let upstream: Arc<str> = upstream.into();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let stats = Arc::new(Stats::default());
+        let s = stats.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let (upstream, stats) = (upstream.clone(), s.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    while let Some(req) = read_request(&mut sock, &mut buf).await {
+                        let Some((status, body)) = forward(&upstream, &req, &req.body).await else {
+                            return;
+                        };
+                        if req.target.starts_with("/_bulk") {
+                            stats.bulk_requests.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(delay).await;
+                        }
+                        if !respond(&mut sock, &req.method, status, &body).await {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        FaultProxy { url, stats, task }
+    }
+
     pub struct Request {
         pub method: String,
         pub target: String,
@@ -1303,7 +1336,10 @@ async fn refused_documents_and_malformed_records_are_dead_lettered_and_the_rest_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_ingest_exits_zero_in_time_with_everything_indexed_committed() {
     let azurite = Azurite::start().expect("azurite");
-    let es = Es::engine("sigterm_during_ingest");
+    // Through a proxy that answers each bulk 150 ms late (an engine indexing slowly): the real
+    // node would otherwise index the 3,000 documents before SIGTERM could land in the middle.
+    let es = Es::shared_node("sigterm_during_ingest");
+    let slow = fault_proxy::start_slow(&es.authority(), Duration::from_millis(150)).await;
     let (_, vnet) = container(&azurite, VNET_CONTAINER).await;
     let mut blobs = Vec::new();
     let mut total = 0;
@@ -1315,7 +1351,7 @@ async fn sigterm_during_ingest_exits_zero_in_time_with_everything_indexed_commit
     }
     let timeout = Duration::from_secs(10);
     let config = TestConfig::new(
-        &es.url,
+        &slow.url,
         vec![SourceSpec::azurite(
             "vnet",
             VNET_CONTAINER,

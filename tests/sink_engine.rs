@@ -10,19 +10,11 @@ mod common;
 
 use std::collections::HashMap;
 use std::io::Write as _;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use common::servers::search_engine_url;
-use elasticsearch::Elasticsearch;
-use elasticsearch::auth::Credentials;
-use elasticsearch::cert::CertificateValidation;
+use common::flowlogd::Es;
 use elasticsearch::http::Method;
-use elasticsearch::http::Url;
-use elasticsearch::http::headers::HeaderMap;
-use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
 use flowlogd::config::{Config, ElasticsearchConfig};
 use flowlogd::generator::{GenKind, GenOptions, generate};
 use flowlogd::pipeline::BlobDecoder;
@@ -155,15 +147,14 @@ impl Batch {
     }
 }
 
-/// Where the tests run: a real search engine, with a client for checking results. Every
-/// [`Target`] is real and shared with other tests, so each test works under its own prefix and
-/// removes what it created at the end (see [`on_the_engine`]).
+/// Where the tests run: a real search engine ([`Es::engine`]: the cluster of
+/// `ELASTICSEARCH_URL`, else the OpenSearch node the tests of this run share), with a client for
+/// checking results. The engine is shared with other tests, so each test works under its own
+/// prefix and removes what it created at the end (see [`on_the_engine`]).
 struct Target {
+    es: Es,
     name: &'static str,
     url: String,
-    /// Auth/TLS lines for `[elasticsearch]`.
-    extra: String,
-    admin: Elasticsearch,
     /// Prefix of every index and template this test creates, unique per test.
     prefix: String,
     /// Whether this is the cluster of `ELASTICSEARCH_URL` (any Elasticsearch or OpenSearch)
@@ -172,88 +163,32 @@ struct Target {
 }
 
 impl Target {
-    /// The cluster of `ELASTICSEARCH_URL` (with `ELASTICSEARCH_USERNAME`/`ELASTICSEARCH_PASSWORD`
-    /// or `ELASTICSEARCH_API_KEY`, and `ELASTICSEARCH_CA_FILE` or `ELASTICSEARCH_INSECURE=1`)
-    /// when it is set, else the OpenSearch node the tests of this run share.
     fn engine(test: &str) -> Target {
-        let prefix = unique_prefix(test);
-        let Some(url) = std::env::var("ELASTICSEARCH_URL")
-            .ok()
-            .filter(|u| !u.is_empty())
-        else {
-            let url = search_engine_url();
-            return Target {
-                name: "shared OpenSearch node",
-                admin: client(&url, None, false),
-                url,
-                extra: String::new(),
-                prefix,
-                from_env: false,
-            };
-        };
-        let mut extra = String::new();
-        let mut creds = None;
-        if let Some(key) = std::env::var("ELASTICSEARCH_API_KEY")
-            .ok()
-            .filter(|v| !v.is_empty())
-        {
-            extra.push_str("api_key_env = \"ELASTICSEARCH_API_KEY\"\n");
-            creds = Some(Credentials::EncodedApiKey(key));
-        } else if let Ok(user) = std::env::var("ELASTICSEARCH_USERNAME") {
-            extra.push_str(&format!(
-                "username = \"{user}\"\npassword_env = \"ELASTICSEARCH_PASSWORD\"\n"
-            ));
-            creds = Some(Credentials::Basic(
-                user,
-                std::env::var("ELASTICSEARCH_PASSWORD").unwrap_or_default(),
-            ));
-        }
-        let insecure =
-            std::env::var("ELASTICSEARCH_INSECURE").is_ok_and(|v| v == "1" || v == "true");
-        if let Ok(ca) = std::env::var("ELASTICSEARCH_CA_FILE") {
-            extra.push_str(&format!("ca_file = \"{ca}\"\n"));
-        } else if insecure {
-            extra.push_str("insecure = true\n");
-        }
+        let from_env = std::env::var("ELASTICSEARCH_URL").is_ok_and(|u| !u.is_empty());
+        let es = Es::engine(test);
         Target {
-            name: "ELASTICSEARCH_URL cluster",
-            admin: client(&url, creds, insecure),
-            url,
-            extra,
-            prefix,
-            from_env: true,
+            name: if from_env {
+                "ELASTICSEARCH_URL cluster"
+            } else {
+                "shared OpenSearch node"
+            },
+            url: es.url.clone(),
+            prefix: es.prefix.clone(),
+            from_env,
+            es,
         }
     }
 
     fn config(&self, extra: &str) -> ElasticsearchConfig {
-        sink_config(&self.url, &format!("{}{extra}", self.extra))
+        sink_config(&self.url, &format!("{}{extra}", self.es.config_lines))
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let body = body.map(|b| Bytes::from(serde_json::to_vec(&b).unwrap()));
-        let r = self
-            .admin
-            .send(method, path, HeaderMap::new(), None::<&()>, body, None)
-            .await
-            .expect("admin request");
-        let status = r.status_code().as_u16();
-        let text = r.text().await.unwrap_or_default();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        self.es.call(method, path, body).await
     }
 
     async fn count(&self, index: &str) -> u64 {
-        let (status, body) = self
-            .call(Method::Post, &format!("{index}/_refresh"), None)
-            .await;
-        assert_eq!(status, 200, "refresh {index}: {body}");
-        let (status, body) = self
-            .call(Method::Get, &format!("{index}/_count"), None)
-            .await;
-        assert_eq!(status, 200, "{body}");
-        body["count"].as_u64().unwrap()
+        self.es.count(index).await
     }
 
     /// The lifecycle API the cluster offers, asked directly rather than through flowlogd.
@@ -273,50 +208,8 @@ impl Target {
         }
     }
 
-    /// Deletes the indices and index templates of this test's prefix, by name (clusters with
-    /// `action.destructive_requires_name` refuse wildcard deletes), and checks none are left.
     async fn cleanup(&self) {
-        let (status, body) = self
-            .call(
-                Method::Get,
-                &format!(
-                    "_cat/indices/{}-*?format=json&h=index&expand_wildcards=all",
-                    self.prefix
-                ),
-                None,
-            )
-            .await;
-        assert_eq!(status, 200, "list the indices of {}: {body}", self.prefix);
-        for index in body.as_array().unwrap() {
-            let name = index["index"].as_str().unwrap();
-            let (status, body) = self.call(Method::Delete, name, None).await;
-            assert_eq!(status, 200, "delete index {name}: {body}");
-        }
-        let templates = format!("_index_template/flowlogd-{}-*", self.prefix);
-        let (status, body) = self.call(Method::Get, &templates, None).await;
-        assert!(status == 200 || status == 404, "{templates}: {body}");
-        for template in body["index_templates"].as_array().into_iter().flatten() {
-            let name = template["name"].as_str().unwrap();
-            let (status, body) = self
-                .call(Method::Delete, &format!("_index_template/{name}"), None)
-                .await;
-            assert_eq!(status, 200, "delete index template {name}: {body}");
-        }
-        let (_, left) = self
-            .call(
-                Method::Get,
-                &format!("_cat/indices/{}-*?format=json&h=index", self.prefix),
-                None,
-            )
-            .await;
-        assert_eq!(left, json!([]), "indices left behind");
-        let (_, left) = self.call(Method::Get, &templates, None).await;
-        assert!(
-            left["index_templates"]
-                .as_array()
-                .is_none_or(|t| t.is_empty()),
-            "templates left behind: {left}"
-        );
+        self.es.cleanup().await
     }
 }
 
@@ -328,42 +221,6 @@ enum LifecycleApi {
     /// The OpenSearch index state management plugin (`_plugins/_ism`).
     Ism,
     None,
-}
-
-/// `flt-{test}-{pid}-{millis}-{n}`: lower case (index names must be), unique across the tests
-/// of this process (the counter) and across processes sharing one engine (pid and clock). Unique
-/// prefixes keep the index templates' patterns from overlapping, which OpenSearch and
-/// Elasticsearch refuse for composable templates of equal priority.
-fn unique_prefix(test: &str) -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let name: String = test
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .take(32)
-        .collect();
-    format!(
-        "flt-{name}-{}-{}-{n}",
-        std::process::id(),
-        chrono::Utc::now().timestamp_millis()
-    )
-}
-
-fn client(url: &str, creds: Option<Credentials>, insecure: bool) -> Elasticsearch {
-    let mut b = TransportBuilder::new(SingleNodeConnectionPool::new(Url::parse(url).unwrap()));
-    if let Some(c) = creds {
-        b = b.auth(c);
-    }
-    if insecure {
-        b = b.cert_validation(CertificateValidation::None);
-    }
-    Elasticsearch::new(b.build().unwrap())
 }
 
 /// Runs `test` against the real engine ([`Target::engine`]) under a prefix of its own, then

@@ -916,41 +916,49 @@ impl Es {
         docs
     }
 
-    /// Deletes this run's indices and templates.
-    /// By name: Elasticsearch 8 refuses wildcard deletes (`action.destructive_requires_name`).
+    /// Deletes the indices and index templates of this prefix, by name (clusters with
+    /// `action.destructive_requires_name` refuse wildcard deletes), and checks none are left:
+    /// on a shared engine, leftovers would be another test's surprise.
     pub async fn cleanup(&self) {
         if !self.real {
             return;
         }
-        let (_, indices) = self
-            .call(
-                Method::Get,
-                &format!("_cat/indices/{}?format=json", self.all()),
-                None,
-            )
-            .await;
+        let listing = format!(
+            "_cat/indices/{}?format=json&h=index&expand_wildcards=all",
+            self.all()
+        );
+        let (status, indices) = self.call(Method::Get, &listing, None).await;
+        assert_eq!(
+            status, 200,
+            "list the indices of {}: {indices}",
+            self.prefix
+        );
         for i in indices.as_array().into_iter().flatten() {
             if let Some(name) = i["index"].as_str() {
-                self.call(Method::Delete, name, None).await;
+                let (status, body) = self.call(Method::Delete, name, None).await;
+                assert_eq!(status, 200, "delete index {name}: {body}");
             }
         }
-        let (_, templates) = self
-            .call(
-                Method::Get,
-                &format!("_index_template/flowlogd-{}-*", self.prefix),
-                None,
-            )
-            .await;
-        for t in templates["index_templates"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
+        let templates = format!("_index_template/flowlogd-{}-*", self.prefix);
+        let (status, body) = self.call(Method::Get, &templates, None).await;
+        assert!(status == 200 || status == 404, "{templates}: {body}");
+        for t in body["index_templates"].as_array().into_iter().flatten() {
             if let Some(name) = t["name"].as_str() {
-                self.call(Method::Delete, &format!("_index_template/{name}"), None)
+                let (status, body) = self
+                    .call(Method::Delete, &format!("_index_template/{name}"), None)
                     .await;
+                assert_eq!(status, 200, "delete index template {name}: {body}");
             }
         }
+        let (_, left) = self.call(Method::Get, &listing, None).await;
+        assert_eq!(left, json!([]), "indices left behind");
+        let (_, left) = self.call(Method::Get, &templates, None).await;
+        assert!(
+            left["index_templates"]
+                .as_array()
+                .is_none_or(|t| t.is_empty()),
+            "templates left behind: {left}"
+        );
     }
 }
 
