@@ -766,7 +766,7 @@ mod fault_proxy {
     pub struct Request {
         pub method: String,
         pub target: String,
-        headers: Vec<(String, String)>,
+        pub headers: Vec<(String, String)>,
         pub body: Vec<u8>,
     }
 
@@ -1325,6 +1325,165 @@ async fn refused_documents_and_malformed_records_are_dead_lettered_and_the_rest_
     assert_eq!(config.dead_letters().len(), 3);
     es.assert_exactly_once(&es.all(), good + 3, "after rejections")
         .await;
+    es.cleanup().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Storage faults on a first run's backlog.
+
+/// Between flowlogd and Azurite: answers `503 ServerBusy` to the first `fail_first` blob reads
+/// (GETs that are not listings) of every blob whose path contains `marker`, as a storage account
+/// under throttling does; relays everything else byte for byte (one request per connection,
+/// HTTP/1.0 upstream, so a response ends where the upstream connection does).
+mod storage_proxy {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::net::{TcpListener, TcpStream};
+
+    pub struct StorageProxy {
+        /// Path-style blob endpoint through the proxy.
+        pub endpoint: String,
+        pub failed: Arc<AtomicU64>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Drop for StorageProxy {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    pub async fn start(azurite_port: u16, marker: &'static str, fail_first: u64) -> StorageProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let endpoint = format!(
+            "http://{}/devstoreaccount1",
+            listener.local_addr().expect("proxy address")
+        );
+        let failed = Arc::new(AtomicU64::new(0));
+        let seen: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
+        let f = failed.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                tokio::spawn(relay(
+                    sock,
+                    azurite_port,
+                    marker,
+                    fail_first,
+                    seen.clone(),
+                    f.clone(),
+                ));
+            }
+        });
+        StorageProxy {
+            endpoint,
+            failed,
+            task,
+        }
+    }
+
+    async fn relay(
+        mut sock: TcpStream,
+        upstream_port: u16,
+        marker: &str,
+        fail_first: u64,
+        seen: Arc<Mutex<HashMap<String, u64>>>,
+        failed: Arc<AtomicU64>,
+    ) {
+        let mut buf = Vec::new();
+        let Some(req) = super::fault_proxy::read_request(&mut sock, &mut buf).await else {
+            return;
+        };
+        let path = req.target.split('?').next().unwrap_or_default().to_owned();
+        // ARM resource ids in blob names are upper case: match without case.
+        if req.method == "GET"
+            && path.to_ascii_lowercase().contains(marker)
+            && !req.target.contains("comp=")
+        {
+            let n = {
+                let mut seen = seen.lock().unwrap();
+                let n = seen.entry(path).or_insert(0);
+                *n += 1;
+                *n
+            };
+            if n <= fail_first {
+                failed.fetch_add(1, Ordering::SeqCst);
+                let body = "<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>ServerBusy</Code><Message>injected by the test's storage proxy</Message></Error>";
+                let response = format!(
+                    "HTTP/1.1 503 Server Busy\r\ncontent-type: application/xml\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(response.as_bytes()).await;
+                return;
+            }
+        }
+        let Ok(mut up) = TcpStream::connect(("127.0.0.1", upstream_port)).await else {
+            return;
+        };
+        let mut head = format!("{} {} HTTP/1.0\r\n", req.method, req.target);
+        for (k, v) in &req.headers {
+            if !matches!(k.as_str(), "connection" | "keep-alive") {
+                head.push_str(&format!("{k}: {v}\r\n"));
+            }
+        }
+        head.push_str("\r\n");
+        if up.write_all(head.as_bytes()).await.is_err() || up.write_all(&req.body).await.is_err() {
+            return;
+        }
+        let mut response = Vec::new();
+        if up.read_to_end(&mut response).await.is_ok() {
+            let _ = sock.write_all(&response).await;
+        }
+    }
+}
+
+// Invariant 8: a listed blob is never forgotten. A first run lists a backlog of old hours once;
+// blobs whose reads fail there must come back on a later run although their hours are no
+// longer "current or previous".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blobs_of_older_hours_whose_first_reads_fail_are_read_by_a_later_run() {
+    let azurite = Azurite::start().expect("azurite");
+    let es = Es::engine("older_hours_failed_reads");
+    let (_, vnet) = container(&azurite, VNET_CONTAINER).await;
+    let hour = current_hour();
+    let mut total = 0;
+    for (seed, name, start) in [
+        (81, "flaky-a", hour - 3 * 3600),
+        (82, "flaky-b", hour - 2 * 3600),
+        (83, "steady-a", hour - 3 * 3600),
+        (84, "steady-b", hour),
+    ] {
+        let mut blob = GrowingBlob::at_hour(GenKind::Vnet, seed, name, 10, 20, start);
+        total += blob.append(&vnet, 10).await.0;
+    }
+    // Every read of a flaky blob fails three times; one try per request, so three runs fail.
+    let proxy = storage_proxy::start(azurite.port(), "flaky", 3).await;
+    let mut source = SourceSpec::azurite("vnet", VNET_CONTAINER, &azurite, &es.pattern("vnet"))
+        .extra("since = \"5h\"");
+    source.blob_endpoint = proxy.endpoint.clone();
+    source.auth.push_str("\n[source.retry]\nmax_tries = 1");
+    let config = TestConfig::new(&es.url, vec![source]).es(&es.config_lines);
+
+    let mut runs = Vec::new();
+    for _ in 0..8 {
+        let s = flowlogd(&config.write(), &["once"], &[]).await.summary();
+        runs.push(s);
+        if s.errors == 0 && es.count(&es.all()).await == total {
+            break;
+        }
+    }
+    assert!(
+        proxy.failed.load(std::sync::atomic::Ordering::SeqCst) >= 2,
+        "no read failed: the test proves nothing; runs: {runs:?}"
+    );
+    es.assert_exactly_once(
+        &es.all(),
+        total,
+        &format!("after {} runs: {runs:?}", runs.len()),
+    )
+    .await;
     es.cleanup().await;
 }
 

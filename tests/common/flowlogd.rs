@@ -620,12 +620,24 @@ pub struct GrowingBlob {
 impl GrowingBlob {
     /// Generates `records` records (nothing is uploaded yet) for the current hour.
     pub fn new(kind: GenKind, seed: u64, name: &str, records: usize, tuples: usize) -> GrowingBlob {
+        Self::at_hour(kind, seed, name, records, tuples, current_hour())
+    }
+
+    /// Like [`GrowingBlob::new`], for the hour starting at `hour_start` (epoch seconds).
+    pub fn at_hour(
+        kind: GenKind,
+        seed: u64,
+        name: &str,
+        records: usize,
+        tuples: usize,
+        hour_start: i64,
+    ) -> GrowingBlob {
         let blob = generate(&GenOptions {
             kind,
             seed,
             records,
             tuples_per_record: tuples,
-            hour_start: current_hour(),
+            hour_start,
             name: name.to_owned(),
             ..GenOptions::default()
         });
