@@ -434,28 +434,37 @@ impl App {
                     }
                     Change::Rewritten => {
                         tracing::warn!(source = %name, blob = %blob.name, stored_offset = e.offset, length = blob.content_length, "blob was rewritten (shorter than what was read, or changed before the stored offset); reading it again from 0 (document ids make that duplicate-free)");
-                        if let Err(err) = self.registry.remove(name, &blob.name) {
+                        // Reset to a placeholder at 0 rather than removed: if the re-read fails,
+                        // the entry keeps the blob's hour listed (invariant 8).
+                        if let Err(err) =
+                            self.registry
+                                .put(name, &blob.name, &placeholder(blob, now_ms))
+                        {
                             self.error();
-                            tracing::error!(source = %name, blob = %blob.name, error = %err, "cannot reset the entry of a rewritten blob");
+                            tracing::error!(source = %name, blob = %blob.name, error = %err, "cannot reset the entry of a rewritten blob; skipping it this poll");
                             continue;
                         }
                         0
                     }
                 },
             };
+            // Invariant 8: a listed blob is never forgotten. An unseen blob gets an entry at
+            // offset 0 before anything else happens to it, so its hour stays listed (as an
+            // active entry) until it is read: its hour may never be "current or previous"
+            // again (a first run's backlog, a catch-up after downtime, `settle` over an hour),
+            // and the read may fail, be cut short by a crash, or outlive `shutdown_timeout`.
+            if from == 0 && matches!(self.registry.get(name, &blob.name), Ok(None)) {
+                if let Err(e) = self
+                    .registry
+                    .put(name, &blob.name, &placeholder(blob, now_ms))
+                {
+                    self.error();
+                    tracing::error!(source = %name, blob = %blob.name, error = %e, "cannot record a newly listed blob; skipping it this poll (it is listed again while its hour is)");
+                    continue;
+                }
+            }
             if !settled {
                 tracing::debug!(source = %name, blob = %blob.name, "blob changed less than `settle` ago; reading it later");
-                // An unseen blob gets an entry at offset 0 now, so its hour stays listed until
-                // it settles: with `settle` over an hour, it is no longer the current or previous
-                // hour by then, and without an active entry it would never be listed again.
-                if from == 0 && matches!(self.registry.get(name, &blob.name), Ok(None)) {
-                    let entry =
-                        BlobEntry::new(0, 0, "", blob.last_modified.timestamp_millis(), now_ms);
-                    if let Err(e) = self.registry.put(name, &blob.name, &entry) {
-                        self.error();
-                        tracing::error!(source = %name, blob = %blob.name, error = %e, "cannot record an unsettled blob; it may be missed if its hour is not listed again");
-                    }
-                }
                 continue;
             }
             tasks.push(ReadTask {
@@ -656,6 +665,12 @@ impl App {
         };
         (tx, tokio::spawn(stage.run(rx)))
     }
+}
+
+/// The registry entry of a listed blob nothing has been read from yet: offset 0, nothing seen,
+/// no ETag, so that the next listing classifies it as grown and reads it from 0.
+fn placeholder(blob: &BlobItem, now_ms: i64) -> BlobEntry {
+    BlobEntry::new(0, 0, "", blob.last_modified.timestamp_millis(), now_ms)
 }
 
 /// Documents of one source waiting to be sent, and which chunks they belong to.
