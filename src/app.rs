@@ -453,15 +453,15 @@ impl App {
             // active entry) until it is read: its hour may never be "current or previous"
             // again (a first run's backlog, a catch-up after downtime, `settle` over an hour),
             // and the read may fail, be cut short by a crash, or outlive `shutdown_timeout`.
-            if from == 0 && matches!(self.registry.get(name, &blob.name), Ok(None)) {
-                if let Err(e) = self
+            if from == 0
+                && matches!(self.registry.get(name, &blob.name), Ok(None))
+                && let Err(e) = self
                     .registry
                     .put(name, &blob.name, &placeholder(blob, now_ms))
-                {
-                    self.error();
-                    tracing::error!(source = %name, blob = %blob.name, error = %e, "cannot record a newly listed blob; skipping it this poll (it is listed again while its hour is)");
-                    continue;
-                }
+            {
+                self.error();
+                tracing::error!(source = %name, blob = %blob.name, error = %e, "cannot record a newly listed blob; skipping it this poll (it is listed again while its hour is)");
+                continue;
             }
             if !settled {
                 tracing::debug!(source = %name, blob = %blob.name, "blob changed less than `settle` ago; reading it later");
