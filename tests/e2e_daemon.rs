@@ -1468,7 +1468,12 @@ async fn blobs_of_older_hours_whose_first_reads_fail_are_read_by_a_later_run() {
 
     let mut runs = Vec::new();
     for _ in 0..8 {
-        let s = flowlogd(&config.write(), &["once"], &[]).await.summary();
+        let out = flowlogd(&config.write(), &["once"], &[]).await;
+        let s = out.summary();
+        // Issue 9, item 9: a run whose reads or listings failed says so in its exit code
+        // (2: ran, but left work for the next run), not only in the JSON line.
+        let expected = if s.errors == 0 { Some(0) } else { Some(2) };
+        assert_eq!(out.status.code(), expected, "{s:?}\n{}", out.stderr);
         runs.push(s);
         if s.errors == 0 && es.count(&es.all()).await == total {
             break;

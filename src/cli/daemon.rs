@@ -9,12 +9,26 @@ use crate::app::App;
 use crate::config::Config;
 use crate::http::{ReadinessWindows, serve};
 
-/// `flowlogd once`: one full pass over every source, then one JSON line on stdout.
+/// Exit code of a `flowlogd once` that ran to the end but left work for the next run
+/// (a listing, read or commit failed and is retried then): cron jobs and scripts must be able
+/// to tell it from success (0) and from a run that could not start or failed outright (1).
+pub const EXIT_INCOMPLETE: u8 = 2;
+
+/// `flowlogd once`: one full pass over every source, then one JSON line on stdout. Exits 0
+/// when everything listed was read and delivered, [`EXIT_INCOMPLETE`] when errors were counted.
 pub async fn once(config: Config) -> anyhow::Result<ExitCode> {
     let app = App::new(config)?;
     app.setup_sink().await?;
     let summary = app.run_once().await?;
     println!("{}", serde_json::to_string(&summary)?);
+    if summary.errors > 0 {
+        tracing::warn!(
+            errors = summary.errors,
+            exit_code = EXIT_INCOMPLETE,
+            "once finished with errors (see above); what failed is retried by the next run"
+        );
+        return Ok(ExitCode::from(EXIT_INCOMPLETE));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
