@@ -111,7 +111,7 @@ impl<'e> BlobDecoder<'e> {
             }
             ScanEvent::Record { offset, bytes } => {
                 stats.records += 1;
-                let record = match decode_record(bytes) {
+                let mut record = match decode_record(bytes) {
                     Ok(r) => r,
                     Err(error) => {
                         stats.record_errors += 1;
@@ -122,12 +122,25 @@ impl<'e> BlobDecoder<'e> {
                 if !record.is_known_version() {
                     stats.unknown_versions += 1;
                 }
+                // Slots that were not usable strings hold a placeholder that never parses, so the
+                // encoder reports them at their index; the decoder's reason replaces its own.
+                let mut invalid = std::mem::take(&mut record.invalid_tuples)
+                    .into_iter()
+                    .peekable();
                 let outcome = encoder.encode_record(blob, offset, &record, out);
                 stats.tuples += (outcome.documents + outcome.tuple_errors.len()) as u64;
                 stats.documents += outcome.documents as u64;
                 stats.tuple_errors += outcome.tuple_errors.len() as u64;
                 stats.newest_time_ms = stats.newest_time_ms.max(outcome.newest_time_ms);
-                for (tuple_index, error) in outcome.tuple_errors {
+                for (tuple_index, mut error) in outcome.tuple_errors {
+                    while let Some((i, _)) = invalid.peek()
+                        && *i < tuple_index
+                    {
+                        invalid.next();
+                    }
+                    if let Some((_, reason)) = invalid.next_if(|(i, _)| *i == tuple_index) {
+                        error = reason;
+                    }
                     problems(DecodeProblem::Tuple {
                         offset,
                         tuple_index,
@@ -145,5 +158,64 @@ impl<'e> BlobDecoder<'e> {
 
     pub fn stats(&self) -> &DecodeStats {
         &self.stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flowlog::TupleErrorKind;
+    use crate::sink::document::Schema;
+    use crate::sink::index_name::IndexPattern;
+
+    const GOOD: &str = "1663146003599,10.0.0.6,52.239.184.180,23956,443,6,O,B,NX,0,0,0,0";
+
+    fn decode(bytes: &[u8]) -> (BulkBuffer, Vec<DecodeProblem>, DecodeStats) {
+        let mut encoder = DocumentEncoder::new(
+            Schema::Ecs,
+            IndexPattern::parse("flows-%{+xxxx.ww}").unwrap(),
+        );
+        let mut decoder = BlobDecoder::new(&mut encoder, BlobContext::new("c", "b"), 0);
+        let mut out = BulkBuffer::new();
+        let mut problems = Vec::new();
+        decoder.feed(bytes, &mut out, &mut |p| problems.push(p));
+        let stats = *decoder.stats();
+        (out, problems, stats)
+    }
+
+    #[test]
+    fn a_bad_tuple_slot_is_one_problem_with_its_reason_and_the_rest_of_the_record_is_indexed() {
+        let mut blob = br#"{"records":[{"time":"t","flowLogVersion":4,"flowRecords":{"flows":[{"aclID":"a","flowGroups":[{"rule":"r","flowTuples":["#.to_vec();
+        blob.extend_from_slice(format!("\"{GOOD}\",7,\"{GOOD}\0\",\"bad\",").as_bytes());
+        blob.extend_from_slice(b"\"\xff\",");
+        blob.extend_from_slice(format!("\"{GOOD}\"]}}]}}]}}}}]}}").as_bytes());
+        let (out, problems, stats) = decode(&blob);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out.items[1].tuple_index, 5, "ids keep the tuple's place");
+        let reasons: Vec<_> = problems
+            .iter()
+            .map(|p| match p {
+                DecodeProblem::Tuple {
+                    offset,
+                    tuple_index,
+                    error,
+                } => (*offset, *tuple_index, error.kind.clone()),
+                other => panic!("unexpected {other}"),
+            })
+            .collect();
+        assert_eq!(
+            reasons,
+            vec![
+                (12, 1, TupleErrorKind::NotAString { found: "a number" }),
+                (12, 2, TupleErrorKind::ControlCharacter),
+                (12, 3, TupleErrorKind::FieldCount { found: 1 }),
+                (12, 4, TupleErrorKind::InvalidUtf8),
+            ]
+        );
+        assert_eq!(
+            (stats.tuples, stats.documents, stats.tuple_errors),
+            (6, 2, 4)
+        );
+        assert_eq!(stats.record_errors, 0);
     }
 }

@@ -3,8 +3,13 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use std::marker::PhantomData;
+
 use serde::Deserialize;
-use serde::de::{self, Deserializer, Visitor};
+use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+use super::tuple::{TupleError, TupleErrorKind};
 
 /// A JSON string borrowed from the input when it has no escapes (always, for tuples), owned otherwise.
 ///
@@ -16,6 +21,11 @@ pub struct JsonStr<'a>(pub Cow<'a, str>);
 impl<'a> JsonStr<'a> {
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The same text, no longer borrowing from the input.
+    pub fn into_owned(self) -> JsonStr<'static> {
+        JsonStr(Cow::Owned(self.0.into_owned()))
     }
 }
 
@@ -81,164 +91,405 @@ impl<'de> Deserialize<'de> for VersionNumber {
     }
 }
 
-// Key spellings: the documented camelCase first, then the variants seen in docs and samples
-// (`resourceid`, `resourceID`, `flowLogResourceId`, ...). Unknown keys are ignored.
-#[derive(Deserialize)]
+// Key spellings differ between docs, samples and product versions (`resourceid`, `resourceID`,
+// `FLOWTUPLES`, ...): every key is matched without regard to ASCII case, so no spelling of a known
+// key can hide its tuples. Unknown keys are ignored. A key that holds tuples (`flows`,
+// `flowGroups`, `flowTuples`) must be present: a record where one is missing or renamed is an
+// error, never a record with fewer tuples (invariant 9). Such a key given twice is an error too;
+// a metadata key given twice keeps its last value.
+
+/// The longest key this model knows (`flowlogresourceid`), with room to spare.
+const MAX_KEY_LEN: usize = 24;
+
+/// Lower-cases `key` into `buf`; `None` when it is longer than any key we know.
+fn fold_key<'b>(key: &str, buf: &'b mut [u8; MAX_KEY_LEN]) -> Option<&'b str> {
+    let bytes = key.as_bytes();
+    let folded = buf.get_mut(..bytes.len())?;
+    for (to, from) in folded.iter_mut().zip(bytes) {
+        *to = from.to_ascii_lowercase();
+    }
+    // Lower-casing ASCII bytes keeps the text valid UTF-8 (non-ASCII bytes are untouched).
+    std::str::from_utf8(folded).ok()
+}
+
+/// The fields of one JSON object of a record, matched by lower-cased key.
+trait FoldedFields<'de>: Default {
+    const EXPECTING: &'static str;
+    /// Takes the value of the (lower-cased) `key` from `map`; false for a key it does not know.
+    fn field<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error>;
+    /// Checks what must be present once the object ended.
+    fn check<E: de::Error>(&self) -> Result<(), E> {
+        Ok(())
+    }
+}
+
+struct FoldedVisitor<F>(PhantomData<F>);
+
+impl<'de, F: FoldedFields<'de>> Visitor<'de> for FoldedVisitor<F> {
+    type Value = F;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(F::EXPECTING)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<F, A::Error> {
+        let mut fields = F::default();
+        let mut buf = [0u8; MAX_KEY_LEN];
+        while let Some(key) = map.next_key::<JsonStr<'de>>()? {
+            let known = match fold_key(key.as_str(), &mut buf) {
+                Some(folded) => fields.field(folded, &mut map)?,
+                None => false,
+            };
+            if !known {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        fields.check()?;
+        Ok(fields)
+    }
+}
+
+fn deserialize_folded<'de, D: Deserializer<'de>, F: FoldedFields<'de>>(
+    deserializer: D,
+) -> Result<F, D::Error> {
+    deserializer.deserialize_map(FoldedVisitor(PhantomData))
+}
+
+/// Stores a tuple-bearing value, refusing a second one (which of the two would be right?).
+fn set_once<T, E: de::Error>(slot: &mut Option<T>, value: T, path: &str) -> Result<(), E> {
+    if slot.is_some() {
+        return Err(E::custom(format_args!("`{path}` given twice")));
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+fn missing<E: de::Error>(path: &str) -> E {
+    E::custom(format_args!("no `{path}` key: its tuples cannot be found"))
+}
+
+macro_rules! deserialize_via_folded {
+    ($($ty:ident),*) => {$(
+        impl<'de> Deserialize<'de> for $ty<'de> {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                deserialize_folded(deserializer)
+            }
+        }
+    )*};
+}
+
+deserialize_via_folded!(
+    RawRecord,
+    NsgProperties,
+    NsgRuleFlows,
+    NsgMacFlows,
+    VnetFlowRecords,
+    VnetAclFlows,
+    VnetFlowGroup
+);
+
+#[derive(Default)]
 struct RawRecord<'a> {
-    #[serde(borrow, default, alias = "Time")]
     time: Option<JsonStr<'a>>,
-    #[serde(
-        borrow,
-        default,
-        rename = "systemId",
-        alias = "systemID",
-        alias = "systemid",
-        alias = "SystemId"
-    )]
     system_id: Option<JsonStr<'a>>,
-    #[serde(borrow, default, alias = "Category")]
     category: Option<JsonStr<'a>>,
-    #[serde(
-        borrow,
-        default,
-        rename = "resourceId",
-        alias = "resourceID",
-        alias = "resourceid",
-        alias = "ResourceId"
-    )]
     resource_id: Option<JsonStr<'a>>,
-    #[serde(
-        borrow,
-        default,
-        rename = "operationName",
-        alias = "operationname",
-        alias = "OperationName"
-    )]
     operation_name: Option<JsonStr<'a>>,
-    #[serde(borrow, default, alias = "Properties")]
     properties: Option<NsgProperties<'a>>,
-    #[serde(
-        default,
-        rename = "flowLogVersion",
-        alias = "flowlogversion",
-        alias = "FlowLogVersion"
-    )]
     flow_log_version: Option<VersionNumber>,
-    #[serde(
-        borrow,
-        default,
-        rename = "flowLogGUID",
-        alias = "flowLogGuid",
-        alias = "flowlogguid",
-        alias = "FlowLogGUID"
-    )]
     flow_log_guid: Option<JsonStr<'a>>,
-    #[serde(
-        borrow,
-        default,
-        rename = "macAddress",
-        alias = "macaddress",
-        alias = "MacAddress",
-        alias = "mac"
-    )]
     mac_address: Option<JsonStr<'a>>,
-    #[serde(
-        borrow,
-        default,
-        rename = "flowLogResourceID",
-        alias = "flowLogResourceId",
-        alias = "flowlogresourceid",
-        alias = "FlowLogResourceID"
-    )]
     flow_log_resource_id: Option<JsonStr<'a>>,
-    #[serde(
-        borrow,
-        default,
-        rename = "targetResourceID",
-        alias = "targetResourceId",
-        alias = "targetresourceid",
-        alias = "TargetResourceID"
-    )]
     target_resource_id: Option<JsonStr<'a>>,
-    #[serde(
-        borrow,
-        default,
-        rename = "flowRecords",
-        alias = "flowrecords",
-        alias = "FlowRecords"
-    )]
     flow_records: Option<VnetFlowRecords<'a>>,
 }
 
-#[derive(Deserialize)]
+impl<'de> FoldedFields<'de> for RawRecord<'de> {
+    const EXPECTING: &'static str = "a flow-log record (a JSON object)";
+    fn field<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
+        match key {
+            "time" => self.time = map.next_value()?,
+            "systemid" => self.system_id = map.next_value()?,
+            "category" => self.category = map.next_value()?,
+            "resourceid" => self.resource_id = map.next_value()?,
+            "operationname" => self.operation_name = map.next_value()?,
+            "properties" => set_once(&mut self.properties, map.next_value()?, "properties")?,
+            "flowlogversion" => self.flow_log_version = map.next_value()?,
+            "flowlogguid" => self.flow_log_guid = map.next_value()?,
+            "macaddress" | "mac" => self.mac_address = map.next_value()?,
+            "flowlogresourceid" => self.flow_log_resource_id = map.next_value()?,
+            "targetresourceid" => self.target_resource_id = map.next_value()?,
+            "flowrecords" => set_once(&mut self.flow_records, map.next_value()?, "flowRecords")?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+/// `properties` of an NSG record. `flows` is checked only once the record is known to be NSG:
+/// a VNet record with an unrelated `properties` object must not fail.
+#[derive(Default)]
 struct NsgProperties<'a> {
-    #[serde(default, rename = "Version", alias = "version")]
     version: Option<VersionNumber>,
-    #[serde(borrow, default, alias = "Flows")]
-    flows: Vec<NsgRuleFlows<'a>>,
+    flows: Option<Vec<NsgRuleFlows<'a>>>,
 }
 
-#[derive(Deserialize)]
+impl<'de> FoldedFields<'de> for NsgProperties<'de> {
+    const EXPECTING: &'static str = "an NSG `properties` object";
+    fn field<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
+        match key {
+            "version" => self.version = map.next_value()?,
+            "flows" => set_once(&mut self.flows, map.next_value()?, "properties.flows")?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+#[derive(Default)]
 struct NsgRuleFlows<'a> {
-    #[serde(borrow, default, alias = "Rule")]
     rule: Option<JsonStr<'a>>,
-    #[serde(borrow, default, alias = "Flows")]
-    flows: Vec<NsgMacFlows<'a>>,
+    flows: Option<Vec<NsgMacFlows<'a>>>,
 }
 
-#[derive(Deserialize)]
+impl<'de> FoldedFields<'de> for NsgRuleFlows<'de> {
+    const EXPECTING: &'static str = "an NSG rule object (`rule`, `flows`)";
+    fn field<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
+        match key {
+            "rule" => self.rule = map.next_value()?,
+            "flows" => set_once(
+                &mut self.flows,
+                map.next_value()?,
+                "properties.flows[].flows",
+            )?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn check<E: de::Error>(&self) -> Result<(), E> {
+        match self.flows {
+            Some(_) => Ok(()),
+            None => Err(missing("properties.flows[].flows")),
+        }
+    }
+}
+
+#[derive(Default)]
 struct NsgMacFlows<'a> {
-    #[serde(borrow, default, alias = "Mac", alias = "macAddress")]
     mac: Option<JsonStr<'a>>,
-    #[serde(
-        borrow,
-        default,
-        rename = "flowTuples",
-        alias = "flowtuples",
-        alias = "FlowTuples"
-    )]
-    flow_tuples: Vec<JsonStr<'a>>,
+    flow_tuples: Option<TupleList<'a>>,
 }
 
-#[derive(Deserialize)]
+impl<'de> FoldedFields<'de> for NsgMacFlows<'de> {
+    const EXPECTING: &'static str = "an NSG flow object (`mac`, `flowTuples`)";
+    fn field<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
+        const PATH: &str = "properties.flows[].flows[].flowTuples";
+        match key {
+            "mac" | "macaddress" => self.mac = map.next_value()?,
+            "flowtuples" => set_once(&mut self.flow_tuples, map.next_value()?, PATH)?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn check<E: de::Error>(&self) -> Result<(), E> {
+        match self.flow_tuples {
+            Some(_) => Ok(()),
+            None => Err(missing("properties.flows[].flows[].flowTuples")),
+        }
+    }
+}
+
+#[derive(Default)]
 struct VnetFlowRecords<'a> {
-    #[serde(borrow, default, alias = "Flows")]
-    flows: Vec<VnetAclFlows<'a>>,
+    flows: Option<Vec<VnetAclFlows<'a>>>,
 }
 
-#[derive(Deserialize)]
+impl<'de> FoldedFields<'de> for VnetFlowRecords<'de> {
+    const EXPECTING: &'static str = "a VNet `flowRecords` object";
+    fn field<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
+        match key {
+            "flows" => set_once(&mut self.flows, map.next_value()?, "flowRecords.flows")?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn check<E: de::Error>(&self) -> Result<(), E> {
+        match self.flows {
+            Some(_) => Ok(()),
+            None => Err(missing("flowRecords.flows")),
+        }
+    }
+}
+
+#[derive(Default)]
 struct VnetAclFlows<'a> {
-    #[serde(
-        borrow,
-        default,
-        rename = "aclID",
-        alias = "aclId",
-        alias = "aclid",
-        alias = "AclID"
-    )]
     acl_id: Option<JsonStr<'a>>,
-    #[serde(
-        borrow,
-        default,
-        rename = "flowGroups",
-        alias = "flowgroups",
-        alias = "FlowGroups"
-    )]
-    flow_groups: Vec<VnetFlowGroup<'a>>,
+    flow_groups: Option<Vec<VnetFlowGroup<'a>>>,
 }
 
-#[derive(Deserialize)]
+impl<'de> FoldedFields<'de> for VnetAclFlows<'de> {
+    const EXPECTING: &'static str = "a VNet ACL object (`aclID`, `flowGroups`)";
+    fn field<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
+        const PATH: &str = "flowRecords.flows[].flowGroups";
+        match key {
+            "aclid" => self.acl_id = map.next_value()?,
+            "flowgroups" => set_once(&mut self.flow_groups, map.next_value()?, PATH)?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn check<E: de::Error>(&self) -> Result<(), E> {
+        match self.flow_groups {
+            Some(_) => Ok(()),
+            None => Err(missing("flowRecords.flows[].flowGroups")),
+        }
+    }
+}
+
+#[derive(Default)]
 struct VnetFlowGroup<'a> {
-    #[serde(borrow, default, alias = "Rule")]
     rule: Option<JsonStr<'a>>,
-    #[serde(
-        borrow,
-        default,
-        rename = "flowTuples",
-        alias = "flowtuples",
-        alias = "FlowTuples"
-    )]
-    flow_tuples: Vec<JsonStr<'a>>,
+    flow_tuples: Option<TupleList<'a>>,
+}
+
+impl<'de> FoldedFields<'de> for VnetFlowGroup<'de> {
+    const EXPECTING: &'static str = "a VNet flow group (`rule`, `flowTuples`)";
+    fn field<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
+        const PATH: &str = "flowRecords.flows[].flowGroups[].flowTuples";
+        match key {
+            "rule" => self.rule = map.next_value()?,
+            "flowtuples" => set_once(&mut self.flow_tuples, map.next_value()?, PATH)?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+    fn check<E: de::Error>(&self) -> Result<(), E> {
+        match self.flow_tuples {
+            Some(_) => Ok(()),
+            None => Err(missing("flowRecords.flows[].flowGroups[].flowTuples")),
+        }
+    }
+}
+
+// A tuple that is not a usable string must spoil only itself, not its record (invariant 9).
+// Strings with invalid UTF-8 or raw control characters make serde_json fail the whole record;
+// `decode_record` then retries on a copy where each such string is replaced by a marker string
+// (below) carrying the reason and a lossy copy of the text, recognised here.
+const INVALID_UTF8_MARK: &str = "\0flowlogd:invalid-utf8\0";
+const CONTROL_CHAR_MARK: &str = "\0flowlogd:control-character\0";
+
+/// Placeholder in `FlowGroup::tuples` for a tuple that is not a usable string: it keeps the tuple
+/// indices (and so the document ids) of the tuples after it, and never parses.
+const INVALID_PLACEHOLDER: &str = "";
+
+/// The `flowTuples` array of one group: the usable strings, and the slots that were not.
+#[derive(Default)]
+struct TupleList<'a> {
+    tuples: Vec<JsonStr<'a>>,
+    /// Index in `tuples` (holding [`INVALID_PLACEHOLDER`]) and why.
+    invalid: Vec<(u32, TupleError)>,
+}
+
+impl<'de> Deserialize<'de> for TupleList<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ListVisitor;
+        impl<'de> Visitor<'de> for ListVisitor {
+            type Value = TupleList<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an array of tuple strings")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut list = TupleList::default();
+                while let Some(slot) = seq.next_element::<TupleSlot<'de>>()? {
+                    match slot {
+                        TupleSlot::Str(s) => list.tuples.push(s),
+                        TupleSlot::Invalid(error) => {
+                            let index = u32::try_from(list.tuples.len()).unwrap_or(u32::MAX);
+                            list.invalid.push((index, error));
+                            list.tuples
+                                .push(JsonStr(Cow::Borrowed(INVALID_PLACEHOLDER)));
+                        }
+                    }
+                }
+                Ok(list)
+            }
+        }
+        deserializer.deserialize_seq(ListVisitor)
+    }
+}
+
+/// One element of `flowTuples`: any JSON value is accepted here, so a bad one cannot fail the array.
+enum TupleSlot<'a> {
+    Str(JsonStr<'a>),
+    Invalid(TupleError),
+}
+
+impl<'a> TupleSlot<'a> {
+    fn from_str(s: Cow<'a, str>) -> Self {
+        for (mark, kind) in [
+            (INVALID_UTF8_MARK, TupleErrorKind::InvalidUtf8),
+            (CONTROL_CHAR_MARK, TupleErrorKind::ControlCharacter),
+        ] {
+            if let Some(text) = s.strip_prefix(mark) {
+                return TupleSlot::Invalid(TupleError {
+                    kind,
+                    tuple: text.to_owned(),
+                });
+            }
+        }
+        TupleSlot::Str(JsonStr(s))
+    }
+
+    fn not_a_string(found: &'static str, text: String) -> Self {
+        TupleSlot::Invalid(TupleError {
+            kind: TupleErrorKind::NotAString { found },
+            tuple: text,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for TupleSlot<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SlotVisitor;
+        impl<'de> Visitor<'de> for SlotVisitor {
+            type Value = TupleSlot<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a tuple")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(TupleSlot::from_str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(TupleSlot::from_str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(TupleSlot::from_str(Cow::Owned(v)))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(TupleSlot::not_a_string("a boolean", v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(TupleSlot::not_a_string("a number", v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(TupleSlot::not_a_string("a number", v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(TupleSlot::not_a_string("a number", v.to_string()))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(TupleSlot::not_a_string("null", "null".to_owned()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                // Kept whole as JSON text, so the dead letter holds everything the slot held.
+                let value = serde_json::Value::deserialize(SeqAccessDeserializer::new(seq))?;
+                Ok(TupleSlot::not_a_string("an array", value.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                let value = serde_json::Value::deserialize(MapAccessDeserializer::new(map))?;
+                Ok(TupleSlot::not_a_string("an object", value.to_string()))
+            }
+        }
+        deserializer.deserialize_any(SlotVisitor)
+    }
 }
 
 /// Which product wrote the record: the tuple layout depends on it.
@@ -267,7 +518,20 @@ pub struct FlowGroup<'a> {
     pub acl_id: Option<JsonStr<'a>>,
     /// NIC MAC address: per flow on NSG records, per record on VNet records.
     pub mac: Option<JsonStr<'a>>,
+    /// Every slot of the group's `flowTuples`, in order; a slot that was not a usable string holds
+    /// an empty placeholder (which never parses) and is described in [`Record::invalid_tuples`].
     pub tuples: Vec<JsonStr<'a>>,
+}
+
+impl FlowGroup<'_> {
+    fn into_owned(self) -> FlowGroup<'static> {
+        FlowGroup {
+            rule: self.rule.map(JsonStr::into_owned),
+            acl_id: self.acl_id.map(JsonStr::into_owned),
+            mac: self.mac.map(JsonStr::into_owned),
+            tuples: self.tuples.into_iter().map(JsonStr::into_owned).collect(),
+        }
+    }
 }
 
 /// One decoded record: record-level fields plus its tuple groups in document order.
@@ -289,6 +553,10 @@ pub struct Record<'a> {
     /// Record-level `macAddress` (VNet; optional on NSG).
     pub mac: Option<JsonStr<'a>>,
     pub groups: Vec<FlowGroup<'a>>,
+    /// Tuple slots that were not usable strings (not a string, invalid UTF-8, a raw control
+    /// character), by index in the record, ascending. Each is a problem of its own: the other
+    /// tuples of the record are decoded as usual.
+    pub invalid_tuples: Vec<(u32, TupleError)>,
 }
 
 impl Record<'_> {
@@ -301,9 +569,27 @@ impl Record<'_> {
         )
     }
 
-    /// Number of tuple strings in the record (good or bad).
+    /// Number of tuple slots in the record (good or bad).
     pub fn tuple_count(&self) -> usize {
         self.groups.iter().map(|g| g.tuples.len()).sum()
+    }
+
+    fn into_owned(self) -> Record<'static> {
+        let owned = |s: Option<JsonStr<'_>>| s.map(JsonStr::into_owned);
+        Record {
+            kind: self.kind,
+            version: self.version,
+            time: owned(self.time),
+            system_id: owned(self.system_id),
+            category: owned(self.category),
+            operation_name: owned(self.operation_name),
+            resource_id: owned(self.resource_id),
+            target_resource_id: owned(self.target_resource_id),
+            guid: owned(self.guid),
+            mac: owned(self.mac),
+            groups: self.groups.into_iter().map(FlowGroup::into_owned).collect(),
+            invalid_tuples: self.invalid_tuples,
+        }
     }
 }
 
@@ -314,28 +600,142 @@ pub enum RecordError {
     Json(String),
     #[error("record has neither NSG `properties.flows` nor VNet `flowRecords`")]
     UnknownShape,
+    #[error("record has no `{0}` key: its tuples cannot be found")]
+    MissingKey(&'static str),
 }
 
 /// Decodes one record (a JSON object) from `input`, borrowing strings from it.
+///
+/// A tuple slot that is not a usable string (not a string, invalid UTF-8, a raw control
+/// character) does not fail the record: it is listed in [`Record::invalid_tuples`].
 pub fn decode_record(input: &[u8]) -> Result<Record<'_>, RecordError> {
-    let raw: RawRecord<'_> =
-        serde_json::from_slice(input).map_err(|e| RecordError::Json(e.to_string()))?;
+    match serde_json::from_slice::<RawRecord<'_>>(input) {
+        Ok(raw) => build(raw),
+        // The slow path runs only for records serde_json refused; good input never pays for it.
+        Err(e) => decode_repaired(input).unwrap_or_else(|| Err(RecordError::Json(e.to_string()))),
+    }
+}
+
+/// Decodes a copy of `input` whose strings with invalid UTF-8 or raw control characters are
+/// replaced by marker strings; `None` when there was nothing to repair, when the copy does not
+/// decode either, or when a repaired string was not a tuple (then the record as a whole is bad).
+fn decode_repaired(input: &[u8]) -> Option<Result<Record<'static>, RecordError>> {
+    let (repaired, count) = repair_strings(input)?;
+    let raw = serde_json::from_slice::<RawRecord<'_>>(&repaired).ok()?;
+    let record = match build(raw) {
+        Ok(record) => record,
+        Err(e) => return Some(Err(e)),
+    };
+    let marked = record
+        .invalid_tuples
+        .iter()
+        .filter(|(_, e)| {
+            matches!(
+                e.kind,
+                TupleErrorKind::InvalidUtf8 | TupleErrorKind::ControlCharacter
+            )
+        })
+        .count();
+    (marked == count).then(|| Ok(record.into_owned()))
+}
+
+/// Copies `input`, replacing each JSON string that holds invalid UTF-8 or raw control characters
+/// by a marker string with a lossy, escaped copy of its text. Returns the copy and how many
+/// strings were replaced, or `None` when none was (or a string is not closed).
+fn repair_strings(input: &[u8]) -> Option<(Vec<u8>, usize)> {
+    let mut out = Vec::with_capacity(input.len() + 64);
+    let mut count = 0usize;
+    let mut i = 0usize;
+    while i < input.len() {
+        let Some(quote) = memchr::memchr(b'"', &input[i..]) else {
+            out.extend_from_slice(&input[i..]);
+            break;
+        };
+        let start = i + quote + 1;
+        out.extend_from_slice(&input[i..start]);
+        let mut end = start;
+        loop {
+            match input.get(end)? {
+                b'"' => break,
+                b'\\' => end += 2,
+                _ => end += 1,
+            }
+        }
+        let content = input.get(start..end)?;
+        let mark = if std::str::from_utf8(content).is_err() {
+            Some(INVALID_UTF8_MARK)
+        } else if content.iter().any(|b| *b < 0x20) {
+            Some(CONTROL_CHAR_MARK)
+        } else {
+            None
+        };
+        match mark {
+            None => out.extend_from_slice(content),
+            Some(mark) => {
+                count += 1;
+                push_escaped(&mut out, mark);
+                // Existing escapes are kept as written; only what made the string invalid changes.
+                push_escaped(&mut out, &String::from_utf8_lossy(content));
+            }
+        }
+        out.push(b'"');
+        i = end + 1;
+    }
+    (count > 0).then_some((out, count))
+}
+
+/// Appends `text`, with control characters as `\u00XX` escapes (quotes and backslashes as they are).
+fn push_escaped(out: &mut Vec<u8>, text: &str) {
+    for b in text.bytes() {
+        if b < 0x20 {
+            out.extend_from_slice(format!("\\u{b:04x}").as_bytes());
+        } else {
+            out.push(b);
+        }
+    }
+}
+
+/// Flattens one group list, numbering tuple slots across the record.
+fn flatten<'a>(
+    lists: impl Iterator<Item = (FlowGroup<'a>, TupleList<'a>)>,
+    invalid_tuples: &mut Vec<(u32, TupleError)>,
+) -> Vec<FlowGroup<'a>> {
+    let mut first: u32 = 0;
+    lists
+        .map(|(mut group, list)| {
+            invalid_tuples.extend(
+                list.invalid
+                    .into_iter()
+                    .map(|(i, e)| (first.saturating_add(i), e)),
+            );
+            let len = u32::try_from(list.tuples.len()).unwrap_or(u32::MAX);
+            first = first.saturating_add(len);
+            group.tuples = list.tuples;
+            group
+        })
+        .collect()
+}
+
+fn build(raw: RawRecord<'_>) -> Result<Record<'_>, RecordError> {
+    let mut invalid_tuples = Vec::new();
     if let Some(flow_records) = raw.flow_records {
         let record_mac = raw.mac_address;
-        let groups = flow_records
-            .flows
-            .into_iter()
-            .flat_map(|acl| {
-                let acl_id = acl.acl_id;
-                let record_mac = record_mac.clone();
-                acl.flow_groups.into_iter().map(move |group| FlowGroup {
-                    rule: group.rule,
-                    acl_id: acl_id.clone(),
-                    mac: record_mac.clone(),
-                    tuples: group.flow_tuples,
-                })
+        let lists = flow_records.flows.into_iter().flatten().flat_map(|acl| {
+            let acl_id = acl.acl_id;
+            let record_mac = record_mac.clone();
+            acl.flow_groups.into_iter().flatten().map(move |group| {
+                (
+                    FlowGroup {
+                        rule: group.rule,
+                        acl_id: acl_id.clone(),
+                        mac: record_mac.clone(),
+                        tuples: Vec::new(),
+                    },
+                    group.flow_tuples.unwrap_or_default(),
+                )
             })
-            .collect();
+        });
+        let groups = flatten(lists, &mut invalid_tuples);
         return Ok(Record {
             kind: FlowLogKind::Vnet,
             version: raw.flow_log_version.map(|v| v.0),
@@ -348,27 +748,34 @@ pub fn decode_record(input: &[u8]) -> Result<Record<'_>, RecordError> {
             guid: raw.flow_log_guid,
             mac: record_mac,
             groups,
+            invalid_tuples,
         });
     }
     if let Some(properties) = raw.properties {
+        let Some(flows) = properties.flows else {
+            return Err(RecordError::MissingKey("properties.flows"));
+        };
         let record_mac = raw.mac_address;
-        let groups = properties
-            .flows
-            .into_iter()
-            .flat_map(|rule_flows| {
-                let rule = rule_flows.rule;
-                let record_mac = record_mac.clone();
-                rule_flows
-                    .flows
-                    .into_iter()
-                    .map(move |mac_flows| FlowGroup {
-                        rule: rule.clone(),
-                        acl_id: None,
-                        mac: mac_flows.mac.or_else(|| record_mac.clone()),
-                        tuples: mac_flows.flow_tuples,
-                    })
-            })
-            .collect();
+        let lists = flows.into_iter().flat_map(|rule_flows| {
+            let rule = rule_flows.rule;
+            let record_mac = record_mac.clone();
+            rule_flows
+                .flows
+                .into_iter()
+                .flatten()
+                .map(move |mac_flows| {
+                    (
+                        FlowGroup {
+                            rule: rule.clone(),
+                            acl_id: None,
+                            mac: mac_flows.mac.or_else(|| record_mac.clone()),
+                            tuples: Vec::new(),
+                        },
+                        mac_flows.flow_tuples.unwrap_or_default(),
+                    )
+                })
+        });
+        let groups = flatten(lists, &mut invalid_tuples);
         return Ok(Record {
             kind: FlowLogKind::Nsg,
             version: properties.version.map(|v| v.0),
@@ -381,6 +788,7 @@ pub fn decode_record(input: &[u8]) -> Result<Record<'_>, RecordError> {
             guid: raw.flow_log_guid,
             mac: record_mac,
             groups,
+            invalid_tuples,
         });
     }
     Err(RecordError::UnknownShape)
@@ -446,5 +854,211 @@ mod tests {
             decode_record(br#"{"properties":{"Version":99999999999,"flows":[]}}"#),
             Err(RecordError::Json(_))
         ));
+    }
+    const GOOD: &str = "1663146003599,10.0.0.6,52.239.184.180,23956,443,6,O,B,NX,0,0,0,0";
+
+    /// A VNet record with two groups: `first` (raw JSON array content) and one good tuple.
+    fn vnet_with(first: &[u8]) -> Vec<u8> {
+        let mut r = br#"{"time":"t","flowLogVersion":4,"flowRecords":{"flows":[{"aclID":"a","flowGroups":[{"rule":"r1","flowTuples":["#.to_vec();
+        r.extend_from_slice(first);
+        r.extend_from_slice(
+            format!(r#"]}},{{"rule":"r2","flowTuples":["{GOOD}"]}}]}}]}}}}"#).as_bytes(),
+        );
+        r
+    }
+
+    fn good_slots(record: &Record<'_>) -> Vec<String> {
+        record
+            .groups
+            .iter()
+            .flat_map(|g| g.tuples.iter().map(|t| t.as_str().to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn inner_keys_are_matched_in_any_case() {
+        let nsg = format!(
+            r#"{{"RESOURCEID":"/S","PROPERTIES":{{"VERSION":2,"FLOWS":[{{"RULE":"R","FLOWS":[{{"MAC":"M","FLOWTUPLES":["{GOOD}"]}}]}}]}}}}"#
+        );
+        let record = decode_record(nsg.as_bytes()).unwrap();
+        assert_eq!(record.kind, FlowLogKind::Nsg);
+        assert_eq!(record.version, Some(2));
+        assert_eq!(record.resource_id.as_ref().unwrap().as_str(), "/S");
+        assert_eq!(record.groups[0].rule.as_ref().unwrap().as_str(), "R");
+        assert_eq!(record.groups[0].mac.as_ref().unwrap().as_str(), "M");
+        assert_eq!(record.tuple_count(), 1);
+        let vnet = format!(
+            r#"{{"FlowLogVersion":4,"MACADDRESS":"X","flowrecords":{{"FLOWS":[{{"AclId":"A","FLOWGROUPS":[{{"rUlE":"R","FlowTUPLES":["{GOOD}","{GOOD}"]}}]}}]}}}}"#
+        );
+        let record = decode_record(vnet.as_bytes()).unwrap();
+        assert_eq!(record.kind, FlowLogKind::Vnet);
+        assert_eq!(record.groups[0].acl_id.as_ref().unwrap().as_str(), "A");
+        assert_eq!(record.mac.as_ref().unwrap().as_str(), "X");
+        assert_eq!(record.tuple_count(), 2);
+    }
+
+    #[test]
+    fn a_missing_or_renamed_tuple_key_is_an_error_not_an_empty_record() {
+        let cases: &[(&str, &str)] = &[
+            (
+                r#"{"properties":{"Version":2,"flowz":[]}}"#,
+                "properties.flows",
+            ),
+            (
+                r#"{"properties":{"flows":[{"rule":"r","flowz":[]}]}}"#,
+                "properties.flows[].flows",
+            ),
+            (
+                r#"{"properties":{"flows":[{"rule":"r","flows":[{"mac":"m","tuples":["x"]}]}]}}"#,
+                "properties.flows[].flows[].flowTuples",
+            ),
+            (
+                r#"{"flowLogVersion":4,"flowRecords":{"flowz":[]}}"#,
+                "flowRecords.flows",
+            ),
+            (
+                r#"{"flowRecords":{"flows":[{"aclID":"a","groups":[]}]}}"#,
+                "flowRecords.flows[].flowGroups",
+            ),
+            (
+                r#"{"flowRecords":{"flows":[{"aclID":"a","flowGroups":[{"rule":"r"}]}]}}"#,
+                "flowRecords.flows[].flowGroups[].flowTuples",
+            ),
+        ];
+        for (input, path) in cases {
+            let error = decode_record(input.as_bytes()).unwrap_err();
+            assert!(error.to_string().contains(path), "{input}: {error}");
+        }
+        // Present but empty is a record without tuples, not an error.
+        let empty = decode_record(br#"{"properties":{"flows":[{"rule":"r","flows":[]}]}}"#);
+        assert_eq!(empty.unwrap().tuple_count(), 0);
+        // A VNet record with an unrelated `properties` object is still a VNet record.
+        let vnet = decode_record(br#"{"properties":{},"flowRecords":{"flows":[]}}"#);
+        assert_eq!(vnet.unwrap().kind, FlowLogKind::Vnet);
+    }
+
+    #[test]
+    fn a_tuple_key_given_twice_is_an_error() {
+        let input = br#"{"flowRecords":{"flows":[{"flowGroups":[{"flowTuples":["a"],"FLOWTUPLES":["b"]}]}]}}"#;
+        let error = decode_record(input).unwrap_err();
+        assert!(error.to_string().contains("given twice"), "{error}");
+    }
+
+    #[test]
+    fn a_non_string_tuple_spoils_only_itself() {
+        let first = format!(r#""{GOOD}",12,{{"a":[1,"x"]}},null,["{GOOD}"],true,"{GOOD}""#);
+        let input = vnet_with(first.as_bytes());
+        let record = decode_record(&input).unwrap();
+        assert_eq!(record.tuple_count(), 8);
+        let slots = good_slots(&record);
+        assert_eq!(slots.iter().filter(|t| *t == GOOD).count(), 3);
+        let invalid: Vec<_> = record
+            .invalid_tuples
+            .iter()
+            .map(|(i, e)| (*i, e.kind.clone(), e.tuple.clone()))
+            .collect();
+        assert_eq!(
+            invalid,
+            vec![
+                (
+                    1,
+                    TupleErrorKind::NotAString { found: "a number" },
+                    "12".into()
+                ),
+                (
+                    2,
+                    TupleErrorKind::NotAString { found: "an object" },
+                    r#"{"a":[1,"x"]}"#.into()
+                ),
+                (
+                    3,
+                    TupleErrorKind::NotAString { found: "null" },
+                    "null".into()
+                ),
+                (
+                    4,
+                    TupleErrorKind::NotAString { found: "an array" },
+                    format!(r#"["{GOOD}"]"#)
+                ),
+                (
+                    5,
+                    TupleErrorKind::NotAString { found: "a boolean" },
+                    "true".into()
+                ),
+            ]
+        );
+        for (i, _) in &record.invalid_tuples {
+            assert_eq!(slots[*i as usize], INVALID_PLACEHOLDER);
+        }
+        assert_eq!(slots[7], GOOD, "the second group's tuple keeps index 7");
+    }
+
+    #[test]
+    fn invalid_utf8_or_a_control_character_in_a_tuple_spoils_only_that_tuple() {
+        let mut first = format!(r#""{GOOD}","#).into_bytes();
+        first.extend_from_slice(b"\"1663146003599,\xff\xfe,1.1.1.1\",");
+        first.extend_from_slice(format!("\"{GOOD}\0\",").as_bytes());
+        first.extend_from_slice(b"\"a\\\"b\tc\",");
+        first.extend_from_slice(format!(r#""{GOOD}""#).as_bytes());
+        let input = vnet_with(&first);
+        let record = decode_record(&input).unwrap();
+        assert_eq!(record.tuple_count(), 6);
+        let invalid: Vec<_> = record
+            .invalid_tuples
+            .iter()
+            .map(|(i, e)| (*i, e.kind.clone(), e.tuple.clone()))
+            .collect();
+        assert_eq!(
+            invalid,
+            vec![
+                (
+                    1,
+                    TupleErrorKind::InvalidUtf8,
+                    "1663146003599,\u{FFFD}\u{FFFD},1.1.1.1".into()
+                ),
+                (2, TupleErrorKind::ControlCharacter, format!("{GOOD}\0")),
+                (3, TupleErrorKind::ControlCharacter, "a\"b\tc".into()),
+            ]
+        );
+        let slots = good_slots(&record);
+        assert_eq!(
+            (slots[0].as_str(), slots[4].as_str(), slots[5].as_str()),
+            (GOOD, GOOD, GOOD)
+        );
+    }
+
+    #[test]
+    fn invalid_bytes_outside_tuples_still_fail_the_record() {
+        let input = format!(
+            "{{\"time\":\"\u{0}\",\"flowRecords\":{{\"flows\":[{{\"flowGroups\":[{{\"flowTuples\":[\"{GOOD}\"]}}]}}]}}}}"
+        );
+        assert!(matches!(
+            decode_record(input.as_bytes()),
+            Err(RecordError::Json(_))
+        ));
+        let mut input = b"{\"rule\xff\":1,".to_vec();
+        input.extend_from_slice(&vnet_with(b"")[1..]);
+        assert!(matches!(decode_record(&input), Err(RecordError::Json(_))));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_in_one_tuple_string_spoil_at_most_that_tuple(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80)
+        ) {
+            // Quotes and backslashes would end or escape the string: that is another record shape.
+            let bytes: Vec<u8> = bytes.into_iter().filter(|b| *b != b'"' && *b != b'\\').collect();
+            let mut first = format!(r#""{GOOD}","#).into_bytes();
+            first.push(b'"');
+            first.extend_from_slice(&bytes);
+            first.push(b'"');
+            let input = vnet_with(&first);
+            let record = decode_record(&input).unwrap();
+            proptest::prop_assert_eq!(record.tuple_count(), 3);
+            let slots = good_slots(&record);
+            proptest::prop_assert_eq!(slots[0].as_str(), GOOD);
+            proptest::prop_assert_eq!(slots[2].as_str(), GOOD);
+            proptest::prop_assert!(record.invalid_tuples.iter().all(|(i, _)| *i == 1));
+        }
     }
 }

@@ -103,7 +103,9 @@ pub struct FlowTuple<'a> {
 /// What was wrong with a tuple.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TupleErrorKind {
-    FieldCount { found: usize },
+    FieldCount {
+        found: usize,
+    },
     Timestamp,
     SourceIp,
     DestinationIp,
@@ -113,7 +115,17 @@ pub enum TupleErrorKind {
     Direction,
     Decision,
     State,
-    Counter { field: usize },
+    Counter {
+        field: usize,
+    },
+    /// The `flowTuples` slot held another JSON value (`found` names its type).
+    NotAString {
+        found: &'static str,
+    },
+    /// The tuple string was not valid UTF-8 (the text shown is a lossy copy).
+    InvalidUtf8,
+    /// The tuple string held a raw control character, which JSON forbids (shown escaped).
+    ControlCharacter,
 }
 
 impl fmt::Display for TupleErrorKind {
@@ -132,6 +144,9 @@ impl fmt::Display for TupleErrorKind {
             TupleErrorKind::Decision => f.write_str("bad decision"),
             TupleErrorKind::State => f.write_str("bad flow state"),
             TupleErrorKind::Counter { field } => write!(f, "bad counter in field {field}"),
+            TupleErrorKind::NotAString { found } => write!(f, "{found} instead of a string"),
+            TupleErrorKind::InvalidUtf8 => f.write_str("invalid UTF-8"),
+            TupleErrorKind::ControlCharacter => f.write_str("a raw control character"),
         }
     }
 }
