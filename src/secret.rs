@@ -7,6 +7,64 @@
 
 use serde::{Deserialize, Deserializer};
 use std::fmt;
+use std::io::Read as _;
+use std::path::Path;
+
+/// Largest secret file read (`*_file` options): a key, token or password is a few hundred
+/// bytes; a larger file is a wrong path (`/dev/zero`, a log, a disk image), and reading it
+/// whole could exhaust memory.
+pub const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
+
+/// A file that could not be read as a secret (or a CA bundle). Names the file, never its
+/// content.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FileError {
+    #[error("cannot read `{path}`: {kind}")]
+    Read {
+        path: String,
+        kind: std::io::ErrorKind,
+    },
+    #[error("`{path}` is larger than {limit}: not a secret file (a wrong path?)")]
+    TooLarge { path: String, limit: String },
+    #[error("`{path}` is not valid UTF-8")]
+    NotUtf8 { path: String },
+}
+
+/// Reads at most `max` bytes of `path`; a longer file (or an endless one such as `/dev/zero`)
+/// is refused after `max + 1` bytes.
+pub fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>, FileError> {
+    let shown = || path.display().to_string();
+    let read_error = |e: std::io::Error| FileError::Read {
+        path: shown(),
+        kind: e.kind(),
+    };
+    let file = std::fs::File::open(path).map_err(read_error)?;
+    let mut bytes = Vec::new();
+    file.take(max.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    if bytes.len() as u64 > max {
+        let limit = if max.is_multiple_of(1024) {
+            format!("{} KiB", max / 1024)
+        } else {
+            format!("{max} bytes")
+        };
+        return Err(FileError::TooLarge {
+            path: shown(),
+            limit,
+        });
+    }
+    Ok(bytes)
+}
+
+/// Reads a secret file (at most [`MAX_SECRET_FILE_BYTES`], UTF-8), as is: callers drop the
+/// trailing newline.
+pub fn read_secret_file(path: &Path) -> Result<String, FileError> {
+    let bytes = read_capped(path, MAX_SECRET_FILE_BYTES)?;
+    String::from_utf8(bytes).map_err(|_| FileError::NotUtf8 {
+        path: path.display().to_string(),
+    })
+}
 
 /// What `Debug` and `Display` print instead of the value.
 pub const REDACTED: &str = "[redacted]";
@@ -76,6 +134,26 @@ mod tests {
         assert_eq!(format!("{s:?}"), "[redacted]");
         assert_eq!(format!("{:?}", Some(&s)), "Some([redacted])");
         assert_eq!(s.expose(), "hunter2");
+    }
+
+    #[test]
+    fn a_secret_file_larger_than_64_kib_or_endless_is_refused_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let exact = dir.path().join("exact");
+        std::fs::write(&exact, "k".repeat(64 * 1024)).unwrap();
+        assert_eq!(read_secret_file(&exact).unwrap().len(), 64 * 1024);
+        let big = dir.path().join("big");
+        std::fs::write(&big, "k".repeat(64 * 1024 + 1)).unwrap();
+        let e = read_secret_file(&big).unwrap_err().to_string();
+        assert!(e.contains("64 KiB") && e.contains("big"), "{e}");
+        let e = read_secret_file(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/dev/zero") && e.contains("larger"), "{e}");
+        let e = read_secret_file(&dir.path().join("missing"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot read") && e.contains("missing"), "{e}");
     }
 
     #[test]

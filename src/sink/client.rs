@@ -5,7 +5,7 @@
 //! Secrets are only ever handed to the client; errors name the config key and the variable or
 //! file a secret came from, never its value. The `elasticsearch` crate's own `Debug` prints
 //! credentials, so nothing here derives `Debug` over a client.
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use elasticsearch::Elasticsearch;
 use elasticsearch::auth::Credentials;
@@ -119,12 +119,8 @@ pub fn resolve_secret(
         )
     } else if let Some(path) = file {
         let key = format!("{field}_file");
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            SinkError::config(
-                &key,
-                format!("cannot read `{}`: {}", path.display(), e.kind()),
-            )
-        })?;
+        let text = crate::secret::read_secret_file(path)
+            .map_err(|e| SinkError::config(&key, e.to_string()))?;
         let trimmed = text
             .strip_suffix("\r\n")
             .or_else(|| text.strip_suffix('\n'))
@@ -264,13 +260,12 @@ fn tls(
     }
 }
 
-fn load_ca(path: &PathBuf) -> Result<Certificate, SinkError> {
-    let pem = std::fs::read(path).map_err(|e| {
-        SinkError::config(
-            "ca_file",
-            format!("cannot read `{}`: {}", path.display(), e.kind()),
-        )
-    })?;
+/// Largest CA bundle read for `ca_file` (a system bundle of every public root is ~220 KiB).
+const MAX_CA_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
+fn load_ca(path: &Path) -> Result<Certificate, SinkError> {
+    let pem = crate::secret::read_capped(path, MAX_CA_FILE_BYTES)
+        .map_err(|e| SinkError::config("ca_file", e.to_string()))?;
     Certificate::from_pem(&pem).map_err(|e| {
         SinkError::config(
             "ca_file",

@@ -667,12 +667,8 @@ fn load_secret(
             format!("environment variable `{var}`"),
         )
     } else if let Some(path) = file {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::new(
-                format!("{field}_file"),
-                format!("cannot read `{}`: {}", path.display(), e.kind()),
-            )
-        })?;
+        let text = crate::secret::read_secret_file(path)
+            .map_err(|e| ConfigError::new(format!("{field}_file"), e.to_string()))?;
         let trimmed = text
             .strip_suffix("\r\n")
             .or_else(|| text.strip_suffix('\n'))
