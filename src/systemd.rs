@@ -31,23 +31,62 @@ fn send(_path: &std::ffi::OsStr, _message: &str) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The keep-alive period systemd asks for (half of `WatchdogSec=`), when the watchdog is on
-/// for this process.
+/// Shortest keep-alive period: `WATCHDOG_USEC=1` would otherwise give a zero period, on which
+/// tokio's `interval` panics. A watchdog this tight cannot be honoured anyway; systemd then
+/// restarts the service, which is what it was configured to do.
+pub const MIN_WATCHDOG_PERIOD: Duration = Duration::from_millis(1);
+
+/// The keep-alive period systemd asks for (half of `WatchdogSec=`, at least
+/// [`MIN_WATCHDOG_PERIOD`]), when the watchdog is on for this process.
 pub fn watchdog_period() -> Option<Duration> {
-    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
-    if let Some(pid) = std::env::var("WATCHDOG_PID")
-        .ok()
-        .and_then(|p| p.parse::<u32>().ok())
-        && pid != std::process::id()
+    watchdog_period_from(
+        std::env::var("WATCHDOG_USEC").ok().as_deref(),
+        std::env::var("WATCHDOG_PID").ok().as_deref(),
+        std::process::id(),
+    )
+}
+
+/// [`watchdog_period`] from the values of `WATCHDOG_USEC` and `WATCHDOG_PID`.
+fn watchdog_period_from(usec: Option<&str>, pid: Option<&str>, own_pid: u32) -> Option<Duration> {
+    let usec: u64 = usec?.parse().ok()?;
+    if let Some(pid) = pid.and_then(|p| p.parse::<u32>().ok())
+        && pid != own_pid
     {
         return None;
     }
-    (usec > 0).then(|| Duration::from_micros(usec / 2))
+    (usec > 0).then(|| Duration::from_micros(usec / 2).max(MIN_WATCHDOG_PERIOD))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_watchdog_period_is_half_of_watchdog_usec_and_never_zero() {
+        let own = std::process::id();
+        assert_eq!(
+            watchdog_period_from(Some("20000000"), None, own),
+            Some(Duration::from_secs(10))
+        );
+        for tiny in ["1", "2", "1999"] {
+            assert_eq!(
+                watchdog_period_from(Some(tiny), None, own),
+                Some(MIN_WATCHDOG_PERIOD),
+                "{tiny}"
+            );
+        }
+        assert_eq!(watchdog_period_from(Some("0"), None, own), None);
+        assert_eq!(watchdog_period_from(Some("x"), None, own), None);
+        let other = (own + 1).to_string();
+        assert_eq!(
+            watchdog_period_from(Some("1000000"), Some(&other), own),
+            None
+        );
+        assert_eq!(
+            watchdog_period_from(Some("1000000"), Some(&own.to_string()), own),
+            Some(Duration::from_millis(500))
+        );
+    }
 
     #[test]
     fn sends_datagrams_to_a_path_socket() {
