@@ -84,10 +84,12 @@ pub struct SourceConfig {
     #[serde(default)]
     pub start: StartPolicy,
     /// On first sight, only blobs whose hour is at most this old, as a duration (`"24h"`) or
-    /// an RFC 3339 time. Default: `"24h"`. Hours older than this are never listed.
+    /// an RFC 3339 time. Default: `"24h"`. Hours older than this are never listed. A duration
+    /// lies between `"0s"` (only the current hour) and `"3650d"`.
     #[serde(default = "default_since")]
     pub since: Since,
-    /// Only read a blob once its last-modified time is at least this old. Default: `"0s"`.
+    /// Only read a blob once its last-modified time is at least this old; `"0s"` to `"1d"`,
+    /// `"0s"` reading it as soon as it is listed. Default: `"0s"`.
     #[serde(default, deserialize_with = "de_duration")]
     pub settle: Duration,
     /// Only blobs whose name starts with this prefix (e.g. `resourceId=/SUBSCRIPTIONS/…`). Default: none.
@@ -98,25 +100,27 @@ pub struct SourceConfig {
     /// names. Default: all.
     #[serde(default)]
     pub resource_filter: Vec<String>,
-    /// How often resource prefixes (new NSGs and flow logs) are rediscovered. Default: `"15m"`.
+    /// How often resource prefixes (new NSGs and flow logs) are rediscovered; `"1s"` to `"7d"`.
+    /// Default: `"15m"`.
     #[serde(
         default = "default_discovery_interval",
         deserialize_with = "de_duration"
     )]
     pub discovery_interval: Duration,
     /// A blob is finished (never listed again) when its hour ended more than this long ago
-    /// and everything in it was read. Default: `"90m"`.
+    /// and everything in it was read; `"1s"` to `"7d"`. Default: `"90m"`.
     #[serde(default = "default_finish_after", deserialize_with = "de_duration")]
     pub finish_after: Duration,
     /// Registry entries of deleted blobs (retention), and of finished blobs not touched since,
     /// are forgotten after this long, so the registry holds a bounded window, not all history.
-    /// Default: `"7d"`.
+    /// `"1s"` to `"3650d"`. Default: `"7d"`.
     #[serde(
         default = "default_forget_gone_after",
         deserialize_with = "de_duration"
     )]
     pub forget_gone_after: Duration,
-    /// Largest record accepted, in bytes; a larger one is dead-lettered as malformed. Default: 268435456.
+    /// Largest record accepted, in bytes, 1024 to 1073741824 (1 GiB); a larger one is
+    /// dead-lettered as malformed. Default: 268435456.
     #[serde(default = "default_max_record_bytes")]
     pub max_record_bytes: usize,
 }
@@ -225,25 +229,28 @@ pub struct ElasticsearchConfig {
     /// Skip TLS certificate verification. Default: false; `true` logs a warning at startup.
     #[serde(default)]
     pub insecure: bool,
-    /// Timeout of one HTTP request. Default: `"60s"`.
+    /// Timeout of one HTTP request; `"1s"` to `"1h"`. Default: `"60s"`.
     #[serde(default = "default_request_timeout", deserialize_with = "de_duration")]
     pub request_timeout: Duration,
-    /// Largest number of documents in one bulk request. Default: 5000.
+    /// Largest number of documents in one bulk request; 1 to 100000. Default: 5000.
     #[serde(default = "default_batch_max_docs")]
     pub batch_max_docs: usize,
-    /// Largest bulk request body in bytes. Default: 10485760 (10 MiB).
+    /// Largest bulk request body in bytes; 1024 to 104857600 (100 MiB, the engines' default
+    /// `http.max_content_length`). Default: 10485760 (10 MiB).
     #[serde(default = "default_batch_max_bytes")]
     pub batch_max_bytes: usize,
-    /// A partly filled batch is sent after this long. Default: `"1s"`.
+    /// A partly filled batch is sent after this long; `"10ms"` to `"1h"`. Default: `"1s"`.
     #[serde(default = "default_flush_interval", deserialize_with = "de_duration")]
     pub flush_interval: Duration,
-    /// Bulk requests in flight at once. Default: 2.
+    /// Bulk requests in flight at once; 1 to 256. Default: 2.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
-    /// First retry delay of failed requests and items (429, 5xx); doubled each try, with jitter. Default: `"500ms"`.
+    /// First retry delay of failed requests and items (429, 5xx); doubled each try, with
+    /// jitter; `"1ms"` to `"1h"`. Default: `"500ms"`.
     #[serde(default = "default_retry_initial", deserialize_with = "de_duration")]
     pub retry_initial_backoff: Duration,
-    /// Longest retry delay; whole-request failures are retried forever at this pace. Default: `"60s"`.
+    /// Longest retry delay; whole-request failures are retried forever at this pace; from
+    /// `retry_initial_backoff` to `"1h"`. Default: `"60s"`.
     #[serde(default = "default_retry_max", deserialize_with = "de_duration")]
     pub retry_max_backoff: Duration,
     /// Documents Elasticsearch rejects (mapping errors, other 4xx) are appended here as NDJSON
@@ -253,10 +260,10 @@ pub struct ElasticsearchConfig {
     /// Install a composable index template for each source's index pattern at startup. Default: true.
     #[serde(default = "default_true")]
     pub install_template: bool,
-    /// Shards per index in the template. Default: 1.
+    /// Shards per index in the template; 1 to 1024. Default: 1.
     #[serde(default = "default_one")]
     pub number_of_shards: u32,
-    /// Replicas per index in the template. Default: 1.
+    /// Replicas per index in the template; 0 (none, for a single node) to 100. Default: 1.
     #[serde(default = "default_one")]
     pub number_of_replicas: u32,
     /// `index.codec` of the installed templates: `best_compression` (default; DEFLATE, ~20% less
@@ -272,7 +279,7 @@ pub struct ElasticsearchConfig {
     pub data_stream: bool,
     /// Delete indices after this age through an ILM policy (Elasticsearch) or an ISM policy
     /// (OpenSearch with the index-management plugin); skipped with a log line where neither
-    /// exists. Default: none (keep forever).
+    /// exists; `"1h"` to `"3650d"`. Default: none (keep forever).
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub delete_after: Option<Duration>,
 }
@@ -285,8 +292,8 @@ fn default_index_codec() -> String {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegistryConfig {
-    /// Directory of the sled database holding per-blob offsets. Default: `/var/lib/flowlogd/registry`
-    /// (systemd `StateDirectory=flowlogd`).
+    /// Directory of the sled database holding per-blob offsets; must not be empty. Default:
+    /// `/var/lib/flowlogd/registry` (systemd `StateDirectory=flowlogd`).
     #[serde(default = "default_registry_path")]
     pub path: PathBuf,
 }
@@ -295,7 +302,8 @@ pub struct RegistryConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
-    /// Address of `/healthz`, `/readyz` and `/metrics`; empty disables the listener. Default: `127.0.0.1:9108`.
+    /// Address of `/healthz`, `/readyz` and `/metrics` (`ip:port` or `host:port`); empty
+    /// disables the listener. Default: `127.0.0.1:9108`.
     #[serde(default = "default_listen")]
     pub listen: String,
 }
@@ -304,7 +312,8 @@ pub struct HttpConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
-    /// Filter, e.g. `info` or `flowlogd=debug,info`. Default: `info`.
+    /// Filter in tracing's `EnvFilter` syntax, e.g. `info` or `flowlogd=debug,info`; checked
+    /// at startup. Default: `info`.
     #[serde(default = "default_log_level")]
     pub level: String,
     /// `text` (default) or `json`.
@@ -316,13 +325,14 @@ pub struct LogConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DaemonConfig {
-    /// Time between polls of every source. Default: `"60s"`.
+    /// Time between polls of every source; `"100ms"` to `"1d"`. Default: `"60s"`.
     #[serde(default = "default_interval", deserialize_with = "de_duration")]
     pub interval: Duration,
-    /// On SIGTERM/SIGINT, in-flight work is drained for at most this long. Default: `"30s"`.
+    /// On SIGTERM/SIGINT, in-flight work is drained for at most this long; `"100ms"` to `"1h"`.
+    /// Default: `"30s"`.
     #[serde(default = "default_shutdown_timeout", deserialize_with = "de_duration")]
     pub shutdown_timeout: Duration,
-    /// Blobs read at once per source. Default: 4.
+    /// Blobs read at once per source; 1 to 64. Default: 4.
     #[serde(default = "default_read_concurrency")]
     pub read_concurrency: usize,
     /// Send systemd readiness (`READY=1`) and watchdog notifications when `NOTIFY_SOCKET` is set. Default: true.
@@ -395,27 +405,211 @@ impl Default for DaemonConfig {
 
 /// A configuration that cannot be used, as one line for the operator.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(String);
+#[error("{message}")]
+pub struct ConfigError {
+    message: String,
+    /// The figment key path whose value is at fault, to say where it was set.
+    lookup: Option<String>,
+}
 
 impl ConfigError {
+    fn new(message: impl Into<String>) -> Self {
+        ConfigError {
+            message: message.into(),
+            lookup: None,
+        }
+    }
+
     fn key(key: impl fmt::Display, reason: impl fmt::Display) -> Self {
-        ConfigError(format!("config key `{key}`: {reason}"))
+        let key = key.to_string();
+        // `source.<name>.…` is a key of one `[[source]]` table: figment only knows the array.
+        let lookup = if key.starts_with("source.") {
+            "source".to_owned()
+        } else {
+            key.clone()
+        };
+        ConfigError {
+            message: format!("config key `{key}`: {reason}"),
+            lookup: Some(lookup),
+        }
+    }
+
+    /// Appends where the offending value came from (the file, or the environment variable).
+    fn with_origin(mut self, figment: &Figment) -> Self {
+        let Some(lookup) = &self.lookup else {
+            return self;
+        };
+        let Some(metadata) = figment.find_metadata(lookup) else {
+            return self;
+        };
+        let origin = match &metadata.source {
+            Some(figment::Source::File(path)) => format!("in {}", path.display()),
+            _ if metadata.name.contains("environment") => format!(
+                "from environment variable {ENV_PREFIX}{}",
+                lookup.to_ascii_uppercase().replace('.', "__")
+            ),
+            _ => return self,
+        };
+        self.message = format!("{} ({origin})", self.message);
+        self
     }
 }
+
+/// Prefix of the environment variables that override configuration keys.
+const ENV_PREFIX: &str = "FLOWLOGD_";
+
+/// `FLOWLOGD_` variables that are no config overrides and are accepted as such:
+/// `FLOWLOGD_CONFIG` (the command line's `--config`) and the variables of this project's own
+/// scripts and tests (`scripts/`, `tests/`), which they export into every process they start,
+/// this binary included. The binary never reads the latter. tests/cli_config.rs checks that
+/// every such name used by the scripts and tests is covered here.
+pub const NON_CONFIG_VARIABLES: &[&str] = &[
+    "FLOWLOGD_CONFIG",
+    "FLOWLOGD_BIN",
+    "FLOWLOGD_E2E_BIN",
+    "FLOWLOGD_ROOT",
+    "FLOWLOGD_RUN_DIR",
+    "FLOWLOGD_SERVICE_START_TIMEOUT",
+    "FLOWLOGD_SMOKE_CHILD",
+];
+
+/// Prefixes of the test tooling's `FLOWLOGD_` variables (local Azurite and OpenSearch, test
+/// settings), accepted like [`NON_CONFIG_VARIABLES`].
+pub const NON_CONFIG_PREFIXES: &[&str] = &[
+    "FLOWLOGD_AZURITE_",
+    "FLOWLOGD_OPENSEARCH_",
+    "FLOWLOGD_TEST_",
+];
+
+/// Config sections, to suggest the `__` spelling of a `FLOWLOGD_DAEMON_INTERVAL`.
+const SECTIONS: &[&str] = &[
+    "SOURCE",
+    "ELASTICSEARCH",
+    "REGISTRY",
+    "HTTP",
+    "LOG",
+    "DAEMON",
+];
+
+/// Refuses `FLOWLOGD_` environment variables that are neither a config override
+/// (`FLOWLOGD_<SECTION>__<KEY>`, whose key figment then checks) nor one of
+/// [`NON_CONFIG_VARIABLES`] / [`NON_CONFIG_PREFIXES`]: a misspelt override
+/// (`FLOWLOGD_DAEMON_INTERVAL`) must stop startup, not be ignored.
+pub fn check_environment_names<I, S>(names: I) -> Result<(), ConfigError>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let mut problems = Vec::new();
+    for name in names {
+        let name = name.as_ref();
+        let Some(text) = name.to_str() else {
+            let lossy = name.to_string_lossy();
+            if lossy.to_ascii_uppercase().starts_with(ENV_PREFIX) {
+                problems.push(format!(
+                    "environment variable `{lossy}` has a name that is not valid UTF-8"
+                ));
+            }
+            continue;
+        };
+        let upper = text.to_ascii_uppercase();
+        let Some(rest) = upper.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        if NON_CONFIG_VARIABLES.contains(&upper.as_str())
+            || NON_CONFIG_PREFIXES.iter().any(|p| upper.starts_with(p))
+        {
+            continue;
+        }
+        if rest.contains("__") {
+            if rest.split("__").any(str::is_empty) {
+                problems.push(format!(
+                    "environment variable `{text}`: an empty key between `__` separators"
+                ));
+            }
+            continue;
+        }
+        let hint = SECTIONS
+            .iter()
+            .find_map(|section| {
+                rest.strip_prefix(section)
+                    .and_then(|key| key.strip_prefix('_'))
+                    .filter(|key| !key.is_empty())
+                    .map(|key| format!(" (did you mean {ENV_PREFIX}{section}__{key}?)"))
+            })
+            .unwrap_or_default();
+        problems.push(format!(
+            "environment variable `{text}` is not a config override{hint}: overrides are named \
+             {ENV_PREFIX}<SECTION>__<KEY>, two underscores between section and key (e.g. \
+             {ENV_PREFIX}DAEMON__INTERVAL=30s); unset it, and name secret variables without \
+             the {ENV_PREFIX} prefix"
+        ));
+    }
+    problems.sort();
+    match problems.is_empty() {
+        true => Ok(()),
+        false => Err(ConfigError::new(problems.join("; "))),
+    }
+}
+
+/// figment's own message, except for a value from the environment: figment names it as
+/// `key "DAEMON.INTERVAL" in FLOWLOGD_ environment variable(s)`; say which variable.
+fn describe_figment_error(e: figment::Error) -> String {
+    let from_env = e
+        .metadata
+        .as_ref()
+        .is_some_and(|m| m.name.contains("environment"));
+    if from_env && !e.path.is_empty() {
+        let var = format!("{ENV_PREFIX}{}", e.path.join("__").to_ascii_uppercase());
+        return format!("environment variable {var}: {}", e.kind);
+    }
+    e.to_string()
+}
+
+/// Largest configuration file read (a file this large is not a configuration).
+const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;
 
 impl Config {
     /// Loads `path` (must exist) with `FLOWLOGD_…` environment overrides and validates it.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        if !path.exists() {
-            return Err(ConfigError(format!(
-                "config file {} not found (pass --config PATH; see config/flowlogd.example.toml)",
+        let metadata = std::fs::metadata(path).map_err(|e| {
+            ConfigError::new(match e.kind() {
+                std::io::ErrorKind::NotFound => format!(
+                    "config file {} not found (pass --config PATH; see config/flowlogd.example.toml)",
+                    path.display()
+                ),
+                kind => format!("config file {}: cannot read: {kind}", path.display()),
+            })
+        })?;
+        let kind = metadata.file_type();
+        if kind.is_dir() {
+            return Err(ConfigError::new(format!(
+                "config file {} is a directory (pass --config PATH of a TOML file; see \
+                 config/flowlogd.example.toml)",
                 path.display()
             )));
         }
-        // Only `FLOWLOGD_SECTION__KEY` names are config keys: variables such as `FLOWLOGD_CONFIG`
-        // (the command line's own) or `FLOWLOGD_LOG_LEVEL` must not be read as unknown keys.
-        let env = Env::prefixed("FLOWLOGD_")
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::FileTypeExt as _;
+            if kind.is_char_device() || kind.is_block_device() || kind.is_socket() {
+                return Err(ConfigError::new(format!(
+                    "config file {} is a device or socket, not a file",
+                    path.display()
+                )));
+            }
+        }
+        if metadata.len() > MAX_CONFIG_BYTES {
+            return Err(ConfigError::new(format!(
+                "config file {} is larger than {} MiB: not a configuration file",
+                path.display(),
+                MAX_CONFIG_BYTES >> 20
+            )));
+        }
+        // Every other `FLOWLOGD_` variable (the command line's `FLOWLOGD_CONFIG`, the test
+        // tooling's) is checked by name here, so a misspelt override stops startup.
+        check_environment_names(std::env::vars_os().map(|(name, _)| name))?;
+        let env = Env::prefixed(ENV_PREFIX)
             .filter(|key| key.as_str().contains("__"))
             .split("__");
         let figment = Figment::new().merge(Toml::file(path)).merge(env);
@@ -430,10 +624,10 @@ impl Config {
     fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
         let config: Config = figment.extract().map_err(|e| {
             // figment names the key path and the file or environment variable it came from.
-            let errors: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
-            ConfigError(errors.join("; "))
+            let errors: Vec<String> = e.into_iter().map(describe_figment_error).collect();
+            ConfigError::new(errors.join("; "))
         })?;
-        config.validate()?;
+        config.validate().map_err(|e| e.with_origin(&figment))?;
         Ok(config)
     }
 
@@ -441,8 +635,8 @@ impl Config {
     /// components that use them, with errors naming the field.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.sources.is_empty() {
-            return Err(ConfigError(
-                "config: at least one [[source]] is required".into(),
+            return Err(ConfigError::new(
+                "config: at least one [[source]] is required",
             ));
         }
         let mut seen = std::collections::HashSet::new();
@@ -468,12 +662,7 @@ impl Config {
                 ));
             }
             s.index_pattern()?;
-            if s.max_record_bytes < 1024 {
-                return Err(ConfigError::key(
-                    format!("source.{}.max_record_bytes", s.name),
-                    "must be at least 1024",
-                ));
-            }
+            s.validate_ranges()?;
         }
         let es = &self.elasticsearch;
         if es.data_stream {
@@ -501,24 +690,17 @@ impl Config {
                 "set at least one URL or `cloud_id`",
             ));
         }
-        for (key, value) in [
-            ("batch_max_docs", es.batch_max_docs),
-            ("batch_max_bytes", es.batch_max_bytes),
-            ("max_in_flight", es.max_in_flight),
-        ] {
-            if value == 0 {
-                return Err(ConfigError::key(
-                    format!("elasticsearch.{key}"),
-                    "must be greater than 0",
-                ));
-            }
-        }
-        if self.daemon.read_concurrency == 0 {
+        es.validate_ranges()?;
+        self.daemon.validate_ranges()?;
+        if self.registry.path.as_os_str().is_empty() {
             return Err(ConfigError::key(
-                "daemon.read_concurrency",
-                "must be greater than 0",
+                "registry.path",
+                "must not be empty (it would put the registry database in the working directory); \
+                 e.g. \"/var/lib/flowlogd/registry\"",
             ));
         }
+        check_listen(&self.http.listen)?;
+        check_log_filter("log.level", &self.log.level)?;
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(ConfigError::key(
                 "log.format",
@@ -540,6 +722,262 @@ impl Config {
                     .unwrap_or(Path::new("."))
                     .join("dead-letter.ndjson")
             })
+    }
+}
+
+// The ranges of numeric options. Each bound is also in the option's `///` doc and in
+// config/flowlogd.example.toml. Lower bounds keep timers and semaphores away from values that
+// panic or spin (tokio's `interval` panics on zero, its semaphore above `MAX_PERMITS`); upper
+// bounds keep durations far from the `as i64` millisecond arithmetic overflowing and counts
+// within what the cluster or the machine can take.
+const MS: Duration = Duration::from_millis(1);
+const SECOND: Duration = Duration::from_secs(1);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// `key` must lie in `min..=max`; the message gives the range and the value.
+fn check_duration(
+    key: impl fmt::Display,
+    value: Duration,
+    min: Duration,
+    max: Duration,
+) -> Result<(), ConfigError> {
+    if value < min || value > max {
+        return Err(ConfigError::key(
+            key,
+            format!(
+                "{} is out of range: must be between {} and {}",
+                show_duration(value),
+                show_duration(min),
+                show_duration(max)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `key` must lie in `min..=max`.
+fn check_count(key: impl fmt::Display, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if value < min || value > max {
+        return Err(ConfigError::key(
+            key,
+            format!("{value} is out of range: must be between {min} and {max}"),
+        ));
+    }
+    Ok(())
+}
+
+/// `"250ms"`, `"90s"`, `"7d"`: the largest unit that divides the value, as the config writes it.
+fn show_duration(d: Duration) -> String {
+    if d.is_zero() {
+        return "0s".into();
+    }
+    if d.subsec_nanos() != 0 {
+        return format!("{}ms", d.as_millis());
+    }
+    let secs = d.as_secs();
+    for (unit, len) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
+        if secs.is_multiple_of(len) {
+            return format!("{}{unit}", secs / len);
+        }
+    }
+    format!("{secs}s")
+}
+
+/// `[http] listen`: empty (no listener), an `ip:port`, or a `host:port` resolved when bound.
+fn check_listen(listen: &str) -> Result<(), ConfigError> {
+    if listen.is_empty() || listen.parse::<std::net::SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let named_host = listen.rsplit_once(':').is_some_and(|(host, port)| {
+        port.parse::<u16>().is_ok()
+            && !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    });
+    if named_host {
+        return Ok(());
+    }
+    Err(ConfigError::key(
+        "http.listen",
+        format!(
+            "{listen:?} is not an address: expected host:port such as \"127.0.0.1:9108\", \
+             \"[::1]:9108\" or \"localhost:9108\" (\"\" disables the listener)"
+        ),
+    ))
+}
+
+/// A tracing `EnvFilter` (`info`, `flowlogd=debug,info`). `what` names the key or the flag.
+pub fn check_log_filter(what: &str, filter: &str) -> Result<(), ConfigError> {
+    match tracing_subscriber::EnvFilter::try_new(filter) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(ConfigError::key(
+            what,
+            format!(
+                "{filter:?} is not a log filter ({e}): expected e.g. \"info\" or \"flowlogd=debug,info\""
+            ),
+        )),
+    }
+}
+
+impl SourceConfig {
+    fn validate_ranges(&self) -> Result<(), ConfigError> {
+        let key = |k: &str| format!("source.{}.{k}", self.name);
+        // 0 reads a blob as soon as it is listed.
+        check_duration(key("settle"), self.settle, Duration::ZERO, DAY)?;
+        check_duration(
+            key("discovery_interval"),
+            self.discovery_interval,
+            SECOND,
+            7 * DAY,
+        )?;
+        check_duration(key("finish_after"), self.finish_after, SECOND, 7 * DAY)?;
+        check_duration(
+            key("forget_gone_after"),
+            self.forget_gone_after,
+            SECOND,
+            3650 * DAY,
+        )?;
+        if let Since::Ago(ago) = self.since {
+            // 0: only the current hour on first sight.
+            check_duration(key("since"), ago, Duration::ZERO, 3650 * DAY)?;
+        }
+        check_count(
+            key("max_record_bytes"),
+            self.max_record_bytes as u64,
+            MIN_RECORD_BYTES,
+            MAX_RECORD_BYTES,
+        )?;
+        let retry = &self.retry;
+        check_count(
+            key("retry.max_tries"),
+            u64::from(retry.max_tries),
+            1,
+            MAX_STORAGE_TRIES,
+        )?;
+        check_count(
+            key("retry.initial_delay_ms"),
+            retry.initial_delay_ms,
+            1,
+            MAX_STORAGE_DELAY_MS,
+        )?;
+        check_count(
+            key("retry.max_delay_ms"),
+            retry.max_delay_ms,
+            retry.initial_delay_ms.max(1),
+            MAX_STORAGE_DELAY_MS,
+        )
+        .map_err(|_| {
+            ConfigError::key(
+                key("retry.max_delay_ms"),
+                format!(
+                    "{} is out of range: must be between retry.initial_delay_ms ({}) and {MAX_STORAGE_DELAY_MS}",
+                    retry.max_delay_ms, retry.initial_delay_ms
+                ),
+            )
+        })?;
+        check_count(
+            key("retry.max_elapsed_secs"),
+            retry.max_elapsed_secs,
+            1,
+            86_400,
+        )
+    }
+}
+
+/// See [`SourceConfig::max_record_bytes`].
+const MIN_RECORD_BYTES: u64 = 1024;
+const MAX_RECORD_BYTES: u64 = 1 << 30;
+/// See [`RetryConfig`]: attempts per storage request, and the longest delay (1 hour).
+const MAX_STORAGE_TRIES: u64 = 100;
+const MAX_STORAGE_DELAY_MS: u64 = 3_600_000;
+/// Bulk requests in flight at once: far below tokio's semaphore limit, and a channel of twice
+/// as many chunks.
+pub const MAX_IN_FLIGHT: usize = 256;
+
+impl ElasticsearchConfig {
+    fn validate_ranges(&self) -> Result<(), ConfigError> {
+        let key = |k: &str| format!("elasticsearch.{k}");
+        check_duration(key("request_timeout"), self.request_timeout, SECOND, HOUR)?;
+        check_count(
+            key("batch_max_docs"),
+            self.batch_max_docs as u64,
+            1,
+            100_000,
+        )?;
+        // The engines refuse bodies above http.max_content_length (100 MiB by default).
+        check_count(
+            key("batch_max_bytes"),
+            self.batch_max_bytes as u64,
+            1024,
+            100 << 20,
+        )?;
+        check_duration(key("flush_interval"), self.flush_interval, 10 * MS, HOUR)?;
+        check_count(
+            key("max_in_flight"),
+            self.max_in_flight as u64,
+            1,
+            MAX_IN_FLIGHT as u64,
+        )?;
+        check_duration(
+            key("retry_initial_backoff"),
+            self.retry_initial_backoff,
+            MS,
+            HOUR,
+        )?;
+        check_duration(
+            key("retry_max_backoff"),
+            self.retry_max_backoff,
+            self.retry_initial_backoff.max(MS),
+            HOUR,
+        )
+        .map_err(|_| {
+            ConfigError::key(
+                key("retry_max_backoff"),
+                format!(
+                    "{} is out of range: must be between retry_initial_backoff ({}) and 1h",
+                    show_duration(self.retry_max_backoff),
+                    show_duration(self.retry_initial_backoff)
+                ),
+            )
+        })?;
+        // Elasticsearch and OpenSearch refuse more than 1024 shards per index.
+        check_count(
+            key("number_of_shards"),
+            u64::from(self.number_of_shards),
+            1,
+            1024,
+        )?;
+        // 0: no replica (a single-node cluster).
+        check_count(
+            key("number_of_replicas"),
+            u64::from(self.number_of_replicas),
+            0,
+            100,
+        )?;
+        if let Some(after) = self.delete_after {
+            check_duration(key("delete_after"), after, HOUR, 3650 * DAY)?;
+        }
+        Ok(())
+    }
+}
+
+impl DaemonConfig {
+    fn validate_ranges(&self) -> Result<(), ConfigError> {
+        check_duration("daemon.interval", self.interval, 100 * MS, DAY)?;
+        check_duration(
+            "daemon.shutdown_timeout",
+            self.shutdown_timeout,
+            100 * MS,
+            HOUR,
+        )?;
+        check_count(
+            "daemon.read_concurrency",
+            self.read_concurrency as u64,
+            1,
+            64,
+        )
     }
 }
 
@@ -696,6 +1134,259 @@ mod tests {
         }
     }
 
+    /// `MINIMAL` with `line` added to `table` (`source`, `retry`, `elasticsearch`, `daemon`, …).
+    fn with(table: &str, line: &str) -> String {
+        match table {
+            "source" => MINIMAL.replace("name = \"vnet\"", &format!("name = \"vnet\"\n{line}")),
+            "retry" => MINIMAL.replace(
+                "[elasticsearch]",
+                &format!("[source.retry]\n{line}\n[elasticsearch]"),
+            ),
+            "elasticsearch" => {
+                MINIMAL.replace("[elasticsearch]", &format!("[elasticsearch]\n{line}"))
+            }
+            other => format!("{MINIMAL}\n[{other}]\n{line}\n"),
+        }
+    }
+
+    #[test]
+    fn every_numeric_option_outside_its_range_is_refused_naming_the_key_and_the_range() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("source", "settle = \"2d\"", "source.vnet.settle"),
+            (
+                "source",
+                "discovery_interval = \"0s\"",
+                "source.vnet.discovery_interval",
+            ),
+            (
+                "source",
+                "discovery_interval = \"8d\"",
+                "source.vnet.discovery_interval",
+            ),
+            (
+                "source",
+                "finish_after = \"0s\"",
+                "source.vnet.finish_after",
+            ),
+            (
+                "source",
+                "forget_gone_after = \"0s\"",
+                "source.vnet.forget_gone_after",
+            ),
+            ("source", "since = \"3651d\"", "source.vnet.since"),
+            (
+                "source",
+                "max_record_bytes = 1023",
+                "source.vnet.max_record_bytes",
+            ),
+            (
+                "source",
+                "max_record_bytes = 1073741825",
+                "source.vnet.max_record_bytes",
+            ),
+            ("retry", "max_tries = 0", "source.vnet.retry.max_tries"),
+            ("retry", "max_tries = 101", "source.vnet.retry.max_tries"),
+            (
+                "retry",
+                "initial_delay_ms = 0",
+                "source.vnet.retry.initial_delay_ms",
+            ),
+            (
+                "retry",
+                "max_delay_ms = 100",
+                "source.vnet.retry.max_delay_ms",
+            ),
+            (
+                "retry",
+                "max_elapsed_secs = 0",
+                "source.vnet.retry.max_elapsed_secs",
+            ),
+            (
+                "elasticsearch",
+                "request_timeout = \"0s\"",
+                "elasticsearch.request_timeout",
+            ),
+            (
+                "elasticsearch",
+                "request_timeout = \"2h\"",
+                "elasticsearch.request_timeout",
+            ),
+            (
+                "elasticsearch",
+                "batch_max_docs = 0",
+                "elasticsearch.batch_max_docs",
+            ),
+            (
+                "elasticsearch",
+                "batch_max_bytes = 0",
+                "elasticsearch.batch_max_bytes",
+            ),
+            (
+                "elasticsearch",
+                "batch_max_bytes = 104857601",
+                "elasticsearch.batch_max_bytes",
+            ),
+            (
+                "elasticsearch",
+                "flush_interval = \"0s\"",
+                "elasticsearch.flush_interval",
+            ),
+            (
+                "elasticsearch",
+                "flush_interval = 0",
+                "elasticsearch.flush_interval",
+            ),
+            (
+                "elasticsearch",
+                "max_in_flight = 0",
+                "elasticsearch.max_in_flight",
+            ),
+            (
+                "elasticsearch",
+                "max_in_flight = 9223372036854775807",
+                "elasticsearch.max_in_flight",
+            ),
+            (
+                "elasticsearch",
+                "retry_initial_backoff = \"0s\"",
+                "elasticsearch.retry_initial_backoff",
+            ),
+            (
+                "elasticsearch",
+                "retry_max_backoff = \"100ms\"",
+                "elasticsearch.retry_max_backoff",
+            ),
+            (
+                "elasticsearch",
+                "number_of_shards = 0",
+                "elasticsearch.number_of_shards",
+            ),
+            (
+                "elasticsearch",
+                "number_of_shards = 1025",
+                "elasticsearch.number_of_shards",
+            ),
+            (
+                "elasticsearch",
+                "number_of_replicas = 101",
+                "elasticsearch.number_of_replicas",
+            ),
+            (
+                "elasticsearch",
+                "delete_after = \"0s\"",
+                "elasticsearch.delete_after",
+            ),
+            ("daemon", "interval = \"0s\"", "daemon.interval"),
+            ("daemon", "interval = \"2d\"", "daemon.interval"),
+            (
+                "daemon",
+                "shutdown_timeout = \"0s\"",
+                "daemon.shutdown_timeout",
+            ),
+            ("daemon", "read_concurrency = 0", "daemon.read_concurrency"),
+            ("daemon", "read_concurrency = 65", "daemon.read_concurrency"),
+        ];
+        for (table, line, key) in cases {
+            let e = Config::from_toml_str(&with(table, line))
+                .map(|_| ())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!("`{key}`")) && e.contains("must be between"),
+                "{line}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_zeros_with_a_meaning_and_the_bounds_themselves_are_accepted() {
+        for (table, line) in [
+            ("source", "settle = \"0s\""),
+            ("source", "since = \"0s\""),
+            ("source", "since = \"3650d\""),
+            ("source", "discovery_interval = \"1s\""),
+            ("source", "max_record_bytes = 1024"),
+            ("retry", "max_tries = 1"),
+            ("retry", "initial_delay_ms = 8000"),
+            ("elasticsearch", "number_of_replicas = 0"),
+            ("elasticsearch", "max_in_flight = 256"),
+            ("elasticsearch", "flush_interval = \"10ms\""),
+            (
+                "elasticsearch",
+                "retry_initial_backoff = \"1ms\"\nretry_max_backoff = \"1ms\"",
+            ),
+            ("elasticsearch", "delete_after = \"1h\""),
+            ("daemon", "interval = \"100ms\"\nshutdown_timeout = \"1h\""),
+            ("http", "listen = \"\""),
+            ("http", "listen = \"[::1]:9108\""),
+            ("http", "listen = \"localhost:0\""),
+            ("log", "level = \"flowlogd=debug,info\""),
+        ] {
+            if let Err(e) = Config::from_toml_str(&with(table, line)) {
+                panic!("{line}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_empty_registry_path_a_garbage_listen_address_and_a_bad_log_filter_are_refused() {
+        for (table, line, key) in [
+            ("registry", "path = \"\"", "registry.path"),
+            ("http", "listen = \"garbage\"", "http.listen"),
+            ("http", "listen = \"127.0.0.1:99999\"", "http.listen"),
+            ("http", "listen = \":9108\"", "http.listen"),
+            ("log", "level = \"flowlogd=loud\"", "log.level"),
+        ] {
+            let e = Config::from_toml_str(&with(table, line))
+                .map(|_| ())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("`{key}`")), "{line}: {e}");
+        }
+    }
+
+    #[test]
+    fn unknown_flowlogd_variables_are_refused_by_name_and_the_tolerated_ones_pass() {
+        for bad in [
+            "FLOWLOGD_FOO",
+            "FLOWLOGD_DAEMON_INTERVAL",
+            "FLOWLOGD_SOURCE",
+            "FLOWLOGD_LOG_LEVEL",
+            "FLOWLOGD_ES_PASSWORD",
+            "flowlogd_foo",
+            "FLOWLOGD_DAEMON____INTERVAL",
+            "FLOWLOGD___X",
+        ] {
+            let e = check_environment_names([bad, "PATH"])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(bad), "{bad}: {e}");
+        }
+        let e = check_environment_names(["FLOWLOGD_DAEMON_INTERVAL"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("did you mean FLOWLOGD_DAEMON__INTERVAL?"), "{e}");
+        check_environment_names([
+            "FLOWLOGD_CONFIG",
+            "FLOWLOGD_DAEMON__INTERVAL",
+            "FLOWLOGD_ELASTICSEARCH__URLS",
+            "FLOWLOGD_AZURITE_ENDPOINT",
+            "FLOWLOGD_OPENSEARCH_URL",
+            "FLOWLOGD_TEST_SEARCH_URL",
+            "FLOWLOGD_RUN_DIR",
+            "FLOWLOGD_E2E_BIN",
+            "HOME",
+        ])
+        .unwrap();
+    }
+
+    #[test]
+    fn a_config_path_that_is_a_directory_is_named_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Config::load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("is a directory"), "{e}");
+    }
+
     #[test]
     // figment's Jail closure must return figment's own (large) error type.
     #[allow(clippy::result_large_err)]
@@ -712,7 +1403,7 @@ mod tests {
             jail.set_env("FLOWLOGD_DAEMON__INTERVAL", "soon");
             let e = Config::load(&path).unwrap_err().to_string();
             assert!(
-                e.contains("DAEMON.INTERVAL") && e.contains("FLOWLOGD_") && e.contains("soon"),
+                e.contains("environment variable FLOWLOGD_DAEMON__INTERVAL") && e.contains("soon"),
                 "{e}"
             );
             Ok(())

@@ -95,19 +95,29 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    match crate::registry::Registry::open(&config.registry.path) {
-        Ok(r) => println!(
-            "ok    registry {}: {} entries",
-            config.registry.path.display(),
-            r.len()
-        ),
-        Err(e) if e.to_string().contains("another flowlogd") => println!(
-            "ok    registry {}: in use by a running flowlogd",
-            config.registry.path.display()
-        ),
-        Err(e) => {
-            failures += 1;
-            println!("FAIL  registry: {e}");
+    let registry = &config.registry.path;
+    if !registry.exists() {
+        // Opening would create the whole tree: report instead; `flowlogd run` creates it.
+        let existing = registry.ancestors().skip(1).find(|p| p.is_dir());
+        println!(
+            "warn  registry {}: does not exist (flowlogd run creates it{})",
+            registry.display(),
+            match existing {
+                Some(p) if !p.as_os_str().is_empty() => format!(", below {}", p.display()),
+                _ => String::new(),
+            }
+        );
+    } else {
+        match crate::registry::Registry::open(registry) {
+            Ok(r) => println!("ok    registry {}: {} entries", registry.display(), r.len()),
+            Err(e) if e.to_string().contains("another flowlogd") => println!(
+                "ok    registry {}: in use by a running flowlogd",
+                registry.display()
+            ),
+            Err(e) => {
+                failures += 1;
+                println!("FAIL  registry: {e}");
+            }
         }
     }
     Ok(if failures == 0 {

@@ -107,6 +107,17 @@ pub fn run(cli: Cli) -> ExitCode {
             Some("json") => LogFormat::Json,
             _ => LogFormat::Text,
         });
+    if let Some(flag) = &cli.log_level
+        && let Err(e) = crate::config::check_log_filter("--log-level", flag)
+    {
+        // Not a config key: say "option", not "config key".
+        eprintln!(
+            "flowlogd: {}",
+            e.to_string()
+                .replacen("config key `--log-level`", "option --log-level", 1)
+        );
+        return ExitCode::FAILURE;
+    }
     let level = cli
         .log_level
         .clone()
@@ -129,8 +140,13 @@ pub fn run(cli: Cli) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "flowlogd failed");
-            eprintln!("flowlogd: {e:#}");
+            // Once: as a log line (text or JSON, as configured) where the log shows errors,
+            // else as a plain line, so that a filter such as `off` cannot hide it.
+            if tracing::enabled!(tracing::Level::ERROR) {
+                tracing::error!(error = %format!("{e:#}"), "flowlogd failed");
+            } else {
+                eprintln!("flowlogd: {e:#}");
+            }
             ExitCode::FAILURE
         }
     }
