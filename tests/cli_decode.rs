@@ -201,3 +201,196 @@ fn generated_blob_decodes_to_exactly_the_generated_tuples() {
         assert_eq!(lines(&decoded).len(), records * tuples, "{kind}");
     }
 }
+
+// Issue 9, items 11 and 12: nothing is dropped without a count (invariant 9). Each variant is
+// either accepted (its tuples are printed) or reported on stderr with its offset and exit code 1.
+
+const VNET_TUPLE: &str = "1663146003599,10.0.0.6,52.239.184.180,23956,443,6,O,B,NX,0,0,0,0";
+const NSG_TUPLE: &str = "1542110377,10.5.16.4,13.67.143.118,59831,443,T,O,A,B,,,,";
+
+/// A compact VNet record whose tuple array is written verbatim (`tuples` is JSON array content).
+fn vnet_record(tuples: &str) -> Vec<u8> {
+    let mut r = br#"{"time":"2022-09-14T09:00:52Z","flowLogVersion":4,"flowRecords":{"flows":[{"aclID":"a","flowGroups":[{"rule":"r","flowTuples":["#.to_vec();
+    r.extend_from_slice(tuples.as_bytes());
+    r.extend_from_slice(b"]}]}]}}");
+    r
+}
+
+fn vnet_tuples(n: usize) -> String {
+    vec![format!("\"{VNET_TUPLE}\""); n].join(",")
+}
+
+fn envelope(records: &[&[u8]]) -> Vec<u8> {
+    let mut blob = br#"{"records":["#.to_vec();
+    for (i, r) in records.iter().enumerate() {
+        if i > 0 {
+            blob.push(b',');
+        }
+        blob.extend_from_slice(r);
+    }
+    blob.extend_from_slice(b"]}");
+    blob
+}
+
+fn decode_bytes(bytes: &[u8]) -> (Output, String) {
+    let f = write_temp(bytes);
+    let out = flowlogd(&["decode", f.path().to_str().unwrap()], None);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    (out, stderr)
+}
+
+#[test]
+fn inner_keys_in_upper_case_keep_their_tuples() {
+    let nsg = format!(
+        r#"{{"time":"t","resourceId":"/S","PROPERTIES":{{"VERSION":2,"FLOWS":[{{"RULE":"r","FLOWS":[{{"MAC":"000D3AF87856","FLOWTUPLES":["{NSG_TUPLE}","{NSG_TUPLE}"]}}]}}]}}}}"#
+    );
+    let vnet = format!(
+        r#"{{"time":"t","FLOWLOGVERSION":4,"FLOWRECORDS":{{"FLOWS":[{{"ACLID":"a","FLOWGROUPS":[{{"RULE":"r","FLOWTUPLES":["{VNET_TUPLE}","{VNET_TUPLE}","{VNET_TUPLE}"]}}]}}]}}}}"#
+    );
+    let mixed = format!(
+        r#"{{"time":"t","flowLogVersion":4,"flowRECORDS":{{"fLoWs":[{{"aclID":"a","FlowGROUPS":[{{"rule":"r","FlowTuples":["{VNET_TUPLE}"]}}]}}]}}}}"#
+    );
+    let (out, stderr) = decode_bytes(&envelope(&[
+        nsg.as_bytes(),
+        vnet.as_bytes(),
+        mixed.as_bytes(),
+    ]));
+    assert_eq!(lines(&out).len(), 2 + 3 + 1, "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}
+
+#[test]
+fn a_renamed_flows_key_is_reported_with_its_offset_not_dropped_silently() {
+    let renamed_nsg = format!(
+        r#"{{"time":"t","properties":{{"Version":2,"flowz":[{{"rule":"r","flows":[{{"mac":"m","flowTuples":["{NSG_TUPLE}"]}}]}}]}}}}"#
+    );
+    let renamed_vnet_tuples = format!(
+        r#"{{"time":"t","flowLogVersion":4,"flowRecords":{{"flows":[{{"aclID":"a","flowGroups":[{{"rule":"r","tuples":["{VNET_TUPLE}"]}}]}}]}}}}"#
+    );
+    let good = vnet_record(&vnet_tuples(2));
+    let blob = envelope(&[
+        renamed_nsg.as_bytes(),
+        renamed_vnet_tuples.as_bytes(),
+        &good,
+    ]);
+    let second = 12 + renamed_nsg.len() + 1;
+    let (out, stderr) = decode_bytes(&blob);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(lines(&out).len(), 2, "the good record is kept: {stderr}");
+    assert!(stderr.contains("offset 12:"), "{stderr}");
+    assert!(stderr.contains(&format!("offset {second}:")), "{stderr}");
+    assert!(stderr.contains("flows"), "{stderr}");
+    assert!(stderr.contains("flowTuples"), "{stderr}");
+}
+
+#[test]
+fn two_concatenated_documents_give_every_tuple() {
+    let first = envelope(&[&vnet_record(&vnet_tuples(3))]);
+    let second = envelope(&[&vnet_record(&vnet_tuples(2)), &vnet_record(&vnet_tuples(4))]);
+    for separator in [&b""[..], b"\n", b"\r\n  \n"] {
+        let mut blob = first.clone();
+        blob.extend_from_slice(separator);
+        blob.extend_from_slice(&second);
+        let (out, stderr) = decode_bytes(&blob);
+        assert_eq!(lines(&out).len(), 3 + 2 + 4, "{stderr}");
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+    }
+}
+
+#[test]
+fn bytes_after_the_closing_bracket_are_reported_with_their_offset() {
+    let mut blob = envelope(&[&vnet_record(&vnet_tuples(3))]);
+    let end = blob.len();
+    blob.extend_from_slice(br#"xyz, "records": 1"#);
+    let (out, stderr) = decode_bytes(&blob);
+    assert_eq!(lines(&out).len(), 3, "{stderr}");
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("offset {end}:")), "{stderr}");
+}
+
+#[test]
+fn garbage_before_a_good_record_is_reported_and_the_good_record_kept() {
+    let good = vnet_record(&vnet_tuples(5));
+    // (garbage, offset of the first problem reported, whether the good record survives)
+    let cases: [(&[u8], usize, bool); 11] = [
+        (b"]", 12, true),
+        (b"[1,2]", 12, true),
+        (b"\"a]b\"", 12, true),
+        (b"1]", 12, true),
+        (b"]]", 12, true),
+        (b"}", 12, true),
+        (b"null", 12, true),
+        // An empty, closed envelope: what follows it (`,`) is the garbage.
+        (b"]}", 14, true),
+        (b"] }", 15, true),
+        // A `{` inside a garbage string starts a record that swallows the good one: reported
+        // as a cut record (not recovered, but counted).
+        (b"\"x{y\"", 14, false),
+        (b"{\"a\":\"", 12, false),
+    ];
+    for (garbage, offset, kept) in cases {
+        let mut blob = br#"{"records":["#.to_vec();
+        blob.extend_from_slice(garbage);
+        blob.push(b',');
+        blob.extend_from_slice(&good);
+        blob.extend_from_slice(b"]}");
+        let (out, stderr) = decode_bytes(&blob);
+        let shown = String::from_utf8_lossy(garbage);
+        if kept {
+            assert_eq!(lines(&out).len(), 5, "garbage {shown}: {stderr}");
+        }
+        assert_eq!(out.status.code(), Some(1), "garbage {shown}: {stderr}");
+        assert!(
+            stderr.contains(&format!("offset {offset}:")),
+            "garbage {shown} is reported at offset {offset}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn one_bad_tuple_is_reported_and_the_other_tuples_of_its_record_are_printed() {
+    let cases: [(&str, Vec<u8>); 5] = [
+        ("a number", b"12345".to_vec()),
+        ("an object", br#"{"a":[1,"x"]}"#.to_vec()),
+        (
+            "invalid UTF-8",
+            b"\"1663146003599,10.0.0.6,\xff\xfe,1,2,6,O,B,NX,,,,\"".to_vec(),
+        ),
+        ("a NUL byte", format!("\"{VNET_TUPLE}\0\"").into_bytes()),
+        (
+            "a raw newline",
+            b"\"1663146003599,10.0.0.6,\n1.1.1.1,1,2,6,O,B,NX,,,,\"".to_vec(),
+        ),
+    ];
+    for (what, bad) in cases {
+        let mut tuples = format!("\"{VNET_TUPLE}\",").into_bytes();
+        tuples.extend_from_slice(&bad);
+        tuples.extend_from_slice(format!(",\"{VNET_TUPLE}\",\"{VNET_TUPLE}\"").as_bytes());
+        let mut record = br#"{"time":"2022-09-14T09:00:52Z","flowLogVersion":4,"flowRecords":{"flows":[{"aclID":"a","flowGroups":[{"rule":"r","flowTuples":["#.to_vec();
+        record.extend_from_slice(&tuples);
+        record.extend_from_slice(b"]}]}]}}");
+        let (out, stderr) = decode_bytes(&envelope(&[&record]));
+        assert_eq!(lines(&out).len(), 3, "{what}: {stderr}");
+        assert_eq!(out.status.code(), Some(1), "{what}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{what}: one problem: {stderr}");
+        assert!(
+            stderr.contains("offset 12:") && stderr.contains("tuple 1:"),
+            "{what}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_utf8_bom_before_a_file_is_accepted() {
+    for (rel, tuples) in [
+        ("msdocs/vnet_v4_PT1H.json", 19),
+        ("msdocs/nsg_v2_PT1H.json", 11),
+    ] {
+        let mut bytes = b"\xEF\xBB\xBF".to_vec();
+        bytes.extend_from_slice(&std::fs::read(fixture_path(rel)).unwrap());
+        let (out, stderr) = decode_bytes(&bytes);
+        assert_eq!(lines(&out).len(), tuples, "{rel}: {stderr}");
+        assert_eq!(out.status.code(), Some(0), "{rel}: {stderr}");
+    }
+}

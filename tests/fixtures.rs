@@ -377,3 +377,55 @@ fn ids_are_stable_across_runs_and_differ_across_blobs() {
     assert_eq!(a.ids, b.ids);
     assert!(a.ids.iter().all(|id| !c.ids.contains(id)));
 }
+
+/// Every real sample, rewritten the ways issue 9 found tuples lost: container keys in upper case,
+/// a UTF-8 byte order mark in front, the whole document twice in one file.
+#[test]
+fn every_fixture_keeps_every_tuple_with_upper_case_keys_a_bom_or_concatenated() {
+    for rel in [
+        "msdocs/nsg_v1_PT1H.json",
+        "msdocs/nsg_v2_PT1H.json",
+        "msdocs/vnet_v4_PT1H.json",
+        "elastic/nsg-PT1H.json",
+        "elastic/vnet-PT1H.json",
+    ] {
+        let bytes = fixture(rel);
+        let base = decode_fixture(rel);
+        assert!(base.problems.is_empty(), "{rel}: {:?}", base.problems);
+        assert!(!base.docs.is_empty());
+
+        // Same length, so the documents (offsets included) must be identical.
+        let mut upper = String::from_utf8(bytes.clone()).unwrap();
+        for key in [
+            "flowTuples",
+            "flowGroups",
+            "flowRecords",
+            "flows",
+            "properties",
+        ] {
+            upper = upper.replace(
+                &format!("\"{key}\""),
+                &format!("\"{}\"", key.to_uppercase()),
+            );
+        }
+        assert_ne!(upper.as_bytes(), &bytes[..]);
+        let d = decode_bytes(upper.as_bytes(), rel, 7);
+        assert!(d.problems.is_empty(), "{rel} upper case: {:?}", d.problems);
+        assert_eq!(d.docs, base.docs, "{rel} upper case");
+
+        let mut bom = b"\xEF\xBB\xBF".to_vec();
+        bom.extend_from_slice(&bytes);
+        let d = decode_bytes(&bom, rel, 5);
+        assert!(d.problems.is_empty(), "{rel} with BOM: {:?}", d.problems);
+        assert_eq!(d.docs.len(), base.docs.len(), "{rel} with BOM");
+
+        let mut twice = bytes.clone();
+        twice.push(b'\n');
+        twice.extend_from_slice(&bytes);
+        let d = decode_bytes(&twice, rel, 4096);
+        assert!(d.problems.is_empty(), "{rel} twice: {:?}", d.problems);
+        assert_eq!(d.docs.len(), 2 * base.docs.len(), "{rel} twice");
+        let unique: HashSet<_> = d.ids.iter().collect();
+        assert_eq!(unique.len(), d.ids.len(), "{rel} twice: ids stay unique");
+    }
+}

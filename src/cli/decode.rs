@@ -72,6 +72,7 @@ fn decode_one(
     let mut bulk = BulkBuffer::new();
     let mut chunk = vec![0u8; 1 << 20];
     let mut problems = 0u64;
+    let mut length = 0u64;
     loop {
         let n = match reader.read(&mut chunk) {
             Ok(0) => break,
@@ -79,6 +80,7 @@ fn decode_one(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e).with_context(|| format!("reading {label}")),
         };
+        length += n as u64;
         decoder.feed(&chunk[..n], &mut bulk, &mut |problem| {
             problems += 1;
             eprintln!("{label}: offset {}: {problem}", problem.offset());
@@ -92,19 +94,22 @@ fn decode_one(
         }
         bulk.clear();
     }
+    // Both leftovers run to the end of the file: they start that many bytes before it.
     let end = decoder.finish();
     if end.partial_record_bytes > 0 {
         problems += 1;
         eprintln!(
             "{label}: offset {}: file ends inside a record ({} bytes cut off)",
-            end.resume_offset, end.partial_record_bytes
+            length.saturating_sub(end.partial_record_bytes),
+            end.partial_record_bytes
         );
     }
     if end.trailing_garbage_bytes > 0 {
         problems += 1;
         eprintln!(
             "{label}: offset {}: {} bytes that are not flow-log records",
-            end.resume_offset, end.trailing_garbage_bytes
+            length.saturating_sub(end.trailing_garbage_bytes),
+            end.trailing_garbage_bytes
         );
     }
     let stats = decoder.stats();

@@ -4,7 +4,7 @@
 //! Azure grows a blob by committing one block per record just before the tail `]}`, each block
 //! after the first starting with `,`. A reader that remembers the end of the last complete record
 //! can fetch `[end, length)` later and resume here in [`ScanStart::BetweenRecords`].
-use memchr::{memchr, memchr2, memchr3};
+use memchr::{memchr2, memchr3};
 
 /// Where the first byte fed to a scanner sits in the blob.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +69,8 @@ pub struct RecordScanner {
     /// Absolute offset just past the last complete record or the head.
     resume_offset: u64,
     saw_tail: bool,
+    /// Absolute offset of the `]` that may be the tail, while waiting for the `}` after it.
+    tail_at: u64,
     /// Absolute start of a run of bytes between records that is not a separator.
     garbage_from: Option<u64>,
     max_record_len: usize,
@@ -76,6 +78,65 @@ pub struct RecordScanner {
 
 /// Records larger than this are reported as malformed instead of growing the buffer forever.
 pub const DEFAULT_MAX_RECORD_LEN: usize = 256 * 1024 * 1024;
+
+/// UTF-8 byte order mark, accepted (and skipped) before a document.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// A head longer than this (whitespace included) is not one: Azure writes 12 bytes, pretty
+/// printers a few more. Also bounds what is buffered while a head is incomplete.
+const MAX_HEAD_LEN: usize = 1024;
+
+enum HeadMatch {
+    /// `{`, one key, `:` and `[`, with optional whitespace: this many bytes.
+    Head(usize),
+    /// Something else: a bare record starts here.
+    NotAHead,
+    /// More input is needed to tell.
+    Incomplete,
+}
+
+/// Whether `input` (starting with `{`) begins with a head `{"records":[`, in any spacing.
+fn head_len(input: &[u8]) -> HeadMatch {
+    let window = &input[..input.len().min(MAX_HEAD_LEN)];
+    let incomplete = if input.len() > MAX_HEAD_LEN {
+        HeadMatch::NotAHead
+    } else {
+        HeadMatch::Incomplete
+    };
+    let skip_ws = |from: usize| {
+        window[from..]
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())
+            .map(|i| from + i)
+    };
+    let Some(quote) = skip_ws(1) else {
+        return incomplete;
+    };
+    if window[quote] != b'"' {
+        return HeadMatch::NotAHead;
+    }
+    let Some(key_len) = memchr2(b'"', b'\\', &window[quote + 1..]) else {
+        return incomplete;
+    };
+    let key_end = quote + 1 + key_len;
+    if window[key_end] != b'"' {
+        return HeadMatch::NotAHead;
+    }
+    let Some(colon) = skip_ws(key_end + 1) else {
+        return incomplete;
+    };
+    if window[colon] != b':' {
+        return HeadMatch::NotAHead;
+    }
+    let Some(bracket) = skip_ws(colon + 1) else {
+        return incomplete;
+    };
+    if window[bracket] == b'[' {
+        HeadMatch::Head(bracket + 1)
+    } else {
+        HeadMatch::NotAHead
+    }
+}
 
 impl RecordScanner {
     /// A scanner whose first fed byte is at absolute `offset` of the blob.
@@ -93,6 +154,7 @@ impl RecordScanner {
             in_string: false,
             resume_offset: offset,
             saw_tail: false,
+            tail_at: 0,
             garbage_from: None,
             max_record_len: DEFAULT_MAX_RECORD_LEN,
         }
@@ -116,6 +178,8 @@ impl RecordScanner {
         let end = self.buf_offset + self.buf.len() as u64;
         let partial_record_bytes = match self.state {
             State::InRecord => end - (self.buf_offset + self.record_start as u64),
+            // A head (or a byte order mark) not complete yet: `pos` is at its first byte.
+            State::Head => end - self.abs(self.pos),
             _ => 0,
         };
         let trailing_garbage_bytes = self.garbage_from.map_or(0, |from| end - from);
@@ -159,28 +223,44 @@ impl RecordScanner {
                         return;
                     };
                     let start = self.pos + i;
-                    if self.buf[start] != b'{' {
-                        // Not a PT1H.json envelope: treat what follows as a bare record sequence.
-                        self.state = State::Between;
+                    let rest = &self.buf[start..];
+                    // Editors and some exporters put a UTF-8 byte order mark before the document.
+                    if rest.starts_with(BOM) {
+                        self.pos = start + BOM.len();
                         continue;
                     }
-                    let Some(j) = memchr(b'[', &self.buf[start..]) else {
-                        return;
-                    };
-                    let head_end = start + j + 1;
-                    let head = &self.buf[start + 1..head_end - 1];
-                    if head.contains(&b'{') || head.contains(&b'}') {
-                        // `{` followed by something other than `"key":[`: a bare record, not a head.
+                    if BOM.starts_with(rest) {
                         self.pos = start;
+                        return;
+                    }
+                    if rest[0] != b'{' {
+                        // Neither an envelope nor a record: garbage up to the next record (a
+                        // `]` here is part of it, not a tail).
+                        self.garbage_from.get_or_insert(self.abs(start));
+                        self.pos = start + 1;
                         self.state = State::Between;
                         continue;
                     }
-                    self.pos = head_end;
-                    self.resume_offset = self.abs(head_end);
-                    emit(ScanEvent::Head {
-                        len: self.abs(head_end),
-                    });
-                    self.state = State::Between;
+                    match head_len(rest) {
+                        HeadMatch::Incomplete => {
+                            self.pos = start;
+                            return;
+                        }
+                        HeadMatch::NotAHead => {
+                            // A bare record (a sequence of records without the envelope).
+                            self.pos = start;
+                            self.state = State::Between;
+                        }
+                        HeadMatch::Head(len) => {
+                            let head_end = start + len;
+                            self.pos = head_end;
+                            self.resume_offset = self.abs(head_end);
+                            emit(ScanEvent::Head {
+                                len: self.abs(head_end),
+                            });
+                            self.state = State::Between;
+                        }
+                    }
                 }
                 State::Between => {
                     let Some(i) = self.buf[self.pos..]
@@ -210,10 +290,9 @@ impl RecordScanner {
                             self.state = State::InRecord;
                         }
                         b']' => {
-                            emit(ScanEvent::Tail {
-                                offset: self.abs(at),
-                            });
-                            self.saw_tail = true;
+                            // The tail only if `}` follows: a `]` among garbage must not end
+                            // the records and hide the ones after it.
+                            self.tail_at = self.abs(at);
                             self.pos = at + 1;
                             self.state = State::Tail;
                         }
@@ -236,9 +315,28 @@ impl RecordScanner {
                     }
                 }
                 State::Tail => {
-                    // Nothing after the tail matters: Azure only ever inserts records before it.
-                    self.pos = self.buf.len();
-                    return;
+                    let Some(i) = self.buf[self.pos..]
+                        .iter()
+                        .position(|b| !b.is_ascii_whitespace())
+                    else {
+                        self.pos = self.buf.len();
+                        return;
+                    };
+                    let at = self.pos + i;
+                    if self.buf[at] == b'}' {
+                        emit(ScanEvent::Tail {
+                            offset: self.tail_at,
+                        });
+                        self.saw_tail = true;
+                        self.pos = at + 1;
+                        // Azure never writes after the tail, but files concatenated by hand do:
+                        // another document (or anything) may follow, and is scanned, not ignored.
+                        self.state = State::Head;
+                    } else {
+                        self.garbage_from.get_or_insert(self.tail_at);
+                        self.pos = at;
+                        self.state = State::Between;
+                    }
                 }
             }
         }
@@ -485,6 +583,156 @@ mod tests {
             for chunk in [1, 7, 300] {
                 let _ = scan_in_chunks(&data, ScanStart::Head, 0, chunk);
             }
+        }
+    }
+    fn problems(events: &[Owned]) -> Vec<(u64, u64)> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Owned::Malformed(offset, len) => Some((*offset, *len)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn records(events: &[Owned]) -> Vec<(u64, String)> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Owned::Record(offset, text) => Some((*offset, text.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_utf8_bom_before_the_head_is_skipped_in_every_chunk_size() {
+        let input = b"\xEF\xBB\xBF{\n  \"records\": [\n    {\"time\":1}\n  ]\n}\n";
+        for chunk in 1..input.len() + 1 {
+            let (events, end) = scan_in_chunks(input, ScanStart::Head, 0, chunk);
+            assert_eq!(
+                events,
+                vec![
+                    Owned::Head(19),
+                    Owned::Record(24, "{\"time\":1}".into()),
+                    Owned::Tail(37),
+                ],
+                "chunk size {chunk}"
+            );
+            assert_eq!(end.trailing_garbage_bytes, 0);
+            assert_eq!(end.partial_record_bytes, 0);
+        }
+    }
+
+    #[test]
+    fn concatenated_documents_are_all_scanned() {
+        let input =
+            b"{\"records\":[{\"time\":\"a\"}]}\n{\"records\":[{\"time\":\"b\"},{\"time\":\"c\"}]}";
+        for chunk in 1..input.len() + 1 {
+            let (events, end) = scan_in_chunks(input, ScanStart::Head, 0, chunk);
+            assert_eq!(
+                records(&events),
+                vec![
+                    (12, r#"{"time":"a"}"#.into()),
+                    (39, r#"{"time":"b"}"#.into()),
+                    (52, r#"{"time":"c"}"#.into()),
+                ],
+                "chunk size {chunk}"
+            );
+            assert_eq!(problems(&events), vec![], "chunk size {chunk}");
+            assert_eq!(end.resume_offset, 64);
+            assert_eq!(end.trailing_garbage_bytes, 0);
+        }
+    }
+
+    #[test]
+    fn bytes_after_the_tail_are_reported_not_ignored() {
+        let input = br#"{"records":[{"time":"a"}]}xyz{"time":"b"}"#;
+        let (events, _) = scan_in_chunks(input, ScanStart::Head, 0, 4);
+        assert_eq!(problems(&events), vec![(26, 3)]);
+        assert_eq!(records(&events)[1], (29, r#"{"time":"b"}"#.into()));
+        let input = br#"{"records":[{"time":"a"}]} ]} "#;
+        let (events, end) = scan_in_chunks(input, ScanStart::Head, 0, 5);
+        assert_eq!(problems(&events), vec![]);
+        assert_eq!(
+            end.trailing_garbage_bytes, 3,
+            "`]}}` and a space are not a record"
+        );
+    }
+
+    #[test]
+    fn a_bracket_among_garbage_between_records_does_not_end_the_records() {
+        for (garbage, reported) in [
+            // Each reported run ends where the next record (or tail candidate) starts.
+            (&b"]"[..], vec![(12, 2)]),
+            (b"[1,2]", vec![(12, 4), (16, 2)]),
+            (b"] ", vec![(12, 3)]),
+            (b"]]", vec![(12, 1), (13, 2)]),
+        ] {
+            let mut input = br#"{"records":["#.to_vec();
+            input.extend_from_slice(garbage);
+            input.extend_from_slice(br#",{"time":"b"}]}"#);
+            for chunk in 1..input.len() + 1 {
+                let (events, end) = scan_in_chunks(&input, ScanStart::Head, 0, chunk);
+                let shown = String::from_utf8_lossy(garbage);
+                assert_eq!(problems(&events), reported, "{shown} in chunks of {chunk}");
+                assert_eq!(records(&events).len(), 1, "{shown} in chunks of {chunk}");
+                assert!(end.saw_tail);
+            }
+        }
+    }
+
+    #[test]
+    fn a_bare_record_is_not_taken_for_a_head() {
+        // `{"time":"t","flows":[` looks like a head to a scanner that only looks for `[`.
+        let input = br#"{"time":"t","flows":["1"]}{"time":"u","flows":[]}"#;
+        let (events, end) = scan_in_chunks(input, ScanStart::Head, 0, 3);
+        assert_eq!(records(&events).len(), 2, "{events:?}");
+        assert_eq!(end.resume_offset, input.len() as u64);
+    }
+
+    #[test]
+    fn a_cut_head_is_reported_as_a_partial_record() {
+        let (events, end) = scan_in_chunks(b"  {\"recor", ScanStart::Head, 0, 2);
+        assert_eq!(events, vec![]);
+        assert_eq!(end.partial_record_bytes, 7);
+        assert_eq!(end.resume_offset, 0);
+    }
+
+    /// Pieces a PT1H.json stream, valid or not, can be made of.
+    const FRAGMENTS: [&[u8]; 12] = [
+        b"{\"records\":[",
+        b"{\n \"records\" : [\n",
+        b"\xEF\xBB\xBF",
+        b"{\"time\":\"a\",\"x\":\"]}{\"}",
+        b",",
+        b"]}",
+        b"]",
+        b"}",
+        b"garbage",
+        b" \n",
+        b"{\"time\":\"b\",\"y\":{\"z\":[1]}}",
+        b"\"q\\\"",
+    ];
+
+    proptest::proptest! {
+        #[test]
+        fn any_chunking_of_any_fragments_gives_the_same_events(
+            pieces in proptest::collection::vec(0usize..12, 0..12),
+            chunk in 1usize..40,
+        ) {
+            let input: Vec<u8> = pieces.iter().flat_map(|i| FRAGMENTS[*i].iter().copied()).collect();
+            let (whole, whole_end) = scan_in_chunks(&input, ScanStart::Head, 0, input.len().max(1));
+            let (chunked, chunked_end) = scan_in_chunks(&input, ScanStart::Head, 0, chunk);
+            proptest::prop_assert_eq!(&whole, &chunked);
+            proptest::prop_assert_eq!(whole_end, chunked_end);
+            proptest::prop_assert!(problems(&whole).iter().all(|(_, len)| *len > 0), "{whole:?}");
+            // Every byte is a record, a known envelope byte, or counted: nothing vanishes silently.
+            let reported: u64 = problems(&whole).iter().map(|(_, len)| len).sum::<u64>()
+                + whole_end.trailing_garbage_bytes
+                + whole_end.partial_record_bytes;
+            let in_records: u64 = records(&whole).iter().map(|(_, r)| r.len() as u64).sum();
+            proptest::prop_assert!(reported + in_records <= input.len() as u64);
         }
     }
 }
