@@ -642,8 +642,8 @@ async fn a_malformed_record_in_the_middle_is_reported_and_the_reader_resynchroni
     let w = writer(&azurite, CONTAINER).await;
     let blob = gen_blob(GenKind::Vnet, "fl-malformed", this_hour(), 6, TUPLES, 101);
     let good = records_of(&blob);
-    // A record cut short (the next record starts inside it), a record that is balanced JSON
-    // but not a flow-log record, and bytes that are not a record at all.
+    // A record cut short (the next record starts inside it), a record whose only tuple is not
+    // a string, and bytes that are not a record at all.
     let cut = Bytes::from_static(
         br#"{"time":"2026-11-21T16:02:52.0000000Z","flowLogVersion":4,"flowRecords":{"flows":["#,
     );
@@ -691,12 +691,17 @@ async fn a_malformed_record_in_the_middle_is_reported_and_the_reader_resynchroni
         }
         other => panic!("cut record reported as {other:?}"),
     }
+    // Its only tuple is a number: that tuple is the problem (issue 9, item 12), not the record.
     match &read.problems[1] {
-        DecodeProblem::Record { offset, error } => {
-            assert_eq!(*offset, bad_json_at);
-            assert!(error.to_string().contains("not valid JSON"), "{error}");
+        DecodeProblem::Tuple {
+            offset,
+            tuple_index,
+            error,
+        } => {
+            assert_eq!((*offset, *tuple_index), (bad_json_at, 0));
+            assert_eq!(error.tuple, "42");
         }
-        other => panic!("bad record reported as {other:?}"),
+        other => panic!("bad tuple reported as {other:?}"),
     }
     match &read.problems[2] {
         DecodeProblem::Malformed {
@@ -735,7 +740,7 @@ async fn a_malformed_record_in_the_middle_is_reported_and_the_reader_resynchroni
     assert_eq!(run.summary.bytes_new, len_after);
     for (offset, reason) in [
         (cut_at, "cut short"),
-        (bad_json_at, "not valid JSON"),
+        (bad_json_at, "a number instead of a string"),
         (garbage_at, "between records"),
     ] {
         let line = run

@@ -838,25 +838,33 @@ impl Es {
         )
     }
 
-    /// Documents in `indices` after a refresh (0 when none exists yet).
+    /// Documents in `indices` after a refresh (0 when none exists yet). An index created a
+    /// moment ago (by the daemon's first bulk) answers 503 "all shards failed" until its
+    /// primary shard has started: that is waited out (up to 30 s), anything else panics.
     pub async fn count(&self, indices: &str) -> u64 {
-        self.call(
-            Method::Post,
-            &format!("{indices}/_refresh?ignore_unavailable=true&allow_no_indices=true"),
-            None,
-        )
-        .await;
-        let (status, body) = self
-            .call(
-                Method::Get,
-                &format!("{indices}/_count?ignore_unavailable=true&allow_no_indices=true"),
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            self.call(
+                Method::Post,
+                &format!("{indices}/_refresh?ignore_unavailable=true&allow_no_indices=true"),
                 None,
             )
             .await;
-        match status {
-            200 => body["count"].as_u64().expect("count"),
-            404 => 0,
-            _ => panic!("count {indices}: {status} {body}"),
+            let (status, body) = self
+                .call(
+                    Method::Get,
+                    &format!("{indices}/_count?ignore_unavailable=true&allow_no_indices=true"),
+                    None,
+                )
+                .await;
+            match status {
+                200 => return body["count"].as_u64().expect("count"),
+                404 => return 0,
+                503 if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                _ => panic!("count {indices}: {status} {body}"),
+            }
         }
     }
 

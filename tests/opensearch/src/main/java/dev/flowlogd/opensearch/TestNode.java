@@ -14,6 +14,7 @@ import java.util.concurrent.TimeUnit;
 
 import org.opensearch.Version;
 import org.opensearch.action.admin.cluster.health.ClusterHealthResponse;
+import org.opensearch.common.Priority;
 import org.opensearch.common.settings.Settings;
 import org.opensearch.common.unit.TimeValue;
 import org.opensearch.core.common.transport.TransportAddress;
@@ -127,8 +128,13 @@ public final class TestNode {
         }, "flowlogd-opensearch-shutdown"));
 
         node.start();
+        // Yellow alone can be reported before the indices of an existing data folder are
+        // recovered (a restart): searches would then fail with 503 "all shards failed". Wait
+        // until the cluster state has settled and no shard is still initializing.
         ClusterHealthResponse health = node.client().admin().cluster().prepareHealth()
             .setWaitForYellowStatus()
+            .setWaitForEvents(Priority.LANGUID)
+            .setWaitForNoInitializingShards(true)
             .setTimeout(TimeValue.timeValueSeconds(120))
             .get();
         if (health.isTimedOut()) {
