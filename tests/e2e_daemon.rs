@@ -15,6 +15,7 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -1489,6 +1490,81 @@ async fn blobs_of_older_hours_whose_first_reads_fail_are_read_by_a_later_run() {
         &format!("after {} runs: {runs:?}", runs.len()),
     )
     .await;
+    es.cleanup().await;
+}
+
+// Issue 9, item 1: a decode problem whose dead-letter line cannot be written must not be
+// committed past. `/dev/full` opens fine (so startup succeeds) and refuses every write (ENOSPC),
+// like a full disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_record_whose_dead_letter_cannot_be_written_is_not_committed_past() {
+    let azurite = Azurite::start().expect("azurite");
+    let es = Es::engine("dead_letter_cannot_be_written");
+    let (_, vnet) = container(&azurite, VNET_CONTAINER).await;
+    let hour = current_hour();
+    let ms = |s: i64| s * 1000;
+    let mac = "00224871C2C3";
+    let records = [
+        vnet_record(
+            hour + 52,
+            mac,
+            &[vnet_tuple(ms(hour + 3), 1), vnet_tuple(ms(hour + 40), 2)],
+        ),
+        format!(
+            "{{\"time\":\"x\",\"flowLogVersion\":4,\"macAddress\":\"{mac}\",\"flowRecords\":{{\"flows\":[]}}, broken }}"
+        ),
+        vnet_record(
+            hour + 172,
+            mac,
+            &[vnet_tuple(ms(hour + 130), 3), vnet_tuple(ms(hour + 150), 4)],
+        ),
+    ];
+    let blob = vnet_blob_name(hour, mac);
+    let bytes: Vec<Bytes> = records.iter().map(|r| Bytes::from(r.clone())).collect();
+    vnet.append_flow_log_records(&blob, &bytes)
+        .await
+        .expect("upload");
+    let malformed_at = 12 + records[0].len() as u64 + 1;
+
+    let mut config = TestConfig::new(
+        &es.url,
+        vec![SourceSpec::azurite(
+            "vnet",
+            VNET_CONTAINER,
+            &azurite,
+            &es.pattern("vnet"),
+        )],
+    )
+    .es(&es.config_lines);
+    config.dead_letter_override = Some(PathBuf::from("/dev/full"));
+    let out = flowlogd(&config.write(), &["once"], &[]).await;
+    let s = out.summary();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a lost dead letter is a failed run: {s:?}\n{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("dead-letter"), "{}", out.stderr);
+    let entries = config.registry_entries().await;
+    let offset = entries
+        .iter()
+        .find(|(name, ..)| *name == blob)
+        .map_or(0, |e| e.1);
+    assert!(
+        offset <= malformed_at,
+        "committed past the malformed record at {malformed_at} (offset {offset}) without its dead letter"
+    );
+
+    // With a writable file, the next run dead-letters it and indexes everything once.
+    config.dead_letter_override = None;
+    let out = flowlogd(&config.write(), &["once"], &[]).await;
+    assert!(out.status.success(), "{}", out.stderr);
+    let lines = config.dead_letters();
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert_eq!(lines[0]["offset"], malformed_at);
+    es.assert_exactly_once(&es.all(), 4, "after the dead letter could be written")
+        .await;
     es.cleanup().await;
 }
 

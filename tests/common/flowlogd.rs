@@ -109,6 +109,8 @@ pub struct TestConfig {
     pub daemon: String,
     /// `[http].listen`; empty disables the listener.
     pub listen: String,
+    /// `dead_letter_path` instead of `dead-letter.ndjson` in the config's folder.
+    pub dead_letter_override: Option<PathBuf>,
     pub sources: Vec<SourceSpec>,
 }
 
@@ -125,6 +127,7 @@ impl TestConfig {
             backoff: ("50ms", "500ms"),
             daemon: String::new(),
             listen: String::new(),
+            dead_letter_override: None,
             sources,
         }
     }
@@ -138,7 +141,9 @@ impl TestConfig {
     }
 
     pub fn dead_letter_path(&self) -> PathBuf {
-        self.dir.path().join("dead-letter.ndjson")
+        self.dead_letter_override
+            .clone()
+            .unwrap_or_else(|| self.dir.path().join("dead-letter.ndjson"))
     }
 
     pub fn registry_path(&self) -> PathBuf {
