@@ -594,16 +594,23 @@ impl App {
                 set.spawn(async move {
                     let m = &metrics.sources[index];
                     let blob_path = format!("{container}/{}", task.blob.name);
-                    let mut on_problem = |problem: DecodeProblem| {
-                        m.add(&m.decode_problems, 1);
-                        tracing::warn!(source = %source_name, blob = %task.blob.name, offset = problem.offset(), problem = %problem, "undecodable input dead-lettered; continuing with the next record");
+                    // Written and synced before the chunk covering it can be committed: a
+                    // problem whose line cannot be stored stops the read (see `read_blob`).
+                    let mut on_problem = |problem: DecodeProblem| -> Result<(), String> {
                         let excerpt = match &problem {
                             DecodeProblem::Tuple { error, .. } => error.tuple.as_bytes().to_vec(),
                             _ => Vec::new(),
                         };
-                        if let Err(e) = dead_letter.write_problem(&blob_path, problem.offset(), &problem.to_string(), &excerpt) {
-                            tracing::error!(path = %dead_letter.path().display(), error = %e, "cannot write the dead-letter file");
+                        let written = dead_letter
+                            .write_problem(&blob_path, problem.offset(), &problem.to_string(), &excerpt)
+                            .and_then(|()| dead_letter.sync());
+                        if let Err(e) = written {
+                            tracing::error!(source = %source_name, blob = %task.blob.name, offset = problem.offset(), path = %dead_letter.path().display(), error = %e, "cannot write the dead-letter file; the read stops before this input and is tried again next poll");
+                            return Err(e.to_string());
                         }
+                        m.add(&m.decode_problems, 1);
+                        tracing::warn!(source = %source_name, blob = %task.blob.name, offset = problem.offset(), problem = %problem, "undecodable input dead-lettered; continuing with the next record");
+                        Ok(())
                     };
                     let result = read_blob(&client, &mut encoder, index, &task, limits, &tx, &mut on_problem).await;
                     (task, result)

@@ -50,6 +50,12 @@ pub enum ReadError {
     Storage(#[from] StorageError),
     #[error("the pipeline is shutting down")]
     Closed,
+    /// A decode problem could not be recorded (the dead-letter file refused the write): the
+    /// read stops before the chunk that covers it, so that offset is never committed.
+    #[error(
+        "cannot record an undecodable record in the dead-letter file ({0}); the read stops before it and is tried again next poll"
+    )]
+    ProblemNotRecorded(String),
 }
 
 /// What a finished read did.
@@ -71,8 +77,10 @@ pub struct ReadLimits {
 }
 
 /// Reads one blob's new bytes and sends its chunks to `tx` (bounded: a slow sink slows the read).
-/// Decode problems go to `problems` (to be counted and dead-lettered) before the chunk that
-/// covers them is sent.
+/// Decode problems go to `problems` (to be counted and dead-lettered, durably) before the chunk
+/// that covers them is sent; when `problems` fails, the read ends with
+/// [`ReadError::ProblemNotRecorded`] and that chunk is never sent (invariant 9: nothing
+/// dropped without a record of it).
 #[allow(clippy::too_many_arguments)]
 pub async fn read_blob(
     client: &StorageClient,
@@ -81,7 +89,7 @@ pub async fn read_blob(
     task: &ReadTask,
     limits: ReadLimits,
     tx: &mpsc::Sender<Chunk>,
-    problems: &mut (dyn FnMut(DecodeProblem) + Send),
+    problems: &mut (dyn FnMut(DecodeProblem) -> Result<(), String> + Send),
 ) -> Result<ReadOutcome, ReadError> {
     let length = task.blob.content_length;
     let name: Arc<str> = Arc::from(task.blob.name.as_str());
@@ -105,7 +113,17 @@ pub async fn read_blob(
     while let Some(piece) = stream.next().await {
         let bytes = piece?;
         outcome.bytes += bytes.len() as u64;
-        decoder.feed(&bytes, &mut docs, problems);
+        let mut not_recorded = None;
+        decoder.feed(&bytes, &mut docs, &mut |problem| {
+            if not_recorded.is_none()
+                && let Err(e) = problems(problem)
+            {
+                not_recorded = Some(e);
+            }
+        });
+        if let Some(reason) = not_recorded {
+            return Err(ReadError::ProblemNotRecorded(reason));
+        }
         if docs.body.len() >= limits.chunk_bytes {
             let to = decoder.finish().resume_offset;
             newest = newest.max(decoder.stats().newest_time_ms);

@@ -235,7 +235,10 @@ impl Follower {
         let limits = self.limits;
         let read = async {
             let tx = tx;
-            let mut on_problem = |p: DecodeProblem| problems.push(p);
+            let mut on_problem = |p: DecodeProblem| -> Result<(), String> {
+                problems.push(p);
+                Ok(())
+            };
             read_blob(client, encoder, 0, &task, limits, &tx, &mut on_problem).await
         };
         let collect = async {
