@@ -394,3 +394,54 @@ fn a_utf8_bom_before_a_file_is_accepted() {
         assert_eq!(out.status.code(), Some(0), "{rel}: {stderr}");
     }
 }
+
+// Issue 9, item 15: a missing file among several is reported, and the files after it are
+// still decoded.
+#[test]
+fn a_missing_file_among_several_is_reported_and_the_others_are_still_decoded() {
+    let out = flowlogd(
+        &[
+            "decode",
+            &fixture_path("msdocs/nsg_v1_PT1H.json"),
+            "/nonexistent/PT1H.json",
+            &fixture_path("msdocs/vnet_v4_PT1H.json"),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1), "a missing file is a failure");
+    assert_eq!(lines(&out).len(), 12 + 19, "both readable files decoded");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("/nonexistent/PT1H.json") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+}
+
+// Issue 9, item 15: the README lists exactly the date tokens the parser accepts (its error
+// message is the parser's own list).
+#[test]
+fn the_readme_lists_the_date_tokens_the_index_pattern_parser_accepts() {
+    let out = flowlogd(
+        &[
+            "decode",
+            "--index",
+            "flows-%{+QQ}",
+            &fixture_path("msdocs/nsg_v1_PT1H.json"),
+        ],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let listed = stderr
+        .split("(supported: ")
+        .nth(1)
+        .and_then(|rest| rest.split(", 'quoted text')").next())
+        .unwrap_or_else(|| panic!("no token list in: {stderr}"));
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    for token in listed.split(", ") {
+        assert!(
+            readme.contains(&format!("`{token}`")),
+            "README does not list the accepted token `{token}`"
+        );
+    }
+}

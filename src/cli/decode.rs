@@ -47,7 +47,15 @@ pub fn run(args: DecodeArgs) -> anyhow::Result<ExitCode> {
         let reader: Box<dyn Read> = if label == "-" {
             Box::new(io::stdin().lock())
         } else {
-            Box::new(File::open(path).with_context(|| format!("cannot open {label}"))?)
+            match File::open(path) {
+                Ok(f) => Box::new(f),
+                // One unreadable file fails the run, not the files after it.
+                Err(e) => {
+                    problems += 1;
+                    eprintln!("{label}: cannot open: {e}");
+                    continue;
+                }
+            }
         };
         let blob_name = args.blob.clone().unwrap_or_else(|| label.clone());
         problems += decode_one(&mut encoder, &args, &label, &blob_name, reader, &mut out)?;
