@@ -793,6 +793,61 @@ async fn serve(
     }
 }
 
+// Issue 9, item 2: an item that keeps failing with a 5xx while the rest of its batch is
+// accepted (a broken shard) must not be retried forever: it would pin its blob and hold a
+// delivery permit. After `item_retry_timeout` it is dead-lettered with the status and the last
+// error, and the delivery ends.
+#[tokio::test]
+async fn an_item_failing_with_503_past_item_retry_timeout_is_dead_lettered_and_delivery_ends() {
+    fn script(_: u32) -> Fault {
+        Fault::None
+    }
+    // Odd hashes get 503 from the responder; every tenth document fails on every attempt.
+    fn broken(id: &str, _attempt: u32) -> bool {
+        id_hash(id) % 10 == 1
+    }
+    let responder = Responder::start(script, broken).await;
+    let dir = tempfile::tempdir().unwrap();
+    let dead_letters = dir.path().join("dl.ndjson");
+    let config = sink_config(
+        &responder.url,
+        &format!(
+            "item_retry_timeout = \"1s\"\ndead_letter_path = \"{}\"",
+            dead_letters.display()
+        ),
+    );
+    let sink = BulkSink::new(&config).unwrap();
+    let batch = Batch::generated(GenKind::Vnet, 7, 20, 10, Schema::Ecs, "flows-%{+xxxx.ww}");
+    let n = batch.len();
+    let broken_ids: Vec<usize> = (0..n).filter(|&i| broken(&batch.id(i), 1)).collect();
+    assert!(!broken_ids.is_empty(), "the batch has no broken document");
+
+    let report = tokio::time::timeout(
+        Duration::from_secs(60),
+        sink.deliver(&batch.buffer, &batch.origin(), &CancellationToken::new()),
+    )
+    .await
+    .expect("delivery still retrying a broken item after 60 s")
+    .unwrap();
+    assert_eq!(report.dead_lettered, broken_ids.len(), "{report:?}");
+    assert_eq!(report.created, n - broken_ids.len(), "{report:?}");
+    let lines: Vec<Value> = std::fs::read_to_string(&dead_letters)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), broken_ids.len());
+    for line in &lines {
+        assert_eq!(line["status"], 503, "{line}");
+        let reason = line["error"]["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains("item_retry_timeout"), "{line}");
+        assert_eq!(
+            line["error"]["last_error"]["type"], "unavailable_shards_exception",
+            "{line}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn scripted_faults_end_with_every_document_indexed_exactly_once() {
     // What the responder simulates, request by request: a whole-request 503 (cluster
