@@ -253,6 +253,15 @@ pub struct ElasticsearchConfig {
     /// `retry_initial_backoff` to `"1h"`. Default: `"60s"`.
     #[serde(default = "default_retry_max", deserialize_with = "de_duration")]
     pub retry_max_backoff: Duration,
+    /// How long one document may keep failing with a 5xx (or another retryable status except
+    /// 429) while the cluster answers: past it, the document is dead-lettered with its last
+    /// error, so that a broken shard cannot pin its blob and a delivery permit for ever. 429
+    /// (backpressure) is always retried. `"1s"` to `"7d"`. Default: `"10m"`.
+    #[serde(
+        default = "default_item_retry_timeout",
+        deserialize_with = "de_duration"
+    )]
+    pub item_retry_timeout: Duration,
     /// Documents Elasticsearch rejects (mapping errors, other 4xx) are appended here as NDJSON
     /// with the reason, blob and offset. Default: `dead-letter.ndjson` beside the registry.
     #[serde(default)]
@@ -359,6 +368,7 @@ default_fns! {
     default_max_in_flight: usize = 2;
     default_retry_initial: Duration = Duration::from_millis(500);
     default_retry_max: Duration = Duration::from_secs(60);
+    default_item_retry_timeout: Duration = Duration::from_secs(600);
     default_true: bool = true;
     default_one: u32 = 1;
     default_registry_path: PathBuf = PathBuf::from("/var/lib/flowlogd/registry");
@@ -942,6 +952,12 @@ impl ElasticsearchConfig {
                 ),
             )
         })?;
+        check_duration(
+            key("item_retry_timeout"),
+            self.item_retry_timeout,
+            Duration::from_secs(1),
+            7 * DAY,
+        )?;
         // Elasticsearch and OpenSearch refuse more than 1024 shards per index.
         check_count(
             key("number_of_shards"),

@@ -324,6 +324,7 @@ struct Inner {
     dead_letter: DeadLetter,
     initial_backoff: Duration,
     max_backoff: Duration,
+    item_retry_timeout: Duration,
     install_template: bool,
     template_options: TemplateOptions,
     delete_after: Option<Duration>,
@@ -396,6 +397,7 @@ impl BulkSink {
                 dead_letter,
                 initial_backoff: config.retry_initial_backoff,
                 max_backoff: config.retry_max_backoff,
+                item_retry_timeout: config.item_retry_timeout,
                 install_template: config.install_template,
                 template_options: TemplateOptions {
                     number_of_shards: config.number_of_shards,
@@ -641,6 +643,9 @@ impl BulkSink {
         let mut report = DeliveryReport::default();
         let mut pending: Vec<usize> = (0..batch.len()).collect();
         let mut round_backoff = Backoff::new(self.inner.initial_backoff, self.inner.max_backoff);
+        // When each item first failed with a retryable status other than 429.
+        let mut failing_since: std::collections::HashMap<usize, Instant> =
+            std::collections::HashMap::new();
         while !pending.is_empty() {
             let mut retry: Vec<usize> = Vec::new();
             let mut sample: Option<(u16, Option<Value>)> = None;
@@ -654,6 +659,21 @@ impl BulkSink {
                             match outcome {
                                 ItemOutcome::Created => report.created += 1,
                                 ItemOutcome::AlreadyExisted => report.already_existed += 1,
+                                ItemOutcome::Retry { status, error } if status != 429 => {
+                                    let since =
+                                        *failing_since.entry(i).or_insert_with(Instant::now);
+                                    if since.elapsed() >= self.inner.item_retry_timeout {
+                                        rejected.push((
+                                            i,
+                                            status,
+                                            gave_up(status, since.elapsed(), error),
+                                        ));
+                                    } else {
+                                        sample.get_or_insert((status, error));
+                                        retry.push(i);
+                                    }
+                                }
+                                // Backpressure: retried for as long as it lasts.
                                 ItemOutcome::Retry { status, error } => {
                                     sample.get_or_insert((status, error));
                                     retry.push(i);
@@ -1057,6 +1077,19 @@ fn plan_templates(targets: &[SetupTarget]) -> Result<Vec<PlannedTemplate>, SinkE
         });
     }
     Ok(plan)
+}
+
+/// The error recorded for an item given up after `item_retry_timeout`: says so, keeps the
+/// engine's last error.
+fn gave_up(status: u16, failing_for: Duration, last_error: Option<Value>) -> Value {
+    json!({
+        "type": "flowlogd_item_retries_exhausted",
+        "reason": format!(
+            "the item kept failing with HTTP {status} for {} s while other items were accepted; given up after item_retry_timeout",
+            failing_for.as_secs()
+        ),
+        "last_error": last_error.unwrap_or(Value::Null),
+    })
 }
 
 /// The action and document lines of `items` of `batch`, as one bulk body.
