@@ -397,6 +397,7 @@ impl App {
                 }
             };
             let settled = now_ms - blob.last_modified.timestamp_millis() >= settle_ms;
+            let unseen = entry.is_none();
             let from = match entry {
                 None if first_run && source.config.start == StartPolicy::StartFresh => {
                     self.record_fresh_start(source, blob, now_ms).await;
@@ -453,8 +454,7 @@ impl App {
             // active entry) until it is read: its hour may never be "current or previous"
             // again (a first run's backlog, a catch-up after downtime, `settle` over an hour),
             // and the read may fail, be cut short by a crash, or outlive `shutdown_timeout`.
-            if from == 0
-                && matches!(self.registry.get(name, &blob.name), Ok(None))
+            if unseen
                 && let Err(e) = self
                     .registry
                     .put(name, &blob.name, &placeholder(blob, now_ms))

@@ -710,7 +710,8 @@ impl Config {
             ));
         }
         check_listen(&self.http.listen)?;
-        check_log_filter("log.level", &self.log.level)?;
+        check_log_filter(&self.log.level)
+            .map_err(|reason| ConfigError::key("log.level", reason))?;
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(ConfigError::key(
                 "log.format",
@@ -818,17 +819,16 @@ fn check_listen(listen: &str) -> Result<(), ConfigError> {
     ))
 }
 
-/// A tracing `EnvFilter` (`info`, `flowlogd=debug,info`). `what` names the key or the flag.
-pub fn check_log_filter(what: &str, filter: &str) -> Result<(), ConfigError> {
-    match tracing_subscriber::EnvFilter::try_new(filter) {
-        Ok(_) => Ok(()),
-        Err(e) => Err(ConfigError::key(
-            what,
+/// Whether `filter` is a tracing `EnvFilter` (`info`, `flowlogd=debug,info`); the error says
+/// why not, for the caller to attach to the key or the command-line flag.
+pub fn check_log_filter(filter: &str) -> Result<(), String> {
+    tracing_subscriber::EnvFilter::try_new(filter)
+        .map(drop)
+        .map_err(|e| {
             format!(
                 "{filter:?} is not a log filter ({e}): expected e.g. \"info\" or \"flowlogd=debug,info\""
-            ),
-        )),
-    }
+            )
+        })
 }
 
 impl SourceConfig {

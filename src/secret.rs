@@ -57,13 +57,19 @@ pub fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>, FileError> {
     Ok(bytes)
 }
 
-/// Reads a secret file (at most [`MAX_SECRET_FILE_BYTES`], UTF-8), as is: callers drop the
-/// trailing newline.
+/// Reads a secret file (at most [`MAX_SECRET_FILE_BYTES`], UTF-8) without the one line ending
+/// (`\n` or `\r\n`) an editor or `echo` leaves after the value.
 pub fn read_secret_file(path: &Path) -> Result<String, FileError> {
     let bytes = read_capped(path, MAX_SECRET_FILE_BYTES)?;
-    String::from_utf8(bytes).map_err(|_| FileError::NotUtf8 {
+    let mut text = String::from_utf8(bytes).map_err(|_| FileError::NotUtf8 {
         path: path.display().to_string(),
-    })
+    })?;
+    let end = text
+        .strip_suffix("\r\n")
+        .or_else(|| text.strip_suffix('\n'))
+        .map_or(text.len(), str::len);
+    text.truncate(end);
+    Ok(text)
 }
 
 /// What `Debug` and `Display` print instead of the value.
@@ -142,6 +148,10 @@ mod tests {
         let exact = dir.path().join("exact");
         std::fs::write(&exact, "k".repeat(64 * 1024)).unwrap();
         assert_eq!(read_secret_file(&exact).unwrap().len(), 64 * 1024);
+        for (content, read) in [("k\n", "k"), ("k\r\n", "k"), ("k\n\n", "k\n"), ("k", "k")] {
+            std::fs::write(&exact, content).unwrap();
+            assert_eq!(read_secret_file(&exact).unwrap(), read, "{content:?}");
+        }
         let big = dir.path().join("big");
         std::fs::write(&big, "k".repeat(64 * 1024 + 1)).unwrap();
         let e = read_secret_file(&big).unwrap_err().to_string();

@@ -108,14 +108,9 @@ pub fn run(cli: Cli) -> ExitCode {
             _ => LogFormat::Text,
         });
     if let Some(flag) = &cli.log_level
-        && let Err(e) = crate::config::check_log_filter("--log-level", flag)
+        && let Err(reason) = crate::config::check_log_filter(flag)
     {
-        // Not a config key: say "option", not "config key".
-        eprintln!(
-            "flowlogd: {}",
-            e.to_string()
-                .replacen("config key `--log-level`", "option --log-level", 1)
-        );
+        eprintln!("flowlogd: option --log-level: {reason}");
         return ExitCode::FAILURE;
     }
     let level = cli

@@ -146,6 +146,16 @@ pub enum LifecycleEngine {
     Ism,
 }
 
+impl LifecycleEngine {
+    /// Where the engine keeps the policy `name`.
+    fn policy_path(self, name: &str) -> String {
+        match self {
+            LifecycleEngine::Ilm => format!("_ilm/policy/{name}"),
+            LifecycleEngine::Ism => format!("_plugins/_ism/policies/{name}"),
+        }
+    }
+}
+
 impl fmt::Display for LifecycleEngine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -523,14 +533,8 @@ impl BulkSink {
         let name = template::lifecycle_policy_name(delete_after, data_stream);
         let body = template::lifecycle_policy(delete_after, data_stream);
         let what = "install ILM policy";
-        let (status, response) = self
-            .request(
-                Method::Put,
-                &format!("_ilm/policy/{name}"),
-                Some(&body),
-                what,
-            )
-            .await?;
+        let path = LifecycleEngine::Ilm.policy_path(&name);
+        let (status, response) = self.request(Method::Put, &path, Some(&body), what).await?;
         match status {
             200..=299 => Ok(LifecycleOutcome::Installed {
                 engine: LifecycleEngine::Ilm,
@@ -556,7 +560,7 @@ impl BulkSink {
         let data_stream = self.inner.template_options.data_stream;
         let name = template::lifecycle_policy_name(delete_after, data_stream);
         let body = template::ism_policy(delete_after, data_stream, wildcards);
-        let path = format!("_plugins/_ism/policies/{name}");
+        let path = LifecycleEngine::Ism.policy_path(&name);
         let what = "install ISM policy";
         let (status, current) = self.request(Method::Get, &path, None, what).await?;
         let update = match status {
@@ -615,10 +619,7 @@ impl BulkSink {
         };
         let policy =
             template::lifecycle_policy_name(delete_after, self.inner.template_options.data_stream);
-        let path = match engine {
-            LifecycleEngine::Ilm => format!("_ilm/policy/{policy}"),
-            LifecycleEngine::Ism => format!("_plugins/_ism/policies/{policy}"),
-        };
+        let path = engine.policy_path(&policy);
         let what = format!("read {engine} policy {policy}");
         let (status, body) = self.request(Method::Get, &path, None, &what).await?;
         Ok(match status {

@@ -121,15 +121,7 @@ pub fn resolve_secret(
         let key = format!("{field}_file");
         let text = crate::secret::read_secret_file(path)
             .map_err(|e| SinkError::config(&key, e.to_string()))?;
-        let trimmed = text
-            .strip_suffix("\r\n")
-            .or_else(|| text.strip_suffix('\n'))
-            .unwrap_or(&text);
-        (
-            Secret::new(trimmed),
-            key,
-            format!("file `{}`", path.display()),
-        )
+        (Secret::new(text), key, format!("file `{}`", path.display()))
     } else {
         return Ok(None);
     };

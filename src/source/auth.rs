@@ -669,12 +669,8 @@ fn load_secret(
     } else if let Some(path) = file {
         let text = crate::secret::read_secret_file(path)
             .map_err(|e| ConfigError::new(format!("{field}_file"), e.to_string()))?;
-        let trimmed = text
-            .strip_suffix("\r\n")
-            .or_else(|| text.strip_suffix('\n'))
-            .unwrap_or(&text);
         (
-            Secret::new(trimmed),
+            Secret::new(text),
             format!("{field}_file"),
             format!("file `{}`", path.display()),
         )
