@@ -10,7 +10,9 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
-use common::flowlogd::{Es, SourceSpec, TestConfig, VNET_CONTAINER, container, flowlogd};
+use common::flowlogd::{
+    Es, LifecycleApi, SourceSpec, TestConfig, VNET_CONTAINER, container, flowlogd,
+};
 use common::servers::Azurite;
 use elasticsearch::http::Method;
 use flowlogd::config::Config;
@@ -22,39 +24,12 @@ use flowlogd::sink::template::{self, TemplateOptions};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// What the engine under test is, as far as lifecycle goes.
-#[derive(Debug, PartialEq, Eq)]
-enum Lifecycle {
-    Ilm,
-    Ism,
-    None,
-}
-
-async fn lifecycle_of(es: &Es) -> Lifecycle {
-    let (_, root) = es.call(Method::Get, "", None).await;
-    if root["version"]["distribution"] != "opensearch" {
-        return Lifecycle::Ilm;
-    }
-    let (_, plugins) = es.call(Method::Get, "_cat/plugins?format=json", None).await;
-    let has_ism = plugins.as_array().into_iter().flatten().any(|p| {
-        p["component"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("index-management")
-    });
-    if has_ism {
-        Lifecycle::Ism
-    } else {
-        Lifecycle::None
-    }
-}
-
 #[tokio::test]
 async fn check_and_setup_say_which_lifecycle_engine_deletes_old_indices() {
     let azurite = Azurite::start().expect("azurite");
     container(&azurite, VNET_CONTAINER).await;
     let es = Es::engine("lifecycle-check");
-    let expected = lifecycle_of(&es).await;
+    let expected = es.lifecycle_api().await;
     let source = |es: &Es| {
         SourceSpec::azurite("vnet", VNET_CONTAINER, &azurite, &es.pattern("vnet"))
             .extra("since = \"1h\"")
@@ -95,7 +70,7 @@ async fn check_and_setup_say_which_lifecycle_engine_deletes_old_indices() {
         .find(|l| l.contains("lifecycle:"))
         .unwrap_or_else(|| panic!("no lifecycle line:\n{}", out.stdout));
     match expected {
-        Lifecycle::None => {
+        LifecycleApi::None => {
             assert!(
                 line.starts_with("skip  lifecycle: OpenSearch")
                     && line.contains("has no ISM API")
@@ -109,11 +84,11 @@ async fn check_and_setup_say_which_lifecycle_engine_deletes_old_indices() {
                 out.stdout
             );
         }
-        Lifecycle::Ism => assert!(
+        LifecycleApi::Ism => assert!(
             line.starts_with("ok    lifecycle: ISM policy flowlogd-delete-after-30d installed"),
             "{line}"
         ),
-        Lifecycle::Ilm => assert!(
+        LifecycleApi::Ilm => assert!(
             line.starts_with("ok    lifecycle: ILM policy flowlogd-delete-after-30d installed"),
             "{line}"
         ),

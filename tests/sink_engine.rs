@@ -13,7 +13,7 @@ use std::io::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::flowlogd::Es;
+use common::flowlogd::{Es, LifecycleApi};
 use elasticsearch::http::Method;
 use flowlogd::config::{Config, ElasticsearchConfig};
 use flowlogd::generator::{GenKind, GenOptions, generate};
@@ -191,36 +191,13 @@ impl Target {
         self.es.count(index).await
     }
 
-    /// The lifecycle API the cluster offers, asked directly rather than through flowlogd.
     async fn lifecycle_api(&self) -> LifecycleApi {
-        let (status, root) = self.call(Method::Get, "/", None).await;
-        assert_eq!(status, 200, "{root}");
-        if root["version"]["distribution"] == "opensearch" {
-            match self.call(Method::Get, "_plugins/_ism/policies", None).await {
-                (200, _) => LifecycleApi::Ism,
-                _ => LifecycleApi::None,
-            }
-        } else {
-            match self.call(Method::Get, "_ilm/policy", None).await {
-                (200, _) => LifecycleApi::Ilm,
-                _ => LifecycleApi::None,
-            }
-        }
+        self.es.lifecycle_api().await
     }
 
     async fn cleanup(&self) {
         self.es.cleanup().await
     }
-}
-
-/// Lifecycle management a cluster has, whatever flowlogd thinks of it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum LifecycleApi {
-    /// Elasticsearch index lifecycle management (`_ilm`).
-    Ilm,
-    /// The OpenSearch index state management plugin (`_plugins/_ism`).
-    Ism,
-    None,
 }
 
 /// Runs `test` against the real engine ([`Target::engine`]) under a prefix of its own, then

@@ -987,6 +987,35 @@ impl Es {
     }
 }
 
+/// Lifecycle management a cluster has, whatever flowlogd thinks of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LifecycleApi {
+    /// Elasticsearch index lifecycle management (`_ilm`).
+    Ilm,
+    /// The OpenSearch index state management plugin (`_plugins/_ism`).
+    Ism,
+    None,
+}
+
+impl Es {
+    /// The lifecycle API the cluster offers, asked directly rather than through flowlogd.
+    pub async fn lifecycle_api(&self) -> LifecycleApi {
+        let (status, root) = self.call(Method::Get, "/", None).await;
+        assert_eq!(status, 200, "{root}");
+        if root["version"]["distribution"] == "opensearch" {
+            match self.call(Method::Get, "_plugins/_ism/policies", None).await {
+                (200, _) => LifecycleApi::Ism,
+                _ => LifecycleApi::None,
+            }
+        } else {
+            match self.call(Method::Get, "_ilm/policy", None).await {
+                (200, _) => LifecycleApi::Ilm,
+                _ => LifecycleApi::None,
+            }
+        }
+    }
+}
+
 /// `t-{test}-{pid}-{clock}-{n}`: lower case (index names must be), unique across the tests of
 /// this process (the counter) and across processes sharing one engine (the pid and a clock).
 /// Unique prefixes also keep the index templates' patterns from overlapping, which OpenSearch
