@@ -148,6 +148,21 @@ impl AckTracker {
         }
     }
 
+    /// Gives up on chunks whose delivery failed for good (its task died): their blobs' pending
+    /// chunks are all dropped, so the blobs are planned again from their committed offsets.
+    /// Returns the blobs released.
+    pub fn abandon(&mut self, ids: &[ChunkId]) -> Vec<Arc<str>> {
+        let mut released = Vec::new();
+        for id in ids {
+            if let Some(chunk) = self.chunks.get(id) {
+                let key = (chunk.source, chunk.blob.clone());
+                self.drop_blob(&key);
+                released.push(key.1);
+            }
+        }
+        released
+    }
+
     /// Whether a blob still has chunks waiting: it must not be read again until they commit.
     pub fn has_pending(&self, source: usize, blob: &str) -> bool {
         self.queues.contains_key(&(source, Arc::from(blob)))
@@ -259,5 +274,25 @@ mod tests {
         ));
         assert_eq!(offset(&registry, "b"), None);
         assert!(!acks.has_pending(0, "b"));
+    }
+
+    #[test]
+    fn chunks_of_a_dead_delivery_are_abandoned_so_their_blob_is_read_again() {
+        let registry = Registry::temporary().unwrap();
+        let mut acks = AckTracker::new(registry.clone(), vec!["src".into()]);
+        let a = acks.register(&chunk("b", 0, 0, 100, 3, false, 300));
+        let b = acks.register(&chunk("b", 1, 100, 200, 2, false, 300));
+        let other = acks.register(&chunk("c", 0, 0, 50, 1, true, 52));
+        assert_eq!(acks.abandon(&[a]), vec![Arc::<str>::from("b")]);
+        assert!(
+            !acks.has_pending(0, "b"),
+            "the blob is free to be planned again"
+        );
+        assert!(acks.has_pending(0, "c"), "other blobs are untouched");
+        // A late acknowledgement of an abandoned chunk commits nothing.
+        assert!(acks.acknowledge(b, 2).unwrap().is_empty());
+        assert_eq!(offset(&registry, "b"), None);
+        acks.acknowledge(other, 1).unwrap();
+        assert_eq!(offset(&registry, "c"), Some(50));
     }
 }

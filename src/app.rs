@@ -1,7 +1,7 @@
 //! The daemon: polls every source (walker → poller → reader), batches the documents, delivers
 //! them through the bulk sink and commits offsets through the ack tracker; runs once or forever,
 //! and shuts down in order (stop polling, drain deliveries, commit, flush the registry).
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,7 +20,9 @@ use crate::sink::bulk::{BulkSink, ItemOrigin};
 use crate::sink::document::{BulkBuffer, DocumentEncoder};
 use crate::source::client::{StorageClient, StorageStats};
 use crate::source::listing::BlobItem;
-use crate::source::reader::{Chunk, ReadLimits, ReadTask, end_of_records, read_blob};
+use crate::source::reader::{
+    Chunk, ChunkSink, ReadError, ReadLimits, ReadTask, end_of_records, read_blob,
+};
 use crate::source::walker::{HOUR_SECS, Walker, blob_hour, partition_of};
 
 /// What `flowlogd once` prints when done.
@@ -46,8 +48,73 @@ struct SourceRuntime {
     walker: Walker,
 }
 
-/// Blobs being read right now: they are not planned again until their chunks commit.
-type Busy = Arc<Mutex<HashSet<(usize, String)>>>;
+/// Blobs that must not be planned again yet, with how many holds each has: one while a read of
+/// it runs, and one for each of its chunks between the reader and the delivery stage (where
+/// the ack tracker takes over as the record of its pending chunks). Holds are guards, so a
+/// read task that panics releases its blob as it unwinds instead of stranding it.
+#[derive(Clone, Default)]
+struct BlobHolds(Arc<Mutex<HashMap<(usize, String), usize>>>);
+
+impl BlobHolds {
+    fn hold(&self, source: usize, blob: &str) -> BlobHold {
+        let key = (source, blob.to_owned());
+        if let Ok(mut holds) = self.0.lock() {
+            *holds.entry(key.clone()).or_default() += 1;
+        }
+        BlobHold {
+            holds: self.clone(),
+            key,
+        }
+    }
+
+    fn is_held(&self, source: usize, blob: &str) -> bool {
+        self.0
+            .lock()
+            .map(|h| h.contains_key(&(source, blob.to_owned())))
+            .unwrap_or(true)
+    }
+}
+
+/// One hold on a blob (see [`BlobHolds`]); released when dropped.
+struct BlobHold {
+    holds: BlobHolds,
+    key: (usize, String),
+}
+
+impl Drop for BlobHold {
+    fn drop(&mut self) {
+        if let Ok(mut holds) = self.holds.0.lock()
+            && let Some(count) = holds.get_mut(&self.key)
+        {
+            *count -= 1;
+            if *count == 0 {
+                holds.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// A chunk on its way to the delivery stage, holding its blob until the ack tracker has it.
+struct HeldChunk {
+    chunk: Chunk,
+    hold: BlobHold,
+}
+
+/// The daemon's [`ChunkSink`]: each chunk takes a hold on its blob before it enters the channel.
+struct HoldingSender {
+    tx: mpsc::Sender<HeldChunk>,
+    holds: BlobHolds,
+}
+
+impl ChunkSink for HoldingSender {
+    async fn send(&mut self, chunk: Chunk) -> Result<(), ReadError> {
+        let hold = self.holds.hold(chunk.source, &chunk.blob);
+        self.tx
+            .send(HeldChunk { chunk, hold })
+            .await
+            .map_err(|_| ReadError::Closed)
+    }
+}
 
 /// A running flowlogd: sources, sink, registry, metrics.
 pub struct App {
@@ -57,7 +124,7 @@ pub struct App {
     metrics: Arc<Metrics>,
     sources: Vec<SourceRuntime>,
     acks: Arc<Mutex<AckTracker>>,
-    busy: Busy,
+    holds: BlobHolds,
     errors: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -110,7 +177,7 @@ impl App {
             metrics,
             sources,
             acks,
-            busy: Arc::default(),
+            holds: BlobHolds::default(),
             errors: Arc::default(),
         })
     }
@@ -188,11 +255,14 @@ impl App {
         let mut sources = std::mem::take(&mut self.sources);
         let mut ready_sent = false;
         let mut next = tokio::time::Instant::now();
+        let mut delivery = delivery;
         'poll: loop {
             for source in &mut sources {
                 tokio::select! {
                     _ = self.poll_source(source, &tx) => {}
                     _ = shutdown.cancelled() => break 'poll,
+                    // Polling on without delivery would read and never commit.
+                    stopped = &mut delivery => return Err(delivery_stopped(stopped)),
                 }
             }
             if !ready_sent {
@@ -206,6 +276,7 @@ impl App {
             tokio::select! {
                 _ = tokio::time::sleep_until(next) => {}
                 _ = shutdown.cancelled() => break 'poll,
+                stopped = &mut delivery => return Err(delivery_stopped(stopped)),
             }
             if next < tokio::time::Instant::now() {
                 next = tokio::time::Instant::now();
@@ -217,7 +288,6 @@ impl App {
         );
         drop(tx);
         let deadline = self.config.daemon.shutdown_timeout;
-        let mut delivery = delivery;
         if tokio::time::timeout(deadline, &mut delivery).await.is_err() {
             tracing::warn!(
                 "shutdown timeout reached: undelivered batches are abandoned and will be re-read after restart"
@@ -262,7 +332,7 @@ impl App {
 
     /// One poll of one source: list the partitions that can still change, plan reads against
     /// the registry, read what grew. Failures are logged and retried on the next poll.
-    async fn poll_source(&self, source: &mut SourceRuntime, tx: &mpsc::Sender<Chunk>) {
+    async fn poll_source(&self, source: &mut SourceRuntime, tx: &mpsc::Sender<HeldChunk>) {
         let name = source.config.name.clone();
         let m = &self.metrics.sources[source.index];
         m.add(&m.polls, 1);
@@ -537,13 +607,9 @@ impl App {
         }
     }
 
+    /// Whether a blob is being read, or has chunks on the way to or in delivery.
     fn is_busy(&self, source: usize, blob: &str) -> bool {
-        let reading = self
-            .busy
-            .lock()
-            .map(|b| b.contains(&(source, blob.to_owned())))
-            .unwrap_or(true);
-        reading
+        self.holds.is_held(source, blob)
             || self
                 .acks
                 .lock()
@@ -556,7 +622,7 @@ impl App {
         &self,
         source: &SourceRuntime,
         tasks: Vec<ReadTask>,
-        tx: &mpsc::Sender<Chunk>,
+        tx: &mpsc::Sender<HeldChunk>,
     ) {
         let limits = ReadLimits {
             chunk_bytes: self
@@ -576,22 +642,26 @@ impl App {
             }
         };
         let mut set = JoinSet::new();
+        // Which blob each read task reads: a panicked task returns only its id.
+        let mut reading: HashMap<tokio::task::Id, String> = HashMap::new();
         let mut queue = tasks.into_iter();
         loop {
             while set.len() < concurrency {
                 let Some(task) = queue.next() else { break };
-                if let Ok(mut busy) = self.busy.lock() {
-                    busy.insert((source.index, task.blob.name.clone()));
-                }
+                let read_hold = self.holds.hold(source.index, &task.blob.name);
                 let client = source.walker.client().clone();
-                let tx = tx.clone();
+                let mut tx = HoldingSender {
+                    tx: tx.clone(),
+                    holds: self.holds.clone(),
+                };
+                let blob_name = task.blob.name.clone();
                 let mut encoder = DocumentEncoder::new(schema, pattern.clone());
                 let metrics = self.metrics.clone();
                 let dead_letter = self.sink.dead_letter().clone();
                 let index = source.index;
                 let source_name = source.config.name.clone();
                 let container = client.container_name().to_owned();
-                set.spawn(async move {
+                let handle = set.spawn(async move {
                     let m = &metrics.sources[index];
                     let blob_path = format!("{container}/{}", task.blob.name);
                     // Written and synced before the chunk covering it can be committed: a
@@ -612,21 +682,31 @@ impl App {
                         tracing::warn!(source = %source_name, blob = %task.blob.name, offset = problem.offset(), problem = %problem, "undecodable input dead-lettered; continuing with the next record");
                         Ok(())
                     };
-                    let result = read_blob(&client, &mut encoder, index, &task, limits, &tx, &mut on_problem).await;
+                    let result = read_blob(&client, &mut encoder, index, &task, limits, &mut tx, &mut on_problem).await;
+                    drop(read_hold);
                     (task, result)
                 });
+                reading.insert(handle.id(), blob_name);
             }
-            let Some(joined) = set.join_next().await else {
+            let Some(joined) = set.join_next_with_id().await else {
                 break;
             };
-            let Ok((task, result)) = joined else {
-                self.error();
-                continue;
-            };
-            if let Ok(mut busy) = self.busy.lock() {
-                busy.remove(&(source.index, task.blob.name.clone()));
-            }
             let m = &self.metrics.sources[source.index];
+            let (task, result) = match joined {
+                Ok((id, done)) => {
+                    reading.remove(&id);
+                    done
+                }
+                Err(e) => {
+                    // Its hold was released as it unwound: the blob is planned again next poll
+                    // from its committed offset; chunks it sent before commit as usual.
+                    let blob = reading.remove(&e.id()).unwrap_or_default();
+                    m.add(&m.read_errors, 1);
+                    self.error();
+                    tracing::error!(source = %source.config.name, blob = %blob, error = %e, "blob read task failed (a bug: please report it); the blob is read again next poll from its committed offset");
+                    continue;
+                }
+            };
             match result {
                 Ok(outcome) => {
                     m.add(&m.blobs_read, 1);
@@ -647,9 +727,9 @@ impl App {
     fn start_delivery(
         &self,
         cancel: CancellationToken,
-    ) -> (mpsc::Sender<Chunk>, tokio::task::JoinHandle<()>) {
+    ) -> (mpsc::Sender<HeldChunk>, tokio::task::JoinHandle<()>) {
         let es = &self.config.elasticsearch;
-        let (tx, rx) = mpsc::channel::<Chunk>(es.max_in_flight * 2);
+        let (tx, rx) = mpsc::channel::<HeldChunk>(es.max_in_flight * 2);
         let stage = DeliveryStage {
             sink: self.sink.clone(),
             acks: self.acks.clone(),
@@ -671,6 +751,18 @@ impl App {
             flushed: std::sync::atomic::AtomicU64::new(0),
         };
         (tx, tokio::spawn(stage.run(rx)))
+    }
+}
+
+/// The error `flowlogd run` stops with when the delivery stage ended while polling went on.
+fn delivery_stopped(outcome: Result<(), tokio::task::JoinError>) -> anyhow::Error {
+    match outcome {
+        Ok(()) => anyhow::anyhow!(
+            "the delivery stage stopped unexpectedly; stopping (uncommitted reads are read again after restart)"
+        ),
+        Err(e) => anyhow::anyhow!(
+            "the delivery stage failed ({e}); stopping (uncommitted reads are read again after restart)"
+        ),
     }
 }
 
@@ -710,13 +802,22 @@ struct DeliveryStage {
     flushed: std::sync::atomic::AtomicU64,
 }
 
+/// Batches in delivery: their tasks, and the chunks each one carries, so that a task that
+/// panics can release those chunks' blobs (they are read again from their committed offsets)
+/// instead of leaving them pending, and unreadable, until restart.
+#[derive(Default)]
+struct Deliveries {
+    tasks: JoinSet<()>,
+    chunks: HashMap<tokio::task::Id, (usize, Vec<ChunkId>)>,
+}
+
 impl DeliveryStage {
-    async fn run(self, mut rx: mpsc::Receiver<Chunk>) {
+    async fn run(self, mut rx: mpsc::Receiver<HeldChunk>) {
         let stage = Arc::new(self);
         let mut batches: Vec<PendingBatch> = (0..stage.metrics.sources.len())
             .map(|_| PendingBatch::default())
             .collect();
-        let mut inflight = JoinSet::new();
+        let mut inflight = Deliveries::default();
         let mut tick = tokio::time::interval(stage.flush_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -726,15 +827,44 @@ impl DeliveryStage {
                     stage.accept(chunk, &mut batches, &mut inflight).await;
                 }
                 _ = tick.tick() => stage.flush_all(&mut batches, &mut inflight).await,
-                Some(_) = inflight.join_next(), if !inflight.is_empty() => {}
+                Some(joined) = inflight.tasks.join_next_with_id(), if !inflight.tasks.is_empty() => {
+                    stage.reap(joined, &mut inflight);
+                }
             }
         }
         stage.flush_all(&mut batches, &mut inflight).await;
-        while inflight.join_next().await.is_some() {}
+        while let Some(joined) = inflight.tasks.join_next_with_id().await {
+            stage.reap(joined, &mut inflight);
+        }
+    }
+
+    /// Forgets a finished delivery task; when it failed (panicked), gives its chunks up.
+    fn reap(
+        &self,
+        joined: Result<(tokio::task::Id, ()), tokio::task::JoinError>,
+        inflight: &mut Deliveries,
+    ) {
+        let error = match joined {
+            Ok((id, ())) => {
+                inflight.chunks.remove(&id);
+                return;
+            }
+            Err(e) => e,
+        };
+        let Some((source, chunks)) = inflight.chunks.remove(&error.id()) else {
+            return;
+        };
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        let blobs = match self.acks.lock() {
+            Ok(mut acks) => acks.abandon(&chunks),
+            Err(_) => Vec::new(),
+        };
+        let m = &self.metrics.sources[source];
+        tracing::error!(source = %m.name, blobs = ?blobs, error = %error, "batch delivery task failed (a bug: please report it); its blobs are read again next poll from their committed offsets");
     }
 
     /// Sends every non-empty batch.
-    async fn flush_all(self: &Arc<Self>, batches: &mut [PendingBatch], inflight: &mut JoinSet<()>) {
+    async fn flush_all(self: &Arc<Self>, batches: &mut [PendingBatch], inflight: &mut Deliveries) {
         for (source, batch) in batches.iter_mut().enumerate() {
             if !batch.docs.is_empty() {
                 let full = std::mem::take(batch);
@@ -746,14 +876,17 @@ impl DeliveryStage {
     /// Registers a chunk and moves its documents into its source's batch, sending full batches.
     async fn accept(
         self: &Arc<Self>,
-        chunk: Chunk,
+        held: HeldChunk,
         batches: &mut [PendingBatch],
-        inflight: &mut JoinSet<()>,
+        inflight: &mut Deliveries,
     ) {
+        let HeldChunk { chunk, hold } = held;
         let id = match self.acks.lock() {
             Ok(mut acks) => acks.register(&chunk),
             Err(_) => return,
         };
+        // The ack tracker now keeps the blob busy (pending) until this chunk commits.
+        drop(hold);
         let source = chunk.source;
         if chunk.docs.is_empty() {
             self.acknowledge(source, &[(id, 0)], None);
@@ -805,20 +938,22 @@ impl DeliveryStage {
     }
 
     /// Sends a batch once a delivery slot is free (backpressure on the readers).
-    async fn send(self: Arc<Self>, source: usize, batch: PendingBatch, inflight: &mut JoinSet<()>) {
+    async fn send(self: Arc<Self>, source: usize, batch: PendingBatch, inflight: &mut Deliveries) {
         let Ok(permit) = self.permits.clone().acquire_owned().await else {
             return;
         };
-        self.metrics
+        let in_flight = self
+            .metrics
             .batch_started(chrono::Utc::now().timestamp_millis());
-        inflight.spawn(async move {
+        let chunks = batch.parts.iter().map(|(id, _)| *id).collect();
+        let handle = inflight.tasks.spawn(async move {
             let origin = |i: usize| {
                 let (blob, record_offset, tuple_index) = &batch.origins[i];
                 ItemOrigin { blob: blob.to_string(), record_offset: *record_offset, tuple_index: *tuple_index }
             };
             let result = self.sink.deliver(&batch.docs, &origin, &self.cancel).await;
             drop(permit);
-            self.metrics.batch_finished();
+            drop(in_flight);
             let m = &self.metrics.sources[source];
             match result {
                 Ok(report) => {
@@ -839,6 +974,7 @@ impl DeliveryStage {
                 }
             }
         });
+        inflight.chunks.insert(handle.id(), (source, chunks));
     }
 
     /// Makes the offsets committed so far durable. One flush at a time: sled runs each
@@ -886,5 +1022,63 @@ impl DeliveryStage {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::document::BulkBuffer;
+
+    fn chunk(blob: &str, from: u64, to: u64) -> Chunk {
+        Chunk {
+            source: 0,
+            blob: Arc::from(blob),
+            seq: 0,
+            from,
+            to,
+            last: false,
+            length_seen: to,
+            etag: Arc::from("e"),
+            last_modified_ms: 0,
+            head_len: None,
+            docs: BulkBuffer::new(),
+            newest_time_ms: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_blob_whose_chunks_wait_in_the_delivery_channel_stays_busy_after_its_read_ends() {
+        let holds = BlobHolds::default();
+        let (tx, mut rx) = mpsc::channel(4);
+        let mut sender = HoldingSender {
+            tx,
+            holds: holds.clone(),
+        };
+        let read = holds.hold(0, "b");
+        sender.send(chunk("b", 0, 10)).await.unwrap();
+        sender.send(chunk("b", 10, 20)).await.unwrap();
+        drop(read);
+        assert!(holds.is_held(0, "b"), "two chunks are still in the channel");
+        assert!(!holds.is_held(0, "other"));
+        let first = rx.recv().await.unwrap();
+        drop(first);
+        assert!(holds.is_held(0, "b"), "one chunk is still in the channel");
+        let second = rx.recv().await.unwrap();
+        assert_eq!(second.chunk.to, 20);
+        drop(second);
+        assert!(!holds.is_held(0, "b"));
+    }
+
+    #[tokio::test]
+    async fn a_read_task_that_panics_releases_its_blob_for_the_next_poll() {
+        let holds = BlobHolds::default();
+        let hold = holds.hold(1, "blob");
+        let task = tokio::spawn(async move {
+            let _hold = hold;
+            panic!("a bug in the read path");
+        });
+        assert!(task.await.unwrap_err().is_panic());
+        assert!(!holds.is_held(1, "blob"));
     }
 }

@@ -1,8 +1,9 @@
 //! Counters and gauges of the running daemon, rendered in the Prometheus text format for
 //! `/metrics`, and the facts `/readyz` decides on.
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::source::client::StorageStats;
@@ -45,6 +46,21 @@ const LATENCY_BUCKETS: [f64; 12] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
+/// One batch in delivery, for readiness; dropping it ends its delivery.
+#[derive(Debug)]
+pub struct BatchInFlight {
+    metrics: Arc<Metrics>,
+    id: u64,
+}
+
+impl Drop for BatchInFlight {
+    fn drop(&mut self) {
+        if let Ok(mut batches) = self.metrics.batches_in_flight.lock() {
+            batches.remove(&self.id);
+        }
+    }
+}
+
 /// All metrics of one daemon.
 #[derive(Debug)]
 pub struct Metrics {
@@ -57,10 +73,10 @@ pub struct Metrics {
     latency_sum_micros: AtomicU64,
     /// When the last bulk request succeeded, epoch ms (0 = never).
     pub last_bulk_ok_ms: AtomicI64,
-    /// Batches being delivered now.
-    pub inflight: AtomicU64,
-    /// When the in-flight count last went from 0 to 1, epoch ms.
-    pub inflight_since_ms: AtomicI64,
+    /// Batches being delivered now: id → when its delivery started, epoch ms. Readiness looks
+    /// at the oldest, so one stuck batch shows even while others succeed around it.
+    batches_in_flight: Mutex<BTreeMap<u64, i64>>,
+    next_batch: AtomicU64,
     pub registry_entries: AtomicU64,
     pub registry_open: std::sync::atomic::AtomicBool,
 }
@@ -83,23 +99,32 @@ impl Metrics {
             latency_count: AtomicU64::new(0),
             latency_sum_micros: AtomicU64::new(0),
             last_bulk_ok_ms: AtomicI64::new(0),
-            inflight: AtomicU64::new(0),
-            inflight_since_ms: AtomicI64::new(0),
+            batches_in_flight: Mutex::default(),
+            next_batch: AtomicU64::new(0),
             registry_entries: AtomicU64::new(0),
             registry_open: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
-    /// A batch went out for delivery.
-    pub fn batch_started(&self, now_ms: i64) {
-        if self.inflight.fetch_add(1, Ordering::Relaxed) == 0 {
-            self.inflight_since_ms.store(now_ms, Ordering::Relaxed);
+    /// A batch went out for delivery; it counts as in flight until the returned guard drops
+    /// (delivered, cancelled, or its task panicked).
+    pub fn batch_started(self: &Arc<Self>, now_ms: i64) -> BatchInFlight {
+        let id = self.next_batch.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut batches) = self.batches_in_flight.lock() {
+            batches.insert(id, now_ms);
+        }
+        BatchInFlight {
+            metrics: self.clone(),
+            id,
         }
     }
 
-    /// A batch's delivery ended (delivered or cancelled).
-    pub fn batch_finished(&self) {
-        self.inflight.fetch_sub(1, Ordering::Relaxed);
+    /// Batches in delivery now, and when the oldest of them started (epoch ms).
+    pub fn batches_in_flight(&self) -> (usize, Option<i64>) {
+        self.batches_in_flight
+            .lock()
+            .map(|b| (b.len(), b.values().min().copied()))
+            .unwrap_or((0, None))
     }
 
     /// Records one bulk request's latency.
@@ -139,16 +164,15 @@ impl Metrics {
                 ));
             }
         }
-        // Stuck: something is in flight and no bulk request succeeded for the whole window.
-        let busy_since = self
-            .inflight_since_ms
-            .load(Ordering::Relaxed)
-            .max(self.last_bulk_ok_ms.load(Ordering::Relaxed));
-        if self.inflight.load(Ordering::Relaxed) > 0
-            && now_ms - busy_since > bulk_window.as_millis() as i64
+        // Stuck: one batch has been in delivery (retrying) for the whole window. Judged per
+        // batch, not by the last success: other batches succeeding does not unstick this one,
+        // and it pins its blobs' offsets.
+        if let (_, Some(oldest)) = self.batches_in_flight()
+            && now_ms - oldest > bulk_window.as_millis() as i64
         {
             return Err(format!(
-                "a bulk request has been failing for more than {}s",
+                "a bulk batch has been in delivery for {}s (more than {}s): the engine keeps failing it",
+                (now_ms - oldest) / 1000,
                 bulk_window.as_secs()
             ));
         }
@@ -343,7 +367,10 @@ mod tests {
 
     #[test]
     fn readiness_needs_recent_listing_and_no_stuck_bulk() {
-        let m = Metrics::new([("vnet".to_string(), Arc::new(StorageStats::default()))]);
+        let m = Arc::new(Metrics::new([(
+            "vnet".to_string(),
+            Arc::new(StorageStats::default()),
+        )]));
         let minute = Duration::from_secs(60);
         assert!(m.readiness(100_000, minute, minute).is_err());
         m.registry_open.store(true, Ordering::Relaxed);
@@ -356,21 +383,40 @@ mod tests {
             .last_list_ok_ms
             .store(90_000, Ordering::Relaxed);
         assert!(m.readiness(100_000, minute, minute).is_ok());
-        m.batch_started(10_000);
+        let batch = m.batch_started(10_000);
         assert!(
             m.readiness(100_000, minute, minute)
                 .unwrap_err()
                 .contains("bulk")
         );
-        m.last_bulk_ok_ms.store(95_000, Ordering::Relaxed);
-        assert!(
-            m.readiness(100_000, minute, minute).is_ok(),
-            "recent success while busy is fine"
-        );
-        m.batch_finished();
+        drop(batch);
         assert!(
             m.readiness(200_000, Duration::from_secs(500), minute)
                 .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_batch_stuck_past_the_bulk_window_makes_readyz_fail_while_other_batches_succeed() {
+        let m = Arc::new(Metrics::new([(
+            "vnet".to_string(),
+            Arc::new(StorageStats::default()),
+        )]));
+        let window = Duration::from_secs(120);
+        m.registry_open.store(true, Ordering::Relaxed);
+        m.sources[0]
+            .last_list_ok_ms
+            .store(195_000, Ordering::Relaxed);
+        // One batch keeps failing from t=0 s; others start and succeed around it.
+        let _stuck = m.batch_started(0);
+        drop(m.batch_started(10_000));
+        m.last_bulk_ok_ms.store(190_000, Ordering::Relaxed);
+        let verdict = m.readiness(200_000, window, window);
+        assert!(
+            verdict
+                .as_ref()
+                .is_err_and(|reason| reason.contains("200s")),
+            "a batch in delivery for 200 s with a 120 s window: {verdict:?}"
         );
     }
 }

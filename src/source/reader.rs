@@ -43,6 +43,22 @@ pub struct Chunk {
     pub newest_time_ms: Option<i64>,
 }
 
+/// Where a read's chunks go, in order. A bounded channel is the plain case (a slow sink slows
+/// the read); the daemon's sink also marks each chunk's blob as busy until delivery has taken
+/// the chunk over, so that no poll re-reads a blob whose chunks are still on their way.
+pub trait ChunkSink: Send {
+    /// Hands one chunk over; `Err` when the receiving side is gone (shutting down).
+    fn send(&mut self, chunk: Chunk) -> impl Future<Output = Result<(), ReadError>> + Send;
+}
+
+impl ChunkSink for mpsc::Sender<Chunk> {
+    async fn send(&mut self, chunk: Chunk) -> Result<(), ReadError> {
+        mpsc::Sender::send(self, chunk)
+            .await
+            .map_err(|_| ReadError::Closed)
+    }
+}
+
 /// Why a read stopped early. Chunks sent before the failure stay valid.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -76,7 +92,7 @@ pub struct ReadLimits {
     pub max_record_bytes: usize,
 }
 
-/// Reads one blob's new bytes and sends its chunks to `tx` (bounded: a slow sink slows the read).
+/// Reads one blob's new bytes and sends its chunks to `tx` in order.
 /// Decode problems go to `problems` (to be counted and dead-lettered, durably) before the chunk
 /// that covers them is sent; when `problems` fails, the read ends with
 /// [`ReadError::ProblemNotRecorded`] and that chunk is never sent (invariant 9: nothing
@@ -88,7 +104,7 @@ pub async fn read_blob(
     source: usize,
     task: &ReadTask,
     limits: ReadLimits,
-    tx: &mpsc::Sender<Chunk>,
+    tx: &mut impl ChunkSink,
     problems: &mut (dyn FnMut(DecodeProblem) -> Result<(), String> + Send),
 ) -> Result<ReadOutcome, ReadError> {
     let length = task.blob.content_length;
@@ -141,7 +157,7 @@ pub async fn read_blob(
                 docs: std::mem::take(&mut docs),
                 newest_time_ms: newest.take(),
             };
-            tx.send(chunk).await.map_err(|_| ReadError::Closed)?;
+            tx.send(chunk).await?;
             outcome.chunks += 1;
             chunk_from = to;
         }
@@ -161,7 +177,7 @@ pub async fn read_blob(
         docs,
         newest_time_ms: decoder.stats().newest_time_ms,
     };
-    tx.send(chunk).await.map_err(|_| ReadError::Closed)?;
+    tx.send(chunk).await?;
     outcome.chunks += 1;
     outcome.stats = *decoder.stats();
     outcome.end = Some(end);

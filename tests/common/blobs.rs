@@ -234,12 +234,12 @@ impl Follower {
         let encoder = &mut self.encoder;
         let limits = self.limits;
         let read = async {
-            let tx = tx;
+            let mut tx = tx;
             let mut on_problem = |p: DecodeProblem| -> Result<(), String> {
                 problems.push(p);
                 Ok(())
             };
-            read_blob(client, encoder, 0, &task, limits, &tx, &mut on_problem).await
+            read_blob(client, encoder, 0, &task, limits, &mut tx, &mut on_problem).await
         };
         let collect = async {
             let mut chunks = Vec::new();
