@@ -8,6 +8,7 @@
 
 pub mod blobs;
 pub mod flowlogd;
+pub mod proxies;
 pub mod sas;
 pub mod servers;
 
