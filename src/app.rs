@@ -257,6 +257,7 @@ impl App {
         let mut next = tokio::time::Instant::now();
         let mut delivery = delivery;
         'poll: loop {
+            self.metrics.polling.store(true, Ordering::Relaxed);
             for source in &mut sources {
                 tokio::select! {
                     _ = self.poll_source(source, &tx) => {}
@@ -265,13 +266,18 @@ impl App {
                     stopped = &mut delivery => return Err(delivery_stopped(stopped)),
                 }
             }
+            self.metrics.polling.store(false, Ordering::Relaxed);
             if !ready_sent {
                 on_ready();
                 ready_sent = true;
             }
-            self.metrics
-                .registry_entries
-                .store(self.registry.len() as u64, Ordering::Relaxed);
+            // Counting walks the whole tree: off the runtime.
+            let registry = self.registry.clone();
+            if let Ok(entries) = tokio::task::spawn_blocking(move || registry.len()).await {
+                self.metrics
+                    .registry_entries
+                    .store(entries as u64, Ordering::Relaxed);
+            }
             next += interval;
             tokio::select! {
                 _ = tokio::time::sleep_until(next) => {}
@@ -324,6 +330,21 @@ impl App {
                 load(&m.documents_dead_lettered) + load(&m.decode_problems);
         }
         s
+    }
+
+    /// Logs and counts a failed registry write of the planning step (none of them loses data:
+    /// each is redone by a later poll, which the message says).
+    fn stored<T>(
+        &self,
+        result: Result<T, crate::registry::RegistryError>,
+        source: &str,
+        blob: &str,
+        what_next: &str,
+    ) {
+        if let Err(e) = result {
+            self.error();
+            tracing::error!(source = %source, blob = %blob, error = %e, "{what_next}");
+        }
     }
 
     fn error(&self) {
@@ -482,12 +503,17 @@ impl App {
                             if e.length_seen.saturating_sub(e.offset) > 64 {
                                 tracing::warn!(source = %name, blob = %blob.name, offset = e.offset, length = e.length_seen, "blob finished with unread bytes after the last complete record (an incomplete record that never completed)");
                             }
-                            let _ = self.registry.mark_finished(name, &blob.name);
+                            self.stored(
+                                self.registry.mark_finished(name, &blob.name),
+                                name,
+                                &blob.name,
+                                "cannot mark the blob finished; tried again next poll",
+                            );
                         }
                         continue;
                     }
                     Change::Retagged => {
-                        let _ = self.registry.update(name, &blob.name, |old| {
+                        let retagged = self.registry.update(name, &blob.name, |old| {
                             old.map(|o| BlobEntry {
                                 etag: blob.etag.clone(),
                                 last_modified: blob.last_modified.timestamp_millis(),
@@ -495,11 +521,22 @@ impl App {
                                 ..o.clone()
                             })
                         });
+                        self.stored(
+                            retagged,
+                            name,
+                            &blob.name,
+                            "cannot store the blob's new ETag; compared again next poll",
+                        );
                         continue;
                     }
                     Change::Grown => {
                         if e.state != BlobState::Active {
-                            let _ = self.registry.mark_active(name, &blob.name);
+                            self.stored(
+                                self.registry.mark_active(name, &blob.name),
+                                name,
+                                &blob.name,
+                                "cannot mark a grown blob active again; reading it anyway",
+                            );
                         }
                         e.offset
                     }
@@ -552,7 +589,12 @@ impl App {
                     && !self.is_busy(source.index, &blob)
                 {
                     tracing::info!(source = %name, blob = %blob, "blob is gone (deleted by retention?)");
-                    let _ = self.registry.mark_gone(name, &blob, now_ms);
+                    self.stored(
+                        self.registry.mark_gone(name, &blob, now_ms),
+                        name,
+                        &blob,
+                        "cannot mark the blob gone; tried again next poll",
+                    );
                 }
             }
         }
@@ -574,7 +616,12 @@ impl App {
             .map(|(_, blob, _)| blob)
             .collect();
         for blob in &old {
-            let _ = self.registry.remove(name, blob);
+            self.stored(
+                self.registry.remove(name, blob),
+                name,
+                blob,
+                "cannot forget a finished blob; tried again at the next discovery",
+            );
         }
         if !old.is_empty() {
             tracing::info!(source = %name, entries = old.len(), "forgot finished blobs older than forget_gone_after");
@@ -881,6 +928,7 @@ impl DeliveryStage {
         inflight: &mut Deliveries,
     ) {
         let HeldChunk { chunk, hold } = held;
+        self.metrics.chunks_moved.fetch_add(1, Ordering::Relaxed);
         let id = match self.acks.lock() {
             Ok(mut acks) => acks.register(&chunk),
             Err(_) => return,
@@ -889,7 +937,9 @@ impl DeliveryStage {
         drop(hold);
         let source = chunk.source;
         if chunk.docs.is_empty() {
-            self.acknowledge(source, &[(id, 0)], None);
+            self.clone()
+                .acknowledge_off_runtime(source, vec![(id, 0)], None)
+                .await;
             return;
         }
         let container = self.containers[source].clone();
@@ -966,7 +1016,7 @@ impl DeliveryStage {
                         self.metrics.observe_bulk_latency(*latency);
                     }
                     self.metrics.last_bulk_ok_ms.store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
-                    self.acknowledge(source, &batch.parts, batch.newest_time_ms);
+                    self.clone().acknowledge_off_runtime(source, batch.parts, batch.newest_time_ms).await;
                     self.flush_registry().await;
                 }
                 Err(_) => {
@@ -998,6 +1048,24 @@ impl DeliveryStage {
                 self.errors.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(error = %e, "cannot flush the registry; offsets stay in memory until the next flush");
             }
+        }
+    }
+
+    /// [`DeliveryStage::acknowledge`] on the blocking pool: commits are sled compare-and-swaps
+    /// under the ack tracker's lock, which may wait for sled's I/O.
+    async fn acknowledge_off_runtime(
+        self: Arc<Self>,
+        source: usize,
+        parts: Vec<(ChunkId, usize)>,
+        newest_time_ms: Option<i64>,
+    ) {
+        let stage = self.clone();
+        let done =
+            tokio::task::spawn_blocking(move || stage.acknowledge(source, &parts, newest_time_ms))
+                .await;
+        if let Err(e) = done {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(source = %self.metrics.sources[source].name, error = %e, "offset commit failed (a bug: please report it); the blobs are read again from their stored offsets");
         }
     }
 

@@ -79,6 +79,10 @@ pub struct Metrics {
     next_batch: AtomicU64,
     pub registry_entries: AtomicU64,
     pub registry_open: std::sync::atomic::AtomicBool,
+    /// Whether a poll is under way (false while waiting for the next one).
+    pub polling: std::sync::atomic::AtomicBool,
+    /// Chunks handed from the readers to the delivery stage, and batches delivered.
+    pub chunks_moved: AtomicU64,
 }
 
 impl Metrics {
@@ -103,6 +107,8 @@ impl Metrics {
             next_batch: AtomicU64::new(0),
             registry_entries: AtomicU64::new(0),
             registry_open: std::sync::atomic::AtomicBool::new(false),
+            polling: std::sync::atomic::AtomicBool::new(false),
+            chunks_moved: AtomicU64::new(0),
         }
     }
 
@@ -125,6 +131,23 @@ impl Metrics {
             .lock()
             .map(|b| (b.len(), b.values().min().copied()))
             .unwrap_or((0, None))
+    }
+
+    /// A number that grows whenever the pipeline does work: storage requests and bytes, chunks
+    /// and batches moved (the watchdog adds the sink's bulk attempts; see `KeepAlive`).
+    pub fn progress_mark(&self) -> u64 {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        self.sources
+            .iter()
+            .fold(load(&self.chunks_moved), |sum, s| {
+                let st = s.storage.snapshot();
+                sum.wrapping_add(st.list_requests)
+                    .wrapping_add(st.properties_requests)
+                    .wrapping_add(st.download_requests)
+                    .wrapping_add(st.bytes_downloaded)
+                    .wrapping_add(st.block_list_requests)
+                    .wrapping_add(st.retries)
+            })
     }
 
     /// Records one bulk request's latency.

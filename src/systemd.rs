@@ -31,6 +31,55 @@ fn send(_path: &std::ffi::OsStr, _message: &str) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Decides each watchdog keep-alive. The keep-alive says "the pipeline works", not "the
+/// process runs": it is sent while the daemon waits between polls, and during a poll only
+/// while work moves (requests to storage or the engine, chunks handed to delivery). A poll
+/// that moves nothing for the whole watchdog window is wedged (a deadlock, a hung flush), and
+/// withholding the keep-alive lets systemd restart the daemon, which resumes from its
+/// committed offsets. An engine outage is not wedged: retries are requests too.
+#[derive(Debug)]
+pub struct KeepAlive {
+    window: Duration,
+    last_mark: Option<u64>,
+    last_change: std::time::Instant,
+}
+
+impl KeepAlive {
+    /// `window`: the watchdog timeout (`WATCHDOG_USEC`).
+    pub fn new(window: Duration, now: std::time::Instant) -> KeepAlive {
+        KeepAlive {
+            window,
+            last_mark: None,
+            last_change: now,
+        }
+    }
+
+    /// `mark` grows with any work done; `idle` is true between polls. Returns `Ok(())` when a
+    /// keep-alive is due, else `Err(how long nothing moved)`.
+    pub fn check(
+        &mut self,
+        now: std::time::Instant,
+        mark: u64,
+        idle: bool,
+    ) -> Result<(), Duration> {
+        if idle || self.last_mark != Some(mark) {
+            self.last_mark = Some(mark);
+            self.last_change = now;
+        }
+        let stalled = now.saturating_duration_since(self.last_change);
+        if stalled <= self.window {
+            Ok(())
+        } else {
+            Err(stalled)
+        }
+    }
+}
+
+/// The watchdog timeout systemd set (`WATCHDOG_USEC`), when it is on for this process.
+pub fn watchdog_timeout() -> Option<Duration> {
+    watchdog_period().map(|period| period * 2)
+}
+
 /// Shortest keep-alive period: `WATCHDOG_USEC=1` would otherwise give a zero period, on which
 /// tokio's `interval` panics. A watchdog this tight cannot be honoured anyway; systemd then
 /// restarts the service, which is what it was configured to do.
@@ -97,5 +146,26 @@ mod tests {
         let mut buf = [0u8; 64];
         let n = listener.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"READY=1");
+    }
+
+    #[test]
+    fn a_poll_that_moves_nothing_for_the_watchdog_window_gets_no_keep_alive() {
+        let start = std::time::Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        let mut keep_alive = KeepAlive::new(Duration::from_secs(120), start);
+        // Idle between polls: always alive, however long the interval.
+        assert_eq!(keep_alive.check(at(0), 5, true), Ok(()));
+        assert_eq!(keep_alive.check(at(600), 5, true), Ok(()));
+        // A poll with requests going out (an engine outage being retried): alive.
+        assert_eq!(keep_alive.check(at(660), 6, false), Ok(()));
+        assert_eq!(keep_alive.check(at(720), 7, false), Ok(()));
+        // Then nothing moves: alive until the window is over, then withheld.
+        assert_eq!(keep_alive.check(at(800), 7, false), Ok(()));
+        assert_eq!(
+            keep_alive.check(at(841), 7, false),
+            Err(Duration::from_secs(121))
+        );
+        // Work moves again: keep-alives resume.
+        assert_eq!(keep_alive.check(at(850), 8, false), Ok(()));
     }
 }

@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::App;
 use crate::config::Config;
 use crate::http::{ReadinessWindows, serve};
+use crate::systemd::KeepAlive;
 
 /// Exit code of a `flowlogd once` that ran to the end but left work for the next run
 /// (a listing, read or commit failed and is retried then): cron jobs and scripts must be able
@@ -78,14 +79,39 @@ pub async fn run(config: Config, config_path: &Path) -> anyhow::Result<ExitCode>
             }
         }
     }
-    if sd_notify && let Some(period) = crate::systemd::watchdog_period() {
+    if sd_notify
+        && let (Some(period), Some(timeout)) = (
+            crate::systemd::watchdog_period(),
+            crate::systemd::watchdog_timeout(),
+        )
+    {
         let stop = shutdown.clone();
+        let metrics = app.metrics();
+        let sink = app.sink().clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(period);
+            let mut keep_alive = KeepAlive::new(timeout, std::time::Instant::now());
+            let mut withheld = false;
             loop {
                 tokio::select! {
-                    _ = tick.tick() => { crate::systemd::notify("WATCHDOG=1"); }
+                    _ = tick.tick() => {}
                     _ = stop.cancelled() => return,
+                }
+                let mark = metrics.progress_mark().wrapping_add(sink.attempts());
+                let idle = !metrics.polling.load(std::sync::atomic::Ordering::Relaxed);
+                match keep_alive.check(std::time::Instant::now(), mark, idle) {
+                    Ok(()) => {
+                        withheld = false;
+                        crate::systemd::notify("WATCHDOG=1");
+                    }
+                    Err(stalled) if !withheld => {
+                        withheld = true;
+                        tracing::error!(
+                            stalled_s = stalled.as_secs(),
+                            "the poll has moved nothing (no storage or bulk request, no chunk) for longer than the watchdog timeout; withholding the keep-alive so systemd restarts flowlogd (it resumes from its committed offsets)"
+                        );
+                    }
+                    Err(_) => {}
                 }
             }
         });

@@ -341,6 +341,8 @@ struct Inner {
     requests: OutageLog,
     item_retries: OutageLog,
     rejections: OutageLog,
+    /// Bulk requests tried, answered or not: liveness for the watchdog during an outage.
+    attempts: std::sync::atomic::AtomicU64,
 }
 
 impl fmt::Debug for BulkSink {
@@ -420,8 +422,16 @@ impl BulkSink {
                 requests: OutageLog::new(LOG_EVERY),
                 item_retries: OutageLog::new(LOG_EVERY),
                 rejections: OutageLog::new(LOG_EVERY),
+                attempts: std::sync::atomic::AtomicU64::new(0),
             }),
         })
+    }
+
+    /// Bulk requests tried so far (answered, failed or timed out).
+    pub fn attempts(&self) -> u64 {
+        self.inner
+            .attempts
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn dead_letter(&self) -> &DeadLetter {
@@ -739,6 +749,9 @@ impl BulkSink {
                 _ = cancel.cancelled() => return Err(Cancelled),
                 r = self.post_bulk(body.clone()) => r,
             };
+            self.inner
+                .attempts
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let failure = match attempt {
                 Ok((status, response)) => {
                     report.request_latencies.push(started.elapsed());
@@ -877,7 +890,12 @@ impl BulkSink {
             .collect();
         let mut backoff = Backoff::new(self.inner.initial_backoff, self.inner.max_backoff);
         loop {
-            match self.inner.dead_letter.write_rejected(&documents) {
+            match self
+                .inner
+                .dead_letter
+                .write_rejected_off_runtime(&documents)
+                .await
+            {
                 Ok(()) => break,
                 Err(e) => {
                     let delay = backoff.next_delay();

@@ -141,9 +141,38 @@ impl DeadLetter {
 
     /// Appends one line per refused document, in one write, then syncs the file.
     pub fn write_rejected(&self, documents: &[RejectedDocument<'_>]) -> io::Result<()> {
-        if documents.is_empty() {
+        let lines = Self::rejected_lines(documents)?;
+        self.append_rejected_lines(&lines, documents.len())
+    }
+
+    /// [`DeadLetter::write_rejected`] for async callers: the lines are built here, the write
+    /// and fsync run on the blocking pool, so a slow disk never stalls a runtime worker.
+    pub async fn write_rejected_off_runtime(
+        &self,
+        documents: &[RejectedDocument<'_>],
+    ) -> io::Result<()> {
+        let lines = Self::rejected_lines(documents)?;
+        let count = documents.len();
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.append_rejected_lines(&lines, count))
+            .await
+            .map_err(io::Error::other)?
+    }
+
+    fn append_rejected_lines(&self, lines: &[u8], count: usize) -> io::Result<()> {
+        if count == 0 {
             return Ok(());
         }
+        self.append(lines)?;
+        self.sync()?;
+        self.inner
+            .rejected
+            .fetch_add(count as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// One `rejected` line per document.
+    fn rejected_lines(documents: &[RejectedDocument<'_>]) -> io::Result<Vec<u8>> {
         let mut bytes = Vec::with_capacity(documents.iter().map(|d| d.document.len() + 512).sum());
         let timestamp = now();
         for d in documents {
@@ -171,12 +200,7 @@ impl DeadLetter {
             serde_json::to_writer(&mut bytes, &line).map_err(io::Error::other)?;
             bytes.push(b'\n');
         }
-        self.append(&bytes)?;
-        self.sync()?;
-        self.inner
-            .rejected
-            .fetch_add(documents.len() as u64, Ordering::Relaxed);
-        Ok(())
+        Ok(bytes)
     }
 
     /// Makes every line written so far durable (fsync).
