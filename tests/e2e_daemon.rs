@@ -1178,6 +1178,94 @@ async fn a_malformed_record_whose_dead_letter_cannot_be_written_is_not_committed
 }
 
 // ---------------------------------------------------------------------------------------------
+// Watchdog.
+
+// Item 8 of issue 9: the systemd keep-alive says the pipeline works, not that a timer fires.
+// Simulates a wedged pipeline: every bulk request hangs (a proxy that never answers `_bulk`,
+// with `request_timeout` longer than the test), so after the first batch nothing moves at all:
+// no storage request, no bulk attempt, no chunk. Setup requests pass through, so the daemon
+// gets as far as polling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_that_moves_nothing_for_the_watchdog_timeout_gets_no_more_keep_alives() {
+    let azurite = Azurite::start().expect("azurite");
+    let es = Es::shared_node("wedged_watchdog");
+    let hung = fault_proxy::start_slow(&es.authority(), Duration::from_secs(3600)).await;
+    let (_, vnet) = container(&azurite, VNET_CONTAINER).await;
+    // Many small chunks: the reader fills the channel and waits behind the hung batch.
+    let mut blob = GrowingBlob::new(GenKind::Vnet, 81, "vnet-wedged", 40, 20);
+    blob.append(&vnet, 40).await;
+    let config = TestConfig::new(
+        &hung.url,
+        vec![SourceSpec::azurite(
+            "vnet",
+            VNET_CONTAINER,
+            &azurite,
+            &es.pattern("vnet"),
+        )],
+    )
+    .es(&es.config_lines)
+    .es("batch_max_docs = 20\nbatch_max_bytes = 16384\nmax_in_flight = 1\nrequest_timeout = \"1h\"")
+    .daemon("interval = \"1s\"\nshutdown_timeout = \"1s\"");
+    let socket_path = config.dir().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).expect("bind");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("socket timeout");
+    let socket_env = socket_path.display().to_string();
+    // WATCHDOG_USEC 3 s: keep-alives every 1.5 s while work moves.
+    let mut daemon = Daemon::spawn_with_env(
+        &config,
+        &[],
+        &[
+            ("NOTIFY_SOCKET", &socket_env),
+            ("WATCHDOG_USEC", "3000000"),
+            // TestConfig turns sd_notify off for every other test.
+            ("FLOWLOGD_DAEMON__SD_NOTIFY", "true"),
+        ],
+    );
+    let received = |limit: Duration| {
+        let until = Instant::now() + limit;
+        let mut keep_alives = 0;
+        let mut buf = [0u8; 256];
+        while Instant::now() < until {
+            if let Ok(n) = socket.recv(&mut buf)
+                && &buf[..n] == b"WATCHDOG=1"
+            {
+                keep_alives += 1;
+            }
+        }
+        keep_alives
+    };
+    let mut before = 0;
+    let mut waited = Duration::ZERO;
+    while !daemon.log().contains("withholding the keep-alive")
+        && waited < Duration::from_secs(60)
+        && daemon.running()
+    {
+        before += received(Duration::from_millis(500));
+        waited += Duration::from_millis(500);
+    }
+    let log = daemon.log();
+    assert!(
+        log.contains("withholding the keep-alive"),
+        "the wedged daemon kept saying it works ({before} keep-alives in {waited:?}):\n{log}"
+    );
+    assert!(before > 0, "no keep-alive while work still moved:\n{log}");
+    // Drain a keep-alive that may have been sent just before the decision, then listen for
+    // several periods: none may come while nothing moves.
+    received(Duration::from_millis(300));
+    let after = received(Duration::from_secs(5));
+    daemon.kill();
+    assert_eq!(
+        after,
+        0,
+        "keep-alives resumed although nothing moved:\n{}",
+        daemon.log()
+    );
+    es.cleanup().await;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Shutdown.
 
 // Invariant 5: SIGTERM stops polling, drains in-flight batches, commits and exits 0 within

@@ -390,6 +390,11 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `flowlogd [ARGS…] run` with `config` (written first).
     pub fn spawn(config: &TestConfig, args: &[&str]) -> Daemon {
+        Daemon::spawn_with_env(config, args, &[])
+    }
+
+    /// [`Daemon::spawn`] with extra environment variables.
+    pub fn spawn_with_env(config: &TestConfig, args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let path = config.write();
         let mut n = 0;
         let log = loop {
@@ -402,7 +407,7 @@ impl Daemon {
         let file = std::fs::File::create(&log).expect("daemon log file");
         let mut all = args.to_vec();
         all.push("run");
-        let mut cmd = command(&path, &all, &[]);
+        let mut cmd = command(&path, &all, env);
         cmd.stdin(Stdio::null())
             .stdout(file.try_clone().expect("log file"))
             .stderr(file);
