@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::ack::{AckTracker, ChunkId};
-use crate::config::{Config, SourceConfig, StartPolicy};
+use crate::config::{Config, RewritePolicy, SourceConfig, StartPolicy};
 use crate::metrics::{Metrics, SourceMetrics};
 use crate::pipeline::DecodeProblem;
 use crate::registry::{BlobEntry, BlobState, Change, Registry, SourceState};
@@ -495,6 +495,13 @@ impl App {
                     continue;
                 }
                 None => 0,
+                // A rewrite whose old documents are not deleted yet (a failed delete, a crash).
+                Some(e) if e.state == BlobState::Rewritten => {
+                    if !self.replace_rewritten(source, blob, now_ms).await {
+                        continue;
+                    }
+                    0
+                }
                 Some(e) => match e.classify(blob.content_length, &blob.etag) {
                     Change::Unchanged => {
                         let hour_end_ms =
@@ -541,15 +548,24 @@ impl App {
                         e.offset
                     }
                     Change::Rewritten => {
-                        tracing::warn!(source = %name, blob = %blob.name, stored_offset = e.offset, length = blob.content_length, "blob was rewritten (shorter than what was read, or changed before the stored offset); reading it again from 0 (document ids make that duplicate-free)");
+                        let policy = source.config.on_rewrite;
+                        tracing::warn!(source = %name, blob = %blob.name, stored_offset = e.offset, length = blob.content_length, policy = ?policy, "blob was rewritten (shorter than what was read, or changed before the stored offset); reading it again from 0 (with on_rewrite = \"replace\", after deleting the documents of its old content)");
                         // Reset to a placeholder at 0 rather than removed: if the re-read fails,
-                        // the entry keeps the blob's hour listed (invariant 8).
-                        if let Err(err) =
-                            self.registry
-                                .put(name, &blob.name, &placeholder(blob, now_ms))
-                        {
+                        // the entry keeps the blob's hour listed (invariant 8). Under `replace`
+                        // it says "rewritten" until the old documents are deleted, so a crash
+                        // or a failed delete is resumed, never skipped.
+                        let mut reset = placeholder(blob, now_ms);
+                        if policy == RewritePolicy::Replace {
+                            reset.state = BlobState::Rewritten;
+                        }
+                        if let Err(err) = self.registry.put(name, &blob.name, &reset) {
                             self.error();
                             tracing::error!(source = %name, blob = %blob.name, error = %err, "cannot reset the entry of a rewritten blob; skipping it this poll");
+                            continue;
+                        }
+                        if policy == RewritePolicy::Replace
+                            && !self.replace_rewritten(source, blob, now_ms).await
+                        {
                             continue;
                         }
                         0
@@ -599,6 +615,53 @@ impl App {
             }
         }
         tasks
+    }
+
+    /// `on_rewrite = "replace"`: deletes the documents indexed from a rewritten blob's old
+    /// content, then resets its entry to be read from 0. Returns whether the blob may be read
+    /// now; on failure its entry stays "rewritten" and the next poll tries again.
+    async fn replace_rewritten(
+        &self,
+        source: &SourceRuntime,
+        blob: &BlobItem,
+        now_ms: i64,
+    ) -> bool {
+        let name = &source.config.name;
+        let indices = match source.config.index_pattern() {
+            Ok(pattern) => pattern.wildcard(),
+            Err(e) => {
+                self.error();
+                tracing::error!(source = %name, error = %e, "bad index pattern");
+                return false;
+            }
+        };
+        let path = format!("{}/{}", source.walker.client().container_name(), blob.name);
+        let field = source.config.schema.blob_path_field();
+        match self
+            .sink
+            .delete_blob_documents(&indices, field, &path)
+            .await
+        {
+            Ok(deleted) => {
+                tracing::info!(source = %name, blob = %blob.name, deleted, indices = %indices, "documents of the rewritten blob's old content deleted; reading it again from 0");
+            }
+            Err(e) => {
+                self.error();
+                tracing::warn!(source = %name, blob = %blob.name, error = %e, "cannot delete the documents of a rewritten blob (on_rewrite = \"replace\" needs the delete and delete_by_query privileges); it is not read until that succeeds, tried again next poll");
+                return false;
+            }
+        }
+        match self
+            .registry
+            .put(name, &blob.name, &placeholder(blob, now_ms))
+        {
+            Ok(()) => true,
+            Err(e) => {
+                self.error();
+                tracing::error!(source = %name, blob = %blob.name, error = %e, "cannot store the reset entry of a rewritten blob; tried again next poll");
+                false
+            }
+        }
     }
 
     /// Forgets finished blobs last touched more than `forget_gone_after` ago: their hours are

@@ -119,6 +119,14 @@ pub struct SourceConfig {
         deserialize_with = "de_duration"
     )]
     pub forget_gone_after: Duration,
+    /// What to do with a blob rewritten with other content (shorter than what was read, or
+    /// changed before the stored offset; Network Watcher only appends, so this is a blob
+    /// deleted and written again): `"replace"` (default) deletes the documents indexed from
+    /// it (by `log.file.path`, `blobPath` in the `logstash` schema) and reads it again from 0,
+    /// so the index holds what the blob holds; `"reread"` only reads it again from 0, keeping
+    /// documents of the old content (for users without the `delete` privilege).
+    #[serde(default)]
+    pub on_rewrite: RewritePolicy,
     /// Largest record accepted, in bytes, 1024 to 1073741824 (1 GiB); a larger one is
     /// dead-lettered as malformed. Default: 268435456.
     #[serde(default = "default_max_record_bytes")]
@@ -153,6 +161,15 @@ pub enum StartPolicy {
     Resume,
     StartOver,
     StartFresh,
+}
+
+/// See [`SourceConfig::on_rewrite`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RewritePolicy {
+    #[default]
+    Replace,
+    Reread,
 }
 
 /// See [`SourceConfig::since`].

@@ -430,14 +430,17 @@ impl Registry {
         Entries { inner }
     }
 
-    /// Blobs of `source` in state [`BlobState::Active`], ordered by name: the walker
-    /// keeps listing the hour partitions these live in. Corrupt entries are skipped
+    /// Blobs of `source` in state [`BlobState::Active`] or [`BlobState::Rewritten`] (not
+    /// done with either), ordered by name: the walker keeps listing the hour partitions these
+    /// live in. Corrupt entries are skipped
     /// with a warning rather than stopping every poll.
     pub fn active_blobs(&self, source: &str) -> Result<Vec<(String, BlobEntry)>, RegistryError> {
         let mut active = Vec::new();
         for item in self.list(Some(source)) {
             match item {
-                Ok((_, blob, entry)) if entry.state == BlobState::Active => {
+                Ok((_, blob, entry))
+                    if matches!(entry.state, BlobState::Active | BlobState::Rewritten) =>
+                {
                     active.push((blob, entry))
                 }
                 Ok(_) => {}

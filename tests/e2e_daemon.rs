@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::flowlogd::{
-    Daemon, Es, GrowingBlob, NSG_CONTAINER, SourceSpec, TestConfig, VNET_CONTAINER, container,
+    Daemon, Doc, Es, GrowingBlob, NSG_CONTAINER, SourceSpec, TestConfig, VNET_CONTAINER, container,
     current_hour, describe, distinct_contents, flowlogd, flowlogd_for, metric_sum, once, partition,
 };
 use common::proxies::{fault_proxy, storage_proxy};
@@ -427,7 +427,8 @@ async fn appended_blocks_bring_exactly_their_new_tuples_for_about_their_bytes() 
 
 // Invariant 3: bytes before a blob's tail never change; if they do (a blob deleted and written
 // again shorter), that is detected, logged, and the blob is read again from 0 under the same
-// document ids, so nothing is duplicated.
+// document ids, so nothing is duplicated. This is the `on_rewrite = "reread"` policy, which
+// keeps the old content's documents (the default, "replace", is tested below).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blob_rewritten_shorter_is_detected_and_read_again_without_duplicates() {
     let azurite = Azurite::start().expect("azurite");
@@ -435,12 +436,10 @@ async fn a_blob_rewritten_shorter_is_detected_and_read_again_without_duplicates(
     let (_, vnet) = container(&azurite, VNET_CONTAINER).await;
     let config = TestConfig::new(
         &es.url,
-        vec![SourceSpec::azurite(
-            "vnet",
-            VNET_CONTAINER,
-            &azurite,
-            &es.pattern("vnet"),
-        )],
+        vec![
+            SourceSpec::azurite("vnet", VNET_CONTAINER, &azurite, &es.pattern("vnet"))
+                .extra("on_rewrite = \"reread\""),
+        ],
     )
     .es(&es.config_lines);
     let mut blob = GrowingBlob::new(GenKind::Vnet, 77, "vnet-rewrite", 10, 10);
@@ -476,6 +475,72 @@ async fn a_blob_rewritten_shorter_is_detected_and_read_again_without_duplicates(
     );
     es.assert_exactly_once(&es.all(), 100, "rewritten blob")
         .await;
+    es.cleanup().await;
+}
+
+// Rewrite policy (README "What flowlogd guarantees"): the index holds what the blob holds. A
+// blob rewritten with different content (here: fewer records, and tuples of another week, so
+// they land in another weekly index) ends with exactly its new tuples indexed: the old
+// documents are deleted, not left beside the new ones or kept in place of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_rewritten_with_different_content_leaves_exactly_its_new_tuples_in_the_index() {
+    let azurite = Azurite::start().expect("azurite");
+    let es = Es::engine("rewritten_content");
+    let (_, vnet) = container(&azurite, VNET_CONTAINER).await;
+    let config = TestConfig::new(
+        &es.url,
+        vec![SourceSpec::azurite(
+            "vnet",
+            VNET_CONTAINER,
+            &azurite,
+            &es.pattern("vnet"),
+        )],
+    )
+    .es(&es.config_lines);
+    let mut first = GrowingBlob::new(GenKind::Vnet, 91, "vnet-rewrite-changed", 6, 10);
+    first.append(&vnet, 6).await;
+    assert_eq!(once(&config).await.documents_indexed, 60);
+
+    // New content under the same name: 3 records of tuples from eight days earlier.
+    let eight_days_ago = current_hour() - 8 * 24 * 3600;
+    let other = GrowingBlob::at_hour(
+        GenKind::Vnet,
+        92,
+        "vnet-rewrite-changed",
+        3,
+        10,
+        eight_days_ago,
+    );
+    vnet.delete_blob(first.name()).await.expect("delete");
+    vnet.append_flow_log_records(first.name(), &common::blobs::records_of(&other.blob))
+        .await
+        .expect("upload the new content");
+    let out = flowlogd(&config.write(), &["once"], &[]).await;
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(out.stderr.contains("blob was rewritten"), "{}", out.stderr);
+
+    let docs = es
+        .assert_exactly_once(&es.all(), 30, "after the rewrite")
+        .await;
+    let cutoff_ms = (current_hour() - 7 * 24 * 3600) * 1000;
+    let old: Vec<&Doc> = docs
+        .iter()
+        .filter(|d| {
+            d.source["@timestamp"]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .is_none_or(|t| t.timestamp_millis() >= cutoff_ms)
+        })
+        .collect();
+    assert!(
+        old.is_empty(),
+        "{} documents of the old content are still indexed, e.g. {:?}",
+        old.len(),
+        old.first()
+    );
+    // Nothing left to do afterwards.
+    let again = once(&config).await;
+    assert_eq!((again.documents_indexed, again.errors), (0, 0), "{again:?}");
     es.cleanup().await;
 }
 

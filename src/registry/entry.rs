@@ -76,6 +76,11 @@ pub enum BlobState {
     /// No longer listed by storage (retention deleted it); kept for a grace period
     /// so a listing glitch does not cause a full re-read, then forgotten.
     Gone,
+    /// Rewritten with other content: the documents of its old content must be deleted
+    /// before it is read again from 0 (`on_rewrite = "replace"`). Stored before the delete
+    /// starts, so a crash or a failed delete is resumed by the next poll; listed like
+    /// [`BlobState::Active`].
+    Rewritten,
 }
 
 impl BlobState {
@@ -84,6 +89,7 @@ impl BlobState {
             BlobState::Active => 0,
             BlobState::Finished => 1,
             BlobState::Gone => 2,
+            BlobState::Rewritten => 3,
         }
     }
 
@@ -92,6 +98,7 @@ impl BlobState {
             0 => Some(BlobState::Active),
             1 => Some(BlobState::Finished),
             2 => Some(BlobState::Gone),
+            3 => Some(BlobState::Rewritten),
             _ => None,
         }
     }
@@ -102,6 +109,7 @@ impl BlobState {
             BlobState::Active => "active",
             BlobState::Finished => "finished",
             BlobState::Gone => "gone",
+            BlobState::Rewritten => "rewritten",
         }
     }
 }
@@ -460,10 +468,10 @@ mod tests {
     #[test]
     fn bad_enum_bytes_utf8_and_trailing_bytes_are_refused() {
         let mut bad_state = GOLDEN_V1.to_vec();
-        bad_state[33] = 3;
+        bad_state[33] = 4;
         assert_eq!(
             BlobEntry::decode(&bad_state),
-            Err(DecodeError::UnknownState(3))
+            Err(DecodeError::UnknownState(4))
         );
 
         let mut bad_presence = GOLDEN_V1.to_vec();
@@ -536,7 +544,8 @@ mod tests {
             prop_oneof![
                 Just(BlobState::Active),
                 Just(BlobState::Finished),
-                Just(BlobState::Gone)
+                Just(BlobState::Gone),
+                Just(BlobState::Rewritten)
             ],
             any::<i64>(),
         )

@@ -35,6 +35,16 @@ pub enum Schema {
     Logstash,
 }
 
+impl Schema {
+    /// The field holding `container/blob` of the blob a document came from.
+    pub fn blob_path_field(self) -> &'static str {
+        match self {
+            Schema::Ecs => "log.file.path",
+            Schema::Logstash => "blobPath",
+        }
+    }
+}
+
 impl std::str::FromStr for Schema {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -262,7 +272,7 @@ impl DocumentEncoder {
         let doc_start = body.len();
         match self.schema {
             Schema::Ecs => self.write_ecs(body, blob, record_offset, tuple),
-            Schema::Logstash => self.write_logstash(body, record, tuple),
+            Schema::Logstash => self.write_logstash(body, blob, record, tuple),
         }
         body.push(b'\n');
         out.items.push(BulkItem {
@@ -363,7 +373,15 @@ impl DocumentEncoder {
 
     /// Tuple fields 0–12 under the names of Microsoft's Logstash pipeline, raw as it leaves them
     /// (strings), except the fields that pipeline converts to integers (`unixtimestamp`, ports).
-    fn write_logstash(&self, out: &mut Vec<u8>, record: &Record<'_>, t: &FlowTuple<'_>) {
+    /// Plus `blobPath` (`container/blob`), which Microsoft's pipeline lacks: a rewritten blob's
+    /// documents are found by it (`on_rewrite = "replace"`).
+    fn write_logstash(
+        &self,
+        out: &mut Vec<u8>,
+        blob: &BlobContext,
+        record: &Record<'_>,
+        t: &FlowTuple<'_>,
+    ) {
         const NAMES: [&str; 13] = [
             "unixtimestamp",
             "srcIp",
@@ -382,6 +400,8 @@ impl DocumentEncoder {
         out.extend_from_slice(b"{\"@timestamp\":");
         push_timestamp_millis(out, t.time_ms);
         out.extend_from_slice(&self.record_fragment);
+        out.extend_from_slice(b",\"blobPath\":");
+        out.extend_from_slice(&blob.path_json);
         for (i, field) in t.raw.split(',').enumerate().take(NAMES.len()) {
             if field.is_empty() {
                 continue;
@@ -726,7 +746,8 @@ mod tests {
         assert_eq!(d["packetsDestToSource"], "2");
         assert_eq!(d["bytesSentDestToSource"], "1580");
         assert_eq!(d["@timestamp"], "2022-09-14T09:00:03.606Z");
-        assert_eq!(d.as_object().unwrap().len(), 17);
+        assert_eq!(d["blobPath"], "insights-logs-flowlogflowevent/a/PT1H.json");
+        assert_eq!(d.as_object().unwrap().len(), 18);
     }
 
     #[test]

@@ -30,7 +30,7 @@ use serde_json::{Map, Value, json};
 use super::document::{ECS_VERSION, Schema};
 
 /// Bumped whenever the mappings change (written to the template's `version`).
-pub const TEMPLATE_VERSION: u32 = 2;
+pub const TEMPLATE_VERSION: u32 = 3;
 
 /// Priority of flowlogd's templates before the pattern-length bonus; see the module docs.
 pub const BASE_PRIORITY: u32 = 200;
@@ -139,12 +139,14 @@ pub const LOGSTASH_FIELDS: &[(&str, FieldType)] = &[
     ("bytesSentSourceToDest", Long),
     ("packetsDestToSource", Long),
     ("bytesSentDestToSource", Long),
+    ("blobPath", Keyword),
 ];
 
 /// Fields filtered on (a community id pasted from another tool, a resource id) but never
 /// aggregated: indexed, without doc values. Each is unique per flow or ~100 bytes long, so doc
 /// values would cost ~30 bytes a document for no query (`scripts/bench-engine.sh`).
 pub const SEARCH_ONLY_FIELDS: &[&str] = &[
+    "blobPath",
     "network.community_id",
     "azure.flowlog.guid",
     "azure.flowlog.acl_id",
@@ -628,8 +630,11 @@ mod tests {
     #[test]
     fn search_only_fields_are_indexed_without_doc_values_and_source_only_fields_are_neither() {
         let ecs = mappings(Schema::Ecs);
+        let logstash = mappings(Schema::Logstash);
         for path in SEARCH_ONLY_FIELDS {
-            let m = mapping_at(&ecs, path).unwrap_or_else(|| panic!("{path} is not an ECS field"));
+            let m = mapping_at(&ecs, path)
+                .or_else(|| mapping_at(&logstash, path))
+                .unwrap_or_else(|| panic!("{path} is in neither layout"));
             assert_eq!(m["doc_values"], false, "{path}");
             assert!(m.get("index").is_none(), "{path} stays searchable");
         }
