@@ -407,7 +407,8 @@ impl App {
                 .filter(|(blob, _)| source.walker.accepts(blob))
                 .filter_map(|(blob, _)| partition_of(blob)),
         );
-        let blobs = match source.walker.list_partitions(&partitions).await {
+        // Past hours of a backlog are listed by day, month or year where that saves requests.
+        let blobs = match source.walker.list_covering(&partitions, now_hour - 1).await {
             Ok(b) => b,
             Err(e) => {
                 m.add(&m.list_errors, 1);

@@ -47,6 +47,84 @@ pub fn partition_of(blob: &str) -> Option<String> {
     Some(hour_partition(resource_of(blob)?, blob_hour(blob)?))
 }
 
+/// How many wanted parts of one day (hours), month (days) or year (months) make listing the
+/// whole day, month or year cheaper: one request (plus a page per 5,000 blobs) instead of one
+/// per part. Below it, the wider listing would mostly return blobs nobody asked for.
+const WIDEN_AT: usize = 4;
+
+/// The prefixes to list so as to see every blob of `partitions` (hour partitions, see
+/// [`hour_partition`]) with few requests: hours from `hourly_from` on (the current and
+/// previous hour, which steady-state polls list) stay hour prefixes; older hours are merged
+/// into day, month and year prefixes where [`WIDEN_AT`] parts of one are wanted (a first run's
+/// `since` backlog, a catch-up after downtime). Prefixes covered by a wider one are dropped.
+/// A wider listing also returns blobs of unwanted hours: filter by partition afterwards.
+pub fn listing_prefixes(partitions: &BTreeSet<String>, hourly_from: i64) -> BTreeSet<String> {
+    use std::collections::BTreeMap;
+    let mut out = BTreeSet::new();
+    // (resource, year, month, day) → wanted past hours.
+    let mut days: BTreeMap<(&str, String, String, String), Vec<&String>> = BTreeMap::new();
+    for partition in partitions {
+        let parsed = resource_of(partition).zip(blob_hour(partition));
+        match parsed {
+            Some((resource, hour)) if hour < hourly_from => {
+                let t = chrono::DateTime::from_timestamp(hour * HOUR_SECS, 0).unwrap_or_default();
+                let key = (
+                    resource,
+                    t.format("%Y").to_string(),
+                    t.format("%m").to_string(),
+                    t.format("%d").to_string(),
+                );
+                days.entry(key).or_default().push(partition);
+            }
+            _ => {
+                out.insert(partition.clone());
+            }
+        }
+    }
+    // (resource, year, month) → day prefixes or hour partitions, and how many days they span.
+    let mut months: BTreeMap<(&str, String, String), (Vec<String>, usize)> = BTreeMap::new();
+    for ((resource, y, m, d), hours) in days {
+        let parts = if hours.len() >= WIDEN_AT {
+            vec![format!("{resource}y={y}/m={m}/d={d}/")]
+        } else {
+            hours.into_iter().cloned().collect()
+        };
+        let month = months.entry((resource, y, m)).or_default();
+        month.0.extend(parts);
+        month.1 += 1;
+    }
+    let mut years: BTreeMap<(&str, String), (Vec<String>, usize)> = BTreeMap::new();
+    for ((resource, y, m), (parts, spanned_days)) in months {
+        let parts = if spanned_days >= WIDEN_AT {
+            vec![format!("{resource}y={y}/m={m}/")]
+        } else {
+            parts
+        };
+        let year = years.entry((resource, y)).or_default();
+        year.0.extend(parts);
+        year.1 += 1;
+    }
+    for ((resource, y), (parts, spanned_months)) in years {
+        if spanned_months >= WIDEN_AT {
+            out.insert(format!("{resource}y={y}/"));
+        } else {
+            out.extend(parts);
+        }
+    }
+    // An hour prefix of the current day under a year prefix, say: listed once, by the wider.
+    let wide: Vec<String> = out
+        .iter()
+        .filter(|p| !partitions.contains(*p))
+        .cloned()
+        .collect();
+    out.retain(|p| {
+        !wide
+            .iter()
+            .any(|w| p.len() > w.len() && p.starts_with(w.as_str()))
+    });
+    out
+}
+
 /// Resource discovery and hour listings for one source.
 pub struct Walker {
     client: StorageClient,
@@ -167,6 +245,22 @@ impl Walker {
         out
     }
 
+    /// Lists the flow-log blobs (`*.json`) of `partitions` with the prefixes of
+    /// [`listing_prefixes`]: blobs of other hours that a wider listing returns are left out,
+    /// and each blob is returned once.
+    pub async fn list_covering(
+        &self,
+        partitions: &BTreeSet<String>,
+        hourly_from: i64,
+    ) -> Result<Vec<BlobItem>, StorageError> {
+        let prefixes = listing_prefixes(partitions, hourly_from);
+        let mut blobs = self.list_partitions(&prefixes).await?;
+        blobs.retain(|b| partition_of(&b.name).is_some_and(|p| partitions.contains(&p)));
+        let mut seen = std::collections::HashSet::new();
+        blobs.retain(|b| seen.insert(b.name.clone()));
+        Ok(blobs)
+    }
+
     /// Lists the flow-log blobs (`*.json`) under each partition: one flat listing per partition.
     pub async fn list_partitions(
         &self,
@@ -223,5 +317,58 @@ mod tests {
             partition_of(VNET).unwrap(),
             "flowLogResourceID=/S_NETWORKWATCHERRG/NETWORKWATCHER_WESTEUROPE_FL/y=2020/m=12/d=31/h=23/"
         );
+    }
+
+    fn hours_of(resource: &str, hours: impl IntoIterator<Item = i64>) -> BTreeSet<String> {
+        hours
+            .into_iter()
+            .map(|h| hour_partition(resource, h))
+            .collect()
+    }
+
+    const R: &str = "flowLogResourceID=/S_NETWORKWATCHERRG/NETWORKWATCHER_WESTEUROPE_FL/";
+    // 2026-12-01T10:00:00Z.
+    const NOW: i64 = 1_796_119_200 / 3600;
+
+    #[test]
+    fn steady_state_partitions_are_listed_hour_by_hour() {
+        // Current and previous hour, plus two older hours of still-active blobs.
+        let wanted = hours_of(R, [NOW - 30, NOW - 3, NOW - 1, NOW]);
+        assert_eq!(listing_prefixes(&wanted, NOW - 1), wanted);
+    }
+
+    #[test]
+    fn a_year_of_backlog_is_listed_by_year_and_month_prefixes_covering_every_hour() {
+        let wanted = hours_of(R, NOW - 365 * 24..=NOW);
+        let prefixes = listing_prefixes(&wanted, NOW - 1);
+        // 2025-12-01T10:00 to 2026-12-01T10:00: December 2025 by month, 2026 by year.
+        assert_eq!(
+            prefixes,
+            BTreeSet::from([format!("{R}y=2025/m=12/"), format!("{R}y=2026/")]),
+        );
+        for partition in &wanted {
+            assert!(
+                prefixes.iter().any(|p| partition.starts_with(p.as_str())),
+                "{partition} not covered"
+            );
+        }
+    }
+
+    #[test]
+    fn a_few_days_of_downtime_are_listed_by_day_with_partial_days_by_hour() {
+        // From 2026-11-28T22:00 (two hours of that day) to now (2026-12-01T10:00).
+        let wanted = hours_of(R, NOW - 60..=NOW);
+        let prefixes = listing_prefixes(&wanted, NOW - 1);
+        let expected: BTreeSet<String> = [
+            format!("{R}y=2026/m=11/d=28/h=22/"),
+            format!("{R}y=2026/m=11/d=28/h=23/"),
+            format!("{R}y=2026/m=11/d=29/"),
+            format!("{R}y=2026/m=11/d=30/"),
+            // Today: 00:00 to 08:00 are past hours (a day prefix), 09:00 and 10:00 are hourly
+            // but covered by it.
+            format!("{R}y=2026/m=12/d=01/"),
+        ]
+        .into();
+        assert_eq!(prefixes, expected);
     }
 }
