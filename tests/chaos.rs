@@ -1382,11 +1382,40 @@ async fn verify(
     v
 }
 
+/// `path|offset|…` keys grouped by blob: how many tuples, in how many records, between which
+/// record offsets.
+fn by_blob(what: &str, keys: &[String]) -> Vec<String> {
+    let mut blobs: BTreeMap<&str, BTreeMap<u64, u64>> = BTreeMap::new();
+    for k in keys {
+        let mut parts = k.split('|');
+        let path = parts.next().unwrap_or("?");
+        let offset = parts
+            .next()
+            .and_then(|o| o.parse().ok())
+            .unwrap_or(u64::MAX);
+        *blobs.entry(path).or_default().entry(offset).or_default() += 1;
+    }
+    blobs
+        .into_iter()
+        .map(|(path, records)| {
+            format!(
+                "{what}: {} tuples of {} records at offsets {}..={} of {path}",
+                records.values().sum::<u64>(),
+                records.len(),
+                records.keys().next().unwrap(),
+                records.keys().last().unwrap(),
+            )
+        })
+        .collect()
+}
+
 // ---------------------------------------------------------------------------------------------
 // One trial.
 
 #[derive(Debug)]
 struct TrialResult {
+    /// The seed of the run (the plan has the trial's own).
+    seed: u64,
     plan: Plan,
     kills: u64,
     terms: u64,
@@ -1407,7 +1436,7 @@ impl TrialResult {
         self.verdict.clean() && self.findings.is_empty()
     }
 
-    fn json(&self, seed: u64) -> Value {
+    fn json(&self) -> Value {
         let faults: serde_json::Map<String, Value> = FAULTS
             .iter()
             .map(|f| {
@@ -1418,7 +1447,7 @@ impl TrialResult {
             })
             .collect();
         json!({
-            "seed": format!("{seed:#x}"),
+            "seed": format!("{:#x}", self.seed),
             "trial": self.plan.trial,
             "trial_seed": format!("{:#x}", self.plan.seed),
             "passed": self.passed(),
@@ -1726,6 +1755,7 @@ async fn run_trial(settings: &Settings, storage: &Storage, trial: u64) -> TrialR
     let verdict = verify(&es, &expected, &dead_letter, &poisoned).await;
     let traffic = *engine_proxy.faults.traffic.lock().unwrap();
     let mut result = TrialResult {
+        seed: settings.seed,
         plan,
         kills,
         terms,
@@ -1750,6 +1780,9 @@ async fn run_trial(settings: &Settings, storage: &Storage, trial: u64) -> TrialR
         None => None,
     };
     if let Some(dir) = keep {
+        let registry = flowlogd(&config.write(), &["registry", "list"], &[]).await;
+        std::fs::create_dir_all(&dir).expect("artifact directory");
+        let _ = std::fs::write(dir.join("registry.txt"), registry.stdout);
         keep_artifacts(
             &dir,
             &config,
@@ -1794,14 +1827,45 @@ fn keep_artifacts(
     );
     let v = &result.verdict;
     let mut text = format!(
-        "{}\n\nlost:\n{}\n\nduplicated:\n{}\n\nunaccounted dead letters:\n{}\n\npoisoned, not dead-lettered:\n{}\n\nproblems:\n{}\n",
-        serde_json::to_string_pretty(&result.json(0)).unwrap(),
+        "{}\n\nlost, by blob:\n{}\n\nlost:\n{}\n\nduplicated:\n{}\n\nunaccounted dead letters:\n{}\n\npoisoned, not dead-lettered:\n{}\n\nproblems:\n{}\n",
+        serde_json::to_string_pretty(&result.json()).unwrap(),
+        by_blob("lost", &v.lost).join("\n"),
         v.lost.join("\n"),
         v.duplicated.join("\n"),
         v.unaccounted_dead_letters.join("\n"),
         v.poisoned_not_dead_lettered.join("\n"),
         v.problems.join("\n"),
     );
+    // What the daemons logged about each blob that lost tuples.
+    let lost_blobs: HashSet<&str> = v
+        .lost
+        .iter()
+        .filter_map(|k| k.split('|').next()?.split_once('/').map(|(_, blob)| blob))
+        .collect();
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(config.dir())
+        .expect("config dir")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    logs.sort_by_key(|p| {
+        p.file_stem()
+            .and_then(|s| s.to_str()?.strip_prefix("run-")?.parse::<u32>().ok())
+            .unwrap_or(u32::MAX)
+    });
+    for blob in lost_blobs {
+        let _ = writeln!(text, "\nlog lines naming {blob}:");
+        for log in &logs {
+            let content = std::fs::read_to_string(log).unwrap_or_default();
+            for line in content.lines().filter(|l| l.contains(blob)) {
+                let _ = writeln!(
+                    text,
+                    "  {}: {line}",
+                    log.file_name().unwrap_or_default().display()
+                );
+            }
+        }
+    }
     let _ = writeln!(text, "\nblobs:");
     for b in blobs {
         let _ = writeln!(
@@ -1837,7 +1901,7 @@ async fn flowlogd_run_under_sigkills_sigterms_and_storage_and_engine_faults_lose
     let mut results = Vec::new();
     for trial in settings.first..settings.first + settings.trials {
         let r = run_trial(&settings, &storage, trial).await;
-        let line = r.json(settings.seed);
+        let line = r.json();
         eprintln!("chaos: result {line}");
         if let Some(out) = &settings.out {
             let mut report = std::fs::OpenOptions::new()
@@ -1901,10 +1965,11 @@ async fn flowlogd_run_under_sigkills_sigterms_and_storage_and_engine_faults_lose
                 .as_ref()
                 .map_or("-".into(), |p| p.display().to_string()),
         );
+        let lost = by_blob("lost", &v.lost);
         for line in r
             .findings
             .iter()
-            .chain(v.lost.iter().take(5))
+            .chain(lost.iter())
             .chain(v.duplicated.iter().take(5))
             .chain(v.unaccounted_dead_letters.iter().take(5))
             .chain(v.poisoned_not_dead_lettered.iter().take(5))
