@@ -128,7 +128,9 @@ pub struct SourceConfig {
     #[serde(default)]
     pub on_rewrite: RewritePolicy,
     /// Largest record accepted, in bytes, 1024 to 1073741824 (1 GiB); a larger one is
-    /// dead-lettered as malformed. Default: 268435456.
+    /// dead-lettered as malformed. Each blob being read holds its current record whole, so
+    /// memory grows by up to `read_concurrency` times this (invariant 6); its documents are
+    /// streamed in chunks, whatever its number of tuples. Default: 16777216 (16 MiB).
     #[serde(default = "default_max_record_bytes")]
     pub max_record_bytes: usize,
 }
@@ -1014,44 +1016,19 @@ impl DaemonConfig {
     }
 }
 
-/// Parses `"90s"`, `"15m"`, `"1h30m"`, `"250ms"`, `"7d"`, `"0"` (units: ms, s, m, h, d).
+/// Parses `"90s"`, `"15m"`, `"1h30m"`, `"1h 30m"`, `"250ms"`, `"7d"`, `"0"` with humantime
+/// (units ms, s, m, h, d and their long forms, `w`, `M` months, `y` years), plus a bare `"0"`,
+/// which humantime refuses.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || {
-        format!(
-            "bad duration {text:?} (expected e.g. \"60s\", \"15m\", \"1h30m\", \"250ms\", \"7d\")"
-        )
-    };
     let t = text.trim();
     if t == "0" {
         return Ok(Duration::ZERO);
     }
-    if t.is_empty() {
-        return Err(bad());
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = t;
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-        if digits == 0 {
-            return Err(bad());
-        }
-        let value: u64 = rest[..digits].parse().map_err(|_| bad())?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = match &rest[..unit_len] {
-            "ms" => Duration::from_millis(value),
-            "s" => Duration::from_secs(value),
-            "m" => Duration::from_secs(value.checked_mul(60).ok_or_else(bad)?),
-            "h" => Duration::from_secs(value.checked_mul(3600).ok_or_else(bad)?),
-            "d" => Duration::from_secs(value.checked_mul(86_400).ok_or_else(bad)?),
-            _ => return Err(bad()),
-        };
-        total = total.checked_add(unit).ok_or_else(bad)?;
-        rest = &rest[unit_len..];
-    }
-    Ok(total)
+    humantime::parse_duration(t).map_err(|e| {
+        format!(
+            "bad duration {text:?}: {e} (expected e.g. \"60s\", \"15m\", \"1h30m\", \"250ms\", \"7d\")"
+        )
+    })
 }
 
 #[derive(Deserialize)]
@@ -1162,7 +1139,10 @@ mod tests {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(604_800));
         assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
-        for bad in ["", "s", "10", "1.5h", "5 m", "-1s", "99999999999999999999d"] {
+        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("2min").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1.5h").unwrap(), Duration::from_secs(5400));
+        for bad in ["", "s", "10", "-1s", "1h30", "99999999999999999999d"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }

@@ -428,22 +428,17 @@ impl DateParts {
     }
 }
 
-// Howard Hinnant's `civil_from_days` / `days_from_civil`
-// (http://howardhinnant.github.io/date_algorithms.html): exact for every day an i64 of
-// milliseconds can name, no tables, no overflow at those magnitudes.
+/// The JSON writer's date conversion (one implementation for timestamps and index names),
+/// widened to this module's i64 fields.
 fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+    let (year, month, day) = super::json::civil_from_days(days);
+    (year, i64::from(month), i64::from(day))
 }
 
+// Howard Hinnant's `days_from_civil` (http://howardhinnant.github.io/date_algorithms.html),
+// the inverse of `civil_from_days`: exact for every day an i64 of milliseconds can name. Not
+// chrono: its calendar stops at year 262,143, and index names must exist for every
+// timestamp the decoder accepts.
 fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let y = year - i64::from(month <= 2);
     let era = y.div_euclid(400);

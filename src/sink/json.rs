@@ -96,8 +96,11 @@ fn put_digits(dst: &mut [u8], mut v: u32) {
     }
 }
 
-/// Howard Hinnant's `civil_from_days`: days since 1970-01-01 → (year, month, day), proleptic Gregorian.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
+/// Howard Hinnant's `civil_from_days` (http://howardhinnant.github.io/date_algorithms.html):
+/// days since 1970-01-01 → (year, month, day), proleptic Gregorian, exact for every day an i64
+/// of milliseconds can name. Hand-written because it is on the per-document hot path and
+/// chrono's calendar ends at year 262,143; index names use it too.
+pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

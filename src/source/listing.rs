@@ -190,21 +190,13 @@ struct Properties {
     last_modified: String,
 }
 
+/// A name the service percent-encoded (`Encoded="true"`); `None` when the decoded bytes are
+/// not UTF-8. A `%` not followed by two hex digits stays as it is (the crate's rule).
 fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .ok()
+        .map(|name| name.into_owned())
 }
 
 #[cfg(test)]
@@ -285,8 +277,27 @@ mod tests {
     }
 
     #[test]
-    fn malformed_encoded_name_is_an_error() {
-        let xml = r#"<EnumerationResults><Blobs><Blob><Name Encoded="true">%ZZ</Name><Properties><Last-Modified>Tue, 04 Nov 2025 11:00:00 GMT</Last-Modified><Etag>1</Etag><Content-Length>0</Content-Length></Properties></Blob></Blobs></EnumerationResults>"#;
+    fn an_encoded_name_that_is_not_utf8_is_an_error() {
+        let xml = r#"<EnumerationResults><Blobs><Blob><Name Encoded="true">a%FFb</Name><Properties><Last-Modified>Tue, 04 Nov 2025 11:00:00 GMT</Last-Modified><Etag>1</Etag><Content-Length>0</Content-Length></Properties></Blob></Blobs></EnumerationResults>"#;
         assert!(parse_list_page(xml.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn encoded_names_are_percent_decoded_and_stray_percents_kept() {
+        let page = |name: &str| {
+            format!(
+                r#"<EnumerationResults><Blobs><Blob><Name Encoded="true">{name}</Name><Properties><Last-Modified>Tue, 04 Nov 2025 11:00:00 GMT</Last-Modified><Etag>1</Etag><Content-Length>0</Content-Length></Properties></Blob></Blobs></EnumerationResults>"#
+            )
+        };
+        let names = |name: &str| {
+            parse_list_page(page(name).as_bytes())
+                .unwrap()
+                .blobs
+                .into_iter()
+                .map(|b| b.name)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names("y%3D2026%2Fa%20b%C3%A9"), vec!["y=2026/a bé"]);
+        assert_eq!(names("100%ZZ"), vec!["100%ZZ"]);
     }
 }
