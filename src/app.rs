@@ -1,7 +1,7 @@
 //! The daemon: polls every source (walker → poller → reader), batches the documents, delivers
 //! them through the bulk sink and commits offsets through the ack tracker; runs once or forever,
 //! and shuts down in order (stop polling, drain deliveries, commit, flush the registry).
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -12,10 +12,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::ack::{AckTracker, ChunkId};
-use crate::config::{Config, RewritePolicy, SourceConfig, StartPolicy};
+use crate::config::{Config, SourceConfig, StartPolicy};
 use crate::metrics::{Metrics, SourceMetrics};
 use crate::pipeline::DecodeProblem;
-use crate::registry::{BlobEntry, BlobState, Change, Registry, SourceState};
+use crate::poller::{self, Action, Prepare};
+use crate::registry::{BlobEntry, BlobState, Registry, SourceState};
 use crate::sink::bulk::{BulkSink, ItemOrigin};
 use crate::sink::document::{BulkBuffer, DocumentEncoder};
 use crate::source::client::{StorageClient, StorageStats};
@@ -23,7 +24,7 @@ use crate::source::listing::BlobItem;
 use crate::source::reader::{
     Chunk, ChunkSink, ReadError, ReadLimits, ReadTask, end_of_records, read_blob,
 };
-use crate::source::walker::{HOUR_SECS, Walker, blob_hour, partition_of};
+use crate::source::walker::{HOUR_SECS, Walker, partition_of};
 
 /// What `flowlogd once` prints when done.
 #[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
@@ -460,8 +461,9 @@ impl App {
         );
     }
 
-    /// Compares listed blobs with the registry; returns the reads to do and records the rest
-    /// (new `start_fresh` positions, rewritten blobs, finished and deleted blobs).
+    /// Compares listed blobs with the registry ([`poller::plan`]), carries out its decisions
+    /// (new `start_fresh` positions, placeholders, rewrites, finished and deleted blobs) and
+    /// returns the reads to do.
     async fn plan(
         &self,
         source: &SourceRuntime,
@@ -472,139 +474,92 @@ impl App {
     ) -> Vec<ReadTask> {
         let name = &source.config.name;
         let now_ms = now.timestamp_millis();
-        let settle_ms = source.config.settle.as_millis() as i64;
-        let finish_ms = source.config.finish_after.as_millis() as i64;
-        let mut tasks = Vec::new();
-        let listed: HashSet<&str> = blobs.iter().map(|b| b.name.as_str()).collect();
+        let mut listing = Vec::with_capacity(blobs.len());
         for blob in blobs {
-            if self.is_busy(source.index, &blob.name) {
-                continue;
-            }
-            let entry = match self.registry.get(name, &blob.name) {
-                Ok(e) => e,
+            match self.registry.get(name, &blob.name) {
+                Ok(entry) => listing.push(poller::Listed {
+                    blob: blob.clone(),
+                    entry,
+                    busy: self.is_busy(source.index, &blob.name),
+                }),
                 Err(e) => {
                     self.error();
                     tracing::error!(source = %name, blob = %blob.name, error = %e, "cannot read registry entry; skipping the blob this poll");
-                    continue;
                 }
-            };
-            let settled = now_ms - blob.last_modified.timestamp_millis() >= settle_ms;
-            let unseen = entry.is_none();
-            let from = match entry {
-                None if first_run && source.config.start == StartPolicy::StartFresh => {
-                    self.record_fresh_start(source, blob, now_ms).await;
-                    continue;
-                }
-                None => 0,
-                // A rewrite whose old documents are not deleted yet (a failed delete, a crash).
-                Some(e) if e.state == BlobState::Rewritten => {
-                    if !self.replace_rewritten(source, blob, now_ms).await {
-                        continue;
-                    }
-                    0
-                }
-                Some(e) => match e.classify(blob.content_length, &blob.etag) {
-                    Change::Unchanged => {
-                        let hour_end_ms =
-                            blob_hour(&blob.name).map_or(i64::MAX, |h| (h + 1) * HOUR_SECS * 1000);
-                        if e.state == BlobState::Active && now_ms - hour_end_ms > finish_ms {
-                            if e.length_seen.saturating_sub(e.offset) > 64 {
-                                tracing::warn!(source = %name, blob = %blob.name, offset = e.offset, length = e.length_seen, "blob finished with unread bytes after the last complete record (an incomplete record that never completed)");
-                            }
-                            self.stored(
-                                self.registry.mark_finished(name, &blob.name),
-                                name,
-                                &blob.name,
-                                "cannot mark the blob finished; tried again next poll",
-                            );
-                        }
-                        continue;
-                    }
-                    Change::Retagged => {
-                        let retagged = self.registry.update(name, &blob.name, |old| {
-                            old.map(|o| BlobEntry {
-                                etag: blob.etag.clone(),
-                                last_modified: blob.last_modified.timestamp_millis(),
-                                updated_at: now_ms,
-                                ..o.clone()
-                            })
-                        });
-                        self.stored(
-                            retagged,
-                            name,
-                            &blob.name,
-                            "cannot store the blob's new ETag; compared again next poll",
-                        );
-                        continue;
-                    }
-                    Change::Grown => {
-                        if e.state != BlobState::Active {
-                            self.stored(
-                                self.registry.mark_active(name, &blob.name),
-                                name,
-                                &blob.name,
-                                "cannot mark a grown blob active again; reading it anyway",
-                            );
-                        }
-                        e.offset
-                    }
-                    Change::Rewritten => {
-                        let policy = source.config.on_rewrite;
-                        tracing::warn!(source = %name, blob = %blob.name, stored_offset = e.offset, length = blob.content_length, policy = ?policy, "blob was rewritten (shorter than what was read, or changed before the stored offset); reading it again from 0 (with on_rewrite = \"replace\", after deleting the documents of its old content)");
-                        // Reset to a placeholder at 0 rather than removed: if the re-read fails,
-                        // the entry keeps the blob's hour listed (invariant 8). Under `replace`
-                        // it says "rewritten" until the old documents are deleted, so a crash
-                        // or a failed delete is resumed, never skipped.
-                        let mut reset = placeholder(blob, now_ms);
-                        if policy == RewritePolicy::Replace {
-                            reset.state = BlobState::Rewritten;
-                        }
-                        if let Err(err) = self.registry.put(name, &blob.name, &reset) {
-                            self.error();
-                            tracing::error!(source = %name, blob = %blob.name, error = %err, "cannot reset the entry of a rewritten blob; skipping it this poll");
-                            continue;
-                        }
-                        if policy == RewritePolicy::Replace
-                            && !self.replace_rewritten(source, blob, now_ms).await
-                        {
-                            continue;
-                        }
-                        0
-                    }
-                },
-            };
-            // Invariant 8: a listed blob is never forgotten. An unseen blob gets an entry at
-            // offset 0 before anything else happens to it, so its hour stays listed (as an
-            // active entry) until it is read: its hour may never be "current or previous"
-            // again (a first run's backlog, a catch-up after downtime, `settle` over an hour),
-            // and the read may fail, be cut short by a crash, or outlive `shutdown_timeout`.
-            if unseen
-                && let Err(e) = self
-                    .registry
-                    .put(name, &blob.name, &placeholder(blob, now_ms))
-            {
-                self.error();
-                tracing::error!(source = %name, blob = %blob.name, error = %e, "cannot record a newly listed blob; skipping it this poll (it is listed again while its hour is)");
-                continue;
             }
-            if !settled {
-                tracing::debug!(source = %name, blob = %blob.name, "blob changed less than `settle` ago; reading it later");
-                continue;
-            }
-            tasks.push(ReadTask {
-                blob: blob.clone(),
-                from,
-            });
         }
-        // Blobs of listed partitions that the listing no longer shows were deleted (retention).
-        if let Ok(active) = self.registry.active_blobs(name) {
-            for (blob, _) in active {
-                let in_listed_partition =
-                    partition_of(&blob).is_some_and(|p| partitions.contains(&p));
-                if in_listed_partition
-                    && !listed.contains(blob.as_str())
-                    && !self.is_busy(source.index, &blob)
-                {
+        // Without the active entries, no blob is called gone this poll.
+        let active: Vec<(String, bool)> = match self.registry.active_blobs(name) {
+            Ok(active) => active
+                .into_iter()
+                .map(|(blob, _)| {
+                    let busy = self.is_busy(source.index, &blob);
+                    (blob, busy)
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(source = %name, error = %e, "cannot list active registry entries; deleted blobs are noticed next poll");
+                Vec::new()
+            }
+        };
+        let policy = poller::Policy {
+            start: source.config.start,
+            first_run,
+            settle_ms: source.config.settle.as_millis() as i64,
+            finish_after_ms: source.config.finish_after.as_millis() as i64,
+            on_rewrite: source.config.on_rewrite,
+        };
+        let mut tasks = Vec::new();
+        for action in poller::plan(&listing, &active, partitions, now_ms, &policy) {
+            match action {
+                Action::Read {
+                    blob,
+                    from,
+                    prepare,
+                    settled,
+                    rewritten_from,
+                } => {
+                    if !self
+                        .prepare(source, &blob, prepare, rewritten_from, now_ms)
+                        .await
+                    {
+                        continue;
+                    }
+                    if !settled {
+                        tracing::debug!(source = %name, blob = %blob.name, "blob changed less than `settle` ago; reading it later");
+                        continue;
+                    }
+                    tasks.push(ReadTask { blob, from });
+                }
+                Action::FreshStart(blob) => self.record_fresh_start(source, &blob, now_ms).await,
+                Action::Finish { blob, unread } => {
+                    if unread > 0 {
+                        tracing::warn!(source = %name, blob = %blob, unread_bytes = unread, "blob finished with unread bytes after the last complete record (an incomplete record that never completed)");
+                    }
+                    self.stored(
+                        self.registry.mark_finished(name, &blob),
+                        name,
+                        &blob,
+                        "cannot mark the blob finished; tried again next poll",
+                    );
+                }
+                Action::Retag(blob) => {
+                    let retagged = self.registry.update(name, &blob.name, |old| {
+                        old.map(|o| BlobEntry {
+                            etag: blob.etag.clone(),
+                            last_modified: blob.last_modified.timestamp_millis(),
+                            updated_at: now_ms,
+                            ..o.clone()
+                        })
+                    });
+                    self.stored(
+                        retagged,
+                        name,
+                        &blob.name,
+                        "cannot store the blob's new ETag; compared again next poll",
+                    );
+                }
+                Action::Gone(blob) => {
                     tracing::info!(source = %name, blob = %blob, "blob is gone (deleted by retention?)");
                     self.stored(
                         self.registry.mark_gone(name, &blob, now_ms),
@@ -616,6 +571,68 @@ impl App {
             }
         }
         tasks
+    }
+
+    /// Brings a blob's registry entry where [`poller::Prepare`] says before it is read.
+    /// Returns whether the blob may be read now (a failure is logged, counted, and retried by
+    /// the next poll, which finds the same situation).
+    async fn prepare(
+        &self,
+        source: &SourceRuntime,
+        blob: &BlobItem,
+        prepare: Prepare,
+        rewritten_from: Option<u64>,
+        now_ms: i64,
+    ) -> bool {
+        let name = &source.config.name;
+        match prepare {
+            Prepare::Nothing => true,
+            // Invariant 8: a listed blob is never forgotten. An unseen blob gets an entry at
+            // offset 0 before anything else happens to it, so its hour stays listed (as an
+            // active entry) until it is read: its hour may never be "current or previous"
+            // again (a first run's backlog, a catch-up after downtime, `settle` over an hour),
+            // and the read may fail, be cut short by a crash, or outlive `shutdown_timeout`.
+            Prepare::Remember => {
+                match self
+                    .registry
+                    .put(name, &blob.name, &placeholder(blob, now_ms))
+                {
+                    Ok(()) => true,
+                    Err(e) => {
+                        self.error();
+                        tracing::error!(source = %name, blob = %blob.name, error = %e, "cannot record a newly listed blob; skipping it this poll (it is listed again while its hour is)");
+                        false
+                    }
+                }
+            }
+            Prepare::Reactivate => {
+                self.stored(
+                    self.registry.mark_active(name, &blob.name),
+                    name,
+                    &blob.name,
+                    "cannot mark a grown blob active again; reading it anyway",
+                );
+                true
+            }
+            Prepare::Reset { replace } => {
+                tracing::warn!(source = %name, blob = %blob.name, stored_offset = rewritten_from, length = blob.content_length, policy = ?source.config.on_rewrite, "blob was rewritten (shorter than what was read, or changed before the stored offset); reading it again from 0 (with on_rewrite = \"replace\", after deleting the documents of its old content)");
+                // Reset to a placeholder at 0 rather than removed: if the re-read fails, the
+                // entry keeps the blob's hour listed (invariant 8). Under `replace` it says
+                // "rewritten" until the old documents are deleted, so a crash or a failed
+                // delete is resumed, never skipped.
+                let mut reset = placeholder(blob, now_ms);
+                if replace {
+                    reset.state = BlobState::Rewritten;
+                }
+                if let Err(err) = self.registry.put(name, &blob.name, &reset) {
+                    self.error();
+                    tracing::error!(source = %name, blob = %blob.name, error = %err, "cannot reset the entry of a rewritten blob; skipping it this poll");
+                    return false;
+                }
+                !replace || self.replace_rewritten(source, blob, now_ms).await
+            }
+            Prepare::FinishReplace => self.replace_rewritten(source, blob, now_ms).await,
+        }
     }
 
     /// `on_rewrite = "replace"`: deletes the documents indexed from a rewritten blob's old

@@ -27,6 +27,7 @@ pub mod generator;
 pub mod http;
 pub mod metrics;
 pub mod pipeline;
+pub mod poller;
 pub mod registry;
 pub mod secret;
 pub mod sink;
