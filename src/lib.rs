@@ -21,6 +21,7 @@ pub mod ack;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod delivery;
 pub mod enrich;
 pub mod flowlog;
 pub mod generator;
