@@ -69,7 +69,7 @@ pub async fn serve(
     Ok((addr, handle))
 }
 
-fn respond(request: &[u8], metrics: &Metrics, windows: ReadinessWindows) -> Vec<u8> {
+fn respond(request: &[u8], metrics: &Arc<Metrics>, windows: ReadinessWindows) -> Vec<u8> {
     let line = request
         .split(|b| *b == b'\r' || *b == b'\n')
         .next()
@@ -94,7 +94,7 @@ fn respond(request: &[u8], metrics: &Metrics, windows: ReadinessWindows) -> Vec<
             }
         }
         (b"GET" | b"HEAD", b"/metrics") => {
-            ("200 OK", "text/plain; version=0.0.4", metrics.render(now))
+            ("200 OK", crate::metrics::CONTENT_TYPE, metrics.render(now))
         }
         (b"GET" | b"HEAD", _) => (
             "404 Not Found",

@@ -1,10 +1,18 @@
-//! Counters and gauges of the running daemon, rendered in the Prometheus text format for
-//! `/metrics`, and the facts `/readyz` decides on.
+//! Counters and gauges of the running daemon, the facts `/readyz` decides on, and their
+//! exposition for `/metrics` (encoded by prometheus-client in the OpenMetrics text format).
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 use crate::source::client::StorageStats;
 
@@ -68,9 +76,7 @@ pub struct Metrics {
     pub bulk_requests: AtomicU64,
     pub bulk_item_retries: AtomicU64,
     pub bulk_request_retries: AtomicU64,
-    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
-    latency_count: AtomicU64,
-    latency_sum_micros: AtomicU64,
+    bulk_latency: Histogram,
     /// When the last bulk request succeeded, epoch ms (0 = never).
     pub last_bulk_ok_ms: AtomicI64,
     /// Batches being delivered now: id → when its delivery started, epoch ms. Readiness looks
@@ -99,9 +105,7 @@ impl Metrics {
             bulk_requests: AtomicU64::new(0),
             bulk_item_retries: AtomicU64::new(0),
             bulk_request_retries: AtomicU64::new(0),
-            latency_buckets: Default::default(),
-            latency_count: AtomicU64::new(0),
-            latency_sum_micros: AtomicU64::new(0),
+            bulk_latency: Histogram::new(LATENCY_BUCKETS),
             last_bulk_ok_ms: AtomicI64::new(0),
             batches_in_flight: Mutex::default(),
             next_batch: AtomicU64::new(0),
@@ -152,17 +156,7 @@ impl Metrics {
 
     /// Records one bulk request's latency.
     pub fn observe_bulk_latency(&self, latency: Duration) {
-        let secs = latency.as_secs_f64();
-        for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
-            if secs <= *bound {
-                add(bucket, 1);
-            }
-        }
-        add(&self.latency_count, 1);
-        add(
-            &self.latency_sum_micros,
-            latency.as_micros().min(u128::from(u64::MAX)) as u64,
-        );
+        self.bulk_latency.observe(latency.as_secs_f64());
         add(&self.bulk_requests, 1);
     }
 
@@ -202,150 +196,158 @@ impl Metrics {
         Ok(())
     }
 
-    /// The Prometheus text exposition of every metric.
-    pub fn render(&self, now_ms: i64) -> String {
+    /// The exposition of every metric, in the OpenMetrics text format (which Prometheus
+    /// scrapes; [`CONTENT_TYPE`]), encoded by prometheus-client from a snapshot of the counters.
+    pub fn render(self: &Arc<Self>, now_ms: i64) -> String {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Exposition {
+            metrics: self.clone(),
+            now_ms,
+        }));
         let mut out = String::with_capacity(4096);
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let mut family =
-            |name: &str,
-             kind: &str,
-             help: &str,
-             values: &mut dyn Iterator<Item = (String, String)>| {
-                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-                for (labels, value) in values {
-                    let _ = writeln!(out, "{name}{labels} {value}");
-                }
-            };
-        let per_source = |f: &dyn Fn(&SourceMetrics) -> String| -> Vec<(String, String)> {
-            self.sources
-                .iter()
-                .map(|s| (format!("{{source=\"{}\"}}", s.name), f(s)))
-                .collect()
-        };
-        type Counter<'a> = (&'a str, &'a str, &'a dyn Fn(&SourceMetrics) -> String);
-        let counters: [Counter; 13] = [
-            (
-                "flowlogd_documents_indexed_total",
-                "Documents created in Elasticsearch.",
-                &|s| load(&s.documents_indexed).to_string(),
-            ),
-            (
-                "flowlogd_documents_existing_total",
-                "Documents Elasticsearch already had (409 on create): replays, not duplicates.",
-                &|s| load(&s.documents_existing).to_string(),
-            ),
-            (
-                "flowlogd_documents_dead_lettered_total",
-                "Documents rejected by Elasticsearch and written to the dead-letter file.",
-                &|s| load(&s.documents_dead_lettered).to_string(),
-            ),
-            (
-                "flowlogd_decode_problems_total",
-                "Malformed records, tuples or bytes (dead-lettered).",
-                &|s| load(&s.decode_problems).to_string(),
-            ),
-            (
-                "flowlogd_records_total",
-                "Flow-log records decoded.",
-                &|s| load(&s.records).to_string(),
-            ),
-            (
-                "flowlogd_blobs_read_total",
-                "Blob reads (ranged GETs of new bytes).",
-                &|s| load(&s.blobs_read).to_string(),
-            ),
-            ("flowlogd_bytes_new_total", "New blob bytes read.", &|s| {
-                load(&s.bytes_new).to_string()
-            }),
-            (
-                "flowlogd_bytes_downloaded_total",
-                "Bytes downloaded from Blob Storage.",
-                &|s| load(&s.storage.bytes_downloaded).to_string(),
-            ),
-            (
-                "flowlogd_list_requests_total",
-                "List Blobs requests.",
-                &|s| load(&s.storage.list_requests).to_string(),
-            ),
-            (
-                "flowlogd_blobs_listed_total",
-                "Blob entries returned by listings.",
-                &|s| load(&s.storage.blobs_listed).to_string(),
-            ),
-            (
-                "flowlogd_storage_retries_total",
-                "Retried storage requests.",
-                &|s| load(&s.storage.retries).to_string(),
-            ),
-            (
-                "flowlogd_read_errors_total",
-                "Blob reads given up on for this poll (retried next poll).",
-                &|s| load(&s.read_errors).to_string(),
-            ),
-            (
-                "flowlogd_list_errors_total",
-                "Listings given up on for this poll.",
-                &|s| load(&s.list_errors).to_string(),
-            ),
-        ];
-        for (name, help, f) in counters {
-            family(name, "counter", help, &mut per_source(f).into_iter());
-        }
-        family(
-            "flowlogd_lag_seconds",
-            "gauge",
-            "Now minus the newest tuple time indexed, per source (-1 before the first document).",
-            &mut per_source(&|s| {
-                let newest = s.newest_indexed_ms.load(Ordering::Relaxed);
-                if newest == 0 {
-                    "-1".into()
-                } else {
-                    format!("{:.3}", (now_ms - newest) as f64 / 1000.0)
-                }
-            })
-            .into_iter(),
-        );
-        family(
-            "flowlogd_bulk_item_retries_total",
-            "counter",
-            "Bulk items retried after 429/5xx.",
-            &mut std::iter::once((String::new(), load(&self.bulk_item_retries).to_string())),
-        );
-        family(
-            "flowlogd_bulk_request_retries_total",
-            "counter",
-            "Whole bulk requests retried after a failure.",
-            &mut std::iter::once((String::new(), load(&self.bulk_request_retries).to_string())),
-        );
-        family(
-            "flowlogd_registry_entries",
-            "gauge",
-            "Blobs tracked in the registry.",
-            &mut std::iter::once((String::new(), load(&self.registry_entries).to_string())),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP flowlogd_bulk_latency_seconds Latency of bulk requests.\n# TYPE flowlogd_bulk_latency_seconds histogram"
-        );
-        for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
-            let _ = writeln!(
-                out,
-                "flowlogd_bulk_latency_seconds_bucket{{le=\"{bound}\"}} {}",
-                load(bucket)
-            );
-        }
-        let count = load(&self.latency_count);
-        let _ = writeln!(
-            out,
-            "flowlogd_bulk_latency_seconds_bucket{{le=\"+Inf\"}} {count}"
-        );
-        let _ = writeln!(
-            out,
-            "flowlogd_bulk_latency_seconds_sum {:.6}",
-            load(&self.latency_sum_micros) as f64 / 1e6
-        );
-        let _ = writeln!(out, "flowlogd_bulk_latency_seconds_count {count}");
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &registry);
         out
+    }
+}
+
+/// The content type of [`Metrics::render`].
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The metrics at one scrape.
+#[derive(Debug)]
+struct Exposition {
+    metrics: Arc<Metrics>,
+    now_ms: i64,
+}
+
+/// A per-source counter: its name without `_total` (the encoder adds it), its help, its value.
+type SourceCounter = (&'static str, &'static str, fn(&SourceMetrics) -> u64);
+
+const SOURCE_COUNTERS: [SourceCounter; 13] = [
+    (
+        "flowlogd_documents_indexed",
+        "Documents created in Elasticsearch.",
+        |s| load(&s.documents_indexed),
+    ),
+    (
+        "flowlogd_documents_existing",
+        "Documents Elasticsearch already had (409 on create): replays, not duplicates.",
+        |s| load(&s.documents_existing),
+    ),
+    (
+        "flowlogd_documents_dead_lettered",
+        "Documents rejected by Elasticsearch and written to the dead-letter file.",
+        |s| load(&s.documents_dead_lettered),
+    ),
+    (
+        "flowlogd_decode_problems",
+        "Malformed records, tuples or bytes (dead-lettered).",
+        |s| load(&s.decode_problems),
+    ),
+    ("flowlogd_records", "Flow-log records decoded.", |s| {
+        load(&s.records)
+    }),
+    (
+        "flowlogd_blobs_read",
+        "Blob reads (ranged GETs of new bytes).",
+        |s| load(&s.blobs_read),
+    ),
+    ("flowlogd_bytes_new", "New blob bytes read.", |s| {
+        load(&s.bytes_new)
+    }),
+    (
+        "flowlogd_bytes_downloaded",
+        "Bytes downloaded from Blob Storage.",
+        |s| load(&s.storage.bytes_downloaded),
+    ),
+    ("flowlogd_list_requests", "List Blobs requests.", |s| {
+        load(&s.storage.list_requests)
+    }),
+    (
+        "flowlogd_blobs_listed",
+        "Blob entries returned by listings.",
+        |s| load(&s.storage.blobs_listed),
+    ),
+    (
+        "flowlogd_storage_retries",
+        "Retried storage requests.",
+        |s| load(&s.storage.retries),
+    ),
+    (
+        "flowlogd_read_errors",
+        "Blob reads given up on for this poll (retried next poll).",
+        |s| load(&s.read_errors),
+    ),
+    (
+        "flowlogd_list_errors",
+        "Listings given up on for this poll.",
+        |s| load(&s.list_errors),
+    ),
+];
+
+fn load(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
+impl Collector for Exposition {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let m = &self.metrics;
+        let source_label = |s: &SourceMetrics| [("source", s.name.clone())];
+        for (name, help, value) in SOURCE_COUNTERS {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for s in &m.sources {
+                ConstCounter::new(value(s))
+                    .encode(family.encode_family(&source_label(s))?)?;
+            }
+        }
+        let mut lag = encoder.encode_descriptor(
+            "flowlogd_lag_seconds",
+            "Now minus the newest tuple time indexed, per source (-1 before the first document).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for s in &m.sources {
+            let newest = s.newest_indexed_ms.load(Ordering::Relaxed);
+            let seconds = if newest == 0 {
+                -1.0
+            } else {
+                (self.now_ms - newest) as f64 / 1000.0
+            };
+            ConstGauge::new(seconds).encode(lag.encode_family(&source_label(s))?)?;
+        }
+        for (name, help, value) in [
+            (
+                "flowlogd_bulk_item_retries",
+                "Bulk items retried after 429/5xx.",
+                load(&m.bulk_item_retries),
+            ),
+            (
+                "flowlogd_bulk_request_retries",
+                "Whole bulk requests retried after a failure.",
+                load(&m.bulk_request_retries),
+            ),
+        ] {
+            ConstCounter::new(value).encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                MetricType::Counter,
+            )?)?;
+        }
+        ConstGauge::new(load(&m.registry_entries) as i64).encode(encoder.encode_descriptor(
+            "flowlogd_registry_entries",
+            "Blobs tracked in the registry.",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        m.bulk_latency.encode(encoder.encode_descriptor(
+            "flowlogd_bulk_latency_seconds",
+            "Latency of bulk requests.",
+            None,
+            m.bulk_latency.metric_type(),
+        )?)?;
+        Ok(())
     }
 }
 
@@ -355,7 +357,10 @@ mod tests {
 
     #[test]
     fn renders_prometheus_text_with_labels_and_histogram() {
-        let m = Metrics::new([("vnet".to_string(), Arc::new(StorageStats::default()))]);
+        let m = Arc::new(Metrics::new([(
+            "vnet".to_string(),
+            Arc::new(StorageStats::default()),
+        )]));
         m.sources[0].add(&m.sources[0].documents_indexed, 42);
         m.sources[0]
             .newest_indexed_ms
@@ -367,7 +372,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("flowlogd_lag_seconds{source=\"vnet\"} 10.000"),
+            text.contains("flowlogd_lag_seconds{source=\"vnet\"} 10.0"),
             "{text}"
         );
         assert!(
@@ -382,6 +387,11 @@ mod tests {
             text.contains("flowlogd_bulk_latency_seconds_count 1"),
             "{text}"
         );
+        assert!(
+            text.contains("# TYPE flowlogd_bulk_item_retries counter\nflowlogd_bulk_item_retries_total 0"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"), "OpenMetrics ends with # EOF: {text}");
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let value = line.rsplit(' ').next().unwrap();
             assert!(value.parse::<f64>().is_ok(), "not a number: {line}");
