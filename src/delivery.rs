@@ -14,7 +14,8 @@ use tokio_util::sync::CancellationToken;
 use crate::ack::{AckTracker, ChunkId};
 use crate::metrics::{Metrics, SourceMetrics};
 use crate::registry::Registry;
-use crate::sink::bulk::{BulkSink, ItemOrigin};
+use crate::sink::bulk::BulkSink;
+use crate::sink::dead_letter::ItemOrigin;
 use crate::sink::document::{BulkBuffer, BulkItem};
 use crate::source::reader::{Chunk, ChunkSink, ReadError};
 

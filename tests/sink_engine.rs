@@ -18,10 +18,8 @@ use elasticsearch::http::Method;
 use flowlogd::config::{Config, ElasticsearchConfig};
 use flowlogd::generator::{GenKind, GenOptions, generate};
 use flowlogd::pipeline::BlobDecoder;
-use flowlogd::sink::bulk::{
-    BulkSink, Cancelled, ItemOrigin, LifecycleEngine, LifecycleOutcome, SetupTarget,
-};
-use flowlogd::sink::dead_letter::DeadLetter;
+use flowlogd::sink::bulk::{BulkSink, Cancelled, LifecycleEngine, LifecycleOutcome, SetupTarget};
+use flowlogd::sink::dead_letter::{DeadLetter, ItemOrigin};
 use flowlogd::sink::document::{BlobContext, BulkBuffer, BulkItem, DocumentEncoder, Schema};
 use flowlogd::sink::index_name::IndexPattern;
 use flowlogd::sink::template;

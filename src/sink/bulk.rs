@@ -34,7 +34,7 @@ use tracing::{debug, error, info, warn};
 
 pub use super::client::{AuthKind, SinkError};
 use super::client::{Connection, connect, error_chain};
-use super::dead_letter::{DeadLetter, RejectedDocument};
+use super::dead_letter::{DeadLetter, ItemOrigin, RejectedDocument};
 use super::document::{BulkBuffer, Schema};
 use super::index_name::IndexPattern;
 use super::retry::{Backoff, FailureLog, OutageLog};
@@ -47,15 +47,6 @@ const FILTER_PATH: &str = "errors,items.*.status,items.*.error";
 const LOG_EVERY: Duration = Duration::from_secs(60);
 /// Longest part of an error response body put into logs and errors.
 const BODY_EXCERPT: usize = 512;
-
-/// Where a document of a batch came from, for the dead-letter file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ItemOrigin {
-    /// `container/blob name`.
-    pub blob: String,
-    pub record_offset: u64,
-    pub tuple_index: u32,
-}
 
 /// What delivering one batch took.
 #[derive(Debug, Default, Clone, PartialEq)]

@@ -21,8 +21,6 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::bulk::ItemOrigin;
-
 /// Longest excerpt of raw input kept in a `problem` line, in bytes.
 pub const MAX_EXCERPT_BYTES: usize = 4096;
 
@@ -56,6 +54,15 @@ pub struct DeadLetterCounts {
     pub rejected: u64,
     /// Input that never became a document (malformed bytes, records, tuples).
     pub problems: u64,
+}
+
+/// Where a document of a batch came from (its dead-letter line says so).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemOrigin {
+    /// `container/blob name`.
+    pub blob: String,
+    pub record_offset: u64,
+    pub tuple_index: u32,
 }
 
 /// One document Elasticsearch refused, as handed to [`DeadLetter::write_rejected`].
