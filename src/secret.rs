@@ -30,6 +30,70 @@ pub enum FileError {
     NotUtf8 { path: String },
 }
 
+/// A secret option that cannot be used: the config key at fault (`password_env`, say) and why.
+/// Names the variable or file, never the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{key}`: {reason}")]
+pub struct SecretError {
+    pub key: String,
+    pub reason: String,
+}
+
+/// Reads the secret option `field`, given inline (`field`), by environment variable
+/// (`field_env`) or by file (`field_file`; see [`read_secret_file`]): at most one of them may be
+/// set, and the value must not be blank. `Ok(None)` when none is set; callers decide whether
+/// the secret is required. The one loader of every secret of storage and engine options, so
+/// operators learn one convention.
+pub fn load_secret(
+    field: &str,
+    inline: Option<&Secret>,
+    env: Option<&str>,
+    file: Option<&Path>,
+) -> Result<Option<Secret>, SecretError> {
+    let error = |key: String, reason: String| SecretError { key, reason };
+    let set =
+        usize::from(inline.is_some()) + usize::from(env.is_some()) + usize::from(file.is_some());
+    if set > 1 {
+        return Err(error(
+            field.to_owned(),
+            format!("set only one of `{field}`, `{field}_env` or `{field}_file`"),
+        ));
+    }
+    let (value, key, origin) = if let Some(s) = inline {
+        (s.clone(), field.to_owned(), "the inline value".to_owned())
+    } else if let Some(var) = env {
+        let key = format!("{field}_env");
+        let value = match std::env::var(var) {
+            Ok(value) => value,
+            Err(e) => {
+                let why = match e {
+                    std::env::VarError::NotPresent => "is not set",
+                    std::env::VarError::NotUnicode(_) => "is not valid UTF-8",
+                };
+                return Err(error(key, format!("environment variable `{var}` {why}")));
+            }
+        };
+        (
+            Secret::new(value),
+            key,
+            format!("environment variable `{var}`"),
+        )
+    } else if let Some(path) = file {
+        let key = format!("{field}_file");
+        let text = match read_secret_file(path) {
+            Ok(text) => text,
+            Err(e) => return Err(error(key, e.to_string())),
+        };
+        (Secret::new(text), key, format!("file `{}`", path.display()))
+    } else {
+        return Ok(None);
+    };
+    if value.expose().trim().is_empty() {
+        return Err(error(key, format!("{origin} is empty")));
+    }
+    Ok(Some(value))
+}
+
 /// Reads at most `max` bytes of `path`; a longer file (or an endless one such as `/dev/zero`)
 /// is refused after `max + 1` bytes.
 pub fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>, FileError> {

@@ -82,53 +82,16 @@ pub(crate) struct Connection {
     pub tls: &'static str,
 }
 
-/// Reads a secret given inline (`field`), by environment variable (`field_env`) or by file
-/// (`field_file`, one trailing newline dropped). At most one form may be set; none gives
-/// `Ok(None)`. Errors name the key and the variable or file, never the value.
-///
-/// Shared shape with `source::auth`'s storage secrets, so operators learn one convention.
+/// An optional secret of `[elasticsearch]` (see [`crate::secret::load_secret`]), its error
+/// naming the `elasticsearch.` key.
 pub fn resolve_secret(
     field: &str,
     inline: Option<&Secret>,
     env: Option<&str>,
     file: Option<&Path>,
 ) -> Result<Option<Secret>, SinkError> {
-    let set =
-        usize::from(inline.is_some()) + usize::from(env.is_some()) + usize::from(file.is_some());
-    if set > 1 {
-        return Err(SinkError::config(
-            field,
-            format!("set only one of `{field}`, `{field}_env`, `{field}_file`"),
-        ));
-    }
-    let (value, key, origin) = if let Some(s) = inline {
-        (s.clone(), field.to_owned(), "the inline value".to_owned())
-    } else if let Some(var) = env {
-        let key = format!("{field}_env");
-        let value = std::env::var(var).map_err(|e| {
-            let why = match e {
-                std::env::VarError::NotPresent => "is not set",
-                std::env::VarError::NotUnicode(_) => "is not valid UTF-8",
-            };
-            SinkError::config(&key, format!("environment variable `{var}` {why}"))
-        })?;
-        (
-            Secret::new(value),
-            key,
-            format!("environment variable `{var}`"),
-        )
-    } else if let Some(path) = file {
-        let key = format!("{field}_file");
-        let text = crate::secret::read_secret_file(path)
-            .map_err(|e| SinkError::config(&key, e.to_string()))?;
-        (Secret::new(text), key, format!("file `{}`", path.display()))
-    } else {
-        return Ok(None);
-    };
-    if value.expose().trim().is_empty() {
-        return Err(SinkError::config(key, format!("{origin} is empty")));
-    }
-    Ok(Some(value))
+    crate::secret::load_secret(field, inline, env, file)
+        .map_err(|e| SinkError::config(e.key, e.reason))
 }
 
 /// The credentials the config asks for, resolved.

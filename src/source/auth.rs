@@ -629,58 +629,21 @@ impl ConnectionString {
     }
 }
 
-/// Reads a secret given inline, by environment variable or by file; exactly one must be set.
+/// A required secret option (see [`crate::secret::load_secret`]).
 fn load_secret(
     field: &str,
     inline: Option<&Secret>,
     env: Option<&str>,
     file: Option<&PathBuf>,
 ) -> Result<Secret, ConfigError> {
-    let forms = format!("`{field}`, `{field}_env` or `{field}_file`");
-    let set =
-        usize::from(inline.is_some()) + usize::from(env.is_some()) + usize::from(file.is_some());
-    if set == 0 {
-        return Err(ConfigError::new(
-            field,
-            format!("required: set one of {forms}"),
-        ));
-    }
-    if set > 1 {
-        return Err(ConfigError::new(field, format!("set only one of {forms}")));
-    }
-    let (value, origin_field, origin) = if let Some(s) = inline {
-        (s.clone(), field.to_owned(), "the inline value".to_owned())
-    } else if let Some(var) = env {
-        let value = std::env::var(var).map_err(|e| {
-            let why = match e {
-                std::env::VarError::NotPresent => "is not set",
-                std::env::VarError::NotUnicode(_) => "is not valid UTF-8",
-            };
+    crate::secret::load_secret(field, inline, env, file.map(PathBuf::as_path))
+        .map_err(|e| ConfigError::new(e.key, e.reason))?
+        .ok_or_else(|| {
             ConfigError::new(
-                format!("{field}_env"),
-                format!("environment variable `{var}` {why}"),
+                field,
+                format!("required: set one of `{field}`, `{field}_env` or `{field}_file`"),
             )
-        })?;
-        (
-            Secret::new(value),
-            format!("{field}_env"),
-            format!("environment variable `{var}`"),
-        )
-    } else if let Some(path) = file {
-        let text = crate::secret::read_secret_file(path)
-            .map_err(|e| ConfigError::new(format!("{field}_file"), e.to_string()))?;
-        (
-            Secret::new(text),
-            format!("{field}_file"),
-            format!("file `{}`", path.display()),
-        )
-    } else {
-        unreachable!("one form is set")
-    };
-    if value.expose().trim().is_empty() {
-        return Err(ConfigError::new(origin_field, format!("{origin} is empty")));
-    }
-    Ok(value)
+        })
 }
 
 fn check_base64_key(field: &str, key: &Secret) -> Result<(), ConfigError> {
