@@ -14,8 +14,7 @@ use serde::{Deserialize, Deserializer};
 use crate::secret::Secret;
 use crate::sink::document::Schema;
 use crate::sink::index_name::IndexPattern;
-use crate::source::auth::{AuthConfig, StorageConfig};
-use crate::source::client::RetryConfig;
+use crate::source::auth::{AuthConfig, RetryConfig, StorageConfig};
 
 /// Default location of the configuration file.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/flowlogd/flowlogd.toml";

@@ -309,7 +309,7 @@ fn example_config_documents_every_option_of_the_parser() {
     expect("source", source_keys);
     expect(
         "source.retry",
-        struct_fields(&read("src/source/client.rs"), "RetryConfig"),
+        struct_fields(&read("src/source/auth.rs"), "RetryConfig"),
     );
     for (section, name) in [
         ("elasticsearch", "ElasticsearchConfig"),

@@ -17,7 +17,6 @@
 //!   resolution fails with a config error otherwise.
 
 use crate::secret::Secret;
-use crate::source::client::RetryConfig;
 use azure_core::{
     cloud::CloudConfiguration,
     credentials::TokenCredential,
@@ -39,6 +38,50 @@ pub const AZURITE_ACCOUNT_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 /// Azurite's default blob endpoint, used by `UseDevelopmentStorage=true`.
 pub const AZURITE_BLOB_ENDPOINT: &str = "http://127.0.0.1:10000/devstoreaccount1";
+
+/// Retries of failed storage requests (`[source.retry]`).
+///
+/// Retried: HTTP 408, 429, 500, 502, 503, 504 (throttling shows as 503 ServerBusy or 500
+/// OperationTimedOut), connection failures, resets and timeouts (20 s to connect, 60 s
+/// between reads). Delays grow exponentially from `initial_delay_ms`, each with 0–255 ms of
+/// random jitter, capped at `max_delay_ms`; a `Retry-After` from the server is honoured.
+/// What still fails is reported with the blob and reason, and tried again on a later poll.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Attempts per request, the first one included; 1 disables retries. Default: 4.
+    pub max_tries: u32,
+    /// Delay before the first retry, in milliseconds; doubled for each further retry.
+    /// Default: 500.
+    pub initial_delay_ms: u64,
+    /// Longest single delay, in milliseconds (the SDK never goes below 1000). Default: 8000.
+    pub max_delay_ms: u64,
+    /// No retry starts later than this many seconds after the first try. Default: 30.
+    pub max_elapsed_secs: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_tries: 4,
+            initial_delay_ms: 500,
+            max_delay_ms: 8_000,
+            max_elapsed_secs: 30,
+        }
+    }
+}
+
+impl RetryConfig {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_tries == 0 {
+            return Err(ConfigError {
+                field: "retry.max_tries".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(())
+    }
+}
 
 fn default_endpoint_suffix() -> String {
     DEFAULT_ENDPOINT_SUFFIX.to_owned()

@@ -7,7 +7,7 @@
 //! [`StorageError`]s naming the blob or prefix and a reason, with SAS signatures redacted.
 
 use crate::source::{
-    auth::{ConfigError, Credential, ResolvedStorage, StorageConfig},
+    auth::{ConfigError, Credential, ResolvedStorage, RetryConfig, StorageConfig},
     listing::{self, offset_to_chrono},
     shared_key::SharedKeyPolicy,
 };
@@ -25,7 +25,6 @@ use azure_storage_blob::{
 };
 use bytes::Bytes;
 use futures::{Stream, StreamExt as _, TryStreamExt as _};
-use serde::Deserialize;
 use std::{
     fmt,
     future::Future,
@@ -42,62 +41,19 @@ pub use crate::source::listing::BlobItem;
 /// Scope of Entra ID tokens for Azure Storage (valid in every cloud).
 const STORAGE_SCOPE: &str = "https://storage.azure.com/.default";
 
-/// Retries of failed storage requests (`[source.retry]`).
-///
-/// Retried: HTTP 408, 429, 500, 502, 503, 504 (throttling shows as 503 ServerBusy or 500
-/// OperationTimedOut), connection failures, resets and timeouts (20 s to connect, 60 s
-/// between reads). Delays grow exponentially from `initial_delay_ms`, each with 0–255 ms of
-/// random jitter, capped at `max_delay_ms`; a `Retry-After` from the server is honoured.
-/// What still fails is reported with the blob and reason, and tried again on a later poll.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RetryConfig {
-    /// Attempts per request, the first one included; 1 disables retries. Default: 4.
-    pub max_tries: u32,
-    /// Delay before the first retry, in milliseconds; doubled for each further retry.
-    /// Default: 500.
-    pub initial_delay_ms: u64,
-    /// Longest single delay, in milliseconds (the SDK never goes below 1000). Default: 8000.
-    pub max_delay_ms: u64,
-    /// No retry starts later than this many seconds after the first try. Default: 30.
-    pub max_elapsed_secs: u64,
-}
-
-impl Default for RetryConfig {
-    fn default() -> Self {
-        Self {
-            max_tries: 4,
-            initial_delay_ms: 500,
-            max_delay_ms: 8_000,
-            max_elapsed_secs: 30,
-        }
+/// The SDK's retry options for `[source.retry]`.
+fn retry_options(retry: &RetryConfig) -> RetryOptions {
+    if retry.max_tries <= 1 {
+        return RetryOptions::none();
     }
-}
-
-impl RetryConfig {
-    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
-        if self.max_tries == 0 {
-            return Err(ConfigError {
-                field: "retry.max_tries".into(),
-                reason: "must be at least 1".into(),
-            });
-        }
-        Ok(())
-    }
-
-    fn to_options(&self) -> RetryOptions {
-        if self.max_tries <= 1 {
-            return RetryOptions::none();
-        }
-        let ms =
-            |v: u64| azure_core::time::Duration::milliseconds(i64::try_from(v).unwrap_or(i64::MAX));
-        RetryOptions::exponential(ExponentialRetryOptions {
-            initial_delay: ms(self.initial_delay_ms),
-            max_retries: self.max_tries - 1,
-            max_total_elapsed: ms(self.max_elapsed_secs.saturating_mul(1000)),
-            max_delay: ms(self.max_delay_ms),
-        })
-    }
+    let ms =
+        |v: u64| azure_core::time::Duration::milliseconds(i64::try_from(v).unwrap_or(i64::MAX));
+    RetryOptions::exponential(ExponentialRetryOptions {
+        initial_delay: ms(retry.initial_delay_ms),
+        max_retries: retry.max_tries - 1,
+        max_total_elapsed: ms(retry.max_elapsed_secs.saturating_mul(1000)),
+        max_delay: ms(retry.max_delay_ms),
+    })
 }
 
 /// Request counters of one source, shared with whoever reports metrics.
@@ -395,7 +351,7 @@ impl StorageClient {
     /// Builds the client from a resolved config. No request is made.
     pub fn new(resolved: &ResolvedStorage, stats: Arc<StorageStats>) -> Result<Self, StorageError> {
         let mut options = ClientOptions {
-            retry: resolved.retry.to_options(),
+            retry: retry_options(&resolved.retry),
             transport: Some(Transport::new(new_http_client(Some(HttpClientOptions {
                 // Ranged downloads must see the stored bytes, and the SDK's partitioned
                 // download requires decompression off.
