@@ -4,6 +4,13 @@
 //! Azure grows a blob by committing one block per record just before the tail `]}`, each block
 //! after the first starting with `,`. A reader that remembers the end of the last complete record
 //! can fetch `[end, length)` later and resume here in [`ScanStart::BetweenRecords`].
+//!
+//! Memory (invariant 6): the scanner holds at most the record in progress, up to
+//! `max_record_len` bytes, plus the last chunk fed. Bytes that cannot be a record are skipped
+//! as they arrive (a head is at most [`MAX_HEAD_LEN`] bytes), and a record that outgrows the
+//! limit is followed to its end without keeping its bytes, then reported as one problem.
+use std::ops::Range;
+
 use memchr::{memchr2, memchr3};
 
 /// Where the first byte fed to a scanner sits in the blob.
@@ -32,6 +39,28 @@ pub enum ScanEvent<'a> {
     Tail { offset: u64 },
 }
 
+/// What [`RecordScanner::next_scanned`] found: a [`ScanEvent`] that does not borrow the scanner,
+/// so a caller can hold a record's bytes ([`RecordScanner::record`]) across awaits while it
+/// writes the record's documents in several pieces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scanned {
+    Head {
+        len: u64,
+    },
+    /// A complete record at this offset; its bytes are [`RecordScanner::record`].
+    Record {
+        offset: u64,
+    },
+    Malformed {
+        offset: u64,
+        len: u64,
+        reason: &'static str,
+    },
+    Tail {
+        offset: u64,
+    },
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Head,
@@ -55,7 +84,8 @@ pub struct ScanEnd {
     pub saw_tail: bool,
 }
 
-/// Splits a PT1H.json stream into records. Memory holds at most one record plus one chunk.
+/// Splits a PT1H.json stream into records. Memory holds at most one record (up to the
+/// configured maximum) plus one chunk.
 #[derive(Debug)]
 pub struct RecordScanner {
     buf: Vec<u8>,
@@ -73,18 +103,29 @@ pub struct RecordScanner {
     tail_at: u64,
     /// Absolute start of a run of bytes between records that is not a separator.
     garbage_from: Option<u64>,
+    /// Absolute start of the record in progress once it outgrew `max_record_len`: its bytes are
+    /// no longer kept, only followed to its end.
+    oversized_from: Option<u64>,
+    /// `buf` range of the last record returned by [`RecordScanner::next_scanned`].
+    last_record: Range<usize>,
     max_record_len: usize,
 }
 
-/// Records larger than this are reported as malformed instead of growing the buffer forever.
-pub const DEFAULT_MAX_RECORD_LEN: usize = 256 * 1024 * 1024;
+/// Records larger than this are reported as malformed instead of growing the buffer further.
+/// The default of `max_record_bytes`: about 200,000 VNet tuples in one one-minute record, 15
+/// times the busiest records of the benchmarks (13,600 tuples, 1.1 MB), and small enough that
+/// `read_concurrency` such records at once stay a bounded share of memory (invariant 6).
+pub const DEFAULT_MAX_RECORD_LEN: usize = 16 * 1024 * 1024;
 
 /// UTF-8 byte order mark, accepted (and skipped) before a document.
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// A head longer than this (whitespace included) is not one: Azure writes 12 bytes, pretty
 /// printers a few more. Also bounds what is buffered while a head is incomplete.
-const MAX_HEAD_LEN: usize = 1024;
+pub const MAX_HEAD_LEN: usize = 1024;
+
+/// Why a record was skipped for its size, as dead-lettered.
+const OVERSIZED: &str = "record larger than max_record_bytes";
 
 enum HeadMatch {
     /// `{`, one key, `:` and `[`, with optional whitespace: this many bytes.
@@ -156,6 +197,8 @@ impl RecordScanner {
             saw_tail: false,
             tail_at: 0,
             garbage_from: None,
+            oversized_from: None,
+            last_record: 0..0,
             max_record_len: DEFAULT_MAX_RECORD_LEN,
         }
     }
@@ -168,16 +211,57 @@ impl RecordScanner {
 
     /// Feeds the next chunk of the stream, calling `emit` for every event it completes.
     pub fn feed(&mut self, chunk: &[u8], emit: &mut dyn FnMut(ScanEvent<'_>)) {
+        self.push(chunk);
+        while let Some(scanned) = self.next_scanned() {
+            emit(match scanned {
+                Scanned::Head { len } => ScanEvent::Head { len },
+                Scanned::Record { offset } => ScanEvent::Record {
+                    offset,
+                    bytes: self.record(),
+                },
+                Scanned::Malformed {
+                    offset,
+                    len,
+                    reason,
+                } => ScanEvent::Malformed {
+                    offset,
+                    len,
+                    reason,
+                },
+                Scanned::Tail { offset } => ScanEvent::Tail { offset },
+            });
+        }
+    }
+
+    /// Appends the next chunk of the stream; [`RecordScanner::next_scanned`] then returns what
+    /// it completes. Events not taken yet are kept: pushing first and scanning later is fine.
+    pub fn push(&mut self, chunk: &[u8]) {
         self.compact();
         self.buf.extend_from_slice(chunk);
-        self.scan(emit);
+    }
+
+    /// The next event of the input pushed so far; `None` when more input is needed.
+    pub fn next_scanned(&mut self) -> Option<Scanned> {
+        self.scan()
+    }
+
+    /// The bytes of the record the last [`Scanned::Record`] announced (empty before the first).
+    /// They stay until the next [`RecordScanner::push`] or [`RecordScanner::next_scanned`].
+    pub fn record(&self) -> &[u8] {
+        self.buf.get(self.last_record.clone()).unwrap_or_default()
+    }
+
+    /// Absolute offset just past the last complete record (or the head, or reported garbage):
+    /// what a commit may safely record now.
+    pub fn resume_offset(&self) -> u64 {
+        self.resume_offset
     }
 
     /// Ends the stream: reports where the next read should resume and whether a record was cut.
     pub fn finish(&self) -> ScanEnd {
         let end = self.buf_offset + self.buf.len() as u64;
         let partial_record_bytes = match self.state {
-            State::InRecord => end - (self.buf_offset + self.record_start as u64),
+            State::InRecord => end - self.record_start_offset(),
             // A head (or a byte order mark) not complete yet: `pos` is at its first byte.
             State::Head => end - self.abs(self.pos),
             _ => 0,
@@ -191,19 +275,31 @@ impl RecordScanner {
         }
     }
 
-    /// Drops consumed bytes so memory holds only the record in progress.
+    /// Bytes held now (for tests of the memory bound).
+    #[cfg(test)]
+    fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Absolute offset of the record in progress.
+    fn record_start_offset(&self) -> u64 {
+        self.oversized_from
+            .unwrap_or_else(|| self.abs(self.record_start))
+    }
+
+    /// Drops consumed bytes so memory holds only the record in progress (nothing of one being
+    /// skipped for its size).
     fn compact(&mut self) {
+        self.last_record = 0..0;
         let keep_from = match self.state {
-            State::InRecord => self.record_start,
+            State::InRecord if self.oversized_from.is_none() => self.record_start,
             _ => self.pos,
         };
         if keep_from > 0 {
             self.buf.drain(..keep_from);
             self.buf_offset += keep_from as u64;
             self.pos -= keep_from;
-            if self.state == State::InRecord {
-                self.record_start = 0;
-            }
+            self.record_start = self.record_start.saturating_sub(keep_from);
         }
     }
 
@@ -211,7 +307,7 @@ impl RecordScanner {
         self.buf_offset + index as u64
     }
 
-    fn scan(&mut self, emit: &mut dyn FnMut(ScanEvent<'_>)) {
+    fn scan(&mut self) -> Option<Scanned> {
         loop {
             match self.state {
                 State::Head => {
@@ -220,7 +316,7 @@ impl RecordScanner {
                         .position(|b| !b.is_ascii_whitespace())
                     else {
                         self.pos = self.buf.len();
-                        return;
+                        return None;
                     };
                     let start = self.pos + i;
                     let rest = &self.buf[start..];
@@ -231,7 +327,7 @@ impl RecordScanner {
                     }
                     if BOM.starts_with(rest) {
                         self.pos = start;
-                        return;
+                        return None;
                     }
                     if rest[0] != b'{' {
                         // Neither an envelope nor a record: garbage up to the next record (a
@@ -244,7 +340,7 @@ impl RecordScanner {
                     match head_len(rest) {
                         HeadMatch::Incomplete => {
                             self.pos = start;
-                            return;
+                            return None;
                         }
                         HeadMatch::NotAHead => {
                             // A bare record (a sequence of records without the envelope).
@@ -255,10 +351,10 @@ impl RecordScanner {
                             let head_end = start + len;
                             self.pos = head_end;
                             self.resume_offset = self.abs(head_end);
-                            emit(ScanEvent::Head {
+                            self.state = State::Between;
+                            return Some(Scanned::Head {
                                 len: self.abs(head_end),
                             });
-                            self.state = State::Between;
                         }
                     }
                 }
@@ -268,18 +364,21 @@ impl RecordScanner {
                         .position(|b| !(b.is_ascii_whitespace() || *b == b','))
                     else {
                         self.pos = self.buf.len();
-                        return;
+                        return None;
                     };
                     let at = self.pos + i;
                     if matches!(self.buf[at], b'{' | b']')
                         && let Some(from) = self.garbage_from.take()
                     {
-                        emit(ScanEvent::Malformed {
+                        // Reported before the record (or tail) at `at`, which the next call
+                        // scans from here.
+                        self.pos = at;
+                        self.resume_offset = self.abs(at);
+                        return Some(Scanned::Malformed {
                             offset: from,
                             len: self.abs(at) - from,
                             reason: "unexpected bytes between records",
                         });
-                        self.resume_offset = self.abs(at);
                     }
                     match self.buf[at] {
                         b'{' => {
@@ -303,69 +402,62 @@ impl RecordScanner {
                                 Some(skip) => self.pos = at + skip,
                                 None => {
                                     self.pos = self.buf.len();
-                                    return;
+                                    return None;
                                 }
                             }
                         }
                     }
                 }
-                State::InRecord => {
-                    if !self.scan_record(emit) {
-                        return;
-                    }
-                }
+                State::InRecord => match self.scan_record() {
+                    RecordScan::NeedInput => return None,
+                    RecordScan::Found(scanned) => return Some(scanned),
+                },
                 State::Tail => {
                     let Some(i) = self.buf[self.pos..]
                         .iter()
                         .position(|b| !b.is_ascii_whitespace())
                     else {
                         self.pos = self.buf.len();
-                        return;
+                        return None;
                     };
                     let at = self.pos + i;
                     if self.buf[at] == b'}' {
-                        emit(ScanEvent::Tail {
-                            offset: self.tail_at,
-                        });
                         self.saw_tail = true;
                         self.pos = at + 1;
                         // Azure never writes after the tail, but files concatenated by hand do:
                         // another document (or anything) may follow, and is scanned, not ignored.
                         self.state = State::Head;
-                    } else {
-                        self.garbage_from.get_or_insert(self.tail_at);
-                        self.pos = at;
-                        self.state = State::Between;
+                        return Some(Scanned::Tail {
+                            offset: self.tail_at,
+                        });
                     }
+                    self.garbage_from.get_or_insert(self.tail_at);
+                    self.pos = at;
+                    self.state = State::Between;
                 }
             }
         }
     }
 
-    /// Advances through a record; returns false when more input is needed.
-    fn scan_record(&mut self, emit: &mut dyn FnMut(ScanEvent<'_>)) -> bool {
+    /// Advances through a record until it ends (or is cut short by the next one).
+    fn scan_record(&mut self) -> RecordScan {
         loop {
-            if self.pos - self.record_start > self.max_record_len {
-                let len = self.pos - self.record_start;
-                emit(ScanEvent::Malformed {
-                    offset: self.abs(self.record_start),
-                    len: len as u64,
-                    reason: "record larger than the configured maximum",
-                });
-                self.state = State::Between;
-                self.resume_offset = self.abs(self.pos);
-                return true;
+            if self.oversized_from.is_none() && self.pos - self.record_start > self.max_record_len {
+                // From here on the record is only followed to its end (strings and nesting),
+                // not kept: `compact` drops what was read, so a record of any size, or garbage
+                // that opened a `{` and never closes it, costs at most one chunk more.
+                self.oversized_from = Some(self.abs(self.record_start));
             }
             let rest = &self.buf[self.pos..];
             if self.in_string {
                 let Some(i) = memchr2(b'"', b'\\', rest) else {
                     self.pos = self.buf.len();
-                    return false;
+                    return RecordScan::NeedInput;
                 };
                 if rest[i] == b'\\' {
                     if i + 1 >= rest.len() {
                         self.pos += i;
-                        return false;
+                        return RecordScan::NeedInput;
                     }
                     self.pos += i + 2;
                 } else {
@@ -376,7 +468,7 @@ impl RecordScanner {
             }
             let Some(i) = memchr3(b'"', b'{', b'}', rest) else {
                 self.pos = self.buf.len();
-                return false;
+                return RecordScan::NeedInput;
             };
             let at = self.pos + i;
             match self.buf[at] {
@@ -391,39 +483,62 @@ impl RecordScanner {
                     let ahead = &self.buf[at..];
                     if ahead.len() < MARKER.len() && MARKER.starts_with(ahead) {
                         self.pos = at;
-                        return false;
+                        return RecordScan::NeedInput;
                     }
+                    self.pos = at + 1;
                     if ahead.starts_with(MARKER) {
-                        emit(ScanEvent::Malformed {
-                            offset: self.abs(self.record_start),
-                            len: (at - self.record_start) as u64,
-                            reason: "record cut short: the next record starts inside it",
-                        });
+                        let from = self.record_start_offset();
+                        self.oversized_from = None;
+                        // By length, not by whether skipping began: where the input was cut
+                        // into chunks must not change what is reported.
+                        let reason = if self.abs(at) - from > self.max_record_len as u64 {
+                            OVERSIZED
+                        } else {
+                            "record cut short: the next record starts inside it"
+                        };
                         self.resume_offset = self.abs(at);
                         self.record_start = at;
                         self.depth = 1;
-                    } else {
-                        self.depth += 1;
+                        return RecordScan::Found(Scanned::Malformed {
+                            offset: from,
+                            len: self.abs(at) - from,
+                            reason,
+                        });
                     }
-                    self.pos = at + 1;
+                    self.depth += 1;
                 }
                 _ => {
                     self.depth -= 1;
                     self.pos = at + 1;
                     if self.depth == 0 {
-                        let start = self.record_start;
-                        emit(ScanEvent::Record {
-                            offset: self.abs(start),
-                            bytes: &self.buf[start..self.pos],
-                        });
-                        self.resume_offset = self.abs(self.pos);
+                        let from = self.record_start_offset();
+                        self.oversized_from = None;
                         self.state = State::Between;
-                        return true;
+                        self.resume_offset = self.abs(self.pos);
+                        // Judged by the record's length (not by whether skipping began, which
+                        // depends on where chunks ended), so any chunking gives the same events.
+                        let len = self.abs(self.pos) - from;
+                        if len > self.max_record_len as u64 {
+                            return RecordScan::Found(Scanned::Malformed {
+                                offset: from,
+                                len,
+                                reason: OVERSIZED,
+                            });
+                        }
+                        self.last_record = self.record_start..self.pos;
+                        return RecordScan::Found(Scanned::Record {
+                            offset: self.abs(self.record_start),
+                        });
                     }
                 }
             }
         }
     }
+}
+
+enum RecordScan {
+    NeedInput,
+    Found(Scanned),
 }
 
 #[cfg(test)]
@@ -699,6 +814,157 @@ mod tests {
         assert_eq!(end.resume_offset, 0);
     }
 
+    /// Feeds `input` in `piece`-byte pieces to a scanner capped at `max`; returns the events
+    /// and the most bytes it held at once.
+    fn scan_capped(input: &[u8], max: usize, piece: usize) -> (Vec<Owned>, ScanEnd, usize) {
+        let mut scanner = RecordScanner::new(0, ScanStart::Head).with_max_record_len(max);
+        let mut events = Vec::new();
+        let mut held = 0;
+        for chunk in input.chunks(piece) {
+            scanner.feed(chunk, &mut |e| {
+                events.push(match e {
+                    ScanEvent::Head { len } => Owned::Head(len),
+                    ScanEvent::Record { offset, bytes } => {
+                        Owned::Record(offset, String::from_utf8_lossy(bytes).into_owned())
+                    }
+                    ScanEvent::Malformed { offset, len, .. } => Owned::Malformed(offset, len),
+                    ScanEvent::Tail { offset } => Owned::Tail(offset),
+                })
+            });
+            held = held.max(scanner.buffered());
+        }
+        (events, scanner.finish(), held)
+    }
+
+    #[test]
+    fn garbage_without_a_head_is_never_held_beyond_the_record_limit_and_every_byte_is_counted() {
+        const MAX: usize = 64 * 1024;
+        const PIECE: usize = 16 * 1024;
+        let filler = |n: usize| -> Vec<u8> { (0..n).map(|i| b"xyz 0123"[i % 8]).collect() };
+        let shapes: Vec<(&str, Vec<u8>)> = vec![
+            ("no brace at all", filler(4 << 20)),
+            (
+                "a brace, then no structure",
+                [b"{".to_vec(), filler(4 << 20)].concat(),
+            ),
+            (
+                "a head whose value is an endless string",
+                [b"{\"records\": \"".to_vec(), filler(4 << 20)].concat(),
+            ),
+            (
+                "a head cut before its bracket, then spaces",
+                [b"{\"records\":".to_vec(), vec![b' '; 4 << 20]].concat(),
+            ),
+            ("nested braces", vec![b'{'; 4 << 20]),
+        ];
+        for (what, input) in shapes {
+            let (events, end, held) = scan_capped(&input, MAX, PIECE);
+            assert!(
+                held <= MAX + 2 * PIECE,
+                "{what}: held {held} bytes at once (limit {MAX})"
+            );
+            assert!(records(&events).is_empty(), "{what}: {events:?}");
+            let counted: u64 = problems(&events).iter().map(|(_, len)| len).sum::<u64>()
+                + end.partial_record_bytes
+                + end.trailing_garbage_bytes;
+            // Whitespace before a document is not garbage; everything else is counted.
+            let blank = input.iter().take_while(|b| b.is_ascii_whitespace()).count() as u64;
+            assert_eq!(
+                counted + blank,
+                input.len() as u64,
+                "{what}: bytes reported as problems or leftovers"
+            );
+        }
+    }
+
+    /// A VNet-shaped record of about `len` bytes, with nested objects (flows, groups) and strings
+    /// holding braces, as real records have.
+    fn big_record(time: &str, len: usize) -> Vec<u8> {
+        let mut r =
+            format!(r#"{{"time":"{time}","flowRecords":{{"flows":[{{"aclID":"a","flowGroups":["#)
+                .into_bytes();
+        let group = br#"{"rule":"r}{","flowTuples":["1663146003606,10.0.0.6,52.239.184.180,23956,443,6,O,E,NX,3,767,2,1580"]}"#;
+        let mut first = true;
+        while r.len() + group.len() + 8 < len {
+            if !first {
+                r.push(b',');
+            }
+            first = false;
+            r.extend_from_slice(group);
+        }
+        r.extend_from_slice(b"]}]}}");
+        r
+    }
+
+    #[test]
+    fn an_oversized_record_is_skipped_whole_without_being_held_and_reported_once() {
+        const MAX: usize = 4096;
+        let huge = big_record("a", 1 << 20);
+        let next = br#"{"time":"b"}"#;
+        let input = [&b"{\"records\":["[..], &huge, b",", next, b"]}"].concat();
+        for piece in [1000, 4096, 65536] {
+            let (events, end, held) = scan_capped(&input, MAX, piece);
+            assert!(held <= MAX + 2 * piece, "held {held} bytes at once");
+            assert_eq!(
+                problems(&events),
+                vec![(12, huge.len() as u64)],
+                "one problem for the whole record, in pieces of {piece}"
+            );
+            assert_eq!(
+                records(&events),
+                vec![(13 + huge.len() as u64, r#"{"time":"b"}"#.into())],
+                "its nested objects are not taken for records"
+            );
+            assert!(end.saw_tail);
+            assert_eq!(end.resume_offset, input.len() as u64 - 2);
+        }
+    }
+
+    #[test]
+    fn an_oversized_record_cut_short_by_the_next_record_is_reported_up_to_it() {
+        let huge = big_record("a", 100_000);
+        // The huge record lost its end (after a group, outside any string): the next record
+        // starts inside it.
+        let group_start = memchr::memmem::find(&huge[50_000..], br#"{"rule""#).unwrap();
+        let cut = &huge[..50_000 + group_start];
+        let input = [&b"{\"records\":["[..], cut, br#"{"time":"b"}]}"#].concat();
+        let (events, end, _) = scan_capped(&input, 1024, 4096);
+        assert_eq!(problems(&events), vec![(12, cut.len() as u64)]);
+        assert_eq!(records(&events).len(), 1);
+        assert!(end.saw_tail);
+    }
+
+    #[test]
+    fn the_pull_interface_gives_the_same_events_as_feed() {
+        let input = [
+            &b"\xEF\xBB\xBF{\"records\":[x,"[..],
+            &big_record("a", 3000),
+            b",",
+            &big_record("b", 300),
+            b"]}",
+        ]
+        .concat();
+        let (fed, fed_end) = scan_in_chunks(&input, ScanStart::Head, 0, 97);
+        let mut scanner = RecordScanner::new(0, ScanStart::Head);
+        let mut pulled = Vec::new();
+        for piece in input.chunks(97) {
+            scanner.push(piece);
+            while let Some(scanned) = scanner.next_scanned() {
+                pulled.push(match scanned {
+                    Scanned::Head { len } => Owned::Head(len),
+                    Scanned::Record { offset } => Owned::Record(
+                        offset,
+                        String::from_utf8_lossy(scanner.record()).into_owned(),
+                    ),
+                    Scanned::Malformed { offset, len, .. } => Owned::Malformed(offset, len),
+                    Scanned::Tail { offset } => Owned::Tail(offset),
+                });
+            }
+        }
+        assert_eq!(pulled, fed);
+        assert_eq!(scanner.finish(), fed_end);
+    }
+
     /// Pieces a PT1H.json stream, valid or not, can be made of.
     const FRAGMENTS: [&[u8]; 12] = [
         b"{\"records\":[",
@@ -720,10 +986,13 @@ mod tests {
         fn any_chunking_of_any_fragments_gives_the_same_events(
             pieces in proptest::collection::vec(0usize..12, 0..12),
             chunk in 1usize..40,
+            cap in proptest::option::of(2usize..48),
         ) {
             let input: Vec<u8> = pieces.iter().flat_map(|i| FRAGMENTS[*i].iter().copied()).collect();
-            let (whole, whole_end) = scan_in_chunks(&input, ScanStart::Head, 0, input.len().max(1));
-            let (chunked, chunked_end) = scan_in_chunks(&input, ScanStart::Head, 0, chunk);
+            // With a cap, records longer than it are skipped whole, whatever the chunking.
+            let max = cap.unwrap_or(DEFAULT_MAX_RECORD_LEN);
+            let (whole, whole_end, _) = scan_capped(&input, max, input.len().max(1));
+            let (chunked, chunked_end, _) = scan_capped(&input, max, chunk);
             proptest::prop_assert_eq!(&whole, &chunked);
             proptest::prop_assert_eq!(whole_end, chunked_end);
             proptest::prop_assert!(problems(&whole).iter().all(|(_, len)| *len > 0), "{whole:?}");

@@ -3,7 +3,7 @@ pub mod envelope;
 pub mod record;
 pub mod tuple;
 
-pub use envelope::{RecordScanner, ScanEnd, ScanEvent, ScanStart};
+pub use envelope::{RecordScanner, ScanEnd, ScanEvent, ScanStart, Scanned};
 pub use record::{FlowGroup, FlowLogKind, Record, RecordError, decode_record};
 pub use tuple::{
     Decision, Direction, FlowState, FlowTuple, TupleError, TupleErrorKind, parse_tuple,
