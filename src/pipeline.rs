@@ -1,9 +1,9 @@
 //! The pure half of ingestion for one blob: bytes of a PT1H.json (whole, or a ranged read that
 //! resumes after a complete record) → records → tuples → bulk items, with every failure reported.
 use crate::flowlog::{
-    RecordError, RecordScanner, ScanEnd, ScanEvent, ScanStart, TupleError, decode_record,
+    Record, RecordError, RecordScanner, ScanEnd, ScanStart, Scanned, TupleError, decode_record_in,
 };
-use crate::sink::document::{BlobContext, BulkBuffer, DocumentEncoder};
+use crate::sink::document::{BlobContext, BulkBuffer, DocumentEncoder, TupleCursor};
 
 /// Something in the stream that did not become documents. Never fatal: the caller counts,
 /// logs and dead-letters it, and decoding goes on with the next tuple or record.
@@ -54,12 +54,25 @@ pub struct DecodeStats {
 }
 
 /// Decodes one blob's bytes, fed in chunks of any size, into bulk items.
+///
+/// Two ways to use it: [`BlobDecoder::feed`] writes every document of the bytes fed at once
+/// (tests, benches, small inputs); [`BlobDecoder::push`] then [`BlobDecoder::next_record`] hand
+/// out one record at a time, whose documents [`RecordWriter::write`] produces in pieces of a
+/// bounded size, so that a caller can send each piece away before the next is written. Memory
+/// then holds one record's bytes and one piece of documents, never a record's documents
+/// (invariant 6).
 pub struct BlobDecoder<'e> {
     scanner: RecordScanner,
     encoder: &'e mut DocumentEncoder,
     blob: BlobContext,
     stats: DecodeStats,
+    /// The repaired copy of a record with invalid strings, while its documents are written.
+    scratch: Vec<u8>,
 }
+
+/// A repaired copy larger than this is released once its record is done, so one bad record
+/// does not keep its size in memory for the rest of the blob.
+const SCRATCH_KEPT: usize = 64 * 1024;
 
 impl<'e> BlobDecoder<'e> {
     /// Starts at `offset` of `blob`: byte 0 expects the head, anything else must be the end of a
@@ -75,6 +88,7 @@ impl<'e> BlobDecoder<'e> {
             encoder,
             blob,
             stats: DecodeStats::default(),
+            scratch: Vec::new(),
         }
     }
 
@@ -91,64 +105,73 @@ impl<'e> BlobDecoder<'e> {
         out: &mut BulkBuffer,
         problems: &mut dyn FnMut(DecodeProblem),
     ) {
-        let encoder = &mut *self.encoder;
-        let blob = &self.blob;
-        let stats = &mut self.stats;
-        self.scanner.feed(chunk, &mut |event| match event {
-            ScanEvent::Head { len } => stats.head_len = Some(len),
-            ScanEvent::Tail { .. } => {}
-            ScanEvent::Malformed {
-                offset,
-                len,
-                reason,
-            } => {
-                stats.malformed_bytes += len;
-                problems(DecodeProblem::Malformed {
+        self.push(chunk);
+        while let Some(mut record) = self.next_record(&mut *problems) {
+            record.write(out, usize::MAX, &mut *problems);
+        }
+    }
+
+    /// Appends the next bytes; [`BlobDecoder::next_record`] then hands out the records they
+    /// complete.
+    pub fn push(&mut self, chunk: &[u8]) {
+        self.scanner.push(chunk);
+    }
+
+    /// The next complete record of the bytes pushed so far, ready to write its documents;
+    /// `None` when more input is needed. Problems met before it (malformed bytes, and the
+    /// record itself when it does not decode) go to `problems` first; an undecodable record is
+    /// still handed out, with nothing to write, so the caller sees where it ends.
+    pub fn next_record(
+        &mut self,
+        problems: &mut dyn FnMut(DecodeProblem),
+    ) -> Option<RecordWriter<'_>> {
+        loop {
+            let commit_offset = self.scanner.resume_offset();
+            match self.scanner.next_scanned()? {
+                Scanned::Head { len } => self.stats.head_len = Some(len),
+                Scanned::Tail { .. } => {}
+                Scanned::Malformed {
                     offset,
                     len,
                     reason,
-                });
-            }
-            ScanEvent::Record { offset, bytes } => {
-                stats.records += 1;
-                let mut record = match decode_record(bytes) {
-                    Ok(r) => r,
-                    Err(error) => {
-                        stats.record_errors += 1;
-                        problems(DecodeProblem::Record { offset, error });
-                        return;
-                    }
-                };
-                if !record.is_known_version() {
-                    stats.unknown_versions += 1;
-                }
-                // Slots that were not usable strings hold a placeholder that never parses, so the
-                // encoder reports them at their index; the decoder's reason replaces its own.
-                let mut invalid = std::mem::take(&mut record.invalid_tuples)
-                    .into_iter()
-                    .peekable();
-                let outcome = encoder.encode_record(blob, offset, &record, out);
-                stats.tuples += (outcome.documents + outcome.tuple_errors.len()) as u64;
-                stats.documents += outcome.documents as u64;
-                stats.tuple_errors += outcome.tuple_errors.len() as u64;
-                stats.newest_time_ms = stats.newest_time_ms.max(outcome.newest_time_ms);
-                for (tuple_index, mut error) in outcome.tuple_errors {
-                    while let Some((i, _)) = invalid.peek()
-                        && *i < tuple_index
-                    {
-                        invalid.next();
-                    }
-                    if let Some((_, reason)) = invalid.next_if(|(i, _)| *i == tuple_index) {
-                        error = reason;
-                    }
-                    problems(DecodeProblem::Tuple {
+                } => {
+                    self.stats.malformed_bytes += len;
+                    problems(DecodeProblem::Malformed {
                         offset,
-                        tuple_index,
-                        error,
+                        len,
+                        reason,
+                    });
+                }
+                Scanned::Record { offset } => {
+                    self.stats.records += 1;
+                    if self.scratch.capacity() > SCRATCH_KEPT {
+                        self.scratch = Vec::new();
+                    }
+                    let record = match decode_record_in(self.scanner.record(), &mut self.scratch) {
+                        Ok(record) => {
+                            if !record.is_known_version() {
+                                self.stats.unknown_versions += 1;
+                            }
+                            Some(record)
+                        }
+                        Err(error) => {
+                            self.stats.record_errors += 1;
+                            problems(DecodeProblem::Record { offset, error });
+                            None
+                        }
+                    };
+                    return Some(RecordWriter {
+                        offset,
+                        commit_offset,
+                        record,
+                        cursor: TupleCursor::default(),
+                        encoder: &mut *self.encoder,
+                        blob: &self.blob,
+                        stats: &mut self.stats,
                     });
                 }
             }
-        });
+        }
     }
 
     /// Where the next read of this blob must start, and whether a record was cut at the end.
@@ -158,6 +181,75 @@ impl<'e> BlobDecoder<'e> {
 
     pub fn stats(&self) -> &DecodeStats {
         &self.stats
+    }
+}
+
+/// One record whose documents are being written (see [`BlobDecoder::next_record`]).
+pub struct RecordWriter<'d> {
+    offset: u64,
+    commit_offset: u64,
+    /// `None` when the record did not decode (already reported): nothing to write.
+    record: Option<Record<'d>>,
+    cursor: TupleCursor,
+    encoder: &'d mut DocumentEncoder,
+    blob: &'d BlobContext,
+    stats: &'d mut DecodeStats,
+}
+
+impl RecordWriter<'_> {
+    /// Byte offset of the record's `{` in the blob.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The end of the record before this one (or of the head, or of bytes reported as
+    /// malformed): as far as a chunk cut inside this record may commit, so that a crash before
+    /// the record's last piece is acknowledged reads the whole record again (its documents
+    /// keep their ids, so the engine refuses the ones it already holds).
+    pub fn commit_offset(&self) -> u64 {
+        self.commit_offset
+    }
+
+    /// Counters of the blob so far, this record's documents written so far included.
+    pub fn stats(&self) -> &DecodeStats {
+        self.stats
+    }
+
+    /// Writes the record's next documents into `out`, until `out.body` holds `limit` bytes or
+    /// more (one document past it at most) or the record has none left; returns true when it
+    /// has none left. Tuples that do not parse go to `problems` as they are met.
+    pub fn write(
+        &mut self,
+        out: &mut BulkBuffer,
+        limit: usize,
+        problems: &mut dyn FnMut(DecodeProblem),
+    ) -> bool {
+        let Some(record) = &self.record else {
+            return true;
+        };
+        let offset = self.offset;
+        let stats = &mut *self.stats;
+        let slice = self.encoder.encode_tuples(
+            self.blob,
+            offset,
+            record,
+            &mut self.cursor,
+            out,
+            limit,
+            &mut |tuple_index, error| {
+                stats.tuples += 1;
+                stats.tuple_errors += 1;
+                problems(DecodeProblem::Tuple {
+                    offset,
+                    tuple_index,
+                    error,
+                });
+            },
+        );
+        stats.tuples += slice.documents as u64;
+        stats.documents += slice.documents as u64;
+        stats.newest_time_ms = stats.newest_time_ms.max(slice.newest_time_ms);
+        slice.done
     }
 }
 
@@ -217,5 +309,128 @@ mod tests {
             (6, 2, 4)
         );
         assert_eq!(stats.record_errors, 0);
+    }
+
+    /// Decodes `bytes` with the pull interface, writing documents in slices of `limit` bytes;
+    /// returns the slices, the problems, the commit offset of each record and the stats.
+    fn decode_sliced(
+        bytes: &[u8],
+        limit: usize,
+    ) -> (Vec<BulkBuffer>, Vec<DecodeProblem>, Vec<u64>, DecodeStats) {
+        let mut encoder = DocumentEncoder::new(
+            Schema::Ecs,
+            IndexPattern::parse("flows-%{+xxxx.ww}").unwrap(),
+        );
+        let mut decoder = BlobDecoder::new(&mut encoder, BlobContext::new("c", "b"), 0);
+        let (mut slices, mut problems, mut commits) = (Vec::new(), Vec::new(), Vec::new());
+        // Fed in pieces smaller than a record, as a download arrives.
+        for piece in bytes.chunks(7919) {
+            decoder.push(piece);
+            while let Some(mut record) = decoder.next_record(&mut |p| problems.push(p)) {
+                commits.push(record.commit_offset());
+                loop {
+                    let mut out = BulkBuffer::new();
+                    let done = record.write(&mut out, limit, &mut |p| problems.push(p));
+                    slices.push(out);
+                    if done {
+                        break;
+                    }
+                }
+            }
+        }
+        let stats = *decoder.stats();
+        (slices, problems, commits, stats)
+    }
+
+    #[test]
+    fn a_large_records_documents_come_out_in_bounded_slices_that_add_up_to_the_whole() {
+        let blob = crate::generator::generate(&crate::generator::GenOptions {
+            records: 3,
+            tuples_per_record: 2000,
+            ..Default::default()
+        });
+        let bytes = blob.bytes();
+        let (whole, whole_problems, whole_stats) = decode(&bytes);
+        assert!(whole_problems.is_empty());
+        const LIMIT: usize = 64 * 1024;
+        let (slices, problems, commits, stats) = decode_sliced(&bytes, LIMIT);
+        assert!(problems.is_empty());
+        assert_eq!(stats, whole_stats);
+        let longest_doc = whole
+            .items
+            .iter()
+            .map(|i| i.end - i.action_start)
+            .max()
+            .unwrap();
+        for slice in &slices {
+            assert!(
+                slice.body.len() < LIMIT + longest_doc,
+                "a slice of {} bytes",
+                slice.body.len()
+            );
+        }
+        // Each ~2.3 MB record of documents comes out in many slices.
+        assert!(slices.len() > 3 * 30, "{} slices", slices.len());
+        let body: Vec<u8> = slices.iter().flat_map(|s| s.body.iter().copied()).collect();
+        assert_eq!(body, whole.body, "the same documents, ids and order");
+        let keys = |items: &mut dyn Iterator<Item = &crate::sink::document::BulkItem>| {
+            items
+                .map(|i| (i.record_offset, i.tuple_index))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            keys(&mut slices.iter().flat_map(|s| s.items.iter())),
+            keys(&mut whole.items.iter())
+        );
+        // A chunk cut inside a record commits no further than the end of the record before it.
+        let record_ends: Vec<u64> = blob.blocks[..3]
+            .iter()
+            .scan(0u64, |end, block| {
+                *end += block.len() as u64;
+                Some(*end)
+            })
+            .collect();
+        assert_eq!(commits, record_ends, "head end, then each record's end");
+    }
+
+    #[test]
+    fn tuple_problems_of_a_sliced_record_are_reported_once_each_in_order() {
+        let mut tuples = Vec::new();
+        for i in 0..3000 {
+            tuples.push(match i % 97 {
+                13 => "\"bad\"".to_owned(),
+                42 => "12".to_owned(),
+                _ => format!("\"{GOOD}\""),
+            });
+        }
+        let blob = format!(
+            r#"{{"records":[{{"time":"t","flowLogVersion":4,"flowRecords":{{"flows":[{{"aclID":"a","flowGroups":[{{"rule":"r","flowTuples":[{}]}}]}}]}}}}]}}"#,
+            tuples.join(",")
+        );
+        let (whole, whole_problems, whole_stats) = decode(blob.as_bytes());
+        let (slices, problems, _, stats) = decode_sliced(blob.as_bytes(), 16 * 1024);
+        assert!(slices.len() > 10);
+        assert_eq!(problems, whole_problems);
+        assert_eq!(problems.len(), 2 * 31);
+        assert_eq!(stats, whole_stats);
+        assert_eq!(
+            slices.iter().map(BulkBuffer::len).sum::<usize>(),
+            whole.len()
+        );
+    }
+
+    #[test]
+    fn an_undecodable_record_is_reported_and_handed_out_with_nothing_to_write() {
+        let blob =
+            br#"{"records":[{"time":"t","nothing":1},{"time":"u","flowRecords":{"flows":[]}}]}"#;
+        let (slices, problems, commits, stats) = decode_sliced(blob, 1024);
+        assert_eq!(problems.len(), 1);
+        assert!(matches!(
+            problems[0],
+            DecodeProblem::Record { offset: 12, .. }
+        ));
+        assert_eq!(commits, vec![12, 36]);
+        assert!(slices.iter().all(BulkBuffer::is_empty));
+        assert_eq!((stats.records, stats.record_errors), (2, 1));
     }
 }

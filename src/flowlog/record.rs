@@ -6,8 +6,7 @@ use std::fmt;
 use std::marker::PhantomData;
 
 use serde::Deserialize;
-use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 
 use super::tuple::{TupleError, TupleErrorKind};
 
@@ -275,7 +274,7 @@ impl<'de> FoldedFields<'de> for NsgRuleFlows<'de> {
 #[derive(Default)]
 struct NsgMacFlows<'a> {
     mac: Option<JsonStr<'a>>,
-    flow_tuples: Option<TupleList<'a>>,
+    flow_tuples: Option<TupleArray<'a>>,
 }
 
 impl<'de> FoldedFields<'de> for NsgMacFlows<'de> {
@@ -347,7 +346,7 @@ impl<'de> FoldedFields<'de> for VnetAclFlows<'de> {
 #[derive(Default)]
 struct VnetFlowGroup<'a> {
     rule: Option<JsonStr<'a>>,
-    flow_tuples: Option<TupleList<'a>>,
+    flow_tuples: Option<TupleArray<'a>>,
 }
 
 impl<'de> FoldedFields<'de> for VnetFlowGroup<'de> {
@@ -372,123 +371,242 @@ impl<'de> FoldedFields<'de> for VnetFlowGroup<'de> {
 // A tuple that is not a usable string must spoil only itself, not its record (invariant 9).
 // Strings with invalid UTF-8 or raw control characters make serde_json fail the whole record;
 // `decode_record` then retries on a copy where each such string is replaced by a marker string
-// (below) carrying the reason and a lossy copy of the text, recognised here.
+// (below) carrying the reason and a lossy copy of the text, recognised when the slot is read.
 const INVALID_UTF8_MARK: &str = "\0flowlogd:invalid-utf8\0";
 const CONTROL_CHAR_MARK: &str = "\0flowlogd:control-character\0";
 
-/// Placeholder in `FlowGroup::tuples` for a tuple that is not a usable string: it keeps the tuple
-/// indices (and so the document ids) of the tuples after it, and never parses.
+/// What an invalid slot shows as text through [`TupleSlot::as_str`]: empty, which never parses.
 const INVALID_PLACEHOLDER: &str = "";
 
-/// The `flowTuples` array of one group: the usable strings, and the slots that were not.
-#[derive(Default)]
-struct TupleList<'a> {
-    tuples: Vec<JsonStr<'a>>,
-    /// Index in `tuples` (holding [`INVALID_PLACEHOLDER`]) and why.
-    invalid: Vec<(u32, TupleError)>,
+/// The `flowTuples` array of one group, kept as its JSON text (checked by the record's parse)
+/// and read one slot at a time when documents are written. A record's tuples are never all
+/// held at once: a record costs its own bytes, whatever its number of tuples (invariant 6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TupleArray<'a> {
+    /// Starts with `[` (the parse refused anything else) and is valid JSON.
+    json: Cow<'a, str>,
 }
 
-impl<'de> Deserialize<'de> for TupleList<'de> {
+impl Default for TupleArray<'_> {
+    fn default() -> Self {
+        TupleArray {
+            json: Cow::Borrowed("[]"),
+        }
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for TupleArray<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct ListVisitor;
-        impl<'de> Visitor<'de> for ListVisitor {
-            type Value = TupleList<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an array of tuple strings")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut list = TupleList::default();
-                while let Some(slot) = seq.next_element::<TupleSlot<'de>>()? {
-                    match slot {
-                        TupleSlot::Str(s) => list.tuples.push(s),
-                        TupleSlot::Invalid(error) => {
-                            let index = u32::try_from(list.tuples.len()).unwrap_or(u32::MAX);
-                            list.invalid.push((index, error));
-                            list.tuples
-                                .push(JsonStr(Cow::Borrowed(INVALID_PLACEHOLDER)));
-                        }
-                    }
-                }
-                Ok(list)
-            }
+        let raw = <&'de serde_json::value::RawValue>::deserialize(deserializer)?;
+        let json = raw.get();
+        if !json.starts_with('[') {
+            let found = match json.as_bytes().first() {
+                Some(b'"') => "a string",
+                Some(b'{') => "an object",
+                Some(b't' | b'f') => "a boolean",
+                Some(b'n') => "null",
+                _ => "a number",
+            };
+            return Err(de::Error::custom(format_args!(
+                "invalid type: {found}, expected an array of tuple strings"
+            )));
         }
-        deserializer.deserialize_seq(ListVisitor)
-    }
-}
-
-/// One element of `flowTuples`: any JSON value is accepted here, so a bad one cannot fail the array.
-enum TupleSlot<'a> {
-    Str(JsonStr<'a>),
-    Invalid(TupleError),
-}
-
-impl<'a> TupleSlot<'a> {
-    fn from_str(s: Cow<'a, str>) -> Self {
-        for (mark, kind) in [
-            (INVALID_UTF8_MARK, TupleErrorKind::InvalidUtf8),
-            (CONTROL_CHAR_MARK, TupleErrorKind::ControlCharacter),
-        ] {
-            if let Some(text) = s.strip_prefix(mark) {
-                return TupleSlot::Invalid(TupleError {
-                    kind,
-                    tuple: text.to_owned(),
-                });
-            }
-        }
-        TupleSlot::Str(JsonStr(s))
-    }
-
-    fn not_a_string(found: &'static str, text: String) -> Self {
-        TupleSlot::Invalid(TupleError {
-            kind: TupleErrorKind::NotAString { found },
-            tuple: text,
+        Ok(TupleArray {
+            json: Cow::Borrowed(json),
         })
     }
 }
 
-impl<'de> Deserialize<'de> for TupleSlot<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct SlotVisitor;
-        impl<'de> Visitor<'de> for SlotVisitor {
-            type Value = TupleSlot<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a tuple")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(TupleSlot::from_str(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(TupleSlot::from_str(Cow::Owned(v.to_owned())))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-                Ok(TupleSlot::from_str(Cow::Owned(v)))
-            }
-            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
-                Ok(TupleSlot::not_a_string("a boolean", v.to_string()))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-                Ok(TupleSlot::not_a_string("a number", v.to_string()))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-                Ok(TupleSlot::not_a_string("a number", v.to_string()))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-                Ok(TupleSlot::not_a_string("a number", v.to_string()))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(TupleSlot::not_a_string("null", "null".to_owned()))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-                // Kept whole as JSON text, so the dead letter holds everything the slot held.
-                let value = serde_json::Value::deserialize(SeqAccessDeserializer::new(seq))?;
-                Ok(TupleSlot::not_a_string("an array", value.to_string()))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                let value = serde_json::Value::deserialize(MapAccessDeserializer::new(map))?;
-                Ok(TupleSlot::not_a_string("an object", value.to_string()))
+impl<'a> TupleArray<'a> {
+    /// The slots in order, from the first.
+    pub fn iter(&self) -> TupleSlots<'_> {
+        self.slots_from(SlotPosition::START)
+    }
+
+    /// The slots from `position` on (from [`TupleSlots::position`] of an earlier iteration).
+    pub fn slots_from(&self, position: SlotPosition) -> TupleSlots<'_> {
+        TupleSlots {
+            json: &self.json,
+            // Past the `[`: the parse checked that the text starts with it.
+            pos: position.0.max(1),
+        }
+    }
+
+    /// Number of slots, good or bad (reads the whole array).
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.iter().next().is_none()
+    }
+
+    fn into_owned(self) -> TupleArray<'static> {
+        TupleArray {
+            json: Cow::Owned(self.json.into_owned()),
+        }
+    }
+}
+
+impl<'s> IntoIterator for &'s TupleArray<'_> {
+    type Item = TupleSlot<'s>;
+    type IntoIter = TupleSlots<'s>;
+    fn into_iter(self) -> TupleSlots<'s> {
+        self.iter()
+    }
+}
+
+/// Where an iteration over a [`TupleArray`] stands, to resume it later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SlotPosition(usize);
+
+impl SlotPosition {
+    pub const START: SlotPosition = SlotPosition(0);
+}
+
+/// One element of `flowTuples`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TupleSlot<'a> {
+    /// A string: the tuple text, borrowed unless it held escapes.
+    Tuple(JsonStr<'a>),
+    /// Anything else, or a string that is not usable text: a problem of its own that keeps its
+    /// place (and so the document ids of the tuples after it).
+    Invalid(TupleError),
+}
+
+impl TupleSlot<'_> {
+    /// The tuple text; empty (which never parses) for an invalid slot.
+    pub fn as_str(&self) -> &str {
+        match self {
+            TupleSlot::Tuple(s) => s.as_str(),
+            TupleSlot::Invalid(_) => INVALID_PLACEHOLDER,
+        }
+    }
+}
+
+/// The slots of a [`TupleArray`], read from its JSON text as they are asked for.
+#[derive(Debug, Clone)]
+pub struct TupleSlots<'s> {
+    json: &'s str,
+    /// Byte position of the next slot (or of the separators before it).
+    pos: usize,
+}
+
+impl<'s> TupleSlots<'s> {
+    /// Where the next slot starts: [`TupleArray::slots_from`] resumes here.
+    pub fn position(&self) -> SlotPosition {
+        SlotPosition(self.pos)
+    }
+
+    /// The next slot, and whether it was one of the marker strings `decode_record` put in place
+    /// of a string it had to repair.
+    fn next_slot(&mut self) -> Option<(TupleSlot<'s>, bool)> {
+        let bytes = self.json.as_bytes();
+        let at = self.pos
+            + bytes
+                .get(self.pos..)?
+                .iter()
+                .position(|b| !(b.is_ascii_whitespace() || *b == b','))?;
+        if bytes[at] == b']' {
+            self.pos = bytes.len();
+            return None;
+        }
+        let (slot, end, marked) = if bytes[at] == b'"' {
+            self.string_at(at)
+        } else {
+            self.other_at(at)
+        };
+        self.pos = end;
+        Some((slot, marked))
+    }
+
+    /// The string slot whose opening quote is at `at`; returns it, where it ends, and whether
+    /// it was a repair marker.
+    fn string_at(&self, at: usize) -> (TupleSlot<'s>, usize, bool) {
+        let bytes = self.json.as_bytes();
+        let mut end = at + 1;
+        let mut escaped = false;
+        loop {
+            let rest = bytes.get(end..).unwrap_or_default();
+            match memchr::memchr2(b'"', b'\\', rest) {
+                Some(i) if rest[i] == b'"' => {
+                    end += i;
+                    break;
+                }
+                Some(i) => {
+                    escaped = true;
+                    end += i + 2;
+                }
+                // The parse checked the array, so strings are closed; should one not be, the
+                // rest of the array is this slot's text.
+                None => {
+                    end = bytes.len().saturating_sub(1).max(at + 1);
+                    break;
+                }
             }
         }
-        deserializer.deserialize_any(SlotVisitor)
+        let text = self.json.get(at + 1..end).unwrap_or_default();
+        let past = (end + 1).min(bytes.len());
+        if !escaped {
+            // Valid JSON holds no raw control character, so no marker can be here.
+            return (TupleSlot::Tuple(JsonStr(Cow::Borrowed(text))), past, false);
+        }
+        match serde_json::from_str::<String>(self.json.get(at..past).unwrap_or_default()) {
+            Ok(decoded) => {
+                for (mark, kind) in [
+                    (INVALID_UTF8_MARK, TupleErrorKind::InvalidUtf8),
+                    (CONTROL_CHAR_MARK, TupleErrorKind::ControlCharacter),
+                ] {
+                    if let Some(original) = decoded.strip_prefix(mark) {
+                        let error = TupleError {
+                            kind,
+                            tuple: original.to_owned(),
+                        };
+                        return (TupleSlot::Invalid(error), past, true);
+                    }
+                }
+                (TupleSlot::Tuple(JsonStr(Cow::Owned(decoded))), past, false)
+            }
+            // An escape the parse let through that is no character (a lone surrogate).
+            Err(_) => {
+                let error = TupleError {
+                    kind: TupleErrorKind::InvalidUtf8,
+                    tuple: text.to_owned(),
+                };
+                (TupleSlot::Invalid(error), past, false)
+            }
+        }
+    }
+
+    /// The slot at `at` that is not a string: its JSON text as written, for the dead letter.
+    fn other_at(&self, at: usize) -> (TupleSlot<'s>, usize, bool) {
+        let rest = self.json.get(at..).unwrap_or_default();
+        let mut de = serde_json::Deserializer::from_str(rest);
+        // `rest` starts at the value, so the raw value's text is exactly its extent.
+        let len = match <&serde_json::value::RawValue>::deserialize(&mut de) {
+            Ok(raw) => raw.get().len(),
+            // Cannot happen after the record's parse; the rest of the array is this slot then.
+            Err(_) => rest.len().saturating_sub(1),
+        };
+        let found = match rest.as_bytes().first() {
+            Some(b'{') => "an object",
+            Some(b'[') => "an array",
+            Some(b't' | b'f') => "a boolean",
+            Some(b'n') => "null",
+            _ => "a number",
+        };
+        let error = TupleError {
+            kind: TupleErrorKind::NotAString { found },
+            tuple: rest.get(..len).unwrap_or_default().to_owned(),
+        };
+        (TupleSlot::Invalid(error), at + len.max(1), false)
+    }
+}
+
+impl<'s> Iterator for TupleSlots<'s> {
+    type Item = TupleSlot<'s>;
+    fn next(&mut self) -> Option<TupleSlot<'s>> {
+        self.next_slot().map(|(slot, _)| slot)
     }
 }
 
@@ -518,9 +636,9 @@ pub struct FlowGroup<'a> {
     pub acl_id: Option<JsonStr<'a>>,
     /// NIC MAC address: per flow on NSG records, per record on VNet records.
     pub mac: Option<JsonStr<'a>>,
-    /// Every slot of the group's `flowTuples`, in order; a slot that was not a usable string holds
-    /// an empty placeholder (which never parses) and is described in [`Record::invalid_tuples`].
-    pub tuples: Vec<JsonStr<'a>>,
+    /// Every slot of the group's `flowTuples`, in order, read as they are iterated; a slot that
+    /// is not a usable string is a [`TupleSlot::Invalid`] with its reason.
+    pub tuples: TupleArray<'a>,
 }
 
 impl FlowGroup<'_> {
@@ -529,7 +647,7 @@ impl FlowGroup<'_> {
             rule: self.rule.map(JsonStr::into_owned),
             acl_id: self.acl_id.map(JsonStr::into_owned),
             mac: self.mac.map(JsonStr::into_owned),
-            tuples: self.tuples.into_iter().map(JsonStr::into_owned).collect(),
+            tuples: self.tuples.into_owned(),
         }
     }
 }
@@ -553,10 +671,6 @@ pub struct Record<'a> {
     /// Record-level `macAddress` (VNet; optional on NSG).
     pub mac: Option<JsonStr<'a>>,
     pub groups: Vec<FlowGroup<'a>>,
-    /// Tuple slots that were not usable strings (not a string, invalid UTF-8, a raw control
-    /// character), by index in the record, ascending. Each is a problem of its own: the other
-    /// tuples of the record are decoded as usual.
-    pub invalid_tuples: Vec<(u32, TupleError)>,
 }
 
 impl Record<'_> {
@@ -569,9 +683,23 @@ impl Record<'_> {
         )
     }
 
-    /// Number of tuple slots in the record (good or bad).
+    /// Number of tuple slots in the record (good or bad); reads every group's array.
     pub fn tuple_count(&self) -> usize {
         self.groups.iter().map(|g| g.tuples.len()).sum()
+    }
+
+    /// Every slot that is not a usable tuple string, with its index in the record (the index
+    /// its document id would have), in order; reads every group's array.
+    pub fn invalid_tuples(&self) -> Vec<(u32, TupleError)> {
+        self.groups
+            .iter()
+            .flat_map(|g| g.tuples.iter())
+            .enumerate()
+            .filter_map(|(i, slot)| match slot {
+                TupleSlot::Invalid(e) => Some((u32::try_from(i).unwrap_or(u32::MAX), e)),
+                TupleSlot::Tuple(_) => None,
+            })
+            .collect()
     }
 
     fn into_owned(self) -> Record<'static> {
@@ -588,8 +716,20 @@ impl Record<'_> {
             guid: owned(self.guid),
             mac: owned(self.mac),
             groups: self.groups.into_iter().map(FlowGroup::into_owned).collect(),
-            invalid_tuples: self.invalid_tuples,
         }
+    }
+
+    /// How many slots are repair markers (see [`decode_record`]).
+    fn marked_slots(&self) -> usize {
+        self.groups
+            .iter()
+            .map(|g| {
+                let mut slots = g.tuples.iter();
+                std::iter::from_fn(|| slots.next_slot())
+                    .filter(|(_, marked)| *marked)
+                    .count()
+            })
+            .sum()
     }
 }
 
@@ -607,43 +747,60 @@ pub enum RecordError {
 /// Decodes one record (a JSON object) from `input`, borrowing strings from it.
 ///
 /// A tuple slot that is not a usable string (not a string, invalid UTF-8, a raw control
-/// character) does not fail the record: it is listed in [`Record::invalid_tuples`].
+/// character) does not fail the record: it is a [`TupleSlot::Invalid`] of its group.
 pub fn decode_record(input: &[u8]) -> Result<Record<'_>, RecordError> {
     match serde_json::from_slice::<RawRecord<'_>>(input) {
         Ok(raw) => build(raw),
         // The slow path runs only for records serde_json refused; good input never pays for it.
-        Err(e) => decode_repaired(input).unwrap_or_else(|| Err(RecordError::Json(e.to_string()))),
+        Err(e) => {
+            let mut scratch = Vec::new();
+            match decode_repaired(input, &mut scratch) {
+                Some(record) => record.map(Record::into_owned),
+                None => Err(RecordError::Json(e.to_string())),
+            }
+        }
     }
 }
 
-/// Decodes a copy of `input` whose strings with invalid UTF-8 or raw control characters are
-/// replaced by marker strings; `None` when there was nothing to repair, when the copy does not
-/// decode either, or when a repaired string was not a tuple (then the record as a whole is bad).
-fn decode_repaired(input: &[u8]) -> Option<Result<Record<'static>, RecordError>> {
-    let (repaired, count) = repair_strings(input)?;
-    let raw = serde_json::from_slice::<RawRecord<'_>>(&repaired).ok()?;
+/// [`decode_record`] for the pipeline: a record that needs repairing borrows the repaired copy
+/// from `scratch` instead of owning a second copy of its tuples, so a record costs at most
+/// twice its size while its documents are written.
+pub fn decode_record_in<'a>(
+    input: &'a [u8],
+    scratch: &'a mut Vec<u8>,
+) -> Result<Record<'a>, RecordError> {
+    match serde_json::from_slice::<RawRecord<'a>>(input) {
+        Ok(raw) => build(raw),
+        Err(e) => {
+            decode_repaired(input, scratch).unwrap_or_else(|| Err(RecordError::Json(e.to_string())))
+        }
+    }
+}
+
+/// Decodes a copy of `input` (written into `scratch`) whose strings with invalid UTF-8 or raw
+/// control characters are replaced by marker strings; `None` when there was nothing to repair,
+/// when the copy does not decode either, or when a repaired string was not a tuple (then the
+/// record as a whole is bad).
+fn decode_repaired<'a>(
+    input: &[u8],
+    scratch: &'a mut Vec<u8>,
+) -> Option<Result<Record<'a>, RecordError>> {
+    let count = repair_strings(input, scratch)?;
+    let repaired: &'a [u8] = scratch;
+    let raw = serde_json::from_slice::<RawRecord<'a>>(repaired).ok()?;
     let record = match build(raw) {
         Ok(record) => record,
         Err(e) => return Some(Err(e)),
     };
-    let marked = record
-        .invalid_tuples
-        .iter()
-        .filter(|(_, e)| {
-            matches!(
-                e.kind,
-                TupleErrorKind::InvalidUtf8 | TupleErrorKind::ControlCharacter
-            )
-        })
-        .count();
-    (marked == count).then(|| Ok(record.into_owned()))
+    (record.marked_slots() == count).then_some(Ok(record))
 }
 
-/// Copies `input`, replacing each JSON string that holds invalid UTF-8 or raw control characters
-/// by a marker string with a lossy, escaped copy of its text. Returns the copy and how many
-/// strings were replaced, or `None` when none was (or a string is not closed).
-fn repair_strings(input: &[u8]) -> Option<(Vec<u8>, usize)> {
-    let mut out = Vec::with_capacity(input.len() + 64);
+/// Copies `input` into `out`, replacing each JSON string that holds invalid UTF-8 or raw
+/// control characters by a marker string with a lossy, escaped copy of its text. Returns how
+/// many strings were replaced, or `None` when none was (or a string is not closed).
+fn repair_strings(input: &[u8], out: &mut Vec<u8>) -> Option<usize> {
+    out.clear();
+    out.reserve(input.len() + 64);
     let mut count = 0usize;
     let mut i = 0usize;
     while i < input.len() {
@@ -673,15 +830,15 @@ fn repair_strings(input: &[u8]) -> Option<(Vec<u8>, usize)> {
             None => out.extend_from_slice(content),
             Some(mark) => {
                 count += 1;
-                push_escaped(&mut out, mark);
+                push_escaped(out, mark);
                 // Existing escapes are kept as written; only what made the string invalid changes.
-                push_escaped(&mut out, &String::from_utf8_lossy(content));
+                push_escaped(out, &String::from_utf8_lossy(content));
             }
         }
         out.push(b'"');
         i = end + 1;
     }
-    (count > 0).then_some((out, count))
+    (count > 0).then_some(count)
 }
 
 /// Appends `text`, with control characters as `\u00XX` escapes (quotes and backslashes as they are).
@@ -695,47 +852,27 @@ fn push_escaped(out: &mut Vec<u8>, text: &str) {
     }
 }
 
-/// Flattens one group list, numbering tuple slots across the record.
-fn flatten<'a>(
-    lists: impl Iterator<Item = (FlowGroup<'a>, TupleList<'a>)>,
-    invalid_tuples: &mut Vec<(u32, TupleError)>,
-) -> Vec<FlowGroup<'a>> {
-    let mut first: u32 = 0;
-    lists
-        .map(|(mut group, list)| {
-            invalid_tuples.extend(
-                list.invalid
-                    .into_iter()
-                    .map(|(i, e)| (first.saturating_add(i), e)),
-            );
-            let len = u32::try_from(list.tuples.len()).unwrap_or(u32::MAX);
-            first = first.saturating_add(len);
-            group.tuples = list.tuples;
-            group
-        })
-        .collect()
-}
-
 fn build(raw: RawRecord<'_>) -> Result<Record<'_>, RecordError> {
-    let mut invalid_tuples = Vec::new();
     if let Some(flow_records) = raw.flow_records {
         let record_mac = raw.mac_address;
-        let lists = flow_records.flows.into_iter().flatten().flat_map(|acl| {
-            let acl_id = acl.acl_id;
-            let record_mac = record_mac.clone();
-            acl.flow_groups.into_iter().flatten().map(move |group| {
-                (
-                    FlowGroup {
+        let groups = flow_records
+            .flows
+            .into_iter()
+            .flatten()
+            .flat_map(|acl| {
+                let acl_id = acl.acl_id;
+                let record_mac = record_mac.clone();
+                acl.flow_groups
+                    .into_iter()
+                    .flatten()
+                    .map(move |group| FlowGroup {
                         rule: group.rule,
                         acl_id: acl_id.clone(),
                         mac: record_mac.clone(),
-                        tuples: Vec::new(),
-                    },
-                    group.flow_tuples.unwrap_or_default(),
-                )
+                        tuples: group.flow_tuples.unwrap_or_default(),
+                    })
             })
-        });
-        let groups = flatten(lists, &mut invalid_tuples);
+            .collect();
         return Ok(Record {
             kind: FlowLogKind::Vnet,
             version: raw.flow_log_version.map(|v| v.0),
@@ -748,7 +885,6 @@ fn build(raw: RawRecord<'_>) -> Result<Record<'_>, RecordError> {
             guid: raw.flow_log_guid,
             mac: record_mac,
             groups,
-            invalid_tuples,
         });
     }
     if let Some(properties) = raw.properties {
@@ -756,26 +892,23 @@ fn build(raw: RawRecord<'_>) -> Result<Record<'_>, RecordError> {
             return Err(RecordError::MissingKey("properties.flows"));
         };
         let record_mac = raw.mac_address;
-        let lists = flows.into_iter().flat_map(|rule_flows| {
-            let rule = rule_flows.rule;
-            let record_mac = record_mac.clone();
-            rule_flows
-                .flows
-                .into_iter()
-                .flatten()
-                .map(move |mac_flows| {
-                    (
-                        FlowGroup {
-                            rule: rule.clone(),
-                            acl_id: None,
-                            mac: mac_flows.mac.or_else(|| record_mac.clone()),
-                            tuples: Vec::new(),
-                        },
-                        mac_flows.flow_tuples.unwrap_or_default(),
-                    )
-                })
-        });
-        let groups = flatten(lists, &mut invalid_tuples);
+        let groups = flows
+            .into_iter()
+            .flat_map(|rule_flows| {
+                let rule = rule_flows.rule;
+                let record_mac = record_mac.clone();
+                rule_flows
+                    .flows
+                    .into_iter()
+                    .flatten()
+                    .map(move |mac_flows| FlowGroup {
+                        rule: rule.clone(),
+                        acl_id: None,
+                        mac: mac_flows.mac.or_else(|| record_mac.clone()),
+                        tuples: mac_flows.flow_tuples.unwrap_or_default(),
+                    })
+            })
+            .collect();
         return Ok(Record {
             kind: FlowLogKind::Nsg,
             version: properties.version.map(|v| v.0),
@@ -788,7 +921,6 @@ fn build(raw: RawRecord<'_>) -> Result<Record<'_>, RecordError> {
             guid: raw.flow_log_guid,
             mac: record_mac,
             groups,
-            invalid_tuples,
         });
     }
     Err(RecordError::UnknownShape)
@@ -802,7 +934,10 @@ mod tests {
     fn tuples_borrow_from_the_input() {
         let input = br#"{"time":"t","category":"NetworkSecurityGroupFlowEvent","properties":{"Version":2,"flows":[{"rule":"R","flows":[{"mac":"000D3AF87856","flowTuples":["1542110377,10.5.16.4,13.67.143.118,59831,443,T,O,A,B,,,,"]}]}]}}"#;
         let record = decode_record(input).unwrap();
-        assert!(matches!(record.groups[0].tuples[0].0, Cow::Borrowed(_)));
+        assert!(matches!(
+            record.groups[0].tuples.iter().next(),
+            Some(TupleSlot::Tuple(JsonStr(Cow::Borrowed(_))))
+        ));
         assert_eq!(record.kind, FlowLogKind::Nsg);
         assert_eq!(record.version, Some(2));
     }
@@ -953,7 +1088,7 @@ mod tests {
         let slots = good_slots(&record);
         assert_eq!(slots.iter().filter(|t| *t == GOOD).count(), 3);
         let invalid: Vec<_> = record
-            .invalid_tuples
+            .invalid_tuples()
             .iter()
             .map(|(i, e)| (*i, e.kind.clone(), e.tuple.clone()))
             .collect();
@@ -987,7 +1122,7 @@ mod tests {
                 ),
             ]
         );
-        for (i, _) in &record.invalid_tuples {
+        for (i, _) in &record.invalid_tuples() {
             assert_eq!(slots[*i as usize], INVALID_PLACEHOLDER);
         }
         assert_eq!(slots[7], GOOD, "the second group's tuple keeps index 7");
@@ -1004,7 +1139,7 @@ mod tests {
         let record = decode_record(&input).unwrap();
         assert_eq!(record.tuple_count(), 6);
         let invalid: Vec<_> = record
-            .invalid_tuples
+            .invalid_tuples()
             .iter()
             .map(|(i, e)| (*i, e.kind.clone(), e.tuple.clone()))
             .collect();
@@ -1058,7 +1193,7 @@ mod tests {
             let slots = good_slots(&record);
             proptest::prop_assert_eq!(slots[0].as_str(), GOOD);
             proptest::prop_assert_eq!(slots[2].as_str(), GOOD);
-            proptest::prop_assert!(record.invalid_tuples.iter().all(|(i, _)| *i == 1));
+            proptest::prop_assert!(record.invalid_tuples().iter().all(|(i, _)| *i == 1));
         }
     }
 }

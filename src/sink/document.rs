@@ -17,7 +17,8 @@ use crate::enrich::community_id::community_id_v1;
 use crate::enrich::protocol::{iana_number_str, transport_name};
 use crate::enrich::resource_id::ResourceId;
 use crate::flowlog::{
-    Decision, FlowGroup, FlowLogKind, FlowTuple, Record, TupleError, parse_tuple,
+    Decision, FlowGroup, FlowLogKind, FlowTuple, Record, SlotPosition, TupleError, TupleSlot,
+    parse_tuple,
 };
 
 /// ECS version the field layout follows (written to `ecs.version`).
@@ -192,6 +193,27 @@ pub struct RecordOutcome {
     pub newest_time_ms: Option<i64>,
 }
 
+/// Where writing one record's documents stands (see [`DocumentEncoder::encode_tuples`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TupleCursor {
+    /// Group of the next slot.
+    group: usize,
+    /// Next slot within that group.
+    position: SlotPosition,
+    /// Index of the next slot in the record (the document id's tuple index).
+    index: u32,
+}
+
+/// What one call of [`DocumentEncoder::encode_tuples`] wrote.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SliceOutcome {
+    pub documents: usize,
+    /// Newest tuple time among those documents (epoch ms).
+    pub newest_time_ms: Option<i64>,
+    /// The record has no tuple left.
+    pub done: bool,
+}
+
 /// Turns decoded records into bulk items. One per pipeline; reuses its buffers between records.
 #[derive(Debug)]
 pub struct DocumentEncoder {
@@ -229,27 +251,79 @@ impl DocumentEncoder {
         record: &Record<'_>,
         out: &mut BulkBuffer,
     ) -> RecordOutcome {
+        let mut tuple_errors = Vec::new();
+        let mut cursor = TupleCursor::default();
+        let slice = self.encode_tuples(
+            blob,
+            record_offset,
+            record,
+            &mut cursor,
+            out,
+            usize::MAX,
+            &mut |index, error| tuple_errors.push((index, error)),
+        );
+        RecordOutcome {
+            documents: slice.documents,
+            tuple_errors,
+            newest_time_ms: slice.newest_time_ms,
+        }
+    }
+
+    /// Appends the documents of `record` from `cursor` on, until `out.body` holds `limit` bytes
+    /// or more, or the record has no tuple left; `cursor` then says where to go on. Tuples that
+    /// do not parse go to `errors` with their index in the record, as they are met.
+    ///
+    /// This is how one large record becomes several chunks: the caller sends `out` away when
+    /// this returns early and calls again, so a record's documents are never all held at once
+    /// (invariant 6). Stopping is checked before each slot, so `out` ends at most one document
+    /// past `limit`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode_tuples(
+        &mut self,
+        blob: &BlobContext,
+        record_offset: u64,
+        record: &Record<'_>,
+        cursor: &mut TupleCursor,
+        out: &mut BulkBuffer,
+        limit: usize,
+        errors: &mut dyn FnMut(u32, TupleError),
+    ) -> SliceOutcome {
         self.prepare_record(record);
-        let mut outcome = RecordOutcome::default();
-        let mut tuple_index: u32 = 0;
-        for group in &record.groups {
+        let mut slice = SliceOutcome::default();
+        while let Some(group) = record.groups.get(cursor.group) {
             self.prepare_group(group);
-            for raw in &group.tuples {
-                let index = tuple_index;
-                tuple_index = tuple_index.saturating_add(1);
-                let tuple = match parse_tuple(record.kind, raw.as_str()) {
-                    Ok(t) => t,
-                    Err(e) => {
-                        outcome.tuple_errors.push((index, e));
+            let mut slots = group.tuples.slots_from(cursor.position);
+            loop {
+                if out.body.len() >= limit {
+                    cursor.position = slots.position();
+                    return slice;
+                }
+                let Some(slot) = slots.next() else { break };
+                let index = cursor.index;
+                cursor.index = cursor.index.saturating_add(1);
+                let raw = match slot {
+                    TupleSlot::Tuple(raw) => raw,
+                    TupleSlot::Invalid(error) => {
+                        errors(index, error);
                         continue;
                     }
                 };
-                outcome.newest_time_ms = outcome.newest_time_ms.max(Some(tuple.time_ms));
+                let tuple = match parse_tuple(record.kind, raw.as_str()) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        errors(index, e);
+                        continue;
+                    }
+                };
+                slice.newest_time_ms = slice.newest_time_ms.max(Some(tuple.time_ms));
                 self.push_item(blob, record_offset, index, record, &tuple, out);
-                outcome.documents += 1;
+                slice.documents += 1;
             }
+            cursor.group += 1;
+            cursor.position = SlotPosition::START;
         }
-        outcome
+        slice.done = true;
+        slice
     }
 
     fn push_item(
