@@ -91,6 +91,21 @@ async fn upload_generated_mix(azurite: &Azurite) -> (u64, u64) {
     (tuples, bytes)
 }
 
+/// One VNet source in Azurite, indexing into `es`'s prefix through the engine at `url` (the
+/// node itself, or a proxy in front of it).
+fn vnet_config(url: &str, azurite: &Azurite, es: &Es) -> TestConfig {
+    TestConfig::new(
+        url,
+        vec![SourceSpec::azurite(
+            "vnet",
+            VNET_CONTAINER,
+            azurite,
+            &es.pattern("vnet"),
+        )],
+    )
+    .es(&es.config_lines)
+}
+
 /// A VNet source (account key) and an NSG source (connection string) writing to `es`.
 fn vnet_and_nsg_config(azurite: &Azurite, es: &Es) -> TestConfig {
     let connection_string = format!(
@@ -487,16 +502,7 @@ async fn a_blob_rewritten_with_different_content_leaves_exactly_its_new_tuples_i
     let azurite = Azurite::start().expect("azurite");
     let es = Es::engine("rewritten_content");
     let (_, vnet) = container(&azurite, VNET_CONTAINER).await;
-    let config = TestConfig::new(
-        &es.url,
-        vec![SourceSpec::azurite(
-            "vnet",
-            VNET_CONTAINER,
-            &azurite,
-            &es.pattern("vnet"),
-        )],
-    )
-    .es(&es.config_lines);
+    let config = vnet_config(&es.url, &azurite, &es);
     let mut first = GrowingBlob::new(GenKind::Vnet, 91, "vnet-rewrite-changed", 6, 10);
     first.append(&vnet, 6).await;
     assert_eq!(once(&config).await.documents_indexed, 60);
@@ -1200,16 +1206,7 @@ async fn a_malformed_record_whose_dead_letter_cannot_be_written_is_not_committed
         .expect("upload");
     let malformed_at = 12 + records[0].len() as u64 + 1;
 
-    let mut config = TestConfig::new(
-        &es.url,
-        vec![SourceSpec::azurite(
-            "vnet",
-            VNET_CONTAINER,
-            &azurite,
-            &es.pattern("vnet"),
-        )],
-    )
-    .es(&es.config_lines);
+    let mut config = vnet_config(&es.url, &azurite, &es);
     config.dead_letter_override = Some(PathBuf::from("/dev/full"));
     let out = flowlogd(&config.write(), &["once"], &[]).await;
     let s = out.summary();
@@ -1259,16 +1256,7 @@ async fn a_poll_that_moves_nothing_for_the_watchdog_timeout_gets_no_more_keep_al
     // Many small chunks: the reader fills the channel and waits behind the hung batch.
     let mut blob = GrowingBlob::new(GenKind::Vnet, 81, "vnet-wedged", 40, 20);
     blob.append(&vnet, 40).await;
-    let config = TestConfig::new(
-        &hung.url,
-        vec![SourceSpec::azurite(
-            "vnet",
-            VNET_CONTAINER,
-            &azurite,
-            &es.pattern("vnet"),
-        )],
-    )
-    .es(&es.config_lines)
+    let config = vnet_config(&hung.url, &azurite, &es)
     .es("batch_max_docs = 20\nbatch_max_bytes = 16384\nmax_in_flight = 1\nrequest_timeout = \"1h\"")
     .daemon("interval = \"1s\"\nshutdown_timeout = \"1s\"");
     let socket_path = config.dir().join("notify.sock");
@@ -1352,18 +1340,9 @@ async fn sigterm_during_ingest_exits_zero_in_time_with_everything_indexed_commit
         blobs.push(blob);
     }
     let timeout = Duration::from_secs(10);
-    let config = TestConfig::new(
-        &slow.url,
-        vec![SourceSpec::azurite(
-            "vnet",
-            VNET_CONTAINER,
-            &azurite,
-            &es.pattern("vnet"),
-        )],
-    )
-    .es(&es.config_lines)
-    .es("batch_max_docs = 50\nbatch_max_bytes = 65536\nflush_interval = \"200ms\"")
-    .daemon("interval = \"1s\"\nshutdown_timeout = \"10s\"");
+    let config = vnet_config(&slow.url, &azurite, &es)
+        .es("batch_max_docs = 50\nbatch_max_bytes = 65536\nflush_interval = \"200ms\"")
+        .daemon("interval = \"1s\"\nshutdown_timeout = \"10s\"");
     let mut daemon = Daemon::spawn(&config, &[]);
     wait_until(
         Duration::from_secs(60),
