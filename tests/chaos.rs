@@ -296,6 +296,9 @@ struct Plan {
     finish_after: &'static str,
     interval: &'static str,
     batch_max_docs: u64,
+    /// Also the size at which a read cuts a chunk (`min(batch_max_bytes, 4 MiB)`): 8 KiB cuts
+    /// after a few documents, so chunks end inside records where the reader allows it.
+    batch_max_bytes: u64,
     max_in_flight: u64,
     read_concurrency: u64,
     storage_max_tries: u64,
@@ -432,6 +435,9 @@ impl Plan {
             planned_ms,
             writer_seed: rng.next(),
             proxy_seed: rng.next(),
+            // Drawn last, so the plans of the earlier runs in docs/RELIABILITY.md keep the
+            // rest of their draws.
+            batch_max_bytes: rng.pick(&[8192, 65536, 65536]),
         }
     }
 
@@ -440,7 +446,8 @@ impl Plan {
         let _ = writeln!(
             s,
             "trial {} (trial seed {:#x}): about {:.1} s of chaos; daemon: interval {}, \
-             finish_after {}, read_concurrency {}, batch_max_docs {}, max_in_flight {}, \
+             finish_after {}, read_concurrency {}, batch_max_docs {}, batch_max_bytes {}, \
+             max_in_flight {}, \
              storage max_tries {}, item_retry_timeout {ITEM_RETRY_TIMEOUT}, since 8h",
             self.trial,
             self.seed,
@@ -449,6 +456,7 @@ impl Plan {
             self.finish_after,
             self.read_concurrency,
             self.batch_max_docs,
+            self.batch_max_bytes,
             self.max_in_flight,
             self.storage_max_tries,
         );
@@ -1575,9 +1583,9 @@ async fn run_trial(settings: &Settings, storage: &Storage, trial: u64) -> TrialR
         ],
     )
     .es(&format!(
-        "batch_max_docs = {}\nbatch_max_bytes = 65536\nflush_interval = \"100ms\"\n\
+        "batch_max_docs = {}\nbatch_max_bytes = {}\nflush_interval = \"100ms\"\n\
          max_in_flight = {}\nitem_retry_timeout = \"{ITEM_RETRY_TIMEOUT}\"\nrequest_timeout = \"10s\"",
-        plan.batch_max_docs, plan.max_in_flight
+        plan.batch_max_docs, plan.batch_max_bytes, plan.max_in_flight
     ))
     .daemon(&format!(
         "interval = \"{}\"\nshutdown_timeout = \"{}s\"\nread_concurrency = {}",
