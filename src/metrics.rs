@@ -297,8 +297,7 @@ impl Collector for Exposition {
         for (name, help, value) in SOURCE_COUNTERS {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
             for s in &m.sources {
-                ConstCounter::new(value(s))
-                    .encode(family.encode_family(&source_label(s))?)?;
+                ConstCounter::new(value(s)).encode(family.encode_family(&source_label(s))?)?;
             }
         }
         let mut lag = encoder.encode_descriptor(
@@ -388,10 +387,15 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("# TYPE flowlogd_bulk_item_retries counter\nflowlogd_bulk_item_retries_total 0"),
+            text.contains(
+                "# TYPE flowlogd_bulk_item_retries counter\nflowlogd_bulk_item_retries_total 0"
+            ),
             "{text}"
         );
-        assert!(text.ends_with("# EOF\n"), "OpenMetrics ends with # EOF: {text}");
+        assert!(
+            text.ends_with("# EOF\n"),
+            "OpenMetrics ends with # EOF: {text}"
+        );
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let value = line.rsplit(' ').next().unwrap();
             assert!(value.parse::<f64>().is_ok(), "not a number: {line}");
