@@ -688,7 +688,7 @@ impl App {
                 .config
                 .elasticsearch
                 .batch_max_bytes
-                .min(4 * 1024 * 1024),
+                .min(crate::source::reader::MAX_CHUNK_BYTES),
             max_record_bytes: source.config.max_record_bytes,
         };
         let concurrency = self.config.daemon.read_concurrency;

@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Args;
 
-use crate::pipeline::BlobDecoder;
+use crate::flowlog::envelope::DEFAULT_MAX_RECORD_LEN;
+use crate::pipeline::{BlobDecoder, DecodeProblem};
 use crate::sink::document::{BlobContext, BulkBuffer, DocumentEncoder, Schema};
 use crate::sink::index_name::IndexPattern;
 
@@ -29,6 +30,10 @@ pub struct DecodeArgs {
     /// Print bulk action lines before each document (a ready `_bulk` body).
     #[arg(long)]
     pub bulk: bool,
+    /// Largest record accepted, in bytes, as `max_record_bytes` of a source; a larger one is
+    /// reported and skipped. Memory holds one record, not its documents.
+    #[arg(long, default_value_t = DEFAULT_MAX_RECORD_LEN)]
+    pub max_record_bytes: usize,
     /// PT1H.json files to decode; `-` reads stdin.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
@@ -68,6 +73,19 @@ pub fn run(args: DecodeArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// Documents written to stdout at a time.
+const SLICE_BYTES: usize = 1 << 20;
+
+fn write_out(out: &mut impl Write, bulk: &BulkBuffer, with_actions: bool) -> io::Result<()> {
+    if with_actions {
+        return out.write_all(&bulk.body);
+    }
+    for item in &bulk.items {
+        out.write_all(&bulk.body[item.doc_start..item.end])?;
+    }
+    Ok(())
+}
+
 fn decode_one(
     encoder: &mut DocumentEncoder,
     args: &DecodeArgs,
@@ -76,7 +94,8 @@ fn decode_one(
     mut reader: Box<dyn Read>,
     out: &mut impl Write,
 ) -> anyhow::Result<u64> {
-    let mut decoder = BlobDecoder::new(encoder, BlobContext::new(&args.container, blob_name), 0);
+    let mut decoder = BlobDecoder::new(encoder, BlobContext::new(&args.container, blob_name), 0)
+        .with_max_record_len(args.max_record_bytes);
     let mut bulk = BulkBuffer::new();
     let mut chunk = vec![0u8; 1 << 20];
     let mut problems = 0u64;
@@ -89,18 +108,21 @@ fn decode_one(
             Err(e) => return Err(e).with_context(|| format!("reading {label}")),
         };
         length += n as u64;
-        decoder.feed(&chunk[..n], &mut bulk, &mut |problem| {
+        decoder.push(&chunk[..n]);
+        let mut report = |problem: DecodeProblem| {
             problems += 1;
             eprintln!("{label}: offset {}: {problem}", problem.offset());
-        });
-        if args.bulk {
-            out.write_all(&bulk.body)?;
-        } else {
-            for item in &bulk.items {
-                out.write_all(&bulk.body[item.doc_start..item.end])?;
+        };
+        while let Some(mut record) = decoder.next_record(&mut report) {
+            // A large record's documents are written out a slice at a time, so memory holds
+            // the record and one slice, not all its documents (a 200 MB record has ~4 GB).
+            while !record.write(&mut bulk, SLICE_BYTES, &mut report) {
+                write_out(out, &bulk, args.bulk)?;
+                bulk.clear();
             }
+            write_out(out, &bulk, args.bulk)?;
+            bulk.clear();
         }
-        bulk.clear();
     }
     // Both leftovers run to the end of the file: they start that many bytes before it.
     let end = decoder.finish();

@@ -181,6 +181,26 @@ impl BulkBuffer {
     pub fn doc(&self, i: usize) -> &[u8] {
         &self.body[self.items[i].doc_range()]
     }
+
+    /// Moves items `at..` (and their bytes) into `tail`, which must be empty, leaving items
+    /// `..at` here; `tail`'s items are renumbered from its start. `at` past the end moves
+    /// nothing.
+    pub fn split_off_into(&mut self, at: usize, tail: &mut BulkBuffer) {
+        let Some(first) = self.items.get(at) else {
+            return;
+        };
+        let from = first.action_start;
+        tail.body.extend_from_slice(&self.body[from..]);
+        tail.items
+            .extend(self.items[at..].iter().map(|item| BulkItem {
+                action_start: item.action_start - from,
+                doc_start: item.doc_start - from,
+                end: item.end - from,
+                ..*item
+            }));
+        self.body.truncate(from);
+        self.items.truncate(at);
+    }
 }
 
 /// What encoding one record produced besides its documents.
@@ -822,6 +842,23 @@ mod tests {
         assert_eq!(d["@timestamp"], "2022-09-14T09:00:03.606Z");
         assert_eq!(d["blobPath"], "insights-logs-flowlogflowevent/a/PT1H.json");
         assert_eq!(d.as_object().unwrap().len(), 18);
+    }
+
+    #[test]
+    fn split_off_into_moves_the_tail_items_with_their_bytes() {
+        let (_, mut out, _) = encode(Schema::Ecs, VNET);
+        let whole = out.clone();
+        let mut tail = BulkBuffer::new();
+        out.split_off_into(1, &mut tail);
+        assert_eq!((out.len(), tail.len()), (1, 1));
+        assert_eq!(out.body, whole.body[..whole.items[1].action_start]);
+        assert_eq!(tail.body, whole.body[whole.items[1].action_start..]);
+        assert_eq!(tail.items[0].action_start, 0);
+        assert_eq!(tail.doc(0), whole.doc(1));
+        let mut nothing = BulkBuffer::new();
+        out.split_off_into(5, &mut nothing);
+        assert!(nothing.is_empty());
+        assert_eq!(out.len(), 1);
     }
 
     #[test]
