@@ -40,6 +40,8 @@ struct Seen {
     documents: u64,
     /// Times each document id was sent.
     ids: HashMap<String, u32>,
+    /// `log.offset` (the record's offset) of each document id.
+    records: HashMap<String, u64>,
 }
 
 /// An HTTP endpoint that answers like an OpenSearch 2.19 node: `GET /` with its version,
@@ -95,15 +97,28 @@ fn answer(method: &str, target: &str, body: &[u8], seen: &Mutex<Seen>) -> (u16, 
             let mut seen = seen.lock().expect("sink state");
             seen.bulk_requests += 1;
             let mut items = 0u64;
-            // Action lines and documents alternate; only the actions carry the ids.
-            for action in body.split(|b| *b == b'\n').step_by(2) {
+            // Action lines and documents alternate.
+            let mut lines = body.split(|b| *b == b'\n');
+            while let Some(action) = lines.next() {
                 if action.is_empty() {
                     continue;
                 }
+                let doc = lines.next().unwrap_or_default();
                 let parsed: serde_json::Value =
                     serde_json::from_slice(action).expect("bulk action line");
                 let id = parsed["create"]["_id"].as_str().expect("document id");
                 *seen.ids.entry(id.to_owned()).or_default() += 1;
+                // `log.offset` is the last `"offset":` of an ECS document.
+                let text = String::from_utf8_lossy(doc);
+                if let Some(at) = text.rfind("\"offset\":") {
+                    let digits: String = text[at + 9..]
+                        .chars()
+                        .take_while(char::is_ascii_digit)
+                        .collect();
+                    if let Ok(offset) = digits.parse() {
+                        seen.records.insert(id.to_owned(), offset);
+                    }
+                }
                 items += 1;
             }
             seen.documents += items;
@@ -429,5 +444,90 @@ async fn a_blob_of_many_busy_records_is_read_within_64_mib_at_the_default_config
         "peak {} reading a {} blob",
         mib(run.peak),
         mib(size)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_inside_a_record_larger_than_a_chunk_reads_that_record_again_and_loses_nothing() {
+    let azurite = Azurite::start().expect("azurite");
+    // Slow enough that the kill lands while a record's chunks are being delivered.
+    let sink = AckSink::start(Duration::from_millis(50)).await;
+    // Records of 20,000 tuples: ~24 MB of documents each, about 24 chunks.
+    let (records, tuples) = (4, 20_000);
+    let (blob, size, _) = busy_blob(&azurite, 7, records, tuples).await;
+    let ends: Vec<u64> = (0..=records).map(|n| blob.length_after(n) - 2).collect();
+    let config = TestConfig::new(
+        &sink.url,
+        vec![SourceSpec::azurite(
+            "busy",
+            VNET_CONTAINER,
+            &azurite,
+            "busy-%{+xxxx.ww}",
+        )],
+    );
+    let path = config.write();
+    let mut child = Command::new(bin())
+        .arg("--config")
+        .arg(&path)
+        .args(["--log-level", "warn", "once"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn flowlogd once");
+    // Half way through the second record.
+    let target = (tuples + tuples / 2) as u64;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while sink.seen.lock().expect("sink state").documents < target {
+        assert!(
+            Instant::now() < deadline,
+            "the sink never got {target} documents"
+        );
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "flowlogd once ended before the kill"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    let first: HashMap<String, u32> = sink.seen.lock().expect("sink state").ids.clone();
+
+    // The offset stands at a record end (or the head's), never inside a record.
+    let entries = config.registry_entries().await;
+    let committed = entries.first().map_or(0, |(_, offset, _)| *offset);
+    assert!(
+        committed == 0 || committed == 12 || ends.contains(&committed),
+        "offset {committed} is not a record end ({ends:?})"
+    );
+
+    let run = measure_once(&config, Allocator::Default, Duration::from_secs(300));
+    assert!(run.status.success(), "second run failed:\n{}", run.stderr);
+    assert_eq!(summary(&run)["bytes_downloaded"], size - committed);
+    let seen = sink.seen.lock().expect("sink state");
+    assert_eq!(
+        seen.ids.len() as u64,
+        blob.tuples(),
+        "every tuple sent at least once"
+    );
+    // What the first run had sent again: only documents of records at or after the offset.
+    let again: Vec<u64> = seen
+        .ids
+        .iter()
+        .filter(|(id, n)| **n > 1 && first.contains_key(*id))
+        .map(|(id, _)| seen.records[id])
+        .collect();
+    assert!(
+        again.iter().all(|record| *record >= committed),
+        "a document of a committed record was sent again"
+    );
+    assert!(
+        !again.is_empty(),
+        "the kill did not land inside a record: nothing was sent twice"
+    );
+    eprintln!(
+        "MEASURE killed after {} documents, offset {committed}; {} sent again, all of records from there",
+        first.values().sum::<u32>(),
+        again.len()
     );
 }
