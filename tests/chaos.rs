@@ -75,10 +75,8 @@ use common::flowlogd::{
     Daemon, Es, GrowingBlob, SourceSpec, TestConfig, current_hour, describe, flowlogd,
 };
 use common::proxies::fault_proxy::{Request, forward, read_request, respond};
+use common::rng::Rng;
 use flowlogd::generator::GenKind;
-use flowlogd::secret::Secret;
-use flowlogd::source::auth::{AuthConfig, DEFAULT_ENDPOINT_SUFFIX, StorageConfig};
-use flowlogd::source::client::{StorageClient, StorageStats};
 use flowlogd::source::upload::BlockBlobWriter;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -102,29 +100,6 @@ const FINAL_LIMIT: Duration = Duration::from_secs(240);
 
 // ---------------------------------------------------------------------------------------------
 // Settings and the seeded plan.
-
-/// SplitMix64: the same sequence for the same seed, on every machine.
-#[derive(Debug, Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.range(0, items.len() as u64 - 1) as usize]
-    }
-}
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -174,7 +149,7 @@ impl Settings {
 
 /// The seed of trial `trial` of a run seeded `seed`.
 fn trial_seed(seed: u64, trial: u64) -> u64 {
-    let mut r = Rng(seed ^ (trial + 1).wrapping_mul(0xD1B5_4A32_D192_ED03));
+    let mut r = Rng::new(seed ^ (trial + 1).wrapping_mul(0xD1B5_4A32_D192_ED03));
     r.next()
 }
 
@@ -322,7 +297,7 @@ fn duration_ms(text: &str) -> u64 {
 impl Plan {
     fn new(settings: &Settings, trial: u64, now_ms: i64) -> Plan {
         let seed = trial_seed(settings.seed, trial);
-        let mut rng = Rng(seed);
+        let mut rng = Rng::new(seed);
         let short = settings.short();
 
         // Lives: every signal once per planned kill or term, in seeded order.
@@ -657,7 +632,7 @@ impl StorageProxy {
             resets: Armed::default(),
             truncations: Armed::default(),
             counts,
-            rng: Mutex::new(Rng(seed)),
+            rng: Mutex::new(Rng::new(seed)),
         });
         let f = faults.clone();
         let task = tokio::spawn(async move {
@@ -774,7 +749,7 @@ impl Poison {
         for b in id.bytes() {
             h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
         }
-        let m = Rng(h ^ self.salt).next() % 1000;
+        let m = Rng::new(h ^ self.salt).next() % 1000;
         if m < POISON_400_PER_MILLE {
             Some(400)
         } else if m < POISON_400_PER_MILLE + POISON_503_PER_MILLE {
@@ -860,7 +835,7 @@ impl EngineProxy {
             counts,
             traffic: Mutex::default(),
             poisoned: Mutex::default(),
-            rng: Mutex::new(Rng(seed ^ 0x5EED)),
+            rng: Mutex::new(Rng::new(seed ^ 0x5EED)),
         });
         let task = tokio::spawn(engine_accept(listener, faults.clone()));
         EngineProxy {
@@ -1114,23 +1089,9 @@ impl Storage {
 
 /// A writer of `container` straight to Azurite (never through the proxy). Creates it.
 async fn writer_for(storage: &Storage, container: &str) -> BlockBlobWriter {
-    let config = StorageConfig {
-        account: Some(Azurite::ACCOUNT.to_owned()),
-        endpoint_suffix: DEFAULT_ENDPOINT_SUFFIX.to_owned(),
-        blob_endpoint: Some(storage.endpoint()),
-        container: container.to_owned(),
-        auth: AuthConfig::AccountKey {
-            account_key: Some(Secret::new(Azurite::ACCOUNT_KEY)),
-            account_key_env: None,
-            account_key_file: None,
-        },
-        retry: Default::default(),
-    };
-    let client = StorageClient::from_config(&config, Arc::new(StorageStats::default()))
-        .expect("storage client");
-    let writer = BlockBlobWriter::new(&client);
-    writer.create_container().await.expect("create container");
-    writer
+    common::flowlogd::container_at(storage.endpoint(), container)
+        .await
+        .1
 }
 
 struct WrittenBlob {
@@ -1146,7 +1107,7 @@ async fn write_during_chaos(
     planned: Duration,
     stop: Arc<AtomicBool>,
 ) -> Vec<WrittenBlob> {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let remaining: usize = blobs
         .iter()
         .filter(|b| b.plan.growable)

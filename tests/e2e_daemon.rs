@@ -24,28 +24,12 @@ use common::flowlogd::{
     current_hour, describe, distinct_contents, flowlogd, flowlogd_for, metric_sum, once, partition,
 };
 use common::proxies::{fault_proxy, storage_proxy};
+use common::rng::Rng;
 use common::sas::{enc, service_sas};
 use common::{Azurite, OpenSearch};
 use elasticsearch::http::Method;
 use flowlogd::generator::GenKind;
 use serde_json::{Value, json};
-
-/// SplitMix64: deterministic "random" moments and sizes, the same on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-}
 
 /// Waits until `check` holds (polling every 100 ms), or panics with `what` after `limit`.
 async fn wait_until<F, Fut>(limit: Duration, what: &str, mut check: F)
@@ -589,7 +573,7 @@ async fn sigkill_at_random_moments_while_blobs_grow_loses_and_duplicates_nothing
             false,
         ),
     ];
-    let mut rng = Rng(0xC0FFEE);
+    let mut rng = Rng::new(0xC0FFEE);
     let mut written = 0;
     for (blob, is_vnet) in &mut blobs {
         written += blob.append(if *is_vnet { &vnet } else { &nsg }, 12).await.0;

@@ -586,10 +586,15 @@ pub fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<String> {
 
 /// A storage client and a block writer for one Azurite container (created when missing).
 pub async fn container(azurite: &Azurite, name: &str) -> (StorageClient, BlockBlobWriter) {
+    container_at(azurite.blob_endpoint(), name).await
+}
+
+/// [`container`] through the blob endpoint `endpoint` of Azurite's account (a proxy's, say).
+pub async fn container_at(endpoint: String, name: &str) -> (StorageClient, BlockBlobWriter) {
     let config = StorageConfig {
         account: Some(Azurite::ACCOUNT.to_owned()),
         endpoint_suffix: flowlogd::source::auth::DEFAULT_ENDPOINT_SUFFIX.to_owned(),
-        blob_endpoint: Some(azurite.blob_endpoint()),
+        blob_endpoint: Some(endpoint),
         container: name.to_owned(),
         auth: AuthConfig::AccountKey {
             account_key: Some(Secret::new(Azurite::ACCOUNT_KEY)),

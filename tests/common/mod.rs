@@ -9,6 +9,7 @@
 pub mod blobs;
 pub mod flowlogd;
 pub mod proxies;
+pub mod rng;
 pub mod sas;
 pub mod servers;
 
