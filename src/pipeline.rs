@@ -394,6 +394,32 @@ mod tests {
     }
 
     #[test]
+    fn a_record_whose_documents_end_exactly_at_the_limit_is_done_in_one_piece() {
+        let blob = crate::generator::generate(&crate::generator::GenOptions {
+            records: 2,
+            tuples_per_record: 50,
+            ..Default::default()
+        });
+        let bytes = blob.bytes();
+        let (whole, _, _) = decode(&bytes);
+        // The first record's documents, to the byte.
+        let first = whole.items[50].action_start;
+        let mut encoder = DocumentEncoder::new(
+            Schema::Ecs,
+            IndexPattern::parse("flows-%{+xxxx.ww}").unwrap(),
+        );
+        let mut decoder = BlobDecoder::new(&mut encoder, BlobContext::new("c", "b"), 0);
+        decoder.push(&bytes);
+        let mut record = decoder.next_record(&mut |p| panic!("{p}")).unwrap();
+        let mut out = BulkBuffer::new();
+        assert!(
+            record.write(&mut out, first, &mut |p| panic!("{p}")),
+            "nothing is left of the record"
+        );
+        assert_eq!(out.body.len(), first);
+    }
+
+    #[test]
     fn tuple_problems_of_a_sliced_record_are_reported_once_each_in_order() {
         let mut tuples = Vec::new();
         for i in 0..3000 {

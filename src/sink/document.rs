@@ -315,8 +315,16 @@ impl DocumentEncoder {
             let mut slots = group.tuples.slots_from(cursor.position);
             loop {
                 if out.body.len() >= limit {
-                    cursor.position = slots.position();
-                    return slice;
+                    // Pause only when a slot is left: a record that ends here is done, so the
+                    // chunk holding its last documents can commit past it.
+                    let later = record.groups.get(cursor.group + 1..).unwrap_or_default();
+                    if slots.clone().next().is_some() || later.iter().any(|g| !g.tuples.is_empty())
+                    {
+                        cursor.position = slots.position();
+                        return slice;
+                    }
+                    cursor.group = record.groups.len();
+                    break;
                 }
                 let Some(slot) = slots.next() else { break };
                 let index = cursor.index;
