@@ -411,42 +411,6 @@ async fn records_of_tens_of_megabytes_stay_within_the_bound_computed_from_the_co
     );
 }
 
-/// The target of issue 9: under 64 MiB reading a large blob at the default configuration, as
-/// the daemon runs (glibc's default allocator policy). Today the delivery stage's batches and
-/// request copies alone allow ~60 MiB and glibc keeps freed buffers on top; docs/PERFORMANCE.md
-/// ("Memory") lists the changes outside the read path this needs.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the delivery and allocator changes listed in docs/PERFORMANCE.md (Memory)"]
-async fn a_blob_of_many_busy_records_is_read_within_64_mib_at_the_default_configuration() {
-    let azurite = Azurite::start().expect("azurite");
-    let sink = AckSink::start(Duration::from_millis(20)).await;
-    let (blob, size, _) = busy_blob(&azurite, 3, 60, 12_000).await;
-    let config = TestConfig::new(
-        &sink.url,
-        vec![SourceSpec::azurite(
-            "busy",
-            VNET_CONTAINER,
-            &azurite,
-            "busy-%{+xxxx.ww}",
-        )],
-    );
-    let run = measure_once(&config, Allocator::Default, Duration::from_secs(300));
-    assert!(run.status.success(), "once failed:\n{}", run.stderr);
-    assert_each_document_once(&sink, blob.tuples());
-    report(
-        &format!("default configuration and allocator, {} blob", mib(size)),
-        &run,
-        0,
-        64 * MIB,
-    );
-    assert!(
-        run.peak < 64 * MIB,
-        "peak {} reading a {} blob",
-        mib(run.peak),
-        mib(size)
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_inside_a_record_larger_than_a_chunk_reads_that_record_again_and_loses_nothing() {
     let azurite = Azurite::start().expect("azurite");
