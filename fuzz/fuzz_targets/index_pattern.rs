@@ -15,6 +15,9 @@
 //! - independently of the input pattern, the fields of
 //!   `%{+yyyy.YYYY.yy.xxxx.xx.ww.w.MM.M.dd.d.HH.H}` equal chrono's for that time, wherever
 //!   chrono can represent it.
+//!
+//! The 255-byte limit is left out (`STRICT_LENGTH`) until the open finding 4 of
+//! fuzz/regressions/README.md is fixed.
 #![no_main]
 
 use chrono::{DateTime, Datelike, Timelike};
