@@ -580,9 +580,23 @@ where
     }
 }
 
-/// figment's own message, except for a value from the environment: figment names it as
-/// `key "DAEMON.INTERVAL" in FLOWLOGD_ environment variable(s)`; say which variable.
-fn describe_figment_error(e: figment::Error) -> String {
+/// figment's own message, with two changes. A value from the environment: figment names it
+/// as `key "DAEMON.INTERVAL" in FLOWLOGD_ environment variable(s)`; say which variable. A value
+/// of the wrong type or out of range: figment quotes it, and the key may be a secret written
+/// without quotes (`password = 20240101`, invariant 7), so say only what kind of value it was.
+fn describe_figment_error(mut e: figment::Error) -> String {
+    use figment::error::Kind;
+    e.kind = match e.kind {
+        Kind::InvalidType(actual, expected) => Kind::Message(format!(
+            "invalid type: found {}, expected {expected}",
+            kind_of_value(&actual)
+        )),
+        Kind::InvalidValue(actual, expected) => Kind::Message(format!(
+            "invalid value: found {}, expected {expected}",
+            kind_of_value(&actual)
+        )),
+        kind => kind,
+    };
     let from_env = e
         .metadata
         .as_ref()
@@ -592,6 +606,50 @@ fn describe_figment_error(e: figment::Error) -> String {
         return format!("environment variable {var}: {}", e.kind);
     }
     e.to_string()
+}
+
+/// What kind of value figment found, without the value itself.
+fn kind_of_value(actual: &figment::error::Actual) -> &'static str {
+    use figment::error::Actual;
+    match actual {
+        Actual::Bool(_) => "a boolean",
+        Actual::Unsigned(_) | Actual::Signed(_) => "an integer",
+        Actual::Float(_) => "a float",
+        Actual::Char(_) | Actual::Str(_) => "a string",
+        Actual::Bytes(_) => "bytes",
+        Actual::Unit | Actual::Option => "no value",
+        Actual::Seq => "an array",
+        Actual::Map | Actual::StructVariant => "a table",
+        _ => "another kind of value",
+    }
+}
+
+/// Checks the TOML syntax of `text` (the file at `origin`) before figment parses it, because
+/// the toml crate's syntax error quotes the source line, and that line may hold a secret
+/// (invariant 7): say where and what, never the line.
+fn check_toml_syntax(text: &str, origin: &str) -> Result<(), ConfigError> {
+    let Err(e) = text.parse::<toml::Table>() else {
+        return Ok(());
+    };
+    let message = e.message().trim().replace('\n', "; ");
+    let Some(span) = e.span() else {
+        return Err(ConfigError::new(format!(
+            "{origin}: TOML syntax error: {message}"
+        )));
+    };
+    let before = &text.as_bytes()[..span.start.min(text.len())];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    let column = String::from_utf8_lossy(&before[line_start..])
+        .chars()
+        .count()
+        + 1;
+    Err(ConfigError::new(format!(
+        "{origin}: TOML syntax error at line {line}, column {column}: {message}"
+    )))
 }
 
 /// Largest configuration file read (a file this large is not a configuration).
@@ -640,12 +698,21 @@ impl Config {
         let env = Env::prefixed(ENV_PREFIX)
             .filter(|key| key.as_str().contains("__"))
             .split("__");
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(format!(
+                "config file {}: cannot read: {}",
+                path.display(),
+                e.kind()
+            ))
+        })?;
+        check_toml_syntax(&text, &format!("config file {}", path.display()))?;
         let figment = Figment::new().merge(Toml::file(path)).merge(env);
         Self::from_figment(figment)
     }
 
     /// Parses a TOML string (tests, `flowlogd check`), without environment overrides.
     pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        check_toml_syntax(text, "config")?;
         Self::from_figment(Figment::new().merge(Toml::string(text)))
     }
 

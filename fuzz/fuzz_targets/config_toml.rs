@@ -32,13 +32,13 @@ use libfuzzer_sys::fuzz_target;
 /// passes on the toml crate's message, which quotes the offending line, so a typo on the line
 /// of an inline secret prints the secret (fuzz/regressions/README.md). Until that is fixed,
 /// errors that quote a line ("TOML parse error") are left out of the secret check.
-const STRICT_SYNTAX_ERRORS: bool = false;
+const STRICT_SYNTAX_ERRORS: bool = true;
 
 /// Whether type errors are checked for secrets too. They show one today: a secret written
 /// without quotes (`password = 20240101`) is refused with figment's "invalid type: found
 /// signed int `20240101`, expected a string", value included (fuzz/regressions/README.md).
 /// Until that is fixed, "invalid type: found" errors are left out of the secret check.
-const STRICT_TYPE_ERRORS: bool = false;
+const STRICT_TYPE_ERRORS: bool = true;
 
 const SECRET_KEYS: &[&str] = &[
     "password",

@@ -181,10 +181,13 @@ impl IndexPattern {
         {
             return Err(invalid(format!("it may not start with {c:?}")));
         }
-        if sample.len() > 255 {
+        // Unpadded fields (M, d, H, w) have one digit on January 1st at 0h and two on
+        // December 31st at 23h (ISO week 53 in 2026): the limit applies to the longer name.
+        let widest = self.format(1_798_758_000_000); // 2026-12-31T23:00:00Z
+        let longest = sample.len().max(widest.len());
+        if longest > 255 {
             return Err(invalid(format!(
-                "it is {} bytes long, the limit is 255",
-                sample.len()
+                "its names are up to {longest} bytes long (e.g. {widest:?}), the limit is 255"
             )));
         }
         Ok(())
