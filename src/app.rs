@@ -726,13 +726,16 @@ impl App {
                     // Written and synced before the chunk covering it can be committed: a
                     // problem whose line cannot be stored stops the read (see `read_blob`).
                     let mut on_problem = |problem: DecodeProblem| -> Result<(), String> {
-                        let excerpt = match &problem {
-                            DecodeProblem::Tuple { error, .. } => error.tuple.as_bytes().to_vec(),
-                            _ => Vec::new(),
+                        let excerpt: &[u8] = match &problem {
+                            DecodeProblem::Tuple { error, .. } => error.tuple.as_bytes(),
+                            DecodeProblem::Malformed { excerpt, .. }
+                            | DecodeProblem::Record { excerpt, .. } => excerpt,
                         };
-                        let written = dead_letter
-                            .write_problem(&blob_path, problem.offset(), &problem.to_string(), &excerpt)
-                            .and_then(|()| dead_letter.sync());
+                        let written = off_the_workers(|| {
+                            dead_letter
+                                .write_problem(&blob_path, problem.offset(), &problem.to_string(), excerpt)
+                                .and_then(|()| dead_letter.sync())
+                        });
                         if let Err(e) = written {
                             tracing::error!(source = %source_name, blob = %task.blob.name, offset = problem.offset(), path = %dead_letter.path().display(), error = %e, "cannot write the dead-letter file; the read stops before this input and is tried again next poll");
                             return Err(e.to_string());
@@ -829,4 +832,17 @@ fn delivery_stopped(outcome: Result<(), tokio::task::JoinError>) -> anyhow::Erro
 /// no ETag, so that the next listing classifies it as grown and reads it from 0.
 fn placeholder(blob: &BlobItem, now_ms: i64) -> BlobEntry {
     BlobEntry::new(0, 0, "", blob.last_modified.timestamp_millis(), now_ms)
+}
+
+/// Runs `blocking` (a dead-letter write and fsync) from inside an async task without stalling
+/// the other tasks of the worker it runs on: on the daemon's multi-thread runtime the worker
+/// hands its other tasks over first (`block_in_place`). Used where the caller is synchronous
+/// code in the middle of a read (the decoder's problem callback) and must not go on before the
+/// line is durable, so `spawn_blocking` (which needs an await) does not fit. On a
+/// current-thread runtime (some tests) it simply runs.
+fn off_the_workers<R>(blocking: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(blocking),
+        _ => blocking(),
+    }
 }

@@ -3,6 +3,7 @@
 use crate::flowlog::{
     Record, RecordError, RecordScanner, ScanEnd, ScanStart, Scanned, TupleError, decode_record_in,
 };
+use crate::sink::dead_letter::MAX_EXCERPT_BYTES;
 use crate::sink::document::{BlobContext, BulkBuffer, DocumentEncoder, TupleCursor};
 
 /// Something in the stream that did not become documents. Never fatal: the caller counts,
@@ -14,9 +15,17 @@ pub enum DecodeProblem {
         offset: u64,
         len: u64,
         reason: &'static str,
+        /// The start of the bytes, as far as they were still held (at most
+        /// [`MAX_EXCERPT_BYTES`]; empty for a record skipped for its size), for the dead letter.
+        excerpt: Vec<u8>,
     },
     #[error("record at offset {offset}: {error}")]
-    Record { offset: u64, error: RecordError },
+    Record {
+        offset: u64,
+        error: RecordError,
+        /// The start of the record's bytes (at most [`MAX_EXCERPT_BYTES`]), for the dead letter.
+        excerpt: Vec<u8>,
+    },
     #[error("record at offset {offset}, tuple {tuple_index}: {error}")]
     Tuple {
         offset: u64,
@@ -136,10 +145,12 @@ impl<'e> BlobDecoder<'e> {
                     reason,
                 } => {
                     self.stats.malformed_bytes += len;
+                    let excerpt = self.scanner.held(offset, len, MAX_EXCERPT_BYTES).to_vec();
                     problems(DecodeProblem::Malformed {
                         offset,
                         len,
                         reason,
+                        excerpt,
                     });
                 }
                 Scanned::Record { offset } => {
@@ -156,7 +167,13 @@ impl<'e> BlobDecoder<'e> {
                         }
                         Err(error) => {
                             self.stats.record_errors += 1;
-                            problems(DecodeProblem::Record { offset, error });
+                            let record = self.scanner.record();
+                            let excerpt = record[..record.len().min(MAX_EXCERPT_BYTES)].to_vec();
+                            problems(DecodeProblem::Record {
+                                offset,
+                                error,
+                                excerpt,
+                            });
                             None
                         }
                     };

@@ -1052,6 +1052,11 @@ async fn refused_documents_and_malformed_records_are_dead_lettered_and_the_rest_
             .contains("not valid JSON"),
         "{bad_record}"
     );
+    assert_eq!(
+        bad_record["excerpt"],
+        records_a[1].as_str(),
+        "the malformed record's bytes are kept for whoever repairs it"
+    );
     let bad_tuple = problems
         .get(&offsets[2])
         .unwrap_or_else(|| panic!("no problem at {}: {lines:#?}", offsets[2]));

@@ -754,9 +754,19 @@ async fn a_malformed_record_in_the_middle_is_reported_and_the_reader_resynchroni
     );
     assert_eq!(read.problems.len(), 3, "{:#?}", read.problems);
     match &read.problems[0] {
-        DecodeProblem::Malformed { offset, reason, .. } => {
+        DecodeProblem::Malformed {
+            offset,
+            reason,
+            excerpt,
+            ..
+        } => {
             assert_eq!(*offset, cut_at);
             assert!(reason.contains("cut short"), "{reason}");
+            assert!(
+                excerpt.starts_with(b"{\"time\""),
+                "the excerpt is the cut record's start: {}",
+                String::from_utf8_lossy(excerpt)
+            );
         }
         other => panic!("cut record reported as {other:?}"),
     }
@@ -777,12 +787,14 @@ async fn a_malformed_record_in_the_middle_is_reported_and_the_reader_resynchroni
             offset,
             len,
             reason,
+            excerpt,
         } => {
             assert_eq!(
                 (*offset, *len),
                 (garbage_at, 4),
                 "`xyz,` up to the next record"
             );
+            assert_eq!(excerpt, b"xyz,", "the excerpt is the garbage itself");
             assert!(reason.contains("between records"), "{reason}");
         }
         other => panic!("garbage reported as {other:?}"),

@@ -251,6 +251,21 @@ impl RecordScanner {
         self.buf.get(self.last_record.clone()).unwrap_or_default()
     }
 
+    /// The bytes of `[offset, offset + len)` still buffered, from `offset` (at most `max`), for
+    /// the excerpt of a malformed run; empty when its start is no longer held (the bytes of a
+    /// record skipped for its size, or garbage that spanned an earlier feed).
+    pub fn held(&self, offset: u64, len: u64, max: usize) -> &[u8] {
+        let Some(start) = offset
+            .checked_sub(self.buf_offset)
+            .and_then(|s| usize::try_from(s).ok())
+        else {
+            return &[];
+        };
+        let len = usize::try_from(len).unwrap_or(usize::MAX).min(max);
+        let end = start.saturating_add(len).min(self.buf.len());
+        self.buf.get(start..end).unwrap_or_default()
+    }
+
     /// Absolute offset just past the last complete record (or the head, or reported garbage):
     /// what a commit may safely record now.
     pub fn resume_offset(&self) -> u64 {
