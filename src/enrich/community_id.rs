@@ -17,7 +17,7 @@ use std::net::IpAddr;
 use base64::Engine as _;
 use sha1::{Digest, Sha1};
 
-use super::protocol::{ICMP, ICMPV6, SCTP, TCP, UDP};
+use crate::flowlog::protocol::{ICMP, ICMPV6, SCTP, TCP, UDP};
 
 /// Length of a v1 Community ID: `"1:"` plus 28 characters of padded base64 of a SHA-1 digest.
 pub const COMMUNITY_ID_LEN: usize = 30;

@@ -1,5 +1,6 @@
 //! Flow-log decoding: PT1H.json envelopes, records and tuples of NSG v1/v2 and VNet flow logs (pure, no I/O).
 pub mod envelope;
+pub mod protocol;
 pub mod record;
 pub mod tuple;
 

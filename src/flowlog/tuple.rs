@@ -2,8 +2,8 @@
 use std::fmt;
 use std::net::IpAddr;
 
+use super::protocol::{iana_protocol, nsg_protocol};
 use super::record::FlowLogKind;
-use crate::enrich::protocol::{iana_protocol, nsg_protocol};
 
 /// Direction of the flow as seen by the NIC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
