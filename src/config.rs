@@ -14,7 +14,9 @@ use serde::{Deserialize, Deserializer};
 use crate::secret::Secret;
 use crate::sink::document::Schema;
 use crate::sink::index_name::IndexPattern;
-use crate::source::auth::{AuthConfig, RetryConfig, StorageConfig};
+pub mod storage;
+
+use storage::{AuthConfig, RetryConfig, StorageConfig};
 
 /// Default location of the configuration file.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/flowlogd/flowlogd.toml";
@@ -371,7 +373,7 @@ macro_rules! default_fns {
     ($($name:ident: $ty:ty = $value:expr;)*) => { $(fn $name() -> $ty { $value })* };
 }
 default_fns! {
-    default_endpoint_suffix: String = crate::source::auth::DEFAULT_ENDPOINT_SUFFIX.to_owned();
+    default_endpoint_suffix: String = storage::DEFAULT_ENDPOINT_SUFFIX.to_owned();
     default_index: String = "flowlogs-%{+xxxx.ww}".to_owned();
     default_since: Since = Since::Ago(Duration::from_secs(24 * 3600));
     default_discovery_interval: Duration = Duration::from_secs(15 * 60);

@@ -14,8 +14,8 @@ use figment::{
     Figment,
     providers::{Format as _, Toml},
 };
+use flowlogd::config::storage::StorageConfig;
 use flowlogd::source::{
-    auth::StorageConfig,
     client::{StorageClient, StorageError, StorageStats},
     upload::{BlockBlobWriter, FLOW_LOG_HEAD, FLOW_LOG_TAIL},
 };

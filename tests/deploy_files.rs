@@ -309,7 +309,7 @@ fn example_config_documents_every_option_of_the_parser() {
     expect("source", source_keys);
     expect(
         "source.retry",
-        struct_fields(&read("src/source/auth.rs"), "RetryConfig"),
+        struct_fields(&read("src/config/storage.rs"), "RetryConfig"),
     );
     for (section, name) in [
         ("elasticsearch", "ElasticsearchConfig"),
@@ -320,7 +320,7 @@ fn example_config_documents_every_option_of_the_parser() {
     ] {
         expect(section, struct_fields(&config_rs, name));
     }
-    let methods = auth_methods(&read("src/source/auth.rs"));
+    let methods = auth_methods(&read("src/config/storage.rs"));
     assert!(methods.len() >= 7, "{methods:?}");
     for (method, fields) in methods {
         let section = format!("source.auth:{method}");

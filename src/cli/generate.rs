@@ -11,9 +11,9 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use clap::Args;
 
+use crate::config::storage::{AZURITE_ACCOUNT, AZURITE_BLOB_ENDPOINT, AuthConfig, StorageConfig};
 use crate::generator::{GenKind, GenOptions, GeneratedBlob, generate};
 use crate::secret::Secret;
-use crate::source::auth::{AZURITE_ACCOUNT, AZURITE_BLOB_ENDPOINT, AuthConfig, StorageConfig};
 use crate::source::client::{StorageClient, StorageStats};
 use crate::source::upload::BlockBlobWriter;
 
@@ -125,7 +125,7 @@ async fn upload(args: GenArgs) -> anyhow::Result<ExitCode> {
         Some(var) => Secret::new(
             std::env::var(var).with_context(|| format!("--account-key-env: `{var}` is not set"))?,
         ),
-        None => Secret::new(crate::source::auth::AZURITE_ACCOUNT_KEY),
+        None => Secret::new(crate::config::storage::AZURITE_ACCOUNT_KEY),
     };
     let (account, blob_endpoint, auth) = match &args.connection_string_env {
         Some(var) => (
@@ -153,7 +153,7 @@ async fn upload(args: GenArgs) -> anyhow::Result<ExitCode> {
     };
     let storage = StorageConfig {
         account,
-        endpoint_suffix: crate::source::auth::DEFAULT_ENDPOINT_SUFFIX.to_owned(),
+        endpoint_suffix: crate::config::storage::DEFAULT_ENDPOINT_SUFFIX.to_owned(),
         blob_endpoint,
         container: args.container.clone(),
         auth,

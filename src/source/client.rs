@@ -6,8 +6,9 @@
 //! connection pool. Every call counts itself in [`StorageStats`]. Errors are
 //! [`StorageError`]s naming the blob or prefix and a reason, with SAS signatures redacted.
 
+use crate::config::storage::{RetryConfig, StorageConfig};
 use crate::source::{
-    auth::{ConfigError, Credential, ResolvedStorage, RetryConfig, StorageConfig},
+    credential::{Credential, CredentialError, ResolvedStorage},
     listing::{self, offset_to_chrono},
     shared_key::SharedKeyPolicy,
 };
@@ -141,7 +142,7 @@ impl StatsSnapshot {
 pub enum StorageError {
     /// The configuration could not be turned into a client.
     #[error(transparent)]
-    Config(#[from] ConfigError),
+    Config(#[from] CredentialError),
     /// The service rejected the credential (HTTP 401/403): wrong key, expired or too weak
     /// SAS, or an identity without the Storage Blob Data Reader role.
     #[error(
@@ -365,7 +366,7 @@ impl StorageClient {
         let mut token = None;
         match &resolved.credential {
             Credential::SharedKey { account, key } => {
-                let policy = SharedKeyPolicy::new(account, key).map_err(|e| ConfigError {
+                let policy = SharedKeyPolicy::new(account, key).map_err(|e| CredentialError {
                     field: "auth.account_key".into(),
                     reason: e.to_string(),
                 })?;
@@ -678,18 +679,25 @@ mod tests {
     }
 
     #[test]
-    fn retry_defaults_are_bounded() {
+    fn retry_defaults_are_bounded_and_zero_tries_are_refused_at_resolution() {
         let r = RetryConfig::default();
         assert_eq!(r.max_tries, 4);
-        assert!(r.validate().is_ok());
-        assert!(
-            RetryConfig {
-                max_tries: 0,
-                ..r.clone()
-            }
-            .validate()
-            .is_err()
-        );
+        let cfg: StorageConfig = figment::Figment::from(
+            <figment::providers::Toml as figment::providers::Format>::string(
+                r#"
+            account = "flowlogs"
+            container = "c"
+            retry = { max_tries = 0 }
+            [auth]
+            method = "sas"
+            sas_token = "sv=2024&sig=abc"
+            "#,
+            ),
+        )
+        .extract()
+        .unwrap();
+        let e = cfg.resolve().unwrap_err();
+        assert_eq!(e.field, "retry.max_tries", "{e}");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Azure Blob Storage access: credentials, listing, ranged reads.
-pub mod auth;
 pub mod client;
+pub mod credential;
 pub mod listing;
 pub mod reader;
 pub mod shared_key;

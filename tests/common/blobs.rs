@@ -16,6 +16,7 @@ use figment::{
     Figment,
     providers::{Format as _, Toml},
 };
+use flowlogd::config::storage::StorageConfig;
 use flowlogd::{
     generator::{GenKind, GenOptions, GeneratedBlob, generate},
     pipeline::{BlobDecoder, DecodeProblem},
@@ -25,7 +26,6 @@ use flowlogd::{
         index_name::IndexPattern,
     },
     source::{
-        auth::StorageConfig,
         client::{StorageClient, StorageStats},
         listing::BlobItem,
         reader::{Chunk, ReadLimits, ReadOutcome, ReadTask, read_blob},

@@ -25,9 +25,9 @@ use elasticsearch::cert::CertificateValidation;
 use elasticsearch::http::headers::HeaderMap;
 use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
 use elasticsearch::http::{Method, Url};
+use flowlogd::config::storage::{AuthConfig, StorageConfig};
 use flowlogd::generator::{GenKind, GenOptions, GeneratedBlob, generate};
 use flowlogd::secret::Secret;
-use flowlogd::source::auth::{AuthConfig, StorageConfig};
 use flowlogd::source::client::{StorageClient, StorageStats};
 use flowlogd::source::upload::BlockBlobWriter;
 use serde::Deserialize;
@@ -593,7 +593,7 @@ pub async fn container(azurite: &Azurite, name: &str) -> (StorageClient, BlockBl
 pub async fn container_at(endpoint: String, name: &str) -> (StorageClient, BlockBlobWriter) {
     let config = StorageConfig {
         account: Some(Azurite::ACCOUNT.to_owned()),
-        endpoint_suffix: flowlogd::source::auth::DEFAULT_ENDPOINT_SUFFIX.to_owned(),
+        endpoint_suffix: flowlogd::config::storage::DEFAULT_ENDPOINT_SUFFIX.to_owned(),
         blob_endpoint: Some(endpoint),
         container: name.to_owned(),
         auth: AuthConfig::AccountKey {

@@ -1,10 +1,6 @@
-//! Storage account and credential configuration of a source, and its resolution at startup.
-//!
-//! [`StorageConfig`] is what a `[[source]]` table says about where its blobs live and how to
-//! authenticate; [`StorageConfig::resolve`] turns it into a [`ResolvedStorage`]: a blob
-//! endpoint URL, a container and a ready [`Credential`]. All secrets are read there (inline,
-//! from an environment variable or from a file) and kept in [`Secret`]; errors name the field
-//! and the variable or file, never the value.
+//! Resolution of a source's storage configuration at startup: secrets loaded (inline, from an
+//! environment variable or a file), the blob endpoint worked out, and a ready [`Credential`]
+//! built. Errors name the field and the variable or file, never a secret value.
 //!
 //! Methods (`[source.auth] method = …`):
 //! - `account_key`: Shared Key signing with the storage account key.
@@ -15,232 +11,34 @@
 //! - `client_secret`, `managed_identity`, `workload_identity`, `azure_cli`: Microsoft Entra ID.
 //!   The SDK refuses to send bearer tokens over plain http, so these need an `https` endpoint;
 //!   resolution fails with a config error otherwise.
+mod parse;
 
+use crate::config::storage::{
+    AZURITE_ACCOUNT, AZURITE_ACCOUNT_KEY, AZURITE_BLOB_ENDPOINT, AuthConfig, CHINA_ENDPOINT_SUFFIX,
+    RetryConfig, StorageConfig, US_GOV_ENDPOINT_SUFFIX,
+};
 use crate::secret::Secret;
 use azure_core::{
     cloud::CloudConfiguration,
     credentials::TokenCredential,
     http::{ClientOptions, Url},
 };
-use serde::Deserialize;
+use parse::{ConnectionString, parse_endpoint, parse_sas, validate_account};
 use std::{fmt, path::PathBuf, sync::Arc};
-
-/// Endpoint suffix of the Azure public cloud.
-pub const DEFAULT_ENDPOINT_SUFFIX: &str = "core.windows.net";
-/// Endpoint suffix of Azure US Government.
-pub const US_GOV_ENDPOINT_SUFFIX: &str = "core.usgovcloudapi.net";
-/// Endpoint suffix of Azure China (21Vianet).
-pub const CHINA_ENDPOINT_SUFFIX: &str = "core.chinacloudapi.cn";
-/// Azurite's (and the classic storage emulator's) fixed account name.
-pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
-/// Azurite's published, well-known account key (not a secret).
-pub const AZURITE_ACCOUNT_KEY: &str =
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
-/// Azurite's default blob endpoint, used by `UseDevelopmentStorage=true`.
-pub const AZURITE_BLOB_ENDPOINT: &str = "http://127.0.0.1:10000/devstoreaccount1";
-
-/// Retries of failed storage requests (`[source.retry]`).
-///
-/// Retried: HTTP 408, 429, 500, 502, 503, 504 (throttling shows as 503 ServerBusy or 500
-/// OperationTimedOut), connection failures, resets and timeouts (20 s to connect, 60 s
-/// between reads). Delays grow exponentially from `initial_delay_ms`, each with 0–255 ms of
-/// random jitter, capped at `max_delay_ms`; a `Retry-After` from the server is honoured.
-/// What still fails is reported with the blob and reason, and tried again on a later poll.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RetryConfig {
-    /// Attempts per request, the first one included; 1 disables retries. Default: 4.
-    pub max_tries: u32,
-    /// Delay before the first retry, in milliseconds; doubled for each further retry.
-    /// Default: 500.
-    pub initial_delay_ms: u64,
-    /// Longest single delay, in milliseconds (the SDK never goes below 1000). Default: 8000.
-    pub max_delay_ms: u64,
-    /// No retry starts later than this many seconds after the first try. Default: 30.
-    pub max_elapsed_secs: u64,
-}
-
-impl Default for RetryConfig {
-    fn default() -> Self {
-        Self {
-            max_tries: 4,
-            initial_delay_ms: 500,
-            max_delay_ms: 8_000,
-            max_elapsed_secs: 30,
-        }
-    }
-}
-
-impl RetryConfig {
-    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
-        if self.max_tries == 0 {
-            return Err(ConfigError {
-                field: "retry.max_tries".into(),
-                reason: "must be at least 1".into(),
-            });
-        }
-        Ok(())
-    }
-}
-
-fn default_endpoint_suffix() -> String {
-    DEFAULT_ENDPOINT_SUFFIX.to_owned()
-}
-
-/// Where a source's blobs live and how to authenticate (the storage part of `[[source]]`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StorageConfig {
-    /// Storage account name. Default: none; required unless `blob_endpoint`, a connection
-    /// string or a SAS URL gives the endpoint (with `account_key` it is also what is signed,
-    /// and is then taken from the endpoint when not set).
-    #[serde(default)]
-    pub account: Option<String>,
-    /// DNS suffix of the cloud: `core.windows.net` (default, public),
-    /// `core.usgovcloudapi.net` (US Government), `core.chinacloudapi.cn` (China). The blob
-    /// endpoint is `https://<account>.blob.<endpoint_suffix>/`; for Entra ID methods it also
-    /// selects the cloud's login authority.
-    #[serde(default = "default_endpoint_suffix")]
-    pub endpoint_suffix: String,
-    /// Explicit blob service URL, overriding the one built from `account` and
-    /// `endpoint_suffix` (and any endpoint in a connection string or SAS URL). For Azurite
-    /// (`http://127.0.0.1:10000/devstoreaccount1`) and private endpoints. Default: none.
-    #[serde(default)]
-    pub blob_endpoint: Option<String>,
-    /// Container holding the flow logs, e.g. `insights-logs-networksecuritygroupflowevent`
-    /// (NSG flow logs) or `insights-logs-flowlogflowevent` (VNet flow logs). Required.
-    pub container: String,
-    /// Credentials (`[source.auth]`, with `method = …`). Required.
-    pub auth: AuthConfig,
-    /// Retries of failed storage requests (`[source.retry]`). Default: see [`RetryConfig`].
-    #[serde(default)]
-    pub retry: RetryConfig,
-}
-
-/// How to authenticate against the storage account (`[source.auth]`).
-///
-/// Every secret field can be given inline (`account_key = "…"`), from an environment
-/// variable (`account_key_env = "VAR"`) or from a file (`account_key_file = "/path"`, for
-/// systemd `LoadCredential=` or Kubernetes secrets; one trailing newline is removed).
-/// Exactly one of the three forms must be set.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "method", rename_all = "snake_case", deny_unknown_fields)]
-pub enum AuthConfig {
-    /// Shared Key with the storage account key.
-    AccountKey {
-        /// The base64 account key, inline. Default: none.
-        #[serde(default)]
-        account_key: Option<Secret>,
-        /// Environment variable holding the account key. Default: none.
-        #[serde(default)]
-        account_key_env: Option<String>,
-        /// File holding the account key. Default: none.
-        #[serde(default)]
-        account_key_file: Option<PathBuf>,
-    },
-    /// A storage connection string (as shown under "Access keys" in the portal).
-    ConnectionString {
-        /// The connection string, inline. Default: none.
-        #[serde(default)]
-        connection_string: Option<Secret>,
-        /// Environment variable holding the connection string (e.g.
-        /// `AZURE_STORAGE_CONNECTION_STRING`). Default: none.
-        #[serde(default)]
-        connection_string_env: Option<String>,
-        /// File holding the connection string. Default: none.
-        #[serde(default)]
-        connection_string_file: Option<PathBuf>,
-    },
-    /// A shared access signature: a token (`sv=…&sig=…`, with or without the leading `?`)
-    /// or a full SAS URL (`https://acct.blob.core.windows.net/container?sv=…`). The SAS needs
-    /// read and list permissions on the container.
-    Sas {
-        /// The SAS token or URL, inline. Default: none.
-        #[serde(default)]
-        sas_token: Option<Secret>,
-        /// Environment variable holding the SAS token or URL. Default: none.
-        #[serde(default)]
-        sas_token_env: Option<String>,
-        /// File holding the SAS token or URL. Default: none.
-        #[serde(default)]
-        sas_token_file: Option<PathBuf>,
-    },
-    /// Entra ID service principal with a client secret (needs an https endpoint and the
-    /// Storage Blob Data Reader role on the container or account).
-    ClientSecret {
-        /// Directory (tenant) id. Required.
-        tenant_id: String,
-        /// Application (client) id. Required.
-        client_id: String,
-        /// The client secret, inline. Default: none.
-        #[serde(default)]
-        client_secret: Option<Secret>,
-        /// Environment variable holding the client secret. Default: none.
-        #[serde(default)]
-        client_secret_env: Option<String>,
-        /// File holding the client secret. Default: none.
-        #[serde(default)]
-        client_secret_file: Option<PathBuf>,
-    },
-    /// Managed identity of the VM, VM scale set, App Service or container (needs https).
-    /// System-assigned unless one of the user-assigned ids below is set.
-    ManagedIdentity {
-        /// Client id of a user-assigned identity. Default: none.
-        #[serde(default)]
-        client_id: Option<String>,
-        /// Object (principal) id of a user-assigned identity. Default: none.
-        #[serde(default)]
-        object_id: Option<String>,
-        /// ARM resource id of a user-assigned identity. Default: none.
-        #[serde(default)]
-        resource_id: Option<String>,
-    },
-    /// AKS workload identity (federated service-account token; needs https). The defaults
-    /// come from the variables the AKS webhook injects.
-    WorkloadIdentity {
-        /// Tenant id. Default: `$AZURE_TENANT_ID`.
-        #[serde(default)]
-        tenant_id: Option<String>,
-        /// Client id. Default: `$AZURE_CLIENT_ID`.
-        #[serde(default)]
-        client_id: Option<String>,
-        /// Path of the projected service-account token. Default: `$AZURE_FEDERATED_TOKEN_FILE`.
-        #[serde(default)]
-        token_file: Option<PathBuf>,
-    },
-    /// The signed-in Azure CLI (`az login`), then Azure Developer CLI (`azd auth login`):
-    /// for local use (needs https).
-    AzureCli {},
-}
-
-impl AuthConfig {
-    /// The `method` name as written in the config.
-    pub fn method(&self) -> &'static str {
-        match self {
-            AuthConfig::AccountKey { .. } => "account_key",
-            AuthConfig::ConnectionString { .. } => "connection_string",
-            AuthConfig::Sas { .. } => "sas",
-            AuthConfig::ClientSecret { .. } => "client_secret",
-            AuthConfig::ManagedIdentity { .. } => "managed_identity",
-            AuthConfig::WorkloadIdentity { .. } => "workload_identity",
-            AuthConfig::AzureCli {} => "azure_cli",
-        }
-    }
-}
 
 /// A storage configuration that cannot be used. Names the field and, for secrets read from
 /// the environment or a file, the variable or path; never a secret value.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("storage config `{field}`: {reason}")]
-pub struct ConfigError {
+pub struct CredentialError {
     /// The config field at fault, e.g. `auth.account_key_file`.
     pub field: String,
     /// What is wrong with it.
     pub reason: String,
 }
 
-impl ConfigError {
-    fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+impl CredentialError {
+    pub(crate) fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Self {
             field: field.into(),
             reason: reason.into(),
@@ -320,10 +118,15 @@ impl ResolvedStorage {
 
 impl StorageConfig {
     /// Loads the secrets and builds the endpoint and credential. Called once at startup.
-    pub fn resolve(&self) -> Result<ResolvedStorage, ConfigError> {
-        self.retry.validate()?;
+    pub fn resolve(&self) -> Result<ResolvedStorage, CredentialError> {
+        if self.retry.max_tries == 0 {
+            return Err(CredentialError::new(
+                "retry.max_tries",
+                "must be at least 1",
+            ));
+        }
         if self.container.trim().is_empty() {
-            return Err(ConfigError::new("container", "must not be empty"));
+            return Err(CredentialError::new("container", "must not be empty"));
         }
         if let Some(account) = &self.account {
             validate_account(account)?;
@@ -358,7 +161,7 @@ impl StorageConfig {
                 let account = match &self.account {
                     Some(a) => a.clone(),
                     None => account_from_endpoint(&url).ok_or_else(|| {
-                        ConfigError::new(
+                        CredentialError::new(
                             "account",
                             "required with `account_key` when it cannot be read from `blob_endpoint`",
                         )
@@ -420,7 +223,9 @@ impl StorageConfig {
                         client_options: entra_options,
                     }),
                 )
-                .map_err(|e| ConfigError::new("auth", format!("client_secret credential: {e}")))?;
+                .map_err(|e| {
+                    CredentialError::new("auth", format!("client_secret credential: {e}"))
+                })?;
                 self.entra(explicit, "client_secret", credential)?
             }
             AuthConfig::ManagedIdentity {
@@ -437,7 +242,7 @@ impl StorageConfig {
                 let mut set = ids.into_iter().flatten();
                 let user_assigned_id = set.next();
                 if set.next().is_some() {
-                    return Err(ConfigError::new(
+                    return Err(CredentialError::new(
                         "auth",
                         "set at most one of `client_id`, `object_id`, `resource_id` for a managed identity",
                     ));
@@ -449,7 +254,7 @@ impl StorageConfig {
                     },
                 ))
                 .map_err(|e| {
-                    ConfigError::new("auth", format!("managed_identity credential: {e}"))
+                    CredentialError::new("auth", format!("managed_identity credential: {e}"))
                 })?;
                 self.entra(explicit, "managed_identity", credential)?
             }
@@ -467,7 +272,7 @@ impl StorageConfig {
                 options.credential_options.client_options = entra_options;
                 let credential = azure_identity::WorkloadIdentityCredential::new(Some(options))
                     .map_err(|e| {
-                        ConfigError::new(
+                        CredentialError::new(
                             "auth",
                             format!(
                                 "workload_identity credential: {e} (set tenant_id/client_id/token_file or \
@@ -478,8 +283,10 @@ impl StorageConfig {
                 self.entra(explicit, "workload_identity", credential)?
             }
             AuthConfig::AzureCli {} => {
-                let credential = azure_identity::DeveloperToolsCredential::new(None)
-                    .map_err(|e| ConfigError::new("auth", format!("azure_cli credential: {e}")))?;
+                let credential =
+                    azure_identity::DeveloperToolsCredential::new(None).map_err(|e| {
+                        CredentialError::new("auth", format!("azure_cli credential: {e}"))
+                    })?;
                 self.entra(explicit, "azure_cli", credential)?
             }
         };
@@ -492,14 +299,14 @@ impl StorageConfig {
         })
     }
 
-    fn default_endpoint(&self) -> Result<Url, ConfigError> {
+    fn default_endpoint(&self) -> Result<Url, CredentialError> {
         let account = self
             .account
             .as_deref()
-            .ok_or_else(|| ConfigError::new("account", "required (or set `blob_endpoint`)"))?;
+            .ok_or_else(|| CredentialError::new("account", "required (or set `blob_endpoint`)"))?;
         let suffix = self.endpoint_suffix.trim().trim_matches('.');
         if suffix.is_empty() {
-            return Err(ConfigError::new("endpoint_suffix", "must not be empty"));
+            return Err(CredentialError::new("endpoint_suffix", "must not be empty"));
         }
         parse_endpoint(
             "endpoint_suffix",
@@ -512,13 +319,13 @@ impl StorageConfig {
         explicit: Option<Url>,
         kind: &'static str,
         credential: Arc<C>,
-    ) -> Result<(Url, Credential), ConfigError> {
+    ) -> Result<(Url, Credential), CredentialError> {
         let url = match explicit {
             Some(u) => u,
             None => self.default_endpoint()?,
         };
         if url.scheme() != "https" {
-            return Err(ConfigError::new(
+            return Err(CredentialError::new(
                 "blob_endpoint",
                 format!(
                     "`auth.method = \"{kind}\"` needs an https endpoint, got {url}: the Azure SDK \
@@ -533,12 +340,12 @@ impl StorageConfig {
         &self,
         cs: ConnectionString,
         explicit: Option<Url>,
-    ) -> Result<(Url, Credential), ConfigError> {
+    ) -> Result<(Url, Credential), CredentialError> {
         const FIELD: &str = "auth.connection_string";
         let dev = cs.use_development_storage;
         let account = match (&self.account, &cs.account_name) {
             (Some(a), Some(b)) if a != b => {
-                return Err(ConfigError::new(
+                return Err(CredentialError::new(
                     "account",
                     format!("`{a}` differs from AccountName `{b}` in the connection string"),
                 ));
@@ -551,16 +358,16 @@ impl StorageConfig {
         let url = if let Some(u) = explicit {
             u
         } else if let Some(e) = &cs.blob_endpoint {
-            parse_endpoint(FIELD, e).map_err(|e| ConfigError::new(FIELD, e.reason))?
+            parse_endpoint(FIELD, e).map_err(|e| CredentialError::new(FIELD, e.reason))?
         } else if dev {
             parse_endpoint(FIELD, AZURITE_BLOB_ENDPOINT)?
         } else {
             let account = account.as_deref().ok_or_else(|| {
-                ConfigError::new(FIELD, "has neither AccountName nor BlobEndpoint")
+                CredentialError::new(FIELD, "has neither AccountName nor BlobEndpoint")
             })?;
             let protocol = cs.protocol.as_deref().unwrap_or("https");
             if protocol != "https" && protocol != "http" {
-                return Err(ConfigError::new(
+                return Err(CredentialError::new(
                     FIELD,
                     format!("DefaultEndpointsProtocol must be http or https, got `{protocol}`"),
                 ));
@@ -580,7 +387,7 @@ impl StorageConfig {
         };
         let credential = match (key, cs.sas) {
             (Some(_), Some(_)) => {
-                return Err(ConfigError::new(
+                return Err(CredentialError::new(
                     FIELD,
                     "has both AccountKey and SharedAccessSignature; keep one",
                 ));
@@ -590,7 +397,10 @@ impl StorageConfig {
                 let account = account
                     .or_else(|| account_from_endpoint(&url))
                     .ok_or_else(|| {
-                        ConfigError::new(FIELD, "AccountKey needs AccountName (or set `account`)")
+                        CredentialError::new(
+                            FIELD,
+                            "AccountKey needs AccountName (or set `account`)",
+                        )
                     })?;
                 Credential::SharedKey { account, key }
             }
@@ -599,7 +409,7 @@ impl StorageConfig {
                 Credential::Sas(token)
             }
             (None, None) => {
-                return Err(ConfigError::new(
+                return Err(CredentialError::new(
                     FIELD,
                     "has neither AccountKey nor SharedAccessSignature",
                 ));
@@ -609,148 +419,29 @@ impl StorageConfig {
     }
 }
 
-/// The parts of a storage connection string flowlogd uses.
-#[derive(Debug, Default)]
-struct ConnectionString {
-    protocol: Option<String>,
-    account_name: Option<String>,
-    account_key: Option<Secret>,
-    endpoint_suffix: Option<String>,
-    blob_endpoint: Option<String>,
-    sas: Option<Secret>,
-    use_development_storage: bool,
-}
-
-impl ConnectionString {
-    /// Parses `Key=Value;Key=Value;…`. Keys are case-insensitive; values may contain `=`
-    /// (base64 padding, SAS queries). Errors never quote a value.
-    fn parse(raw: &Secret) -> Result<Self, ConfigError> {
-        const FIELD: &str = "auth.connection_string";
-        let mut cs = ConnectionString::default();
-        for (i, part) in raw.expose().split(';').enumerate() {
-            let part = part.trim();
-            if part.is_empty() {
-                continue;
-            }
-            let Some((key, value)) = part.split_once('=') else {
-                return Err(ConfigError::new(
-                    FIELD,
-                    format!("segment {} is not `Key=Value`", i + 1),
-                ));
-            };
-            let value = value.trim();
-            match key.trim().to_ascii_lowercase().as_str() {
-                "defaultendpointsprotocol" => {
-                    cs.protocol = Some(value.to_ascii_lowercase());
-                }
-                "accountname" => cs.account_name = Some(value.to_owned()),
-                "accountkey" => cs.account_key = Some(Secret::new(value)),
-                "endpointsuffix" => cs.endpoint_suffix = Some(value.to_owned()),
-                "blobendpoint" => cs.blob_endpoint = Some(value.to_owned()),
-                "sharedaccesssignature" => cs.sas = Some(Secret::new(value)),
-                "usedevelopmentstorage" => {
-                    cs.use_development_storage = value.eq_ignore_ascii_case("true");
-                }
-                // Endpoints of the other services and proxy settings are not used here.
-                "queueendpoint"
-                | "tableendpoint"
-                | "fileendpoint"
-                | "dfsendpoint"
-                | "developmentstorageproxyuri" => {}
-                other => {
-                    return Err(ConfigError::new(
-                        FIELD,
-                        format!("unknown key `{other}` in segment {}", i + 1),
-                    ));
-                }
-            }
-        }
-        if let Some(name) = &cs.account_name {
-            validate_account(name).map_err(|e| ConfigError::new(FIELD, e.reason))?;
-        }
-        Ok(cs)
-    }
-}
-
 /// A required secret option (see [`crate::secret::load_secret`]).
 fn load_secret(
     field: &str,
     inline: Option<&Secret>,
     env: Option<&str>,
     file: Option<&PathBuf>,
-) -> Result<Secret, ConfigError> {
+) -> Result<Secret, CredentialError> {
     crate::secret::load_secret(field, inline, env, file.map(PathBuf::as_path))
-        .map_err(|e| ConfigError::new(e.key, e.reason))?
+        .map_err(|e| CredentialError::new(e.key, e.reason))?
         .ok_or_else(|| {
-            ConfigError::new(
+            CredentialError::new(
                 field,
                 format!("required: set one of `{field}`, `{field}_env` or `{field}_file`"),
             )
         })
 }
 
-fn check_base64_key(field: &str, key: &Secret) -> Result<(), ConfigError> {
+fn check_base64_key(field: &str, key: &Secret) -> Result<(), CredentialError> {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD
         .decode(key.expose().trim())
         .map(|_| ())
-        .map_err(|_| ConfigError::new(field, "the account key is not valid base64"))
-}
-
-fn validate_account(account: &str) -> Result<(), ConfigError> {
-    if account.is_empty() || !account.chars().all(|c| c.is_ascii_alphanumeric()) {
-        return Err(ConfigError::new(
-            "account",
-            format!("`{account}` is not a storage account name (letters and digits only)"),
-        ));
-    }
-    Ok(())
-}
-
-/// Parses an endpoint URL and normalises it to end in `/` with no query or fragment.
-fn parse_endpoint(field: &str, raw: &str) -> Result<Url, ConfigError> {
-    let mut url =
-        Url::parse(raw.trim()).map_err(|e| ConfigError::new(field, format!("not a URL: {e}")))?;
-    if url.scheme() != "http" && url.scheme() != "https" {
-        return Err(ConfigError::new(field, "must be an http or https URL"));
-    }
-    if url.query().is_some() {
-        return Err(ConfigError::new(
-            field,
-            "must not carry a query (put SAS tokens in `[source.auth]` with method = \"sas\")",
-        ));
-    }
-    url.set_fragment(None);
-    if !url.path().ends_with('/') {
-        let path = format!("{}/", url.path());
-        url.set_path(&path);
-    }
-    Ok(url)
-}
-
-/// Splits a SAS token or SAS URL into (endpoint without query, token without `?`).
-fn parse_sas(field: &str, raw: &Secret) -> Result<(Option<Url>, Secret), ConfigError> {
-    let text = raw.expose().trim();
-    let (base, token) = if text.starts_with("https://") || text.starts_with("http://") {
-        let mut url = Url::parse(text)
-            .map_err(|e| ConfigError::new(field, format!("SAS URL is not a URL: {e}")))?;
-        let token = url.query().unwrap_or("").to_owned();
-        url.set_query(None);
-        url.set_fragment(None);
-        (Some(url), token)
-    } else {
-        (None, text.trim_start_matches('?').to_owned())
-    };
-    let has_sig = token
-        .split('&')
-        .any(|pair| pair.split('=').next() == Some("sig"));
-    if !has_sig {
-        return Err(ConfigError::new(
-            field,
-            "does not look like a SAS token (no `sig` parameter)",
-        ));
-    }
-    Ok((base, Secret::new(token)))
+        .map_err(|_| CredentialError::new(field, "the account key is not valid base64"))
 }
 
 /// Turns a SAS URL's base into the service URL: drops a trailing container segment.
@@ -804,7 +495,7 @@ mod tests {
             .map_err(Box::new)
     }
 
-    fn resolve(toml: &str) -> Result<ResolvedStorage, ConfigError> {
+    fn resolve(toml: &str) -> Result<ResolvedStorage, CredentialError> {
         parse(toml).expect("config parses").resolve()
     }
 
