@@ -138,12 +138,12 @@ struct Blobs {
 
 #[derive(Deserialize)]
 enum Entry {
-    Blob(BlobEntry),
-    BlobPrefix(PrefixEntry),
+    Blob(BlobElement),
+    BlobPrefix(PrefixElement),
 }
 
 #[derive(Deserialize)]
-struct BlobEntry {
+struct BlobElement {
     #[serde(rename = "Name")]
     name: Name,
     #[serde(rename = "Properties")]
@@ -151,7 +151,7 @@ struct BlobEntry {
 }
 
 #[derive(Deserialize)]
-struct PrefixEntry {
+struct PrefixElement {
     #[serde(rename = "Name")]
     name: Name,
 }
