@@ -459,3 +459,38 @@ fn a_counter_above_the_long_range_is_reported_and_the_other_tuples_kept() {
     assert_eq!(lines(&out).len(), 2, "{stderr}");
     assert!(stderr.contains("bad counter in field 10"), "{stderr}");
 }
+
+/// `flowlogd decode big.json | head -1`: the reader goes away after one line. Before, the next
+/// write failed with EPIPE and flowlogd logged `ERROR flowlogd failed error=Broken pipe` and
+/// exited 1.
+#[test]
+fn a_reader_that_closes_the_pipe_early_ends_decode_quietly_with_success() {
+    let dir = tempfile::tempdir().unwrap();
+    let blob = dir.path().join("PT1H.json");
+    let generated = Command::new(env!("CARGO_BIN_EXE_flowlogd"))
+        .args(["gen", "--records", "60", "--tuples", "400", "--out"])
+        .arg(&blob)
+        .output()
+        .unwrap();
+    assert!(generated.status.success(), "{generated:?}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flowlogd"))
+        .arg("decode")
+        .arg(&blob)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 64];
+    std::io::Read::read_exact(&mut stdout, &mut first).unwrap();
+    assert!(first.starts_with(b"{\"@timestamp\""));
+    // 24,000 documents are far more than a pipe holds, so flowlogd is still writing.
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "",
+        "nothing on stderr"
+    );
+    assert!(out.status.success(), "{:?}", out.status);
+}

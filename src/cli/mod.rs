@@ -119,6 +119,11 @@ pub fn run(cli: Cli) -> ExitCode {
         .or_else(|| config.as_ref().map(|c| c.log.level.clone()))
         .unwrap_or_else(|| "info".into());
     init_logging(format, &level);
+    // These write their output to stdout, often into `| head`.
+    let writes_stdout = matches!(
+        cli.command,
+        Command::Decode(_) | Command::Gen(_) | Command::Template(_)
+    );
     let result = match (cli.command, config) {
         (Command::Decode(args), _) => decode::run(args),
         (Command::Gen(args), _) => generate::run(args),
@@ -134,6 +139,9 @@ pub fn run(cli: Cli) -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // A reader that closed the pipe early asked for no more: end quietly, as other
+        // command-line filters do.
+        Err(e) if writes_stdout && closed_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             // Once: as a log line (text or JSON, as configured) where the log shows errors,
             // else as a plain line, so that a filter such as `off` cannot hide it.
@@ -145,4 +153,14 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether `e` comes from writing to a pipe whose reader is gone (EPIPE: Rust ignores SIGPIPE,
+/// so the write fails instead of the process being killed).
+fn closed_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
