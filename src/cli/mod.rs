@@ -12,6 +12,7 @@ pub mod decode;
 pub mod generate;
 pub mod registry;
 pub mod setup;
+pub mod tail;
 pub mod template;
 
 /// Ships Azure NSG and VNet flow logs from Blob Storage into Elasticsearch, one document per flow tuple.
@@ -55,6 +56,9 @@ pub enum Command {
     Gen(generate::GenArgs),
     /// Print the index template flowlogd installs (for curl users).
     Template(template::TemplateArgs),
+    /// Print the newest flows straight from storage (no registry, no search engine), as a
+    /// table or NDJSON documents; `--follow` keeps printing appended blocks.
+    Tail(tail::TailArgs),
     /// Import the Kibana data view and dashboard (`deploy/kibana/flowlogd.ndjson`).
     Setup(setup::SetupArgs),
 }
@@ -88,7 +92,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 pub fn run(cli: Cli) -> ExitCode {
     let needs_config = matches!(
         cli.command,
-        Command::Run | Command::Once | Command::Check | Command::Registry(_)
+        Command::Run | Command::Once | Command::Check | Command::Registry(_) | Command::Tail(_)
     );
     let config = if needs_config {
         match Config::load(&cli.config) {
@@ -113,16 +117,20 @@ pub fn run(cli: Cli) -> ExitCode {
         eprintln!("flowlogd: option --log-level: {reason}");
         return ExitCode::FAILURE;
     }
+    // `tail` is read by a person: its output is the flows, and progress lines would only get
+    // in the way, so it logs warnings and errors unless asked for more.
+    let quiet_by_default = matches!(cli.command, Command::Tail(_)).then(|| "warn".to_owned());
     let level = cli
         .log_level
         .clone()
+        .or(quiet_by_default)
         .or_else(|| config.as_ref().map(|c| c.log.level.clone()))
         .unwrap_or_else(|| "info".into());
     init_logging(format, &level);
     // These write their output to stdout, often into `| head`.
     let writes_stdout = matches!(
         cli.command,
-        Command::Decode(_) | Command::Gen(_) | Command::Template(_)
+        Command::Decode(_) | Command::Gen(_) | Command::Template(_) | Command::Tail(_)
     );
     let result = match (cli.command, config) {
         (Command::Decode(args), _) => decode::run(args),
@@ -135,6 +143,7 @@ pub fn run(cli: Cli) -> ExitCode {
         (Command::Once, Some(c)) => runtime().and_then(|rt| rt.block_on(daemon::once(c))),
         (Command::Check, Some(c)) => runtime().and_then(|rt| rt.block_on(check::run(c))),
         (Command::Registry(cmd), Some(c)) => registry::run(&c, cmd),
+        (Command::Tail(args), Some(c)) => runtime().and_then(|rt| rt.block_on(tail::run(c, args))),
         (_, None) => Err(anyhow::anyhow!("this command needs a configuration")),
     };
     match result {

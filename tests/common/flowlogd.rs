@@ -624,6 +624,41 @@ pub fn partition(hour: i64) -> String {
         .to_string()
 }
 
+/// The subscription of the hand-written VNet records below.
+pub const SUB: &str = "6F1E7C43-2B8D-4C57-9A3E-0D4B5C6A7E81";
+
+/// A VNet flow-log record (as Azure writes it) with these tuples.
+pub fn vnet_record(time_s: i64, mac: &str, tuples: &[String]) -> String {
+    let time = chrono::DateTime::from_timestamp(time_s, 0)
+        .unwrap()
+        .format("%Y-%m-%dT%H:%M:%S.1234567Z");
+    let quoted: Vec<String> = tuples.iter().map(|t| format!("\"{t}\"")).collect();
+    format!(
+        "{{\"time\":\"{time}\",\"flowLogVersion\":4,\"flowLogGUID\":\"3c4a2b11-8f7e-4d6c-9b5a-1e2f3a4b5c6d\",\"macAddress\":\"{mac}\",\"category\":\"FlowLogFlowEvent\",\
+         \"flowLogResourceID\":\"/SUBSCRIPTIONS/{SUB}/RESOURCEGROUPS/NETWORKWATCHERRG/PROVIDERS/MICROSOFT.NETWORK/NETWORKWATCHERS/NETWORKWATCHER_WESTEUROPE/FLOWLOGS/FL-REJECT\",\
+         \"targetResourceID\":\"/subscriptions/{sub}/resourceGroups/rg-app/providers/Microsoft.Network/virtualNetworks/vnet-app\",\"operationName\":\"FlowLogFlowEvent\",\
+         \"flowRecords\":{{\"flows\":[{{\"aclID\":\"00000000-0000-0000-0000-000000000000\",\"flowGroups\":[{{\"rule\":\"DefaultRule_AllowVnetOutBound\",\"flowTuples\":[{}]}}]}}]}}}}",
+        quoted.join(","),
+        sub = SUB.to_lowercase()
+    )
+}
+
+/// A VNet tuple at `ms` from 10.0.1.`host` (TCP to 10.0.2.5:443, ended, 500 bytes).
+pub fn vnet_tuple(ms: i64, host: u8) -> String {
+    format!(
+        "{ms},10.0.1.{host},10.0.2.5,{},443,6,O,E,NX,3,300,2,200",
+        40000 + host as u32
+    )
+}
+
+/// The name Azure gives the blob of the VNet records above for `hour` and NIC `mac`.
+pub fn vnet_blob_name(hour: i64, mac: &str) -> String {
+    format!(
+        "flowLogResourceID=/{SUB}_NETWORKWATCHERRG/NETWORKWATCHER_WESTEUROPE_FL-REJECT/{}/macAddress={mac}/PT1H.json",
+        partition(hour)
+    )
+}
+
 /// A generated PT1H.json written record by record, as Network Watcher appends to it.
 pub struct GrowingBlob {
     pub blob: GeneratedBlob,
