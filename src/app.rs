@@ -74,6 +74,16 @@ impl App {
                 )
             })?;
         let sink = BulkSink::with_dead_letter(&config.elasticsearch, dead_letter)?;
+        let shard = match config.cluster.shard {
+            Some(spec) => {
+                let shard = spec
+                    .resolve(&crate::shard::host_name())
+                    .map_err(|e| anyhow::anyhow!("[cluster] {e}"))?;
+                tracing::info!(shard = shard.index, shards = shard.count, spec = %spec, "static sharding: reading only the resources this shard owns");
+                Some(shard)
+            }
+            None => None,
+        };
         let mut sources = Vec::new();
         let mut stats = Vec::new();
         for (index, source) in config.sources.iter().enumerate() {
@@ -85,7 +95,8 @@ impl App {
                 source.prefix.as_deref(),
                 &source.resource_filter,
                 source.discovery_interval,
-            );
+            )
+            .with_shard(shard);
             stats.push((source.name.clone(), storage_stats));
             sources.push(SourceRuntime {
                 index,

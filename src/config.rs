@@ -42,6 +42,28 @@ pub struct Config {
     /// Polling and shutdown behaviour of `flowlogd run` (`[daemon]`).
     #[serde(default)]
     pub daemon: DaemonConfig,
+    /// Several instances sharing the work (`[cluster]`).
+    #[serde(default)]
+    pub cluster: ClusterConfig,
+}
+
+/// `[cluster]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Static sharding: `"INDEX/COUNT"` (counted from 0, e.g. `"2/5"`) makes this instance read
+    /// only the flow-log resources that shard owns by a stable hash of their name, so COUNT
+    /// instances with shards 0 to COUNT-1 read every resource exactly once with no
+    /// coordination; `"ordinal/COUNT"` takes INDEX from the host name's trailing `-N` (a
+    /// Kubernetes StatefulSet pod's ordinal). Each instance keeps its own registry. Default:
+    /// none (this instance reads everything).
+    #[serde(default, deserialize_with = "de_shard")]
+    pub shard: Option<crate::shard::ShardSpec>,
+}
+
+fn de_shard<'de, D: Deserializer<'de>>(d: D) -> Result<Option<crate::shard::ShardSpec>, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse().map(Some).map_err(serde::de::Error::custom)
 }
 
 /// One storage container to ingest (`[[source]]`).
@@ -519,6 +541,7 @@ const SECTIONS: &[&str] = &[
     "HTTP",
     "LOG",
     "DAEMON",
+    "CLUSTER",
 ];
 
 /// Refuses `FLOWLOGD_` environment variables that are neither a config override

@@ -31,6 +31,7 @@ pub mod pipeline;
 pub mod poller;
 pub mod registry;
 pub mod secret;
+pub mod shard;
 pub mod sink;
 pub mod source;
 pub mod systemd;

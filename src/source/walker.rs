@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::client::{StorageClient, StorageError};
 use super::listing::BlobItem;
+use crate::shard::Shard;
 
 /// Seconds in an hour; hours are counted as `epoch_seconds / 3600` (UTC, like the folders).
 pub const HOUR_SECS: i64 = 3600;
@@ -135,6 +136,8 @@ pub struct Walker {
     resources: Vec<String>,
     discovered_at: Option<Instant>,
     discovery_interval: Duration,
+    /// Static sharding: only resources this shard owns (by container and resource name).
+    shard: Option<Shard>,
 }
 
 impl Walker {
@@ -151,7 +154,14 @@ impl Walker {
             resources: Vec::new(),
             discovered_at: None,
             discovery_interval,
+            shard: None,
         }
+    }
+
+    /// Keeps only the resources `shard` owns (see [`crate::shard`]); `None` keeps them all.
+    pub fn with_shard(mut self, shard: Option<Shard>) -> Self {
+        self.shard = shard;
+        self
     }
 
     pub fn client(&self) -> &StorageClient {
@@ -207,11 +217,20 @@ impl Walker {
         found.retain(|r| self.wanted(r));
         found.sort();
         if found != self.resources {
-            tracing::info!(
-                container = self.client.container_name(),
-                resources = found.len(),
-                "flow-log resources discovered"
-            );
+            match self.shard {
+                Some(shard) => tracing::info!(
+                    container = self.client.container_name(),
+                    resources = found.len(),
+                    shard = shard.index,
+                    shards = shard.count,
+                    "flow-log resources discovered (those this shard owns)"
+                ),
+                None => tracing::info!(
+                    container = self.client.container_name(),
+                    resources = found.len(),
+                    "flow-log resources discovered"
+                ),
+            }
         }
         self.resources = found;
         self.discovered_at = Some(Instant::now());
@@ -223,7 +242,18 @@ impl Walker {
             return false;
         }
         let lower = resource.to_lowercase();
-        self.resource_filter.is_empty() || self.resource_filter.iter().any(|f| lower.contains(f))
+        let filtered = self.resource_filter.is_empty()
+            || self.resource_filter.iter().any(|f| lower.contains(f));
+        filtered
+            && self
+                .shard
+                .is_none_or(|shard| shard.owns(&self.unit(resource)))
+    }
+
+    /// The name a shard is chosen by: the container and the resource, so that equal resource
+    /// paths in two containers are two units.
+    fn unit(&self, resource: &str) -> String {
+        format!("{}/{resource}", self.client.container_name())
     }
 
     /// Whether a blob name passes the source's `prefix` and `resource_filter`.

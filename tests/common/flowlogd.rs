@@ -112,6 +112,8 @@ pub struct TestConfig {
     /// `dead_letter_path` instead of `dead-letter.ndjson` in the config's folder.
     pub dead_letter_override: Option<PathBuf>,
     pub sources: Vec<SourceSpec>,
+    /// More tables, written after the sources (`[cluster]\nshard = "0/3"`).
+    pub tables: String,
 }
 
 impl TestConfig {
@@ -129,6 +131,7 @@ impl TestConfig {
             listen: String::new(),
             dead_letter_override: None,
             sources,
+            tables: String::new(),
         }
     }
 
@@ -162,6 +165,13 @@ impl TestConfig {
         self
     }
 
+    /// Adds tables after the sources (`[cluster]` and its keys).
+    pub fn tables(mut self, text: &str) -> TestConfig {
+        self.tables.push_str(text);
+        self.tables.push('\n');
+        self
+    }
+
     /// Serves `/metrics` on a free port (its address is read back from the log).
     pub fn with_metrics(mut self) -> TestConfig {
         self.listen = "127.0.0.1:0".into();
@@ -188,6 +198,7 @@ impl TestConfig {
                 s.name, s.container, s.blob_endpoint, s.index, s.extra, s.auth
             ));
         }
+        t.push_str(&self.tables);
         t
     }
 
