@@ -12,7 +12,9 @@
 #   - Grafana dashboards and provisioning files, Kibana saved objects: parse, nested JSON
 #     strings parse, Grafana `schemaVersion` and Kibana `coreMigrationVersion` /
 #     `typeMigrationVersion` pinned;
-#   - shell syntax of deploy/compose/seed.sh.
+#   - shell syntax of deploy/compose/seed.sh;
+#   - deploy/kubernetes/*.yaml against the Kubernetes API schemas (kubernetes-validate --strict,
+#     from PyPI into .deps/kube-venv).
 # Field names used by the dashboards are checked against real documents by
 # tests/deploy_files.rs (cargo test), not here.
 #
@@ -252,6 +254,33 @@ if command -v systemd-analyze >/dev/null; then
 else
     echo "SKIPPED: systemd-analyze is not available here and could not be installed: the unit file was NOT verified" >&2
 fi
+
+# ---------------------------------------------------------------------------------------
+# Kubernetes manifests: kubernetes-validate (PyPI; it bundles the API's JSON schemas, so it
+# works offline) in its own venv, since its jsonschema and PyYAML clash with docker-compose's.
+# ---------------------------------------------------------------------------------------
+echo "== deploy/kubernetes"
+KUBE_VENV="$DEPS/kube-venv"
+KUBE_VALIDATE_VERSION=1.37.0
+(
+    if command -v flock >/dev/null; then
+        flock -w 900 9 || exit 1
+    fi
+    if ! [ -x "$KUBE_VENV/bin/kubernetes-validate" ]; then
+        echo "check-deploy: installing kubernetes-validate==$KUBE_VALIDATE_VERSION into .deps/kube-venv" >&2
+        { [ -x "$KUBE_VENV/bin/python" ] || python3 -m venv "$KUBE_VENV"; } \
+            && PIP_DISABLE_PIP_VERSION_CHECK=1 "$KUBE_VENV/bin/python" -m pip install --quiet \
+                --no-input "kubernetes-validate==$KUBE_VALIDATE_VERSION" </dev/null >"$DEPS/kube-pip.log" 2>&1 \
+            || { tail -n 30 "$DEPS/kube-pip.log" >&2; exit 1; }
+    fi
+) 9>"$DEPS/.kube-install.lock" || fail "kubernetes-validate could not be installed"
+for manifest in deploy/kubernetes/*.yaml; do
+    if out=$("$KUBE_VENV/bin/kubernetes-validate" --strict --quiet "$manifest" 2>&1); then
+        ok "$manifest (kubernetes-validate --strict, Kubernetes $KUBE_VALIDATE_VERSION schemas)"
+    else
+        fail "$manifest: $out"
+    fi
+done
 
 echo "== check-deploy: $failures failure(s) in $(($(date +%s) - START))s"
 [ "$failures" -eq 0 ]

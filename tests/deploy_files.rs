@@ -317,6 +317,7 @@ fn example_config_documents_every_option_of_the_parser() {
         ("http", "HttpConfig"),
         ("log", "LogConfig"),
         ("daemon", "DaemonConfig"),
+        ("cluster", "ClusterConfig"),
     ] {
         expect(section, struct_fields(&config_rs, name));
     }
@@ -381,6 +382,51 @@ fn compose_config_parses() {
             .iter()
             .all(|s| s.auth.method() == "connection_string")
     );
+}
+
+/// The `flowlogd.toml` key of the ConfigMap in deploy/kubernetes/flowlogd.yaml: the lines of
+/// its `|` block scalar, without their indentation. (The manifest's schema is checked by
+/// scripts/check-deploy.sh with kubernetes-validate; this checks what flowlogd reads from it.)
+fn kubernetes_config_text() -> String {
+    let manifest = read("deploy/kubernetes/flowlogd.yaml");
+    let mut lines = manifest
+        .lines()
+        .skip_while(|l| l.trim() != "flowlogd.toml: |")
+        .skip(1);
+    let first = lines.next().expect("a flowlogd.toml block in the ConfigMap");
+    let indent = first.len() - first.trim_start().len();
+    let mut text = format!("{}\n", first.trim_start());
+    for line in lines {
+        if !line.trim().is_empty() && line.len() - line.trim_start().len() < indent {
+            break;
+        }
+        text.push_str(line.get(indent..).unwrap_or(""));
+        text.push('\n');
+    }
+    text
+}
+
+#[test]
+fn the_kubernetes_statefulset_config_parses_and_takes_its_shard_from_the_pod_ordinal() {
+    let config = parse(&kubernetes_config_text()).unwrap();
+    assert_eq!(
+        config.cluster.shard,
+        Some(flowlogd::shard::ShardSpec::FromHostOrdinal { count: 3 })
+    );
+    let manifest = read("deploy/kubernetes/flowlogd.yaml");
+    assert!(
+        manifest.contains("  replicas: 3\n"),
+        "the shard count equals the StatefulSet's replicas"
+    );
+    assert_eq!(config.sources[0].auth.method(), "workload_identity");
+    assert_eq!(
+        config.registry.path.to_string_lossy(),
+        "/var/lib/flowlogd/registry",
+        "the registry lives on the pod's volume"
+    );
+    assert!(manifest.contains("mountPath: /var/lib/flowlogd\n"));
+    assert_eq!(config.http.listen, "0.0.0.0:9108");
+    assert!(!config.daemon.sd_notify);
 }
 
 // ---------------------------------------------------------------------------------------
