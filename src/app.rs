@@ -21,9 +21,10 @@ use crate::registry::{BlobEntry, BlobState, Registry, SourceState};
 use crate::sink::bulk::BulkSink;
 use crate::sink::document::DocumentEncoder;
 use crate::source::client::{StorageClient, StorageStats};
+use crate::source::layout::{HOUR_SECS, partition_of};
 use crate::source::listing::BlobItem;
 use crate::source::reader::{ReadLimits, ReadTask, end_of_records, read_blob};
-use crate::source::walker::{HOUR_SECS, Walker, partition_of};
+use crate::source::walker::Walker;
 
 /// What `flowlogd once` prints when done.
 #[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]

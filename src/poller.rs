@@ -6,8 +6,8 @@ use std::collections::{BTreeSet, HashSet};
 
 use crate::config::{RewritePolicy, StartPolicy};
 use crate::registry::{BlobEntry, BlobState, Change};
+use crate::source::layout::{HOUR_SECS, blob_hour, partition_of};
 use crate::source::listing::BlobItem;
-use crate::source::walker::{HOUR_SECS, blob_hour, partition_of};
 
 /// The parts of a source's configuration (and of the poll) that decide the actions.
 #[derive(Debug, Clone, Copy)]
@@ -153,7 +153,7 @@ pub fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::walker::hour_partition;
+    use crate::source::layout::hour_partition;
 
     const RESOURCE: &str = "flowLogResourceID=/S_NETWORKWATCHERRG/NETWORKWATCHER_WESTEUROPE_FL/";
     /// 2026-12-01T10:00:00Z, in epoch hours.

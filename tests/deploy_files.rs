@@ -393,7 +393,9 @@ fn kubernetes_config_text() -> String {
         .lines()
         .skip_while(|l| l.trim() != "flowlogd.toml: |")
         .skip(1);
-    let first = lines.next().expect("a flowlogd.toml block in the ConfigMap");
+    let first = lines
+        .next()
+        .expect("a flowlogd.toml block in the ConfigMap");
     let indent = first.len() - first.trim_start().len();
     let mut text = format!("{}\n", first.trim_start());
     for line in lines {

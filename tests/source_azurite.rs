@@ -31,10 +31,11 @@ use flowlogd::{
     pipeline::DecodeProblem,
     registry::{BlobEntry, BlobState, Registry},
     source::{
+        layout::{hour_partition, partition_of},
         listing::BlobItem,
         reader::ReadTask,
         upload::{FLOW_LOG_HEAD, FLOW_LOG_TAIL},
-        walker::{Walker, hour_partition, partition_of},
+        walker::Walker,
     },
 };
 use futures::StreamExt as _;

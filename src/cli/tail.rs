@@ -18,8 +18,9 @@ use crate::pipeline::BlobDecoder;
 use crate::sink::document::{BlobContext, BulkBuffer, DocumentEncoder};
 use crate::sink::index_name::IndexPattern;
 use crate::source::client::{StorageClient, StorageStats};
+use crate::source::layout::blob_hour;
 use crate::source::listing::BlobItem;
-use crate::source::walker::{Walker, blob_hour};
+use crate::source::walker::Walker;
 
 /// How `tail` prints flows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
