@@ -28,7 +28,6 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt as _, TryStreamExt as _};
 use std::{
     fmt,
-    future::Future,
     num::NonZero,
     pin::Pin,
     sync::{
@@ -315,28 +314,20 @@ impl fmt::Debug for StorageClient {
 #[derive(Debug)]
 struct RetryCounter(Arc<StorageStats>);
 
-// `Policy` is declared with `#[async_trait]`; this is its desugared form.
+// Policy is an `#[async_trait]` trait; the attribute writes the boxed future for us.
+#[async_trait::async_trait]
 impl Policy for RetryCounter {
-    fn send<'a, 'b, 'd, 'e, 'f>(
-        &'a self,
-        ctx: &'b Context<'_>,
-        request: &'d mut Request,
-        next: &'e [Arc<dyn Policy>],
-    ) -> Pin<Box<dyn Future<Output = PolicyResult> + Send + 'f>>
-    where
-        'a: 'f,
-        'b: 'f,
-        'd: 'f,
-        'e: 'f,
-        Self: 'f,
-    {
-        Box::pin(async move {
-            if ctx.value::<RetryPolicyCount>().is_some_and(|n| **n > 0) {
-                StorageStats::add(&self.0.retries, 1);
-                tracing::debug!(method = %request.method(), "retrying storage request");
-            }
-            next[0].send(ctx, request, &next[1..]).await
-        })
+    async fn send(
+        &self,
+        ctx: &Context,
+        request: &mut Request,
+        next: &[Arc<dyn Policy>],
+    ) -> PolicyResult {
+        if ctx.value::<RetryPolicyCount>().is_some_and(|n| **n > 0) {
+            StorageStats::add(&self.0.retries, 1);
+            tracing::debug!(method = %request.method(), "retrying storage request");
+        }
+        next[0].send(ctx, request, &next[1..]).await
     }
 }
 

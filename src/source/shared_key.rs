@@ -12,7 +12,7 @@ use azure_core::http::{
     headers::{HeaderName, Headers},
     policies::{Policy, PolicyResult},
 };
-use std::{collections::BTreeMap, fmt, future::Future, pin::Pin, sync::Arc};
+use std::{collections::BTreeMap, fmt, sync::Arc};
 
 const X_MS_DATE: HeaderName = HeaderName::from_static("x-ms-date");
 const AUTHORIZATION: HeaderName = HeaderName::from_static("authorization");
@@ -78,26 +78,17 @@ impl SharedKeyPolicy {
 #[error("the account key is not valid base64")]
 pub struct InvalidAccountKey;
 
-// `Policy` is declared with `#[async_trait]`; this is its desugared form, which saves a
-// direct dependency on the `async-trait` crate for one small impl.
+// Policy is an `#[async_trait]` trait; the attribute writes the boxed future for us.
+#[async_trait::async_trait]
 impl Policy for SharedKeyPolicy {
-    fn send<'a, 'b, 'd, 'e, 'f>(
-        &'a self,
-        ctx: &'b Context<'_>,
-        request: &'d mut Request,
-        next: &'e [Arc<dyn Policy>],
-    ) -> Pin<Box<dyn Future<Output = PolicyResult> + Send + 'f>>
-    where
-        'a: 'f,
-        'b: 'f,
-        'd: 'f,
-        'e: 'f,
-        Self: 'f,
-    {
-        Box::pin(async move {
-            self.sign(request)?;
-            next[0].send(ctx, request, &next[1..]).await
-        })
+    async fn send(
+        &self,
+        ctx: &Context,
+        request: &mut Request,
+        next: &[Arc<dyn Policy>],
+    ) -> PolicyResult {
+        self.sign(request)?;
+        next[0].send(ctx, request, &next[1..]).await
     }
 }
 
