@@ -193,6 +193,12 @@ mod tests {
         }
     }
 
+    /// The plan for `listing` alone (no registry-only entries, no partitions) at `NOW_MS`
+    /// with the default policy.
+    fn plan_listed(listing: &[Listed]) -> Vec<Action> {
+        plan(listing, &[], &BTreeSet::new(), NOW_MS, &policy())
+    }
+
     fn listed(blob: BlobItem, entry: Option<BlobEntry>) -> Listed {
         Listed {
             blob,
@@ -260,21 +266,9 @@ mod tests {
         let b = blob(HOUR - 3, "A", 900, "e2", NOW_MS - MINUTE_MS);
         let active = entry(480, 500, "e1", BlobState::Active);
         let finished = entry(480, 500, "e1", BlobState::Finished);
-        let actions = plan(
-            &[listed(b.clone(), Some(active))],
-            &[],
-            &BTreeSet::new(),
-            NOW_MS,
-            &policy(),
-        );
+        let actions = plan_listed(&[listed(b.clone(), Some(active))]);
         assert_eq!(read_of(&actions[0]), (480, Prepare::Nothing, true));
-        let actions = plan(
-            &[listed(b, Some(finished))],
-            &[],
-            &BTreeSet::new(),
-            NOW_MS,
-            &policy(),
-        );
+        let actions = plan_listed(&[listed(b, Some(finished))]);
         assert_eq!(read_of(&actions[0]), (480, Prepare::Reactivate, true));
     }
 
@@ -283,23 +277,11 @@ mod tests {
         let e = entry(400, 500, "e1", BlobState::Active);
         // The previous hour ended 30 minutes ago: too early with finish_after = 90 min.
         let recent = blob(HOUR - 1, "A", 500, "e1", 0);
-        let none = plan(
-            &[listed(recent, Some(e.clone()))],
-            &[],
-            &BTreeSet::new(),
-            NOW_MS,
-            &policy(),
-        );
+        let none = plan_listed(&[listed(recent, Some(e.clone()))]);
         assert!(none.is_empty(), "{none:?}");
         // Three hours back ended 2.5 hours ago; 100 bytes were never a complete record.
         let old = blob(HOUR - 3, "A", 500, "e1", 0);
-        let done = plan(
-            &[listed(old.clone(), Some(e))],
-            &[],
-            &BTreeSet::new(),
-            NOW_MS,
-            &policy(),
-        );
+        let done = plan_listed(&[listed(old.clone(), Some(e))]);
         assert_eq!(
             done,
             vec![Action::Finish {
@@ -309,13 +291,7 @@ mod tests {
         );
         // Only the `]}` tail left: nothing unread to warn about; a finished one stays quiet.
         let tail = entry(498, 500, "e1", BlobState::Active);
-        let done = plan(
-            &[listed(old.clone(), Some(tail))],
-            &[],
-            &BTreeSet::new(),
-            NOW_MS,
-            &policy(),
-        );
+        let done = plan_listed(&[listed(old.clone(), Some(tail))]);
         assert_eq!(
             done,
             vec![Action::Finish {
@@ -339,16 +315,10 @@ mod tests {
     #[test]
     fn a_new_etag_at_the_same_length_is_recorded_without_a_read() {
         let b = blob(HOUR, "A", 500, "e2", NOW_MS - MINUTE_MS);
-        let actions = plan(
-            &[listed(
-                b.clone(),
-                Some(entry(498, 500, "e1", BlobState::Active)),
-            )],
-            &[],
-            &BTreeSet::new(),
-            NOW_MS,
-            &policy(),
-        );
+        let actions = plan_listed(&[listed(
+            b.clone(),
+            Some(entry(498, 500, "e1", BlobState::Active)),
+        )]);
         assert_eq!(actions, vec![Action::Retag(b)]);
     }
 
@@ -356,13 +326,7 @@ mod tests {
     fn a_rewritten_blob_is_reset_and_read_from_0_under_its_rewrite_policy() {
         let b = blob(HOUR, "A", 300, "e9", NOW_MS - MINUTE_MS);
         let e = entry(480, 500, "e1", BlobState::Active);
-        let actions = plan(
-            &[listed(b.clone(), Some(e.clone()))],
-            &[],
-            &BTreeSet::new(),
-            NOW_MS,
-            &policy(),
-        );
+        let actions = plan_listed(&[listed(b.clone(), Some(e.clone()))]);
         assert_eq!(
             read_of(&actions[0]),
             (0, Prepare::Reset { replace: true }, true)
@@ -396,13 +360,7 @@ mod tests {
         // The placeholder stored as "rewritten" before a crash: length 0, no ETag.
         let b = blob(HOUR, "A", 300, "e9", NOW_MS - MINUTE_MS);
         let pending = entry(0, 0, "", BlobState::Rewritten);
-        let actions = plan(
-            &[listed(b, Some(pending))],
-            &[],
-            &BTreeSet::new(),
-            NOW_MS,
-            &policy(),
-        );
+        let actions = plan_listed(&[listed(b, Some(pending))]);
         assert_eq!(read_of(&actions[0]), (0, Prepare::FinishReplace, true));
     }
 
