@@ -17,8 +17,8 @@
 //!   `connection_string`, `sas_token` or `client_secret` holds, 6 characters or more, written
 //!   once in the text; or the value of an environment variable a `*_env` key names) appears
 //!   in an error message, in the `Debug` of the configuration, or in the `Debug` and display
-//!   URL of a resolved storage configuration. Two known leaks are left out of this check until
-//!   they are fixed (`STRICT_SYNTAX_ERRORS`, `STRICT_TYPE_ERRORS`; fuzz/regressions/README.md).
+//!   URL of a resolved storage configuration, syntax and type errors included (findings 2 and
+//!   3 of fuzz/regressions/README.md, fixed).
 #![no_main]
 
 use std::path::PathBuf;
@@ -28,16 +28,14 @@ use std::time::Duration;
 use flowlogd::config::{Config, MAX_IN_FLIGHT};
 use libfuzzer_sys::fuzz_target;
 
-/// Whether TOML syntax errors are checked for secrets too. They show one today: figment
-/// passes on the toml crate's message, which quotes the offending line, so a typo on the line
-/// of an inline secret prints the secret (fuzz/regressions/README.md). Until that is fixed,
-/// errors that quote a line ("TOML parse error") are left out of the secret check.
+/// Whether TOML syntax errors are checked for secrets too. They showed one (finding 2: the
+/// toml crate's message quoted the offending line) until `Config` reported syntax errors by
+/// line and column only; `false` would leave them out of the secret check again.
 const STRICT_SYNTAX_ERRORS: bool = true;
 
-/// Whether type errors are checked for secrets too. They show one today: a secret written
-/// without quotes (`password = 20240101`) is refused with figment's "invalid type: found
-/// signed int `20240101`, expected a string", value included (fuzz/regressions/README.md).
-/// Until that is fixed, "invalid type: found" errors are left out of the secret check.
+/// Whether type errors are checked for secrets too. They showed one (finding 3: figment
+/// quoted the value of `password = 20240101`) until `Config` named only the kind of value;
+/// `false` would leave them out of the secret check again.
 const STRICT_TYPE_ERRORS: bool = true;
 
 const SECRET_KEYS: &[&str] = &[

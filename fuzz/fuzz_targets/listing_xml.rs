@@ -55,11 +55,10 @@ struct Style {
 }
 
 /// Whether a non-empty name made only of XML whitespace (` `, `\t`, ...) is sent as it is (as
-/// the service does) and must come back whole. It does not today: quick-xml's serde
-/// deserializer drops a text node that is all whitespace, also whitespace written as character
-/// references, so a blob named ` ` is listed as `""` (fuzz/regressions/README.md). Until that
-/// is fixed such names are sent encoded here, so the rest of the parser is still checked.
-/// (Whitespace at the ends of other names is kept, and checked.)
+/// the service does) and must come back whole. It did not (finding 5: quick-xml's serde
+/// deserializer drops a text node that is all whitespace) until `parse_list_page` re-encoded
+/// such names first; `false` would send them encoded again. (Whitespace at the ends of other
+/// names is kept, and checked.)
 const STRICT_WHITESPACE: bool = true;
 
 fn is_xml_space(c: char) -> bool {
