@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -14,9 +15,9 @@ use tokio_util::sync::CancellationToken;
 use crate::ack::{AckTracker, ChunkId};
 use crate::metrics::{Metrics, SourceMetrics};
 use crate::registry::Registry;
-use crate::sink::bulk::BulkSink;
+use crate::sink::bulk::{BulkBody, BulkSink};
 use crate::sink::dead_letter::ItemOrigin;
-use crate::sink::document::{BulkBuffer, BulkItem};
+use crate::sink::document::BulkItem;
 use crate::source::reader::{Chunk, ChunkSink, ReadError};
 
 /// Blobs that must not be planned again yet, with how many holds each has: one while a read of
@@ -87,23 +88,76 @@ impl ChunkSink for HoldingSender {
     }
 }
 
-/// Documents of one source waiting to be sent, and which chunks they belong to.
-#[derive(Debug, Default)]
-pub(crate) struct PendingBatch {
-    docs: BulkBuffer,
-    /// (chunk, items of that chunk in this batch), in order.
-    parts: Vec<(ChunkId, usize)>,
-    /// Per item: blob, record offset, tuple index (for dead letters).
-    origins: Vec<(Arc<str>, u64, u32)>,
+/// `items` documents of chunk `chunk`, read from `blob` (`container/name`, for dead letters).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Part {
+    pub(crate) chunk: ChunkId,
+    pub(crate) items: usize,
+    pub(crate) blob: Arc<str>,
+}
+
+/// Documents of one source being gathered into a batch, and which chunks they belong to.
+#[derive(Debug)]
+struct Filling {
+    body: BytesMut,
+    items: Vec<BulkItem>,
+    parts: Vec<Part>,
     newest_time_ms: Option<i64>,
 }
 
+/// A full batch: its body is shared with the HTTP client (requests send clones of it, never
+/// copies); each item keeps its record offset and tuple index, each part its blob.
+#[derive(Debug)]
+pub(crate) struct Batch {
+    pub(crate) body: Bytes,
+    pub(crate) items: Vec<BulkItem>,
+    pub(crate) parts: Vec<Part>,
+    pub(crate) newest_time_ms: Option<i64>,
+}
+
+impl Batch {
+    pub(crate) fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Where item `i` came from, for its dead letter.
+    fn origin(&self, i: usize) -> ItemOrigin {
+        let mut first = 0;
+        let blob = self
+            .parts
+            .iter()
+            .find(|part| {
+                first += part.items;
+                i < first
+            })
+            .map_or("", |part| &part.blob);
+        let item = &self.items[i];
+        ItemOrigin {
+            blob: blob.to_owned(),
+            record_offset: item.record_offset,
+            tuple_index: item.tuple_index,
+        }
+    }
+
+    /// (chunk, items of it in this batch), for the ack tracker.
+    fn acks(&self) -> Vec<(ChunkId, usize)> {
+        self.parts.iter().map(|p| (p.chunk, p.items)).collect()
+    }
+}
+
+/// Room past `max_bytes` a batch is allocated with: the document that crosses the limit
+/// closes the batch before it is added, so this only covers a single document larger than a
+/// batch (sent alone), which then grows the buffer.
+const BATCH_SLACK: usize = 16 * 1024;
+
 /// Groups the documents of chunks into one batch per source, of at most `max_docs` documents
 /// and `max_bytes` bytes, remembering how many documents of which chunk each batch carries
-/// (the ack tracker's accounting). No I/O: the stage sends what it returns.
+/// (the ack tracker's accounting). A batch is allocated once at its full size and filled with
+/// one copy per run of adjacent documents of a chunk (the chunk's bytes are already bulk
+/// lines). No I/O: the stage sends what it returns.
 #[derive(Debug)]
 pub(crate) struct Batcher {
-    batches: Vec<PendingBatch>,
+    batches: Vec<Option<Filling>>,
     max_docs: usize,
     max_bytes: usize,
 }
@@ -111,10 +165,32 @@ pub(crate) struct Batcher {
 impl Batcher {
     pub(crate) fn new(sources: usize, max_docs: usize, max_bytes: usize) -> Batcher {
         Batcher {
-            batches: (0..sources).map(|_| PendingBatch::default()).collect(),
+            batches: (0..sources).map(|_| None).collect(),
             max_docs,
             max_bytes,
         }
+    }
+
+    /// The batch being filled for `source`, allocated at its full size when there is none.
+    fn filling(&mut self, source: usize) -> &mut Filling {
+        let (max_docs, max_bytes) = (self.max_docs, self.max_bytes);
+        self.batches[source].get_or_insert_with(|| Filling {
+            body: BytesMut::with_capacity(max_bytes.saturating_add(BATCH_SLACK)),
+            items: Vec::with_capacity(max_docs),
+            parts: Vec::new(),
+            newest_time_ms: None,
+        })
+    }
+
+    /// Takes `source`'s batch out as a full one.
+    fn close(&mut self, source: usize) -> Option<Batch> {
+        let filling = self.batches[source].take()?;
+        Some(Batch {
+            body: filling.body.freeze(),
+            items: filling.items,
+            parts: filling.parts,
+            newest_time_ms: filling.newest_time_ms,
+        })
     }
 
     /// Adds the documents of chunk `id` to its source's batch; returns the batches that became
@@ -123,60 +199,86 @@ impl Batcher {
         &mut self,
         id: ChunkId,
         chunk: &Chunk,
-        blob_path: Arc<str>,
-    ) -> Vec<(usize, PendingBatch)> {
+        blob: Arc<str>,
+    ) -> Vec<(usize, Batch)> {
         let source = chunk.source;
+        let (max_docs, max_bytes) = (self.max_docs, self.max_bytes);
+        let items = &chunk.docs.items;
         let mut full = Vec::new();
-        let mut count_in_batch = 0usize;
-        for item in &chunk.docs.items {
-            let batch = &mut self.batches[source];
-            let size = item.end - item.action_start;
-            if !batch.docs.is_empty()
-                && (batch.docs.len() >= self.max_docs
-                    || batch.docs.body.len() + size > self.max_bytes)
-            {
-                if count_in_batch > 0 {
-                    batch.parts.push((id, count_in_batch));
-                    count_in_batch = 0;
+        let mut next = 0;
+        loop {
+            let batch = self.filling(source);
+            // The documents that fit: a batch takes at least one, then closes before the one
+            // that would pass a limit.
+            let (start, mut docs, mut bytes) = (next, batch.items.len(), batch.body.len());
+            while let Some(item) = items.get(next) {
+                let size = item.end - item.action_start;
+                if docs > 0 && (docs >= max_docs || bytes + size > max_bytes) {
+                    break;
                 }
-                full.push((source, std::mem::take(batch)));
+                docs += 1;
+                bytes += size;
+                next += 1;
             }
-            let batch = &mut self.batches[source];
-            let start = batch.docs.body.len();
-            batch
-                .docs
-                .body
-                .extend_from_slice(&chunk.docs.body[item.range()]);
-            let shift = |x: usize| x - item.action_start + start;
-            batch.docs.items.push(BulkItem {
-                action_start: start,
-                doc_start: shift(item.doc_start),
-                end: shift(item.end),
-                record_offset: item.record_offset,
-                tuple_index: item.tuple_index,
-            });
-            batch
-                .origins
-                .push((blob_path.clone(), item.record_offset, item.tuple_index));
-            count_in_batch += 1;
+            append(batch, &chunk.docs.body, &items[start..next]);
+            if next > start {
+                batch.parts.push(Part {
+                    chunk: id,
+                    items: next - start,
+                    blob: blob.clone(),
+                });
+            }
+            if next == items.len() {
+                batch.newest_time_ms = batch.newest_time_ms.max(chunk.newest_time_ms);
+                if docs >= max_docs || bytes >= max_bytes {
+                    full.extend(self.close(source).map(|b| (source, b)));
+                }
+                return full;
+            }
+            full.extend(self.close(source).map(|b| (source, b)));
         }
-        let batch = &mut self.batches[source];
-        batch.parts.push((id, count_in_batch));
-        batch.newest_time_ms = batch.newest_time_ms.max(chunk.newest_time_ms);
-        if batch.docs.len() >= self.max_docs || batch.docs.body.len() >= self.max_bytes {
-            full.push((source, std::mem::take(batch)));
-        }
-        full
     }
 
     /// Every non-empty batch (the flush interval passed, or the input ended).
-    pub(crate) fn take_all(&mut self) -> Vec<(usize, PendingBatch)> {
-        self.batches
-            .iter_mut()
-            .enumerate()
-            .filter(|(_, batch)| !batch.docs.is_empty())
-            .map(|(source, batch)| (source, std::mem::take(batch)))
+    pub(crate) fn take_all(&mut self) -> Vec<(usize, Batch)> {
+        let waiting: Vec<usize> = (0..self.batches.len())
+            .filter(|&s| {
+                self.batches[s]
+                    .as_ref()
+                    .is_some_and(|b| !b.items.is_empty())
+            })
+            .collect();
+        waiting
+            .into_iter()
+            .filter_map(|s| self.close(s).map(|b| (s, b)))
             .collect()
+    }
+}
+
+/// Appends `items` of a chunk whose bytes are `body` to `batch`: one copy per run of items
+/// lying next to each other (all of them, as the encoder writes a chunk), offsets shifted.
+fn append(batch: &mut Filling, body: &[u8], items: &[BulkItem]) {
+    let mut first = 0;
+    while first < items.len() {
+        let mut end = first + 1;
+        while end < items.len() && items[end].action_start == items[end - 1].end {
+            end += 1;
+        }
+        let from = items[first].action_start;
+        let base = batch.body.len();
+        batch
+            .body
+            .extend_from_slice(&body[from..items[end - 1].end]);
+        let shift = |x: usize| x - from + base;
+        batch
+            .items
+            .extend(items[first..end].iter().map(|item| BulkItem {
+                action_start: shift(item.action_start),
+                doc_start: shift(item.doc_start),
+                end: shift(item.end),
+                ..*item
+            }));
+        first = end;
     }
 }
 
@@ -296,22 +398,25 @@ impl DeliveryStage {
     }
 
     /// Sends a batch once a delivery slot is free (backpressure on the readers).
-    async fn send(self: Arc<Self>, source: usize, batch: PendingBatch, inflight: &mut Deliveries) {
+    async fn send(self: Arc<Self>, source: usize, batch: Batch, inflight: &mut Deliveries) {
         let Ok(permit) = self.permits.clone().acquire_owned().await else {
             return;
         };
         let in_flight = self
             .metrics
             .batch_started(chrono::Utc::now().timestamp_millis());
-        let chunks = batch.parts.iter().map(|(id, _)| *id).collect();
+        let chunks = batch.parts.iter().map(|p| p.chunk).collect();
         let handle = inflight.tasks.spawn(async move {
-            let origin = |i: usize| {
-                let (blob, record_offset, tuple_index) = &batch.origins[i];
-                ItemOrigin { blob: blob.to_string(), record_offset: *record_offset, tuple_index: *tuple_index }
-            };
-            let result = self.sink.deliver(&batch.docs, &origin, &self.cancel).await;
+            let body = BulkBody { body: &batch.body, items: &batch.items };
+            let result = self.sink.deliver_body(body, &|i| batch.origin(i), &self.cancel).await;
             drop(permit);
             drop(in_flight);
+            let documents = batch.len();
+            let acks = batch.acks();
+            let newest_time_ms = batch.newest_time_ms;
+            // The documents are settled (or never will be by this task): free their memory
+            // before the commit and the registry flush, which may wait for the disk.
+            drop(batch);
             let m = &self.metrics.sources[source];
             match result {
                 Ok(report) => {
@@ -324,11 +429,11 @@ impl DeliveryStage {
                         self.metrics.observe_bulk_latency(*latency);
                     }
                     self.metrics.last_bulk_ok_ms.store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
-                    self.clone().acknowledge_off_runtime(source, batch.parts, batch.newest_time_ms).await;
+                    self.clone().acknowledge_off_runtime(source, acks, newest_time_ms).await;
                     self.flush_registry().await;
                 }
                 Err(_) => {
-                    tracing::warn!(source = %m.name, documents = batch.docs.len(), "batch delivery cancelled at shutdown; its blobs will be re-read from their committed offsets");
+                    tracing::warn!(source = %m.name, documents, "batch delivery cancelled at shutdown; its blobs will be re-read from their committed offsets");
                 }
             }
         });
@@ -404,6 +509,7 @@ impl DeliveryStage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sink::document::BulkBuffer;
 
     fn chunk(blob: &str, from: u64, to: u64) -> Chunk {
         Chunk {
@@ -483,20 +589,19 @@ mod tests {
         assert_eq!(full.len(), 2);
         for (source, batch) in &full {
             assert_eq!(*source, 1);
-            assert_eq!(batch.docs.len(), 3);
-            assert_eq!(batch.parts, vec![(40, 3)]);
-            assert_eq!(batch.origins.len(), 3);
+            assert_eq!(batch.len(), 3);
+            assert_eq!(batch.acks(), vec![(40, 3)]);
         }
         // The next chunk fills the waiting batch up: parts name both chunks.
         let full = batcher.add(41, &chunk_with(1, "b", 2, 10), path.clone());
         assert_eq!(full.len(), 1);
-        assert_eq!(full[0].1.parts, vec![(40, 1), (41, 2)]);
+        assert_eq!(full[0].1.acks(), vec![(40, 1), (41, 2)]);
         // Items keep their bytes, shifted into the batch body.
         let batch = &full[0].1;
-        assert_eq!(batch.docs.body.len(), 30);
-        assert_eq!(batch.docs.items[2].action_start, 20);
-        assert_eq!(batch.docs.items[2].end, 30);
-        assert_eq!(batch.docs.items[2].tuple_index, 1);
+        assert_eq!(batch.body.len(), 30);
+        assert_eq!(batch.items[2].action_start, 20);
+        assert_eq!(batch.items[2].end, 30);
+        assert_eq!(batch.items[2].tuple_index, 1);
         assert!(batcher.take_all().is_empty());
     }
 
@@ -506,14 +611,80 @@ mod tests {
         let path: Arc<str> = Arc::from("c/b");
         // 10-byte documents, 25 bytes a batch: two per batch.
         let full = batcher.add(1, &chunk_with(0, "b", 5, 10), path.clone());
-        let sizes: Vec<usize> = full.iter().map(|(_, b)| b.docs.len()).collect();
+        let sizes: Vec<usize> = full.iter().map(|(_, b)| b.len()).collect();
         assert_eq!(sizes, vec![2, 2]);
         assert!(batcher.add(2, &chunk_with(1, "c", 1, 10), path).is_empty());
         let waiting = batcher.take_all();
         let summary: Vec<(usize, Vec<(ChunkId, usize)>)> = waiting
             .into_iter()
-            .map(|(source, b)| (source, b.parts))
+            .map(|(source, b)| (source, b.acks()))
             .collect();
         assert_eq!(summary, vec![(0, vec![(1, 1)]), (1, vec![(2, 1)])]);
+        assert!(batcher.take_all().is_empty(), "taken batches are gone");
+    }
+
+    #[test]
+    fn a_batch_body_holds_exactly_the_lines_of_its_items_even_with_bytes_between_them() {
+        let mut batcher = Batcher::new(1, 10, 1_000_000);
+        // Three documents with a byte that belongs to none between the second and the third.
+        let mut c = chunk("b", 0, 100);
+        for (i, text) in ["{a}\n{1}\n", "{b}\n{2}\n", "#", "{c}\n{3}\n"]
+            .iter()
+            .enumerate()
+        {
+            let start = c.docs.body.len();
+            c.docs.body.extend_from_slice(text.as_bytes());
+            if *text != "#" {
+                c.docs.items.push(BulkItem {
+                    action_start: start,
+                    doc_start: start + 4,
+                    end: start + text.len(),
+                    record_offset: 5,
+                    tuple_index: i as u32,
+                });
+            }
+        }
+        assert!(batcher.add(1, &c, Arc::from("c/b")).is_empty());
+        let (_, batch) = batcher.take_all().remove(0);
+        assert_eq!(&batch.body[..], b"{a}\n{1}\n{b}\n{2}\n{c}\n{3}\n");
+        for item in &batch.items {
+            assert_eq!(
+                &batch.body[item.doc_start - 4..item.doc_start],
+                &batch.body[item.action_start..item.doc_start]
+            );
+            assert_eq!(batch.body[item.end - 1], b'\n');
+        }
+        assert_eq!(&batch.body[batch.items[2].doc_range()], b"{3}");
+    }
+
+    #[test]
+    fn a_dead_letter_names_the_blob_of_the_chunk_its_document_came_from() {
+        let mut batcher = Batcher::new(1, 10, 1_000_000);
+        assert!(
+            batcher
+                .add(1, &chunk_with(0, "one", 2, 10), Arc::from("c/one"))
+                .is_empty()
+        );
+        assert!(
+            batcher
+                .add(2, &chunk_with(0, "two", 3, 10), Arc::from("c/two"))
+                .is_empty()
+        );
+        let (_, batch) = batcher.take_all().remove(0);
+        let origins: Vec<(String, u32)> = (0..batch.len())
+            .map(|i| {
+                let o = batch.origin(i);
+                assert_eq!(o.record_offset, 7);
+                (o.blob, o.tuple_index)
+            })
+            .collect();
+        let expected = [
+            ("c/one", 0),
+            ("c/one", 1),
+            ("c/two", 0),
+            ("c/two", 1),
+            ("c/two", 2),
+        ];
+        assert_eq!(origins, expected.map(|(b, t)| (b.to_owned(), t)).to_vec());
     }
 }

@@ -27,7 +27,7 @@ use bytes::Bytes;
 use elasticsearch::http::Method;
 use elasticsearch::http::headers::{CONTENT_TYPE, HeaderMap, HeaderValue};
 use serde::Deserialize;
-use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -35,7 +35,7 @@ use tracing::{debug, error, info, warn};
 pub use super::client::{AuthKind, SinkError};
 use super::client::{Connection, connect, error_chain};
 use super::dead_letter::{DeadLetter, ItemOrigin, RejectedDocument};
-use super::document::{BulkBuffer, Schema};
+use super::document::{BulkBuffer, BulkItem, Schema};
 use super::index_name::IndexPattern;
 use super::retry::{Backoff, FailureLog, OutageLog};
 use super::template::{self, TemplateOptions};
@@ -77,6 +77,14 @@ impl DeliveryReport {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("bulk delivery cancelled before every document was settled")]
 pub struct Cancelled;
+
+/// A batch as [`BulkSink::deliver_body`] sends it: an NDJSON bulk body in a shared buffer and
+/// the byte ranges of its items in it.
+#[derive(Debug, Clone, Copy)]
+pub struct BulkBody<'a> {
+    pub body: &'a Bytes,
+    pub items: &'a [BulkItem],
+}
 
 /// One source's index, for [`BulkSink::setup`] and [`BulkSink::check_targets`].
 #[derive(Debug, Clone)]
@@ -366,7 +374,7 @@ pub(crate) enum ItemOutcome {
 }
 
 enum ChunkResult {
-    Outcomes(Vec<ItemOutcome>),
+    Outcomes(ParsedItems),
     /// The body is refused as a whole (413, or a 400 saying it does not parse): split it.
     BodyRefused {
         status: u16,
@@ -635,15 +643,33 @@ impl BulkSink {
 
     /// Delivers every document of `batch`: returns once each is created, already there (409)
     /// or dead-lettered, or `Err(Cancelled)` when `cancel` fires first. `origin(i)` says where
-    /// item `i` came from (called for dead-lettered items only).
+    /// item `i` came from (called for dead-lettered items only). Copies the body once into a
+    /// shared buffer; the daemon, which owns its batches, uses [`BulkSink::deliver_body`].
     pub async fn deliver(
         &self,
         batch: &BulkBuffer,
         origin: &(dyn Fn(usize) -> ItemOrigin + Sync),
         cancel: &CancellationToken,
     ) -> Result<DeliveryReport, Cancelled> {
+        let body = Bytes::copy_from_slice(&batch.body);
+        let batch = BulkBody {
+            body: &body,
+            items: &batch.items,
+        };
+        self.deliver_body(batch, origin, cancel).await
+    }
+
+    /// [`BulkSink::deliver`] of a body already in a shared buffer: requests send clones of it
+    /// (or slices, for a contiguous run of items), never copies; only a retried subset of
+    /// scattered items gets a body of its own.
+    pub async fn deliver_body(
+        &self,
+        batch: BulkBody<'_>,
+        origin: &(dyn Fn(usize) -> ItemOrigin + Sync),
+        cancel: &CancellationToken,
+    ) -> Result<DeliveryReport, Cancelled> {
         let mut report = DeliveryReport::default();
-        let mut pending: Vec<usize> = (0..batch.len()).collect();
+        let mut pending: Vec<usize> = (0..batch.items.len()).collect();
         let mut round_backoff = Backoff::new(self.inner.initial_backoff, self.inner.max_backoff);
         // When each item first failed with a retryable status other than 429.
         let mut failing_since: std::collections::HashMap<usize, Instant> =
@@ -656,7 +682,10 @@ impl BulkSink {
             let mut chunks = vec![std::mem::take(&mut pending)];
             while let Some(chunk) = chunks.pop() {
                 match self.send_chunk(batch, &chunk, &mut report, cancel).await? {
-                    ChunkResult::Outcomes(outcomes) => {
+                    ChunkResult::Outcomes(ParsedItems::AllCreated) => {
+                        report.created += chunk.len();
+                    }
+                    ChunkResult::Outcomes(ParsedItems::Each(outcomes)) => {
                         for (&i, outcome) in chunk.iter().zip(outcomes) {
                             match outcome {
                                 ItemOutcome::Created => report.created += 1,
@@ -723,12 +752,12 @@ impl BulkSink {
     /// Sends one set of items until a usable response arrives (or the body is refused).
     async fn send_chunk(
         &self,
-        batch: &BulkBuffer,
+        batch: BulkBody<'_>,
         chunk: &[usize],
         report: &mut DeliveryReport,
         cancel: &CancellationToken,
     ) -> Result<ChunkResult, Cancelled> {
-        let body = build_body(batch, chunk);
+        let body = request_body(batch, chunk);
         let mut backoff = Backoff::new(self.inner.initial_backoff, self.inner.max_backoff);
         loop {
             if cancel.is_cancelled() {
@@ -748,9 +777,9 @@ impl BulkSink {
                     report.request_latencies.push(started.elapsed());
                     match status {
                         200..=299 => match parse_bulk_response(&response, chunk.len()) {
-                            Ok(outcomes) => {
+                            Ok(items) => {
                                 self.request_recovered();
-                                return Ok(ChunkResult::Outcomes(outcomes));
+                                return Ok(ChunkResult::Outcomes(items));
                             }
                             Err(e) => format!("HTTP {status} with an unusable bulk response: {e}"),
                         },
@@ -859,7 +888,7 @@ impl BulkSink {
     /// their offsets may only be committed once they are on disk.
     async fn dead_letter_items(
         &self,
-        batch: &BulkBuffer,
+        batch: BulkBody<'_>,
         origin: &(dyn Fn(usize) -> ItemOrigin + Sync),
         rejected: &[(usize, u16, Value)],
         cancel: &CancellationToken,
@@ -875,7 +904,7 @@ impl BulkSink {
                     id,
                     status: *status,
                     error: error.clone(),
-                    document: batch.doc(*i),
+                    document: &batch.body[item.doc_range()],
                 }
             })
             .collect();
@@ -1185,8 +1214,23 @@ fn gave_up(status: u16, failing_for: Duration, last_error: Option<Value>) -> Val
     })
 }
 
-/// The action and document lines of `items` of `batch`, as one bulk body.
-fn build_body(batch: &BulkBuffer, items: &[usize]) -> Bytes {
+/// The body of a request for `items` (ascending indices) of `batch`: a slice of the shared
+/// body when they are consecutive items lying next to each other in it (a whole batch, or a
+/// half of a refused one), else a new body of their lines.
+fn request_body(batch: BulkBody<'_>, items: &[usize]) -> Bytes {
+    let adjacent = items
+        .windows(2)
+        .all(|w| w[1] == w[0] + 1 && batch.items[w[0]].end == batch.items[w[1]].action_start);
+    match (items.first(), items.last()) {
+        (Some(&first), Some(&last)) if adjacent => batch
+            .body
+            .slice(batch.items[first].action_start..batch.items[last].end),
+        _ => build_body(batch, items),
+    }
+}
+
+/// The action and document lines of `items` of `batch`, copied into one new bulk body.
+fn build_body(batch: BulkBody<'_>, items: &[usize]) -> Bytes {
     let len = items.iter().map(|&i| batch.items[i].range().len()).sum();
     let mut body = Vec::with_capacity(len);
     for &i in items {
@@ -1243,27 +1287,53 @@ fn classify(status: Option<u16>, error: Option<Value>) -> ItemOutcome {
     }
 }
 
+/// What a bulk response says about the items sent.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum ParsedItems {
+    /// `"errors":false` and one item per document sent: every one was created.
+    AllCreated,
+    /// Each item's outcome, in the order sent.
+    Each(Vec<ItemOutcome>),
+}
+
+impl ParsedItems {
+    /// Each of the `sent` items' outcome.
+    #[cfg(test)]
+    fn into_vec(self, sent: usize) -> Vec<ItemOutcome> {
+        match self {
+            ParsedItems::AllCreated => vec![ItemOutcome::Created; sent],
+            ParsedItems::Each(outcomes) => outcomes,
+        }
+    }
+}
+
 /// Outcomes of the `sent` items of a bulk request from its (filtered) response. Items beyond
 /// the end of a short response are retried; an unparsable response or one with more items
 /// than sent is an error (the whole request is retried: `create` makes that safe).
-pub(crate) fn parse_bulk_response(body: &[u8], sent: usize) -> Result<Vec<ItemOutcome>, String> {
-    let response: BulkResponse = serde_json::from_slice(body)
+///
+/// The usual answer, `"errors":false` with one item per document, is only counted: each item
+/// is checked to be an object but not read, so a 5,000-item response costs no allocation.
+pub(crate) fn parse_bulk_response(body: &[u8], sent: usize) -> Result<ParsedItems, String> {
+    let summary: BulkSummary = serde_json::from_slice(body)
         .map_err(|e| format!("not a bulk response ({e}): {}", excerpt(body)))?;
-    let Some(items) = response.items else {
+    let Some(ItemCount(count)) = summary.items else {
         return Err(format!(
             "no `items` in the bulk response: {}",
             excerpt(body)
         ));
     };
-    if items.len() > sent {
-        return Err(format!(
-            "{} items in the response for {sent} sent",
-            items.len()
-        ));
+    if count > sent {
+        return Err(format!("{count} items in the response for {sent} sent"));
     }
+    if summary.errors == Some(false) && count == sent {
+        return Ok(ParsedItems::AllCreated);
+    }
+    let response: BulkResponse = serde_json::from_slice(body)
+        .map_err(|e| format!("not a bulk response ({e}): {}", excerpt(body)))?;
+    let items = response.items.unwrap_or_default();
     let missing = sent - items.len();
     let mut outcomes: Vec<ItemOutcome> = if response.errors == Some(false) {
-        // Fast path: Elasticsearch says every item succeeded.
+        // Elasticsearch says every item it answered succeeded.
         vec![ItemOutcome::Created; items.len()]
     } else {
         items
@@ -1275,7 +1345,59 @@ pub(crate) fn parse_bulk_response(body: &[u8], sent: usize) -> Result<Vec<ItemOu
         status: 0,
         error: Some(json!({"type": "missing_item", "reason": "not in the bulk response"})),
     }));
-    Ok(outcomes)
+    Ok(ParsedItems::Each(outcomes))
+}
+
+/// A bulk response read only for `errors` and the number of items.
+#[derive(Deserialize)]
+struct BulkSummary {
+    #[serde(default)]
+    errors: Option<bool>,
+    #[serde(default)]
+    items: Option<ItemCount>,
+}
+
+/// The length of `items`, each checked to be an object and skipped.
+struct ItemCount(usize);
+
+impl<'de> Deserialize<'de> for ItemCount {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Count;
+        impl<'de> Visitor<'de> for Count {
+            type Value = ItemCount;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of bulk items")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ItemCount, A::Error> {
+                let mut count = 0;
+                while seq.next_element::<AnObject>()?.is_some() {
+                    count += 1;
+                }
+                Ok(ItemCount(count))
+            }
+        }
+        d.deserialize_seq(Count)
+    }
+}
+
+/// Any JSON object, skipped without being kept.
+struct AnObject;
+
+impl<'de> Deserialize<'de> for AnObject {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Skip;
+        impl<'de> Visitor<'de> for Skip {
+            type Value = AnObject;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a bulk item object like {\"create\":{…}}")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<AnObject, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(AnObject)
+            }
+        }
+        d.deserialize_map(Skip)
+    }
 }
 
 #[derive(Deserialize)]
@@ -1387,7 +1509,9 @@ mod tests {
     use super::*;
 
     fn outcomes(body: &str, sent: usize) -> Vec<ItemOutcome> {
-        parse_bulk_response(body.as_bytes(), sent).unwrap()
+        parse_bulk_response(body.as_bytes(), sent)
+            .unwrap()
+            .into_vec(sent)
     }
 
     #[test]
@@ -1430,6 +1554,11 @@ mod tests {
             2,
         );
         assert_eq!(o, [ItemOutcome::Created, ItemOutcome::Created]);
+        assert_eq!(
+            parse_bulk_response(br#"{"errors":false,"items":[{"create":{}}]}"#, 1),
+            Ok(ParsedItems::AllCreated),
+            "one item per document sent: counted, not read"
+        );
         // Unknown fields (took, ingest_took) are fine.
         let o = outcomes(
             r#"{"took":3,"ingest_took":0,"errors":false,"items":[{"create":{"_index":"i","_id":"a","status":201}}]}"#,
@@ -1521,7 +1650,7 @@ mod tests {
     }
 
     #[test]
-    fn bodies_are_rebuilt_from_item_ranges_and_actions_parsed() {
+    fn requests_slice_the_shared_body_for_adjacent_items_and_rebuild_it_for_scattered_ones() {
         let mut batch = BulkBuffer::new();
         for (i, id) in ["a", "b", "c"].iter().enumerate() {
             let action_start = batch.body.len();
@@ -1540,12 +1669,27 @@ mod tests {
                 tuple_index: i as u32,
             });
         }
-        let body = build_body(&batch, &[0, 2]);
+        let shared = Bytes::copy_from_slice(&batch.body);
+        let view = BulkBody {
+            body: &shared,
+            items: &batch.items,
+        };
+        let body = request_body(view, &[0, 2]);
         assert_eq!(
             std::str::from_utf8(&body).unwrap(),
             "{\"create\":{\"_index\":\"ix\",\"_id\":\"a\"}}\n{\"n\":0}\n{\"create\":{\"_index\":\"ix\",\"_id\":\"c\"}}\n{\"n\":2}\n"
         );
-        assert_eq!(&build_body(&batch, &[0, 1, 2])[..], &batch.body[..]);
+        // A run of adjacent items is sent as a slice of the shared body, not a copy.
+        let whole = request_body(view, &[0, 1, 2]);
+        assert_eq!(&whole[..], &batch.body[..]);
+        assert_eq!(whole.as_ptr(), shared.as_ptr());
+        let tail = request_body(view, &[1, 2]);
+        assert_eq!(&tail[..], &batch.body[batch.items[1].action_start..]);
+        assert_eq!(
+            tail.as_ptr(),
+            shared[batch.items[1].action_start..].as_ptr()
+        );
+        assert_eq!(&build_body(view, &[0, 1, 2])[..], &batch.body[..]);
         let item = batch.items[1];
         assert_eq!(
             action_target(&batch.body[item.action_start..item.doc_start]),
