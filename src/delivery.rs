@@ -17,7 +17,7 @@ use crate::metrics::{Metrics, SourceMetrics};
 use crate::registry::Registry;
 use crate::sink::bulk::{BulkBody, BulkSink};
 use crate::sink::dead_letter::ItemOrigin;
-use crate::sink::document::BulkItem;
+use crate::sink::document::{BulkBuffer, BulkItem};
 use crate::source::reader::{Chunk, ChunkSink, ReadError};
 
 /// Blobs that must not be planned again yet, with how many holds each has: one while a read of
@@ -66,16 +66,73 @@ impl Drop for BlobHold {
     }
 }
 
+/// Emptied buffers kept for reuse, at most `keep` of them (more are freed). Why: a buffer of
+/// a megabyte or more is a fresh mapping from glibc (above its mmap threshold), so every byte
+/// written into a new one first costs a page fault: a fifth of flowlogd's CPU went to faults
+/// on fresh chunk and batch buffers. Reused, they stay mapped, and what the daemon holds is
+/// the buffers in use at the busiest moment, no more (invariant 6).
+pub(crate) struct Pool<T> {
+    free: Arc<Mutex<Vec<T>>>,
+    keep: usize,
+}
+
+impl<T> std::fmt::Debug for Pool<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").field("keep", &self.keep).finish()
+    }
+}
+
+impl<T> Clone for Pool<T> {
+    fn clone(&self) -> Self {
+        Pool {
+            free: self.free.clone(),
+            keep: self.keep,
+        }
+    }
+}
+
+impl<T> Pool<T> {
+    pub(crate) fn new(keep: usize) -> Pool<T> {
+        Pool {
+            free: Arc::new(Mutex::new(Vec::with_capacity(keep))),
+            keep,
+        }
+    }
+
+    /// A buffer given back earlier, if any.
+    pub(crate) fn take(&self) -> Option<T> {
+        self.free.lock().ok()?.pop()
+    }
+
+    /// Keeps `buffer` for the next [`Pool::take`], unless `keep` are kept already.
+    pub(crate) fn give(&self, buffer: T) {
+        if let Ok(mut free) = self.free.lock()
+            && free.len() < self.keep
+        {
+            free.push(buffer);
+        }
+    }
+}
+
+/// The buffers of a batch, emptied, for the next batch.
+#[derive(Debug)]
+pub(crate) struct BatchBuffers {
+    body: BytesMut,
+    items: Vec<BulkItem>,
+}
+
 /// A chunk on its way to the delivery stage, holding its blob until the ack tracker has it.
 pub(crate) struct HeldChunk {
     chunk: Chunk,
     hold: BlobHold,
 }
 
-/// The daemon's [`ChunkSink`]: each chunk takes a hold on its blob before it enters the channel.
+/// The daemon's [`ChunkSink`]: each chunk takes a hold on its blob before it enters the
+/// channel, and is filled in a buffer the delivery stage has emptied.
 pub(crate) struct HoldingSender {
     pub(crate) tx: mpsc::Sender<HeldChunk>,
     pub(crate) holds: BlobHolds,
+    pub(crate) buffers: Pool<BulkBuffer>,
 }
 
 impl ChunkSink for HoldingSender {
@@ -85,6 +142,16 @@ impl ChunkSink for HoldingSender {
             .send(HeldChunk { chunk, hold })
             .await
             .map_err(|_| ReadError::Closed)
+    }
+
+    fn buffer(&mut self, body: usize, items: usize) -> BulkBuffer {
+        match self.buffers.take() {
+            Some(buffer) if buffer.body.capacity() >= body => buffer,
+            _ => BulkBuffer {
+                body: Vec::with_capacity(body),
+                items: Vec::with_capacity(items),
+            },
+        }
     }
 }
 
@@ -160,25 +227,41 @@ pub(crate) struct Batcher {
     batches: Vec<Option<Filling>>,
     max_docs: usize,
     max_bytes: usize,
+    /// Buffers of delivered batches, given back by [`recycle`].
+    spare: Pool<BatchBuffers>,
 }
 
 impl Batcher {
-    pub(crate) fn new(sources: usize, max_docs: usize, max_bytes: usize) -> Batcher {
+    pub(crate) fn new(
+        sources: usize,
+        max_docs: usize,
+        max_bytes: usize,
+        spare: Pool<BatchBuffers>,
+    ) -> Batcher {
         Batcher {
             batches: (0..sources).map(|_| None).collect(),
             max_docs,
             max_bytes,
+            spare,
         }
     }
 
-    /// The batch being filled for `source`, allocated at its full size when there is none.
+    /// The batch being filled for `source`; when there is none, a new one in the buffers of a
+    /// delivered batch, or allocated at its full size.
     fn filling(&mut self, source: usize) -> &mut Filling {
         let (max_docs, max_bytes) = (self.max_docs, self.max_bytes);
-        self.batches[source].get_or_insert_with(|| Filling {
-            body: BytesMut::with_capacity(max_bytes.saturating_add(BATCH_SLACK)),
-            items: Vec::with_capacity(max_docs),
-            parts: Vec::new(),
-            newest_time_ms: None,
+        let spare = &self.spare;
+        self.batches[source].get_or_insert_with(|| {
+            let BatchBuffers { body, items } = spare.take().unwrap_or_else(|| BatchBuffers {
+                body: BytesMut::with_capacity(max_bytes.saturating_add(BATCH_SLACK)),
+                items: Vec::with_capacity(max_docs),
+            });
+            Filling {
+                body,
+                items,
+                parts: Vec::new(),
+                newest_time_ms: None,
+            }
         })
     }
 
@@ -255,6 +338,19 @@ impl Batcher {
     }
 }
 
+/// Gives a delivered batch's buffers back to the batcher. The body is unique unless the HTTP
+/// client still holds a clone of it (a request abandoned at shutdown): then it is simply freed.
+fn recycle(pool: &Pool<BatchBuffers>, batch: Batch) {
+    let Batch {
+        body, mut items, ..
+    } = batch;
+    if let Ok(mut body) = body.try_into_mut() {
+        body.clear();
+        items.clear();
+        pool.give(BatchBuffers { body, items });
+    }
+}
+
 /// Appends `items` of a chunk whose bytes are `body` to `batch`: one copy per run of items
 /// lying next to each other (all of them, as the encoder writes a chunk), offsets shifted.
 fn append(batch: &mut Filling, body: &[u8], items: &[BulkItem]) {
@@ -299,6 +395,10 @@ pub(crate) struct DeliveryStage {
     /// Acknowledgements so far, and how many of them the last finished flush covers.
     pub(crate) commits: std::sync::atomic::AtomicU64,
     pub(crate) flushed: std::sync::atomic::AtomicU64,
+    /// Chunk buffers whose documents are in a batch, for the readers to fill again.
+    pub(crate) chunk_buffers: Pool<BulkBuffer>,
+    /// Buffers of delivered batches, for the batcher.
+    pub(crate) batch_buffers: Pool<BatchBuffers>,
 }
 
 /// Batches in delivery: their tasks, and the chunks each one carries, so that a task that
@@ -313,8 +413,12 @@ struct Deliveries {
 impl DeliveryStage {
     pub(crate) async fn run(self, mut rx: mpsc::Receiver<HeldChunk>) {
         let stage = Arc::new(self);
-        let mut batches =
-            Batcher::new(stage.metrics.sources.len(), stage.max_docs, stage.max_bytes);
+        let mut batches = Batcher::new(
+            stage.metrics.sources.len(),
+            stage.max_docs,
+            stage.max_bytes,
+            stage.batch_buffers.clone(),
+        );
         let mut inflight = Deliveries::default();
         let mut tick = tokio::time::interval(stage.flush_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -392,7 +496,12 @@ impl DeliveryStage {
         }
         let container = self.containers[source].clone();
         let blob_path: Arc<str> = Arc::from(format!("{container}/{}", chunk.blob).as_str());
-        for (source, full) in batcher.add(id, &chunk, blob_path) {
+        let full = batcher.add(id, &chunk, blob_path);
+        // Its documents are in a batch now: the buffer can take the next chunk's.
+        let mut docs = chunk.docs;
+        docs.clear();
+        self.chunk_buffers.give(docs);
+        for (source, full) in full {
             self.clone().send(source, full, inflight).await;
         }
     }
@@ -414,9 +523,10 @@ impl DeliveryStage {
             let documents = batch.len();
             let acks = batch.acks();
             let newest_time_ms = batch.newest_time_ms;
-            // The documents are settled (or never will be by this task): free their memory
-            // before the commit and the registry flush, which may wait for the disk.
-            drop(batch);
+            // The documents are settled (or never will be by this task): their buffers go to
+            // the next batch before the commit and the registry flush, which may wait for the
+            // disk.
+            recycle(&self.batch_buffers, batch);
             let m = &self.metrics.sources[source];
             match result {
                 Ok(report) => {
@@ -509,7 +619,6 @@ impl DeliveryStage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sink::document::BulkBuffer;
 
     fn chunk(blob: &str, from: u64, to: u64) -> Chunk {
         Chunk {
@@ -535,6 +644,7 @@ mod tests {
         let mut sender = HoldingSender {
             tx,
             holds: holds.clone(),
+            buffers: Pool::new(1),
         };
         let read = holds.hold(0, "b");
         sender.send(chunk("b", 0, 10)).await.unwrap();
@@ -582,7 +692,7 @@ mod tests {
 
     #[test]
     fn a_chunk_larger_than_a_batch_is_spread_over_batches_that_account_for_every_document() {
-        let mut batcher = Batcher::new(2, 3, 1_000_000);
+        let mut batcher = Batcher::new(2, 3, 1_000_000, Pool::new(0));
         let path: Arc<str> = Arc::from("c/b");
         // 7 documents, batches of 3: two full batches now, one document waiting.
         let full = batcher.add(40, &chunk_with(1, "b", 7, 10), path.clone());
@@ -607,7 +717,7 @@ mod tests {
 
     #[test]
     fn batches_close_at_max_bytes_and_the_flush_takes_every_source_s_waiting_batch() {
-        let mut batcher = Batcher::new(2, 1000, 25);
+        let mut batcher = Batcher::new(2, 1000, 25, Pool::new(0));
         let path: Arc<str> = Arc::from("c/b");
         // 10-byte documents, 25 bytes a batch: two per batch.
         let full = batcher.add(1, &chunk_with(0, "b", 5, 10), path.clone());
@@ -625,7 +735,7 @@ mod tests {
 
     #[test]
     fn a_batch_body_holds_exactly_the_lines_of_its_items_even_with_bytes_between_them() {
-        let mut batcher = Batcher::new(1, 10, 1_000_000);
+        let mut batcher = Batcher::new(1, 10, 1_000_000, Pool::new(0));
         // Three documents with a byte that belongs to none between the second and the third.
         let mut c = chunk("b", 0, 100);
         for (i, text) in ["{a}\n{1}\n", "{b}\n{2}\n", "#", "{c}\n{3}\n"]
@@ -659,7 +769,7 @@ mod tests {
 
     #[test]
     fn a_dead_letter_names_the_blob_of_the_chunk_its_document_came_from() {
-        let mut batcher = Batcher::new(1, 10, 1_000_000);
+        let mut batcher = Batcher::new(1, 10, 1_000_000, Pool::new(0));
         assert!(
             batcher
                 .add(1, &chunk_with(0, "one", 2, 10), Arc::from("c/one"))
@@ -686,5 +796,47 @@ mod tests {
             ("c/two", 2),
         ];
         assert_eq!(origins, expected.map(|(b, t)| (b.to_owned(), t)).to_vec());
+    }
+
+    #[test]
+    fn a_delivered_batch_s_buffers_carry_the_next_batch_unless_a_request_still_holds_them() {
+        let pool = Pool::new(2);
+        let mut batcher = Batcher::new(1, 2, 1_000_000, pool.clone());
+        let path: Arc<str> = Arc::from("c/b");
+        let (_, first) = batcher
+            .add(1, &chunk_with(0, "b", 2, 10), path.clone())
+            .remove(0);
+        let in_request = first.body.clone();
+        recycle(&pool, first);
+        assert!(
+            pool.take().is_none(),
+            "the HTTP client still holds the body: freed, not reused"
+        );
+        drop(in_request);
+
+        let (_, second) = batcher
+            .add(2, &chunk_with(0, "b", 2, 10), path.clone())
+            .remove(0);
+        let second_body = second.body.as_ptr();
+        recycle(&pool, second);
+        let (_, third) = batcher.add(3, &chunk_with(0, "b", 2, 10), path).remove(0);
+        assert_eq!(
+            third.body.as_ptr(),
+            second_body,
+            "the same buffer, not a new allocation"
+        );
+        assert_eq!(third.body.len(), 20);
+        assert_eq!(third.acks(), vec![(3, 2)]);
+    }
+
+    #[test]
+    fn a_pool_keeps_at_most_its_limit_of_buffers() {
+        let pool = Pool::new(2);
+        for n in 0..5 {
+            pool.give(vec![n]);
+        }
+        assert_eq!(pool.take(), Some(vec![1]));
+        assert_eq!(pool.take(), Some(vec![0]));
+        assert_eq!(pool.take(), None);
     }
 }
