@@ -276,50 +276,48 @@ impl Batcher {
         })
     }
 
-    /// Adds the documents of chunk `id` to its source's batch; returns the batches that became
-    /// full on the way, in order (source, batch). A chunk may span several batches.
+    /// Adds documents of chunk `id`, from its `from`-th on, to its source's batch until the
+    /// chunk ends or the batch is full. Returns the batch that became full, if one did, and
+    /// where the chunk goes on (its length when it is done). The caller sends a full batch
+    /// before adding the rest, so that no new batch is started while that one waits for a
+    /// delivery slot (invariant 6 counts `M + 2` batches, not `M + 3`).
     pub(crate) fn add(
         &mut self,
         id: ChunkId,
         chunk: &Chunk,
-        blob: Arc<str>,
-    ) -> Vec<(usize, Batch)> {
+        blob: &Arc<str>,
+        from: usize,
+    ) -> (Option<Batch>, usize) {
         let source = chunk.source;
         let (max_docs, max_bytes) = (self.max_docs, self.max_bytes);
         let items = &chunk.docs.items;
-        let mut full = Vec::new();
-        let mut next = 0;
-        loop {
-            let batch = self.filling(source);
-            // The documents that fit: a batch takes at least one, then closes before the one
-            // that would pass a limit.
-            let (start, mut docs, mut bytes) = (next, batch.items.len(), batch.body.len());
-            while let Some(item) = items.get(next) {
-                let size = item.end - item.action_start;
-                if docs > 0 && (docs >= max_docs || bytes + size > max_bytes) {
-                    break;
-                }
-                docs += 1;
-                bytes += size;
-                next += 1;
+        let batch = self.filling(source);
+        // The documents that fit: a batch takes at least one, then closes before the one that
+        // would pass a limit.
+        let (mut next, mut docs, mut bytes) = (from, batch.items.len(), batch.body.len());
+        while let Some(item) = items.get(next) {
+            let size = item.end - item.action_start;
+            if docs > 0 && (docs >= max_docs || bytes + size > max_bytes) {
+                break;
             }
-            append(batch, &chunk.docs.body, &items[start..next]);
-            if next > start {
-                batch.parts.push(Part {
-                    chunk: id,
-                    items: next - start,
-                    blob: blob.clone(),
-                });
-            }
-            if next == items.len() {
-                batch.newest_time_ms = batch.newest_time_ms.max(chunk.newest_time_ms);
-                if docs >= max_docs || bytes >= max_bytes {
-                    full.extend(self.close(source).map(|b| (source, b)));
-                }
-                return full;
-            }
-            full.extend(self.close(source).map(|b| (source, b)));
+            docs += 1;
+            bytes += size;
+            next += 1;
         }
+        append(batch, &chunk.docs.body, &items[from.min(next)..next]);
+        if next > from {
+            batch.parts.push(Part {
+                chunk: id,
+                items: next - from,
+                blob: blob.clone(),
+            });
+        }
+        let done = next >= items.len();
+        if done {
+            batch.newest_time_ms = batch.newest_time_ms.max(chunk.newest_time_ms);
+        }
+        let full = !done || docs >= max_docs || bytes >= max_bytes;
+        (if full { self.close(source) } else { None }, next)
     }
 
     /// Every non-empty batch (the flush interval passed, or the input ended).
@@ -496,14 +494,18 @@ impl DeliveryStage {
         }
         let container = self.containers[source].clone();
         let blob_path: Arc<str> = Arc::from(format!("{container}/{}", chunk.blob).as_str());
-        let full = batcher.add(id, &chunk, blob_path);
-        // Its documents are in a batch now: the buffer can take the next chunk's.
+        let mut next = 0;
+        while next < chunk.docs.len() {
+            let (full, at) = batcher.add(id, &chunk, &blob_path, next);
+            next = at;
+            if let Some(full) = full {
+                self.clone().send(source, full, inflight).await;
+            }
+        }
+        // Its documents are in batches now: the buffer can take the next chunk's.
         let mut docs = chunk.docs;
         docs.clear();
         self.chunk_buffers.give(docs);
-        for (source, full) in full {
-            self.clone().send(source, full, inflight).await;
-        }
     }
 
     /// Sends a batch once a delivery slot is free (backpressure on the readers).
@@ -669,6 +671,23 @@ mod tests {
         assert!(!holds.is_held(1, "blob"));
     }
 
+    /// Every batch that fills up while all of `chunk` is added (what the stage sends).
+    fn add_all(
+        batcher: &mut Batcher,
+        id: ChunkId,
+        chunk: &Chunk,
+        blob: Arc<str>,
+    ) -> Vec<(usize, Batch)> {
+        let mut full = Vec::new();
+        let mut next = 0;
+        while next < chunk.docs.len() {
+            let (batch, at) = batcher.add(id, chunk, &blob, next);
+            full.extend(batch.map(|b| (chunk.source, b)));
+            next = at;
+        }
+        full
+    }
+
     fn chunk_with(source: usize, blob: &str, docs: usize, doc_len: usize) -> Chunk {
         let mut c = chunk(blob, 0, 100);
         c.source = source;
@@ -691,7 +710,7 @@ mod tests {
         let mut batcher = Batcher::new(2, 3, 1_000_000, Pool::new(0));
         let path: Arc<str> = Arc::from("c/b");
         // 7 documents, batches of 3: two full batches now, one document waiting.
-        let full = batcher.add(40, &chunk_with(1, "b", 7, 10), path.clone());
+        let full = add_all(&mut batcher, 40, &chunk_with(1, "b", 7, 10), path.clone());
         assert_eq!(full.len(), 2);
         for (source, batch) in &full {
             assert_eq!(*source, 1);
@@ -699,7 +718,7 @@ mod tests {
             assert_eq!(batch.acks(), vec![(40, 3)]);
         }
         // The next chunk fills the waiting batch up: parts name both chunks.
-        let full = batcher.add(41, &chunk_with(1, "b", 2, 10), path.clone());
+        let full = add_all(&mut batcher, 41, &chunk_with(1, "b", 2, 10), path.clone());
         assert_eq!(full.len(), 1);
         assert_eq!(full[0].1.acks(), vec![(40, 1), (41, 2)]);
         // Items keep their bytes, shifted into the batch body.
@@ -716,10 +735,10 @@ mod tests {
         let mut batcher = Batcher::new(2, 1000, 25, Pool::new(0));
         let path: Arc<str> = Arc::from("c/b");
         // 10-byte documents, 25 bytes a batch: two per batch.
-        let full = batcher.add(1, &chunk_with(0, "b", 5, 10), path.clone());
+        let full = add_all(&mut batcher, 1, &chunk_with(0, "b", 5, 10), path.clone());
         let sizes: Vec<usize> = full.iter().map(|(_, b)| b.len()).collect();
         assert_eq!(sizes, vec![2, 2]);
-        assert!(batcher.add(2, &chunk_with(1, "c", 1, 10), path).is_empty());
+        assert!(add_all(&mut batcher, 2, &chunk_with(1, "c", 1, 10), path).is_empty());
         let waiting = batcher.take_all();
         let summary: Vec<(usize, Vec<(ChunkId, usize)>)> = waiting
             .into_iter()
@@ -750,7 +769,7 @@ mod tests {
                 });
             }
         }
-        assert!(batcher.add(1, &c, Arc::from("c/b")).is_empty());
+        assert!(add_all(&mut batcher, 1, &c, Arc::from("c/b")).is_empty());
         let (_, batch) = batcher.take_all().remove(0);
         assert_eq!(&batch.body[..], b"{a}\n{1}\n{b}\n{2}\n{c}\n{3}\n");
         for item in &batch.items {
@@ -767,14 +786,22 @@ mod tests {
     fn a_dead_letter_names_the_blob_of_the_chunk_its_document_came_from() {
         let mut batcher = Batcher::new(1, 10, 1_000_000, Pool::new(0));
         assert!(
-            batcher
-                .add(1, &chunk_with(0, "one", 2, 10), Arc::from("c/one"))
-                .is_empty()
+            add_all(
+                &mut batcher,
+                1,
+                &chunk_with(0, "one", 2, 10),
+                Arc::from("c/one")
+            )
+            .is_empty()
         );
         assert!(
-            batcher
-                .add(2, &chunk_with(0, "two", 3, 10), Arc::from("c/two"))
-                .is_empty()
+            add_all(
+                &mut batcher,
+                2,
+                &chunk_with(0, "two", 3, 10),
+                Arc::from("c/two")
+            )
+            .is_empty()
         );
         let (_, batch) = batcher.take_all().remove(0);
         let origins: Vec<(String, u32)> = (0..batch.len())
@@ -799,9 +826,8 @@ mod tests {
         let pool = Pool::new(2);
         let mut batcher = Batcher::new(1, 2, 1_000_000, pool.clone());
         let path: Arc<str> = Arc::from("c/b");
-        let (_, first) = batcher
-            .add(1, &chunk_with(0, "b", 2, 10), path.clone())
-            .remove(0);
+        let (_, first) =
+            add_all(&mut batcher, 1, &chunk_with(0, "b", 2, 10), path.clone()).remove(0);
         let in_request = first.body.clone();
         recycle(&pool, first);
         assert!(
@@ -810,12 +836,11 @@ mod tests {
         );
         drop(in_request);
 
-        let (_, second) = batcher
-            .add(2, &chunk_with(0, "b", 2, 10), path.clone())
-            .remove(0);
+        let (_, second) =
+            add_all(&mut batcher, 2, &chunk_with(0, "b", 2, 10), path.clone()).remove(0);
         let second_body = second.body.as_ptr();
         recycle(&pool, second);
-        let (_, third) = batcher.add(3, &chunk_with(0, "b", 2, 10), path).remove(0);
+        let (_, third) = add_all(&mut batcher, 3, &chunk_with(0, "b", 2, 10), path).remove(0);
         assert_eq!(
             third.body.as_ptr(),
             second_body,
@@ -834,5 +859,22 @@ mod tests {
         assert_eq!(pool.take(), Some(vec![1]));
         assert_eq!(pool.take(), Some(vec![0]));
         assert_eq!(pool.take(), None);
+    }
+
+    #[test]
+    fn a_batch_filled_inside_a_chunk_is_handed_out_before_the_rest_of_the_chunk_starts_another() {
+        let mut batcher = Batcher::new(1, 3, 1_000_000, Pool::new(0));
+        let c = chunk_with(0, "b", 5, 10);
+        let blob: Arc<str> = Arc::from("c/b");
+        let (full, next) = batcher.add(9, &c, &blob, 0);
+        assert_eq!(full.map(|b| b.acks()), Some(vec![(9, 3)]));
+        assert_eq!(next, 3);
+        assert!(batcher.take_all().is_empty(), "no batch holds the rest yet");
+        let (full, next) = batcher.add(9, &c, &blob, next);
+        assert!(full.is_none());
+        assert_eq!(next, 5);
+        let (_, rest) = batcher.take_all().remove(0);
+        assert_eq!(rest.acks(), vec![(9, 2)]);
+        assert_eq!(rest.items[0].tuple_index, 3);
     }
 }
