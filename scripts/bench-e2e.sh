@@ -17,6 +17,15 @@
 #
 # Usage: scripts/bench-e2e.sh            (NICS=20 TUPLES=125 RECORDS1=40 RECORDS2=60 BIG_TUPLES="3400 13600")
 #        FLOWLOGD_BIN=target/release/flowlogd scripts/bench-e2e.sh   (skip the build)
+#
+# MODE=compare: what each tuple costs flowlogd against a plain script, in one run on the same
+# blobs and the same sink. CMP_NICS VNet blobs of 60 records × CMP_TUPLES tuples (8 blobs of
+# 7.6 MB, 741,120 tuples by default) are read by scripts/baseline-python.py (through a SAS) and
+# by `flowlogd once` (FLOWLOGD_BIN, and BASELINE_BIN when set: an older build to compare with),
+# each ROUNDS times in A-B-A order with a fresh registry. One line per run: tuples, wall s,
+# CPU s (user + system, /usr/bin/time -v), CPU s per million tuples, tuples/s, bytes per
+# document as the sink received them (action line included), peak RSS.
+#        MODE=compare FLOWLOGD_BIN=target/release/flowlogd BASELINE_BIN=/path/to/old/flowlogd scripts/bench-e2e.sh
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$(pwd -P)
@@ -26,6 +35,10 @@ TUPLES=${TUPLES:-125}
 RECORDS1=${RECORDS1:-40}
 RECORDS2=${RECORDS2:-60}
 BIG_TUPLES=${BIG_TUPLES:-3400 13600}
+MODE=${MODE:-default}
+CMP_NICS=${CMP_NICS:-8}
+CMP_TUPLES=${CMP_TUPLES:-1544}
+ROUNDS=${ROUNDS:-2}
 
 # shellcheck source=scripts/deps.sh
 . scripts/deps.sh
@@ -47,80 +60,27 @@ rm -rf "$work"
 mkdir -p "$work"
 trap cleanup EXIT
 
+target=${CARGO_TARGET_DIR:-$root/target}
 bin=${FLOWLOGD_BIN:-}
 if [ -z "$bin" ]; then
     echo "== building flowlogd (release)"
     cargo build --release --locked --quiet
-    bin="$root/target/release/flowlogd"
+    bin="$target/release/flowlogd"
+fi
+# The sink: examples/ack_sink.rs answers GET / like OpenSearch (so no ILM is attempted),
+# accepts template PUTs, and acknowledges each `_bulk` action with 201 in one `errors:false`
+# response, storing nothing, on one thread: ~0.3 CPU-s for the 1.3 GB of compare mode, so that
+# flowlogd, not the sink, is what the machine's two cores are busy with.
+sink_bin=${ACK_SINK_BIN:-}
+if [ -z "$sink_bin" ]; then
+    echo "== building the acknowledging sink (examples/ack_sink.rs)"
+    cargo build --release --locked --quiet --example ack_sink
+    sink_bin="$target/release/examples/ack_sink"
 fi
 
 echo "== starting Azurite and the acknowledging sink"
 flowlogd_start_azurite
-# The sink: answers GET / like OpenSearch (so no ILM is attempted), accepts template PUTs,
-# and acknowledges each `_bulk` action with 201 in one `errors:false` response.
-cat >"$work/ack_sink.py" <<'PY'
-import http.server, json, sys, threading
-
-INFO = json.dumps({"name": "ack-sink", "cluster_name": "ack-sink", "cluster_uuid": "x",
-                   "version": {"number": "2.19.0", "distribution": "opensearch"},
-                   "tagline": "The OpenSearch Project: https://opensearch.org/"}).encode()
-ITEM = b'{"create":{"status":201}}'
-stats = {"requests": 0, "documents": 0, "bytes": 0}
-lock = threading.Lock()
-
-class Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    # Headers and body go out in two writes: without this, Nagle + delayed ACK add ~40 ms
-    # to every response and the sink, not flowlogd, sets the pace.
-    disable_nagle_algorithm = True
-
-    def log_message(self, *args):
-        pass
-
-    def reply(self, status, body):
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("X-Elastic-Product", "Elasticsearch")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def body(self):
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
-    def do_GET(self):
-        if self.path.split("?")[0] in ("/", ""):
-            self.reply(200, INFO)
-        elif self.path.startswith("/_stats_ack"):
-            self.reply(200, json.dumps(stats).encode())
-        else:
-            self.reply(404, b'{"error":{"type":"resource_not_found_exception","reason":"ack sink"},"status":404}')
-
-    do_HEAD = do_GET
-
-    def do_PUT(self):
-        self.body()
-        self.reply(200, b'{"acknowledged":true}')
-
-    def do_POST(self):
-        body = self.body()
-        if self.path.startswith("/_bulk"):
-            lines = body.count(b"\n") + (0 if body.endswith(b"\n") else 1)
-            n = lines // 2
-            with lock:
-                stats["requests"] += 1
-                stats["documents"] += n
-                stats["bytes"] += len(body)
-            self.reply(200, b'{"took":1,"errors":false,"items":[' + b",".join([ITEM] * n) + b"]}")
-        else:
-            self.reply(200, b"{}")
-
-server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-print(server.server_address[1], flush=True)
-server.serve_forever()
-PY
-python3 "$work/ack_sink.py" >"$work/sink.port" 2>"$work/sink.log" &
+"$sink_bin" >"$work/sink.port" 2>"$work/sink.log" &
 sink_pid=$!
 for _ in $(seq 100); do [ -s "$work/sink.port" ] && break; sleep 0.1; done
 sink_url="http://127.0.0.1:$(cat "$work/sink.port")"
@@ -170,6 +130,69 @@ measure() {
         "$(echo "$docs / $secs" | bc -l)" "$(echo "$dl / $secs / 1000000" | bc -l)" "$dl" "$((after - before))" "$rss"
     echo "$out" >"$work/summary-$label.json"
 }
+
+sink_cpu() { # CPU ticks (user + system) the sink has used so far
+    awk '{print $14 + $15}' "/proc/$sink_pid/stat"
+}
+
+sink_stats() { # documents and bytes the sink acknowledged so far, as "documents bytes"
+    python3 -c 'import json,sys,urllib.request; s=json.loads(urllib.request.urlopen(sys.argv[1]).read()); print(s["documents"], s["bytes"])' "$sink_url/_stats_ack"
+}
+
+# run_timed LABEL COMMAND…: runs COMMAND under /usr/bin/time -v and prints one comparison line;
+# the tuple count is the sink's (documents acknowledged during the run).
+run_timed() {
+    local label=$1 tlog="$work/time-$1.txt" before after docs bytes secs cpu rss sink0 sink1
+    shift
+    before=$(sink_stats)
+    sink0=$(sink_cpu)
+    /usr/bin/time -v "$@" >"$work/out-$label.txt" 2>"$tlog" || { echo "$label failed:"; tail -5 "$tlog"; exit 1; }
+    sink1=$(sink_cpu)
+    after=$(sink_stats)
+    docs=$(( ${after% *} - ${before% *} ))
+    bytes=$(( ${after#* } - ${before#* } ))
+    secs=$(awk -F': ' '/Elapsed \(wall clock\)/ {n = split($2, p, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + p[i]; print s}' "$tlog")
+    cpu=$(awk -F': ' '/(User|System) time \(seconds\)/ {s += $2} END {print s}' "$tlog")
+    rss=$(awk -F': ' '/Maximum resident set size/ {printf "%.1f", $2 / 1024}' "$tlog")
+    printf '%-18s %9d %7.2f %7.2f %10.2f %10.0f %9.0f %8s MiB %7.2f\n' "$label" "$docs" "$secs" "$cpu" \
+        "$(echo "$cpu * 1000000 / $docs" | bc -l)" "$(echo "$docs / $secs" | bc -l)" "$(echo "$bytes / $docs" | bc -l)" "$rss" \
+        "$(echo "($sink1 - $sink0) / $(getconf CLK_TCK)" | bc -l)"
+}
+
+if [ "$MODE" = compare ]; then
+    container=bench-compare
+    echo "== writing $CMP_NICS VNet blobs of 60 records × $CMP_TUPLES tuples"
+    upload "$container" vnet "$CMP_NICS" 60 "$CMP_TUPLES" 5
+    # A service SAS (read + list on the container), signed with Azurite's published key the way
+    # Microsoft's "Create a service SAS" describes (tests/common/sas.rs does the same).
+    sas=$(python3 - "$FLOWLOGD_AZURITE_KEY" "$FLOWLOGD_AZURITE_ACCOUNT" "$container" <<'PY'
+import base64, hashlib, hmac, sys, urllib.parse
+key, account, container = sys.argv[1:]
+sv, st, se = "2022-11-02", "2020-01-01T00:00:00Z", "2099-01-01T00:00:00Z"
+to_sign = "\n".join(["rl", st, se, f"/blob/{account}/{container}", "", "", "https,http", sv, "c"] + [""] * 7)
+sig = base64.b64encode(hmac.new(base64.b64decode(key), to_sign.encode(), hashlib.sha256).digest()).decode()
+q = urllib.parse.quote
+print(f"sv={sv}&st={q(st, safe='')}&se={q(se, safe='')}&sr=c&sp=rl&spr=https,http&sig={q(sig, safe='')}")
+PY
+)
+    config=$(write_config compare "" "$container")
+    flowlogd_once() { # BIN LABEL: `once` from an empty registry
+        rm -rf "$work/registry-compare"
+        run_timed "$2" "$1" --config "$config" --log-level warn once
+    }
+    printf '%-18s %9s %7s %7s %10s %10s %9s %12s %7s\n' run tuples wall_s cpu_s cpu_s/M tuples/s B/doc peak_RSS sink_s
+    for round in $(seq "$ROUNDS"); do
+        run_timed "python-$round" python3 scripts/baseline-python.py "$FLOWLOGD_AZURITE_ENDPOINT/$container" "$sas" "$sink_url"
+        [ -n "${BASELINE_BIN:-}" ] && flowlogd_once "$BASELINE_BIN" "before-$round"
+        flowlogd_once "$bin" "flowlogd-$round"
+        [ -n "${BASELINE_BIN:-}" ] && flowlogd_once "$BASELINE_BIN" "before-$round-b"
+        run_timed "python-$round-b" python3 scripts/baseline-python.py "$FLOWLOGD_AZURITE_ENDPOINT/$container" "$sas" "$sink_url"
+    done
+    echo
+    echo "flowlogd: $("$bin" --version)${BASELINE_BIN:+; before: $("$BASELINE_BIN" --version) ($BASELINE_BIN)}; $(nproc) cores; $(uname -r); load $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "command: MODE=compare $0 (CMP_NICS=$CMP_NICS CMP_TUPLES=$CMP_TUPLES ROUNDS=$ROUNDS)"
+    exit 0
+fi
 
 echo "== writing $((2 * NICS)) blobs of $RECORDS1 records × $TUPLES tuples, and big blobs of 60 × $BIG_TUPLES"
 upload insights-logs-flowlogflowevent vnet "$NICS" "$RECORDS1" "$TUPLES" 1 >/dev/null

@@ -33,6 +33,14 @@ pub struct Committed {
     pub newest_time_ms: Option<i64>,
 }
 
+/// What [`AckTracker::acknowledge_all`] committed, and the commits the registry refused
+/// (those blobs' pending chunks are dropped: they are read again from the stored offset).
+#[derive(Debug, Default)]
+pub struct Acknowledged {
+    pub committed: Vec<Committed>,
+    pub errors: Vec<RegistryError>,
+}
+
 /// Tracks chunks between reading and commit.
 #[derive(Debug)]
 pub struct AckTracker {
@@ -91,53 +99,92 @@ impl AckTracker {
         id: ChunkId,
         items: usize,
     ) -> Result<Vec<Committed>, RegistryError> {
-        let Some(chunk) = self.chunks.get_mut(&id) else {
-            return Ok(Vec::new());
-        };
-        chunk.pending_items = chunk.pending_items.saturating_sub(items);
-        let key = (chunk.source, chunk.blob.clone());
-        self.commit_ready(key)
+        let mut outcome = self.acknowledge_all(&[(id, items)]);
+        match outcome.errors.pop() {
+            Some(e) => Err(e),
+            None => Ok(outcome.committed),
+        }
     }
 
+    /// [`AckTracker::acknowledge`] for every (chunk, items) of a delivered batch at once:
+    /// each blob whose chunks became ready commits them in one registry write (their deltas
+    /// chain: each chunk starts where the one before it ended), not one write per chunk.
+    pub fn acknowledge_all(&mut self, parts: &[(ChunkId, usize)]) -> Acknowledged {
+        let mut blobs: Vec<(usize, Arc<str>)> = Vec::new();
+        for (id, items) in parts {
+            if let Some(chunk) = self.chunks.get_mut(id) {
+                chunk.pending_items = chunk.pending_items.saturating_sub(*items);
+                let key = (chunk.source, chunk.blob.clone());
+                if !blobs.contains(&key) {
+                    blobs.push(key);
+                }
+            }
+        }
+        let mut outcome = Acknowledged::default();
+        for key in blobs {
+            match self.commit_ready(key) {
+                Ok(committed) => outcome.committed.extend(committed),
+                Err(e) => outcome.errors.push(e),
+            }
+        }
+        outcome
+    }
+
+    /// Commits the ready chunks at the front of a blob's queue, each run of them that chains
+    /// as one advance.
     fn commit_ready(&mut self, key: (usize, Arc<str>)) -> Result<Vec<Committed>, RegistryError> {
         let mut committed = Vec::new();
-        while let Some(queue) = self.queues.get_mut(&key) {
-            let Some(&front) = queue.front() else {
-                self.queues.remove(&key);
+        loop {
+            let run = self.take_ready_run(&key);
+            let (Some(first), Some(last)) = (run.first(), run.last()) else {
                 break;
             };
-            let ready = self
-                .chunks
-                .get(&front)
-                .is_some_and(|c| c.pending_items == 0);
-            if !ready {
-                break;
-            }
-            queue.pop_front();
-            let Some(chunk) = self.chunks.remove(&front) else {
-                continue;
-            };
-            let source_name = &self.source_names[chunk.source];
             let delta = OffsetDelta {
-                from: chunk.from,
-                to: chunk.to,
-                length_seen: chunk.length_seen,
-                etag: &chunk.etag,
-                last_modified: chunk.last_modified_ms,
-                head_len: chunk.head_len,
+                from: first.from,
+                to: last.to,
+                length_seen: last.length_seen,
+                etag: &last.etag,
+                last_modified: last.last_modified_ms,
+                head_len: run.iter().rev().find_map(|c| c.head_len),
             };
-            if let Err(e) = self.registry.advance(source_name, &chunk.blob, &delta) {
+            let source_name = &self.source_names[last.source];
+            if let Err(e) = self.registry.advance(source_name, &last.blob, &delta) {
                 self.drop_blob(&key);
                 return Err(e);
             }
-            committed.push(Committed {
+            committed.extend(run.into_iter().map(|chunk| Committed {
                 source: chunk.source,
                 blob: chunk.blob,
                 to: chunk.to,
                 newest_time_ms: chunk.newest_time_ms,
-            });
+            }));
         }
         Ok(committed)
+    }
+
+    /// Takes the chunks at the front of a blob's queue that have nothing pending, as long as
+    /// each starts where the one before it ended (then one advance covers them all).
+    fn take_ready_run(&mut self, key: &(usize, Arc<str>)) -> Vec<PendingChunk> {
+        let mut run: Vec<PendingChunk> = Vec::new();
+        let Some(queue) = self.queues.get_mut(key) else {
+            return run;
+        };
+        while let Some(&front) = queue.front() {
+            let Some(chunk) = self.chunks.get(&front) else {
+                queue.pop_front();
+                continue;
+            };
+            let chains = run.last().is_none_or(|last| last.to == chunk.from);
+            if chunk.pending_items != 0 || !chains {
+                break;
+            }
+            queue.pop_front();
+            run.extend(self.chunks.remove(&front));
+        }
+        if queue.is_empty() {
+            self.queues.remove(key);
+        }
+        run
     }
 
     fn drop_blob(&mut self, key: &(usize, Arc<str>)) {
@@ -294,5 +341,63 @@ mod tests {
         assert_eq!(offset(&registry, "b"), None);
         acks.acknowledge(other, 1).unwrap();
         assert_eq!(offset(&registry, "c"), Some(50));
+    }
+
+    #[test]
+    fn chunks_acknowledged_together_commit_as_one_advance_ending_where_the_last_one_ends() {
+        let registry = Registry::temporary().unwrap();
+        let mut acks = AckTracker::new(registry.clone(), vec!["src".into()]);
+        let a = acks.register(&chunk("b", 0, 0, 100, 3, false, 300));
+        let b = acks.register(&chunk("b", 1, 100, 200, 2, false, 300));
+        let c = acks.register(&chunk("b", 2, 200, 298, 1, true, 300));
+        let other = acks.register(&chunk("o", 0, 0, 40, 1, false, 40));
+        // c's documents came in this batch, but not all of b's: a and the others' commit only.
+        let done = acks.acknowledge_all(&[(a, 3), (b, 1), (c, 1), (other, 1)]);
+        assert!(done.errors.is_empty());
+        let tos: Vec<(String, u64)> = done
+            .committed
+            .iter()
+            .map(|c| (c.blob.to_string(), c.to))
+            .collect();
+        assert_eq!(tos, [("b".to_owned(), 100), ("o".to_owned(), 40)]);
+        assert_eq!(offset(&registry, "b"), Some(100));
+        // The rest of b: b and c in one advance, whose entry is what two would have left.
+        let done = acks.acknowledge_all(&[(b, 1)]);
+        assert_eq!(
+            done.committed.iter().map(|c| c.to).collect::<Vec<_>>(),
+            [200, 298]
+        );
+        let entry = registry.get("src", "b").unwrap().unwrap();
+        assert_eq!(
+            (
+                entry.offset,
+                entry.length_seen,
+                entry.head_len,
+                entry.etag.as_str()
+            ),
+            (298, 300, Some(12), "e1")
+        );
+        assert_eq!(acks.pending_chunks(), 0);
+        assert!(!acks.has_pending(0, "b"));
+    }
+
+    #[test]
+    fn a_batch_whose_commit_is_refused_for_one_blob_still_commits_the_others() {
+        let registry = Registry::temporary().unwrap();
+        let mut acks = AckTracker::new(registry.clone(), vec!["src".into()]);
+        // Does not chain onto the stored offset (none: 0).
+        let bad = acks.register(&chunk("bad", 0, 100, 200, 1, false, 300));
+        let good = acks.register(&chunk("good", 0, 0, 50, 1, true, 52));
+        let done = acks.acknowledge_all(&[(bad, 1), (good, 1)]);
+        assert!(matches!(
+            done.errors.as_slice(),
+            [RegistryError::OffsetMismatch { .. }]
+        ));
+        assert_eq!(offset(&registry, "good"), Some(50));
+        assert_eq!(offset(&registry, "bad"), None);
+        assert!(
+            !acks.has_pending(0, "bad"),
+            "re-read from the stored offset"
+        );
     }
 }

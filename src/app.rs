@@ -13,13 +13,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ack::AckTracker;
 use crate::config::{Config, SourceConfig, StartPolicy};
-use crate::delivery::{BlobHolds, DeliveryStage, HeldChunk, HoldingSender};
+use crate::delivery::{BlobHolds, DeliveryStage, HeldChunk, HoldingSender, Pool};
 use crate::metrics::Metrics;
 use crate::pipeline::DecodeProblem;
 use crate::poller::{self, Action, Prepare};
 use crate::registry::{BlobEntry, BlobState, Registry, SourceState};
 use crate::sink::bulk::BulkSink;
-use crate::sink::document::DocumentEncoder;
+use crate::sink::document::{BulkBuffer, DocumentEncoder};
 use crate::source::client::{StorageClient, StorageStats};
 use crate::source::layout::{HOUR_SECS, partition_of};
 use crate::source::listing::BlobItem;
@@ -58,6 +58,8 @@ pub struct App {
     sources: Vec<SourceRuntime>,
     acks: Arc<Mutex<AckTracker>>,
     holds: BlobHolds,
+    /// Chunk buffers emptied by delivery, refilled by the readers (see [`Pool`]).
+    chunk_buffers: Pool<BulkBuffer>,
     errors: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -114,6 +116,12 @@ impl App {
             registry.clone(),
             config.sources.iter().map(|s| s.name.clone()).collect(),
         )));
+        // At most this many chunks exist at once: the channel's 2 × max_in_flight, one being
+        // moved into a batch, and per read the one being filled and the rest of a record cut
+        // inside it.
+        let chunk_buffers = Pool::new(
+            2 * config.elasticsearch.max_in_flight + 2 * config.daemon.read_concurrency + 1,
+        );
         Ok(App {
             config,
             registry,
@@ -122,6 +130,7 @@ impl App {
             sources,
             acks,
             holds: BlobHolds::default(),
+            chunk_buffers,
             errors: Arc::default(),
         })
     }
@@ -724,6 +733,7 @@ impl App {
                 let mut tx = HoldingSender {
                     tx: tx.clone(),
                     holds: self.holds.clone(),
+                    buffers: self.chunk_buffers.clone(),
                 };
                 let blob_name = task.blob.name.clone();
                 let mut encoder = DocumentEncoder::new(schema, pattern.clone());
@@ -823,6 +833,9 @@ impl App {
             flush_lock: tokio::sync::Mutex::new(()),
             commits: std::sync::atomic::AtomicU64::new(0),
             flushed: std::sync::atomic::AtomicU64::new(0),
+            chunk_buffers: self.chunk_buffers.clone(),
+            // One batch being filled per source, one waiting for a slot, max_in_flight sent.
+            batch_buffers: Pool::new(es.max_in_flight + self.sources.len() + 1),
         };
         (tx, tokio::spawn(stage.run(rx)))
     }

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -14,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::ack::{AckTracker, ChunkId};
 use crate::metrics::{Metrics, SourceMetrics};
 use crate::registry::Registry;
-use crate::sink::bulk::BulkSink;
+use crate::sink::bulk::{BulkBody, BulkSink};
 use crate::sink::dead_letter::ItemOrigin;
 use crate::sink::document::{BulkBuffer, BulkItem};
 use crate::source::reader::{Chunk, ChunkSink, ReadError};
@@ -65,16 +66,73 @@ impl Drop for BlobHold {
     }
 }
 
+/// Emptied buffers kept for reuse, at most `keep` of them (more are freed). Why: a buffer of
+/// a megabyte or more is a fresh mapping from glibc (above its mmap threshold), so every byte
+/// written into a new one first costs a page fault: a fifth of flowlogd's CPU went to faults
+/// on fresh chunk and batch buffers. Reused, they stay mapped, and what the daemon holds is
+/// the buffers in use at the busiest moment, no more (invariant 6).
+pub(crate) struct Pool<T> {
+    free: Arc<Mutex<Vec<T>>>,
+    keep: usize,
+}
+
+impl<T> std::fmt::Debug for Pool<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").field("keep", &self.keep).finish()
+    }
+}
+
+impl<T> Clone for Pool<T> {
+    fn clone(&self) -> Self {
+        Pool {
+            free: self.free.clone(),
+            keep: self.keep,
+        }
+    }
+}
+
+impl<T> Pool<T> {
+    pub(crate) fn new(keep: usize) -> Pool<T> {
+        Pool {
+            free: Arc::new(Mutex::new(Vec::with_capacity(keep))),
+            keep,
+        }
+    }
+
+    /// A buffer given back earlier, if any.
+    pub(crate) fn take(&self) -> Option<T> {
+        self.free.lock().ok()?.pop()
+    }
+
+    /// Keeps `buffer` for the next [`Pool::take`], unless `keep` are kept already.
+    pub(crate) fn give(&self, buffer: T) {
+        if let Ok(mut free) = self.free.lock()
+            && free.len() < self.keep
+        {
+            free.push(buffer);
+        }
+    }
+}
+
+/// The buffers of a batch, emptied, for the next batch.
+#[derive(Debug)]
+pub(crate) struct BatchBuffers {
+    body: BytesMut,
+    items: Vec<BulkItem>,
+}
+
 /// A chunk on its way to the delivery stage, holding its blob until the ack tracker has it.
 pub(crate) struct HeldChunk {
     chunk: Chunk,
     hold: BlobHold,
 }
 
-/// The daemon's [`ChunkSink`]: each chunk takes a hold on its blob before it enters the channel.
+/// The daemon's [`ChunkSink`]: each chunk takes a hold on its blob before it enters the
+/// channel, and is filled in a buffer the delivery stage has emptied.
 pub(crate) struct HoldingSender {
     pub(crate) tx: mpsc::Sender<HeldChunk>,
     pub(crate) holds: BlobHolds,
+    pub(crate) buffers: Pool<BulkBuffer>,
 }
 
 impl ChunkSink for HoldingSender {
@@ -85,98 +143,236 @@ impl ChunkSink for HoldingSender {
             .await
             .map_err(|_| ReadError::Closed)
     }
+
+    fn buffer(&mut self, body: usize, items: usize) -> BulkBuffer {
+        match self.buffers.take() {
+            Some(buffer) if buffer.body.capacity() >= body => buffer,
+            _ => BulkBuffer {
+                body: Vec::with_capacity(body),
+                items: Vec::with_capacity(items),
+            },
+        }
+    }
 }
 
-/// Documents of one source waiting to be sent, and which chunks they belong to.
-#[derive(Debug, Default)]
-pub(crate) struct PendingBatch {
-    docs: BulkBuffer,
-    /// (chunk, items of that chunk in this batch), in order.
-    parts: Vec<(ChunkId, usize)>,
-    /// Per item: blob, record offset, tuple index (for dead letters).
-    origins: Vec<(Arc<str>, u64, u32)>,
+/// `items` documents of chunk `chunk`, read from `blob` (`container/name`, for dead letters).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Part {
+    pub(crate) chunk: ChunkId,
+    pub(crate) items: usize,
+    pub(crate) blob: Arc<str>,
+}
+
+/// Documents of one source being gathered into a batch, and which chunks they belong to.
+#[derive(Debug)]
+struct Filling {
+    body: BytesMut,
+    items: Vec<BulkItem>,
+    parts: Vec<Part>,
     newest_time_ms: Option<i64>,
 }
 
-/// Groups the documents of chunks into one batch per source, of at most `max_docs` documents
-/// and `max_bytes` bytes, remembering how many documents of which chunk each batch carries
-/// (the ack tracker's accounting). No I/O: the stage sends what it returns.
+/// A full batch: its body is shared with the HTTP client (requests send clones of it, never
+/// copies); each item keeps its record offset and tuple index, each part its blob.
 #[derive(Debug)]
-pub(crate) struct Batcher {
-    batches: Vec<PendingBatch>,
-    max_docs: usize,
-    max_bytes: usize,
+pub(crate) struct Batch {
+    pub(crate) body: Bytes,
+    pub(crate) items: Vec<BulkItem>,
+    pub(crate) parts: Vec<Part>,
+    pub(crate) newest_time_ms: Option<i64>,
 }
 
-impl Batcher {
-    pub(crate) fn new(sources: usize, max_docs: usize, max_bytes: usize) -> Batcher {
-        Batcher {
-            batches: (0..sources).map(|_| PendingBatch::default()).collect(),
-            max_docs,
-            max_bytes,
+impl Batch {
+    pub(crate) fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Where item `i` came from, for its dead letter.
+    fn origin(&self, i: usize) -> ItemOrigin {
+        let mut first = 0;
+        let blob = self
+            .parts
+            .iter()
+            .find(|part| {
+                first += part.items;
+                i < first
+            })
+            .map_or("", |part| &part.blob);
+        let item = &self.items[i];
+        ItemOrigin {
+            blob: blob.to_owned(),
+            record_offset: item.record_offset,
+            tuple_index: item.tuple_index,
         }
     }
 
-    /// Adds the documents of chunk `id` to its source's batch; returns the batches that became
-    /// full on the way, in order (source, batch). A chunk may span several batches.
+    /// (chunk, items of it in this batch), for the ack tracker.
+    fn acks(&self) -> Vec<(ChunkId, usize)> {
+        self.parts.iter().map(|p| (p.chunk, p.items)).collect()
+    }
+}
+
+/// Room past `max_bytes` a batch is allocated with: the document that crosses the limit
+/// closes the batch before it is added, so this only covers a single document larger than a
+/// batch (sent alone), which then grows the buffer.
+const BATCH_SLACK: usize = 16 * 1024;
+
+/// Groups the documents of chunks into one batch per source, of at most `max_docs` documents
+/// and `max_bytes` bytes, remembering how many documents of which chunk each batch carries
+/// (the ack tracker's accounting). A batch is allocated once at its full size and filled with
+/// one copy per run of adjacent documents of a chunk (the chunk's bytes are already bulk
+/// lines). No I/O: the stage sends what it returns.
+#[derive(Debug)]
+pub(crate) struct Batcher {
+    batches: Vec<Option<Filling>>,
+    max_docs: usize,
+    max_bytes: usize,
+    /// Buffers of delivered batches, given back by [`recycle`].
+    spare: Pool<BatchBuffers>,
+}
+
+impl Batcher {
+    pub(crate) fn new(
+        sources: usize,
+        max_docs: usize,
+        max_bytes: usize,
+        spare: Pool<BatchBuffers>,
+    ) -> Batcher {
+        Batcher {
+            batches: (0..sources).map(|_| None).collect(),
+            max_docs,
+            max_bytes,
+            spare,
+        }
+    }
+
+    /// The batch being filled for `source`; when there is none, a new one in the buffers of a
+    /// delivered batch, or allocated at its full size.
+    fn filling(&mut self, source: usize) -> &mut Filling {
+        let (max_docs, max_bytes) = (self.max_docs, self.max_bytes);
+        let spare = &self.spare;
+        self.batches[source].get_or_insert_with(|| {
+            let BatchBuffers { body, items } = spare.take().unwrap_or_else(|| BatchBuffers {
+                body: BytesMut::with_capacity(max_bytes.saturating_add(BATCH_SLACK)),
+                items: Vec::with_capacity(max_docs),
+            });
+            Filling {
+                body,
+                items,
+                parts: Vec::new(),
+                newest_time_ms: None,
+            }
+        })
+    }
+
+    /// Takes `source`'s batch out as a full one.
+    fn close(&mut self, source: usize) -> Option<Batch> {
+        let filling = self.batches[source].take()?;
+        Some(Batch {
+            body: filling.body.freeze(),
+            items: filling.items,
+            parts: filling.parts,
+            newest_time_ms: filling.newest_time_ms,
+        })
+    }
+
+    /// Adds documents of chunk `id`, from its `from`-th on, to its source's batch until the
+    /// chunk ends or the batch is full. Returns the batch that became full, if one did, and
+    /// where the chunk goes on (its length when it is done). The caller sends a full batch
+    /// before adding the rest, so that no new batch is started while that one waits for a
+    /// delivery slot (invariant 6 counts `M + 2` batches, not `M + 3`).
     pub(crate) fn add(
         &mut self,
         id: ChunkId,
         chunk: &Chunk,
-        blob_path: Arc<str>,
-    ) -> Vec<(usize, PendingBatch)> {
+        blob: &Arc<str>,
+        from: usize,
+    ) -> (Option<Batch>, usize) {
         let source = chunk.source;
-        let mut full = Vec::new();
-        let mut count_in_batch = 0usize;
-        for item in &chunk.docs.items {
-            let batch = &mut self.batches[source];
+        let (max_docs, max_bytes) = (self.max_docs, self.max_bytes);
+        let items = &chunk.docs.items;
+        let batch = self.filling(source);
+        // The documents that fit: a batch takes at least one, then closes before the one that
+        // would pass a limit.
+        let (mut next, mut docs, mut bytes) = (from, batch.items.len(), batch.body.len());
+        while let Some(item) = items.get(next) {
             let size = item.end - item.action_start;
-            if !batch.docs.is_empty()
-                && (batch.docs.len() >= self.max_docs
-                    || batch.docs.body.len() + size > self.max_bytes)
-            {
-                if count_in_batch > 0 {
-                    batch.parts.push((id, count_in_batch));
-                    count_in_batch = 0;
-                }
-                full.push((source, std::mem::take(batch)));
+            if docs > 0 && (docs >= max_docs || bytes + size > max_bytes) {
+                break;
             }
-            let batch = &mut self.batches[source];
-            let start = batch.docs.body.len();
-            batch
-                .docs
-                .body
-                .extend_from_slice(&chunk.docs.body[item.range()]);
-            let shift = |x: usize| x - item.action_start + start;
-            batch.docs.items.push(BulkItem {
-                action_start: start,
-                doc_start: shift(item.doc_start),
-                end: shift(item.end),
-                record_offset: item.record_offset,
-                tuple_index: item.tuple_index,
+            docs += 1;
+            bytes += size;
+            next += 1;
+        }
+        append(batch, &chunk.docs.body, &items[from.min(next)..next]);
+        if next > from {
+            batch.parts.push(Part {
+                chunk: id,
+                items: next - from,
+                blob: blob.clone(),
             });
-            batch
-                .origins
-                .push((blob_path.clone(), item.record_offset, item.tuple_index));
-            count_in_batch += 1;
         }
-        let batch = &mut self.batches[source];
-        batch.parts.push((id, count_in_batch));
-        batch.newest_time_ms = batch.newest_time_ms.max(chunk.newest_time_ms);
-        if batch.docs.len() >= self.max_docs || batch.docs.body.len() >= self.max_bytes {
-            full.push((source, std::mem::take(batch)));
+        let done = next >= items.len();
+        if done {
+            batch.newest_time_ms = batch.newest_time_ms.max(chunk.newest_time_ms);
         }
-        full
+        let full = !done || docs >= max_docs || bytes >= max_bytes;
+        (if full { self.close(source) } else { None }, next)
     }
 
     /// Every non-empty batch (the flush interval passed, or the input ended).
-    pub(crate) fn take_all(&mut self) -> Vec<(usize, PendingBatch)> {
-        self.batches
-            .iter_mut()
-            .enumerate()
-            .filter(|(_, batch)| !batch.docs.is_empty())
-            .map(|(source, batch)| (source, std::mem::take(batch)))
+    pub(crate) fn take_all(&mut self) -> Vec<(usize, Batch)> {
+        let waiting: Vec<usize> = (0..self.batches.len())
+            .filter(|&s| {
+                self.batches[s]
+                    .as_ref()
+                    .is_some_and(|b| !b.items.is_empty())
+            })
+            .collect();
+        waiting
+            .into_iter()
+            .filter_map(|s| self.close(s).map(|b| (s, b)))
             .collect()
+    }
+}
+
+/// Gives a delivered batch's buffers back to the batcher. The body is unique unless the HTTP
+/// client still holds a clone of it (a request abandoned at shutdown): then it is simply freed.
+fn recycle(pool: &Pool<BatchBuffers>, batch: Batch) {
+    let Batch {
+        body, mut items, ..
+    } = batch;
+    if let Ok(mut body) = body.try_into_mut() {
+        body.clear();
+        items.clear();
+        pool.give(BatchBuffers { body, items });
+    }
+}
+
+/// Appends `items` of a chunk whose bytes are `body` to `batch`: one copy per run of items
+/// lying next to each other (all of them, as the encoder writes a chunk), offsets shifted.
+fn append(batch: &mut Filling, body: &[u8], items: &[BulkItem]) {
+    let mut first = 0;
+    while first < items.len() {
+        let mut end = first + 1;
+        while end < items.len() && items[end].action_start == items[end - 1].end {
+            end += 1;
+        }
+        let from = items[first].action_start;
+        let base = batch.body.len();
+        batch
+            .body
+            .extend_from_slice(&body[from..items[end - 1].end]);
+        let shift = |x: usize| x - from + base;
+        batch
+            .items
+            .extend(items[first..end].iter().map(|item| BulkItem {
+                action_start: shift(item.action_start),
+                doc_start: shift(item.doc_start),
+                end: shift(item.end),
+                ..*item
+            }));
+        first = end;
     }
 }
 
@@ -197,6 +393,10 @@ pub(crate) struct DeliveryStage {
     /// Acknowledgements so far, and how many of them the last finished flush covers.
     pub(crate) commits: std::sync::atomic::AtomicU64,
     pub(crate) flushed: std::sync::atomic::AtomicU64,
+    /// Chunk buffers whose documents are in a batch, for the readers to fill again.
+    pub(crate) chunk_buffers: Pool<BulkBuffer>,
+    /// Buffers of delivered batches, for the batcher.
+    pub(crate) batch_buffers: Pool<BatchBuffers>,
 }
 
 /// Batches in delivery: their tasks, and the chunks each one carries, so that a task that
@@ -211,8 +411,12 @@ struct Deliveries {
 impl DeliveryStage {
     pub(crate) async fn run(self, mut rx: mpsc::Receiver<HeldChunk>) {
         let stage = Arc::new(self);
-        let mut batches =
-            Batcher::new(stage.metrics.sources.len(), stage.max_docs, stage.max_bytes);
+        let mut batches = Batcher::new(
+            stage.metrics.sources.len(),
+            stage.max_docs,
+            stage.max_bytes,
+            stage.batch_buffers.clone(),
+        );
         let mut inflight = Deliveries::default();
         let mut tick = tokio::time::interval(stage.flush_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -290,26 +494,40 @@ impl DeliveryStage {
         }
         let container = self.containers[source].clone();
         let blob_path: Arc<str> = Arc::from(format!("{container}/{}", chunk.blob).as_str());
-        for (source, full) in batcher.add(id, &chunk, blob_path) {
-            self.clone().send(source, full, inflight).await;
+        let mut next = 0;
+        while next < chunk.docs.len() {
+            let (full, at) = batcher.add(id, &chunk, &blob_path, next);
+            next = at;
+            if let Some(full) = full {
+                self.clone().send(source, full, inflight).await;
+            }
         }
+        // Its documents are in batches now: the buffer can take the next chunk's.
+        let mut docs = chunk.docs;
+        docs.clear();
+        self.chunk_buffers.give(docs);
     }
 
     /// Sends a batch once a delivery slot is free (backpressure on the readers).
-    async fn send(self: Arc<Self>, source: usize, batch: PendingBatch, inflight: &mut Deliveries) {
+    async fn send(self: Arc<Self>, source: usize, batch: Batch, inflight: &mut Deliveries) {
         let Ok(permit) = self.permits.clone().acquire_owned().await else {
             return;
         };
         let in_flight = self
             .metrics
             .batch_started(chrono::Utc::now().timestamp_millis());
-        let chunks = batch.parts.iter().map(|(id, _)| *id).collect();
+        let chunks = batch.parts.iter().map(|p| p.chunk).collect();
         let handle = inflight.tasks.spawn(async move {
-            let origin = |i: usize| {
-                let (blob, record_offset, tuple_index) = &batch.origins[i];
-                ItemOrigin { blob: blob.to_string(), record_offset: *record_offset, tuple_index: *tuple_index }
-            };
-            let result = self.sink.deliver(&batch.docs, &origin, &self.cancel).await;
+            let body = BulkBody { body: &batch.body, items: &batch.items };
+            let result = self.sink.deliver_body(body, &|i| batch.origin(i), &self.cancel).await;
+            let documents = batch.len();
+            let acks = batch.acks();
+            let newest_time_ms = batch.newest_time_ms;
+            // The documents are settled (or never will be by this task): their buffers go to
+            // the next batch before the commit and the registry flush, which may wait for the
+            // disk, and before the slot is freed, so the batch that takes it reuses them
+            // instead of allocating a fourth.
+            recycle(&self.batch_buffers, batch);
             drop(permit);
             drop(in_flight);
             let m = &self.metrics.sources[source];
@@ -324,11 +542,11 @@ impl DeliveryStage {
                         self.metrics.observe_bulk_latency(*latency);
                     }
                     self.metrics.last_bulk_ok_ms.store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
-                    self.clone().acknowledge_off_runtime(source, batch.parts, batch.newest_time_ms).await;
+                    self.clone().acknowledge_off_runtime(source, acks, newest_time_ms).await;
                     self.flush_registry().await;
                 }
                 Err(_) => {
-                    tracing::warn!(source = %m.name, documents = batch.docs.len(), "batch delivery cancelled at shutdown; its blobs will be re-read from their committed offsets");
+                    tracing::warn!(source = %m.name, documents, "batch delivery cancelled at shutdown; its blobs will be re-read from their committed offsets");
                 }
             }
         });
@@ -382,21 +600,16 @@ impl DeliveryStage {
             return;
         };
         let m: &SourceMetrics = &self.metrics.sources[source];
-        for (id, items) in parts {
-            match acks.acknowledge(*id, *items) {
-                Ok(committed) => {
-                    for c in committed {
-                        if let Some(t) = c.newest_time_ms.or(newest_time_ms) {
-                            m.newest_indexed_ms.fetch_max(t, Ordering::Relaxed);
-                        }
-                        tracing::trace!(source = %m.name, blob = %c.blob, offset = c.to, "offset committed");
-                    }
-                }
-                Err(e) => {
-                    self.errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(source = %m.name, error = %e, "offset commit refused; the blob will be re-read from its stored offset (ids make that safe)");
-                }
+        let done = acks.acknowledge_all(parts);
+        for c in done.committed {
+            if let Some(t) = c.newest_time_ms.or(newest_time_ms) {
+                m.newest_indexed_ms.fetch_max(t, Ordering::Relaxed);
             }
+            tracing::trace!(source = %m.name, blob = %c.blob, offset = c.to, "offset committed");
+        }
+        for e in done.errors {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(source = %m.name, error = %e, "offset commit refused; the blob will be re-read from its stored offset (ids make that safe)");
         }
     }
 }
@@ -429,6 +642,7 @@ mod tests {
         let mut sender = HoldingSender {
             tx,
             holds: holds.clone(),
+            buffers: Pool::new(1),
         };
         let read = holds.hold(0, "b");
         sender.send(chunk("b", 0, 10)).await.unwrap();
@@ -457,6 +671,23 @@ mod tests {
         assert!(!holds.is_held(1, "blob"));
     }
 
+    /// Every batch that fills up while all of `chunk` is added (what the stage sends).
+    fn add_all(
+        batcher: &mut Batcher,
+        id: ChunkId,
+        chunk: &Chunk,
+        blob: Arc<str>,
+    ) -> Vec<(usize, Batch)> {
+        let mut full = Vec::new();
+        let mut next = 0;
+        while next < chunk.docs.len() {
+            let (batch, at) = batcher.add(id, chunk, &blob, next);
+            full.extend(batch.map(|b| (chunk.source, b)));
+            next = at;
+        }
+        full
+    }
+
     fn chunk_with(source: usize, blob: &str, docs: usize, doc_len: usize) -> Chunk {
         let mut c = chunk(blob, 0, 100);
         c.source = source;
@@ -476,44 +707,174 @@ mod tests {
 
     #[test]
     fn a_chunk_larger_than_a_batch_is_spread_over_batches_that_account_for_every_document() {
-        let mut batcher = Batcher::new(2, 3, 1_000_000);
+        let mut batcher = Batcher::new(2, 3, 1_000_000, Pool::new(0));
         let path: Arc<str> = Arc::from("c/b");
         // 7 documents, batches of 3: two full batches now, one document waiting.
-        let full = batcher.add(40, &chunk_with(1, "b", 7, 10), path.clone());
+        let full = add_all(&mut batcher, 40, &chunk_with(1, "b", 7, 10), path.clone());
         assert_eq!(full.len(), 2);
         for (source, batch) in &full {
             assert_eq!(*source, 1);
-            assert_eq!(batch.docs.len(), 3);
-            assert_eq!(batch.parts, vec![(40, 3)]);
-            assert_eq!(batch.origins.len(), 3);
+            assert_eq!(batch.len(), 3);
+            assert_eq!(batch.acks(), vec![(40, 3)]);
         }
         // The next chunk fills the waiting batch up: parts name both chunks.
-        let full = batcher.add(41, &chunk_with(1, "b", 2, 10), path.clone());
+        let full = add_all(&mut batcher, 41, &chunk_with(1, "b", 2, 10), path.clone());
         assert_eq!(full.len(), 1);
-        assert_eq!(full[0].1.parts, vec![(40, 1), (41, 2)]);
+        assert_eq!(full[0].1.acks(), vec![(40, 1), (41, 2)]);
         // Items keep their bytes, shifted into the batch body.
         let batch = &full[0].1;
-        assert_eq!(batch.docs.body.len(), 30);
-        assert_eq!(batch.docs.items[2].action_start, 20);
-        assert_eq!(batch.docs.items[2].end, 30);
-        assert_eq!(batch.docs.items[2].tuple_index, 1);
+        assert_eq!(batch.body.len(), 30);
+        assert_eq!(batch.items[2].action_start, 20);
+        assert_eq!(batch.items[2].end, 30);
+        assert_eq!(batch.items[2].tuple_index, 1);
         assert!(batcher.take_all().is_empty());
     }
 
     #[test]
     fn batches_close_at_max_bytes_and_the_flush_takes_every_source_s_waiting_batch() {
-        let mut batcher = Batcher::new(2, 1000, 25);
+        let mut batcher = Batcher::new(2, 1000, 25, Pool::new(0));
         let path: Arc<str> = Arc::from("c/b");
         // 10-byte documents, 25 bytes a batch: two per batch.
-        let full = batcher.add(1, &chunk_with(0, "b", 5, 10), path.clone());
-        let sizes: Vec<usize> = full.iter().map(|(_, b)| b.docs.len()).collect();
+        let full = add_all(&mut batcher, 1, &chunk_with(0, "b", 5, 10), path.clone());
+        let sizes: Vec<usize> = full.iter().map(|(_, b)| b.len()).collect();
         assert_eq!(sizes, vec![2, 2]);
-        assert!(batcher.add(2, &chunk_with(1, "c", 1, 10), path).is_empty());
+        assert!(add_all(&mut batcher, 2, &chunk_with(1, "c", 1, 10), path).is_empty());
         let waiting = batcher.take_all();
         let summary: Vec<(usize, Vec<(ChunkId, usize)>)> = waiting
             .into_iter()
-            .map(|(source, b)| (source, b.parts))
+            .map(|(source, b)| (source, b.acks()))
             .collect();
         assert_eq!(summary, vec![(0, vec![(1, 1)]), (1, vec![(2, 1)])]);
+        assert!(batcher.take_all().is_empty(), "taken batches are gone");
+    }
+
+    #[test]
+    fn a_batch_body_holds_exactly_the_lines_of_its_items_even_with_bytes_between_them() {
+        let mut batcher = Batcher::new(1, 10, 1_000_000, Pool::new(0));
+        // Three documents with a byte that belongs to none between the second and the third.
+        let mut c = chunk("b", 0, 100);
+        for (i, text) in ["{a}\n{1}\n", "{b}\n{2}\n", "#", "{c}\n{3}\n"]
+            .iter()
+            .enumerate()
+        {
+            let start = c.docs.body.len();
+            c.docs.body.extend_from_slice(text.as_bytes());
+            if *text != "#" {
+                c.docs.items.push(BulkItem {
+                    action_start: start,
+                    doc_start: start + 4,
+                    end: start + text.len(),
+                    record_offset: 5,
+                    tuple_index: i as u32,
+                });
+            }
+        }
+        assert!(add_all(&mut batcher, 1, &c, Arc::from("c/b")).is_empty());
+        let (_, batch) = batcher.take_all().remove(0);
+        assert_eq!(&batch.body[..], b"{a}\n{1}\n{b}\n{2}\n{c}\n{3}\n");
+        for item in &batch.items {
+            assert_eq!(
+                &batch.body[item.doc_start - 4..item.doc_start],
+                &batch.body[item.action_start..item.doc_start]
+            );
+            assert_eq!(batch.body[item.end - 1], b'\n');
+        }
+        assert_eq!(&batch.body[batch.items[2].doc_range()], b"{3}");
+    }
+
+    #[test]
+    fn a_dead_letter_names_the_blob_of_the_chunk_its_document_came_from() {
+        let mut batcher = Batcher::new(1, 10, 1_000_000, Pool::new(0));
+        assert!(
+            add_all(
+                &mut batcher,
+                1,
+                &chunk_with(0, "one", 2, 10),
+                Arc::from("c/one")
+            )
+            .is_empty()
+        );
+        assert!(
+            add_all(
+                &mut batcher,
+                2,
+                &chunk_with(0, "two", 3, 10),
+                Arc::from("c/two")
+            )
+            .is_empty()
+        );
+        let (_, batch) = batcher.take_all().remove(0);
+        let origins: Vec<(String, u32)> = (0..batch.len())
+            .map(|i| {
+                let o = batch.origin(i);
+                assert_eq!(o.record_offset, 7);
+                (o.blob, o.tuple_index)
+            })
+            .collect();
+        let expected = [
+            ("c/one", 0),
+            ("c/one", 1),
+            ("c/two", 0),
+            ("c/two", 1),
+            ("c/two", 2),
+        ];
+        assert_eq!(origins, expected.map(|(b, t)| (b.to_owned(), t)).to_vec());
+    }
+
+    #[test]
+    fn a_delivered_batch_s_buffers_carry_the_next_batch_unless_a_request_still_holds_them() {
+        let pool = Pool::new(2);
+        let mut batcher = Batcher::new(1, 2, 1_000_000, pool.clone());
+        let path: Arc<str> = Arc::from("c/b");
+        let (_, first) =
+            add_all(&mut batcher, 1, &chunk_with(0, "b", 2, 10), path.clone()).remove(0);
+        let in_request = first.body.clone();
+        recycle(&pool, first);
+        assert!(
+            pool.take().is_none(),
+            "the HTTP client still holds the body: freed, not reused"
+        );
+        drop(in_request);
+
+        let (_, second) =
+            add_all(&mut batcher, 2, &chunk_with(0, "b", 2, 10), path.clone()).remove(0);
+        let second_body = second.body.as_ptr();
+        recycle(&pool, second);
+        let (_, third) = add_all(&mut batcher, 3, &chunk_with(0, "b", 2, 10), path).remove(0);
+        assert_eq!(
+            third.body.as_ptr(),
+            second_body,
+            "the same buffer, not a new allocation"
+        );
+        assert_eq!(third.body.len(), 20);
+        assert_eq!(third.acks(), vec![(3, 2)]);
+    }
+
+    #[test]
+    fn a_pool_keeps_at_most_its_limit_of_buffers() {
+        let pool = Pool::new(2);
+        for n in 0..5 {
+            pool.give(vec![n]);
+        }
+        assert_eq!(pool.take(), Some(vec![1]));
+        assert_eq!(pool.take(), Some(vec![0]));
+        assert_eq!(pool.take(), None);
+    }
+
+    #[test]
+    fn a_batch_filled_inside_a_chunk_is_handed_out_before_the_rest_of_the_chunk_starts_another() {
+        let mut batcher = Batcher::new(1, 3, 1_000_000, Pool::new(0));
+        let c = chunk_with(0, "b", 5, 10);
+        let blob: Arc<str> = Arc::from("c/b");
+        let (full, next) = batcher.add(9, &c, &blob, 0);
+        assert_eq!(full.map(|b| b.acks()), Some(vec![(9, 3)]));
+        assert_eq!(next, 3);
+        assert!(batcher.take_all().is_empty(), "no batch holds the rest yet");
+        let (full, next) = batcher.add(9, &c, &blob, next);
+        assert!(full.is_none());
+        assert_eq!(next, 5);
+        let (_, rest) = batcher.take_all().remove(0);
+        assert_eq!(rest.acks(), vec![(9, 2)]);
+        assert_eq!(rest.items[0].tuple_index, 3);
     }
 }

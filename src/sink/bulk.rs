@@ -1,6 +1,11 @@
-//! The bulk sink: delivers [`BulkBuffer`]s to Elasticsearch/OpenSearch until every document is
-//! indexed, already there, or dead-lettered; checks the cluster (`flowlogd check`) and installs
-//! index templates and ILM policies.
+//! Bulk delivery: sends a batch's `_bulk` requests until every document is indexed, already
+//! there, or dead-lettered, splitting the answers into what is retried and what is refused.
+//! The sink's other requests live beside it: cluster checks and setup (`bulk/setup.rs`), the
+//! deletion of a rewritten blob's documents (`bulk/rewrite.rs`).
+//!
+//! A batch's body is one shared buffer ([`BulkBody`]): a request sends a clone of it, or a
+//! slice for a contiguous run of items (half of a refused body); only a retried subset of
+//! scattered items is copied into a body of its own.
 //!
 //! Per-item outcomes of a bulk response (all actions are `create` with deterministic ids):
 //! - 2xx: created. 409: a document with that id exists: delivered before (a replay after a
@@ -27,7 +32,7 @@ use bytes::Bytes;
 use elasticsearch::http::Method;
 use elasticsearch::http::headers::{CONTENT_TYPE, HeaderMap, HeaderValue};
 use serde::Deserialize;
-use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -35,11 +40,18 @@ use tracing::{debug, error, info, warn};
 pub use super::client::{AuthKind, SinkError};
 use super::client::{Connection, connect, error_chain};
 use super::dead_letter::{DeadLetter, ItemOrigin, RejectedDocument};
-use super::document::{BulkBuffer, Schema};
-use super::index_name::IndexPattern;
+use super::document::{BulkBuffer, BulkItem};
 use super::retry::{Backoff, FailureLog, OutageLog};
-use super::template::{self, TemplateOptions};
-use crate::config::{ElasticsearchConfig, SourceConfig};
+use super::template::TemplateOptions;
+use crate::config::ElasticsearchConfig;
+
+mod rewrite;
+mod setup;
+
+pub use setup::{
+    ClusterInfo, Distribution, InstalledTemplate, LifecycleCheck, LifecycleEngine,
+    LifecycleOutcome, PrivilegeCheck, SetupReport, SetupTarget,
+};
 
 /// Only what outcome handling needs from a bulk response: keeps large responses small.
 const FILTER_PATH: &str = "errors,items.*.status,items.*.error";
@@ -78,239 +90,12 @@ impl DeliveryReport {
 #[error("bulk delivery cancelled before every document was settled")]
 pub struct Cancelled;
 
-/// One source's index, for [`BulkSink::setup`] and [`BulkSink::check_targets`].
-#[derive(Debug, Clone)]
-pub struct SetupTarget {
-    /// Source name (for the report).
-    pub source: String,
-    pub index: IndexPattern,
-    pub schema: Schema,
-}
-
-impl SetupTarget {
-    /// The targets of the configured sources.
-    pub fn for_sources(sources: &[SourceConfig]) -> Result<Vec<SetupTarget>, SinkError> {
-        sources
-            .iter()
-            .map(|s| {
-                let index = s
-                    .index_pattern()
-                    .map_err(|e| SinkError::Setup(e.to_string()))?;
-                Ok(SetupTarget {
-                    source: s.name.clone(),
-                    index,
-                    schema: s.schema,
-                })
-            })
-            .collect()
-    }
-}
-
-/// What [`BulkSink::setup`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SetupReport {
-    /// Installed templates (empty when `install_template = false`).
-    pub templates: Vec<InstalledTemplate>,
-    pub lifecycle: LifecycleOutcome,
-    /// Set when nothing was installed on purpose.
-    pub skipped: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InstalledTemplate {
-    pub name: String,
-    pub index_pattern: String,
-    pub priority: u32,
-    pub schema: Schema,
-    pub data_stream: bool,
-    /// Sources writing to this pattern.
-    pub sources: Vec<String>,
-}
-
-/// Which lifecycle engine deletes old indices: Elasticsearch's ILM or OpenSearch's ISM plugin.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LifecycleEngine {
-    /// Index Lifecycle Management: the template names the policy (`index.lifecycle.name`).
-    Ilm,
-    /// Index State Management (OpenSearch's index-management plugin): the policy names the
-    /// index patterns it applies to (`ism_template`), the template does not mention it.
-    Ism,
-}
-
-impl LifecycleEngine {
-    /// Where the engine keeps the policy `name`.
-    fn policy_path(self, name: &str) -> String {
-        match self {
-            LifecycleEngine::Ilm => format!("_ilm/policy/{name}"),
-            LifecycleEngine::Ism => format!("_plugins/_ism/policies/{name}"),
-        }
-    }
-}
-
-impl fmt::Display for LifecycleEngine {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            LifecycleEngine::Ilm => "ILM",
-            LifecycleEngine::Ism => "ISM",
-        })
-    }
-}
-
-/// What happened to the lifecycle policy.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LifecycleOutcome {
-    /// `delete_after` is not set: indices are kept.
-    NotConfigured,
-    Installed {
-        engine: LifecycleEngine,
-        policy: String,
-    },
-    /// The cluster has no lifecycle engine flowlogd can use (OpenSearch without the ISM plugin,
-    /// Elasticsearch serverless, a stand-in): no policy, and the templates do not reference one.
-    Skipped { reason: String },
-}
-
-/// What `flowlogd check` finds about the lifecycle policy, without changing anything.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LifecycleCheck {
-    /// `delete_after` is not set: indices are kept.
-    NotConfigured,
-    /// The policy flowlogd installs is there.
-    Present {
-        engine: LifecycleEngine,
-        policy: String,
-    },
-    /// The engine is there but the policy is not (yet): setup installs it when the daemon starts.
-    Missing {
-        engine: LifecycleEngine,
-        policy: String,
-    },
-    /// No usable lifecycle engine: old indices are never deleted by flowlogd.
-    Unavailable { reason: String },
-}
-
-impl fmt::Display for SetupReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(why) = &self.skipped {
-            return write!(f, "index templates not installed: {why}");
-        }
-        for t in &self.templates {
-            writeln!(
-                f,
-                "index template {} for {} ({}, priority {}{}; sources: {})",
-                t.name,
-                t.index_pattern,
-                template::schema_name(t.schema),
-                t.priority,
-                if t.data_stream { ", data stream" } else { "" },
-                t.sources.join(", ")
-            )?;
-        }
-        match &self.lifecycle {
-            LifecycleOutcome::NotConfigured => write!(
-                f,
-                "lifecycle: none (delete_after not set; indices are kept)"
-            ),
-            LifecycleOutcome::Installed { engine, policy } => {
-                write!(f, "lifecycle: {engine} policy {policy} installed")
-            }
-            LifecycleOutcome::Skipped { reason } => write!(f, "lifecycle: skipped: {reason}"),
-        }
-    }
-}
-
-/// Which server answered `GET /`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Distribution {
-    Elasticsearch,
-    OpenSearch,
-    Other(String),
-}
-
-/// What `GET /` (and the privileges API) said.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClusterInfo {
-    pub cluster_name: String,
-    pub node_name: String,
-    pub version: String,
-    pub distribution: Distribution,
-    /// `serverless` on Elastic Cloud Serverless, `default` otherwise (Elasticsearch only).
-    pub build_flavor: Option<String>,
-    pub privileges: PrivilegeCheck,
-}
-
-impl ClusterInfo {
-    /// Whether the cluster has ILM: Elasticsearch, not serverless.
-    pub fn supports_ilm(&self) -> bool {
-        self.lifecycle_engine() == Ok(LifecycleEngine::Ilm)
-    }
-
-    /// The lifecycle engine this distribution would have: ILM on Elasticsearch (not
-    /// serverless), ISM on OpenSearch (if its plugin is installed, which only a request tells),
-    /// or why there is none.
-    pub fn lifecycle_engine(&self) -> Result<LifecycleEngine, String> {
-        match &self.distribution {
-            Distribution::Elasticsearch if self.build_flavor.as_deref() == Some("serverless") => {
-                Err(
-                    "Elasticsearch serverless manages retention with data stream lifecycles, not ILM"
-                        .into(),
-                )
-            }
-            Distribution::Elasticsearch => Ok(LifecycleEngine::Ilm),
-            Distribution::OpenSearch => Ok(LifecycleEngine::Ism),
-            Distribution::Other(d) => Err(format!("{d} {} has no ILM", self.version)),
-        }
-    }
-
-    /// Why a lifecycle API answered "no such endpoint".
-    fn missing_engine_reason(&self, engine: LifecycleEngine, status: u16) -> String {
-        match engine {
-            LifecycleEngine::Ism => format!(
-                "OpenSearch {} has no ISM API (HTTP {status}: the index-management plugin is not installed); old indices are kept",
-                self.version
-            ),
-            LifecycleEngine::Ilm => format!("the cluster has no ILM API (HTTP {status})"),
-        }
-    }
-}
-
-impl fmt::Display for ClusterInfo {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let dist = match &self.distribution {
-            Distribution::Elasticsearch => "Elasticsearch",
-            Distribution::OpenSearch => "OpenSearch",
-            Distribution::Other(d) => d,
-        };
-        write!(
-            f,
-            "{dist} {} (cluster {}, node {})",
-            self.version, self.cluster_name, self.node_name
-        )?;
-        match &self.privileges {
-            PrivilegeCheck::Unavailable { reason } => {
-                write!(f, "; privileges not checked: {reason}")
-            }
-            PrivilegeCheck::Checked { username, missing } if missing.is_empty() => {
-                write!(f, "; user {username} has every privilege flowlogd needs")
-            }
-            PrivilegeCheck::Checked { username, missing } => {
-                write!(f, "; user {username} lacks: {}", missing.join(", "))
-            }
-        }
-    }
-}
-
-/// The outcome of `_security/user/_has_privileges`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PrivilegeCheck {
-    /// No security API (OpenSearch without its security plugin, security disabled).
-    Unavailable { reason: String },
-    /// `missing` lists what flowlogd needs and lacks, e.g. `cluster:manage_ilm` or
-    /// `index flowlogs-*:create_doc`.
-    Checked {
-        username: String,
-        missing: Vec<String>,
-    },
+/// A batch as [`BulkSink::deliver_body`] sends it: an NDJSON bulk body in a shared buffer and
+/// the byte ranges of its items in it.
+#[derive(Debug, Clone, Copy)]
+pub struct BulkBody<'a> {
+    pub body: &'a Bytes,
+    pub items: &'a [BulkItem],
 }
 
 /// The bulk sink. Cheap to clone; clones share the client, the dead-letter file and the
@@ -366,7 +151,7 @@ pub(crate) enum ItemOutcome {
 }
 
 enum ChunkResult {
-    Outcomes(Vec<ItemOutcome>),
+    Outcomes(ParsedItems),
     /// The body is refused as a whole (413, or a 400 saying it does not parse): split it.
     BodyRefused {
         status: u16,
@@ -438,212 +223,35 @@ impl BulkSink {
         self.inner.conn.auth
     }
 
-    /// `GET /` and the privileges flowlogd needs on the cluster (for `flowlogd check`).
-    pub async fn check(&self) -> Result<ClusterInfo, SinkError> {
-        self.check_targets(&[]).await
-    }
-
-    /// Like [`BulkSink::check`], also checking index privileges on the targets' patterns.
-    pub async fn check_targets(&self, targets: &[SetupTarget]) -> Result<ClusterInfo, SinkError> {
-        let mut info = self.cluster_info().await?;
-        info.privileges = self.privileges(targets).await;
-        Ok(info)
-    }
-
-    /// Installs the ILM policy (when `delete_after` is set and the cluster has ILM) and one
-    /// composable index template per distinct index pattern. Idempotent: templates and the
-    /// policy are overwritten with the current definition. One attempt, no retries.
-    pub async fn setup(&self, targets: &[SetupTarget]) -> Result<SetupReport, SinkError> {
-        let plan = plan_templates(targets)?;
-        if !self.inner.install_template {
-            return Ok(SetupReport {
-                templates: Vec::new(),
-                lifecycle: LifecycleOutcome::NotConfigured,
-                skipped: Some("install_template = false".into()),
-            });
-        }
-        let info = self.cluster_info().await?;
-        let data_stream = self.inner.template_options.data_stream;
-        let lifecycle = match self.inner.delete_after {
-            None => LifecycleOutcome::NotConfigured,
-            Some(delete_after) => match info.lifecycle_engine() {
-                Err(reason) => LifecycleOutcome::Skipped { reason },
-                Ok(LifecycleEngine::Ilm) => self.install_ilm(&info, delete_after).await?,
-                Ok(LifecycleEngine::Ism) => {
-                    let wildcards: Vec<&str> = plan.iter().map(|p| p.wildcard.as_str()).collect();
-                    self.install_ism(&info, delete_after, &wildcards).await?
-                }
-            },
-        };
-        let mut options = self.inner.template_options.clone();
-        if let LifecycleOutcome::Installed {
-            engine: LifecycleEngine::Ilm,
-            policy,
-        } = &lifecycle
-        {
-            options.lifecycle_policy = Some(policy.clone());
-        }
-        let mut templates = Vec::new();
-        for planned in plan {
-            let body = template::index_template(planned.schema, &planned.wildcard, &options);
-            let what = format!("install index template {}", planned.name);
-            let (status, response) = self
-                .request(
-                    Method::Put,
-                    &format!("_index_template/{}", planned.name),
-                    Some(&body),
-                    &what,
-                )
-                .await?;
-            if !(200..=299).contains(&status) {
-                return Err(status_error(&what, status, &response));
-            }
-            info!(template = %planned.name, index_pattern = %planned.wildcard, "index template installed");
-            templates.push(InstalledTemplate {
-                name: planned.name,
-                priority: template::priority(&planned.wildcard),
-                index_pattern: planned.wildcard,
-                schema: planned.schema,
-                data_stream,
-                sources: planned.sources,
-            });
-        }
-        match &lifecycle {
-            LifecycleOutcome::Skipped { reason } => {
-                warn!(%reason, "delete_after is set but no lifecycle policy was installed")
-            }
-            LifecycleOutcome::Installed { engine, policy } => {
-                info!(%policy, engine = %engine, "lifecycle policy installed")
-            }
-            LifecycleOutcome::NotConfigured => {}
-        }
-        Ok(SetupReport {
-            templates,
-            lifecycle,
-            skipped: None,
-        })
-    }
-
-    /// `PUT _ilm/policy/<name>`: overwriting is how ILM updates a policy.
-    async fn install_ilm(
-        &self,
-        info: &ClusterInfo,
-        delete_after: Duration,
-    ) -> Result<LifecycleOutcome, SinkError> {
-        let data_stream = self.inner.template_options.data_stream;
-        let name = template::lifecycle_policy_name(delete_after, data_stream);
-        let body = template::lifecycle_policy(delete_after, data_stream);
-        let what = "install ILM policy";
-        let path = LifecycleEngine::Ilm.policy_path(&name);
-        let (status, response) = self.request(Method::Put, &path, Some(&body), what).await?;
-        match status {
-            200..=299 => Ok(LifecycleOutcome::Installed {
-                engine: LifecycleEngine::Ilm,
-                policy: name,
-            }),
-            // No such API (a proxy in front, a stand-in): say so instead of failing.
-            400 | 404 | 405 | 410 if is_missing_api(&response) => Ok(LifecycleOutcome::Skipped {
-                reason: info.missing_engine_reason(LifecycleEngine::Ilm, status),
-            }),
-            _ => Err(status_error(what, status, &response)),
-        }
-    }
-
-    /// Creates or updates the ISM policy. ISM refuses a plain overwrite of an existing policy
-    /// (409): an update must name the sequence number and primary term it replaces, so the
-    /// policy is read first.
-    async fn install_ism(
-        &self,
-        info: &ClusterInfo,
-        delete_after: Duration,
-        wildcards: &[&str],
-    ) -> Result<LifecycleOutcome, SinkError> {
-        let data_stream = self.inner.template_options.data_stream;
-        let name = template::lifecycle_policy_name(delete_after, data_stream);
-        let body = template::ism_policy(delete_after, data_stream, wildcards);
-        let path = LifecycleEngine::Ism.policy_path(&name);
-        let what = "install ISM policy";
-        let (status, current) = self.request(Method::Get, &path, None, what).await?;
-        let update = match status {
-            200 => {
-                let current: Value = serde_json::from_slice(&current).unwrap_or(Value::Null);
-                match (
-                    current["_seq_no"].as_u64(),
-                    current["_primary_term"].as_u64(),
-                ) {
-                    (Some(seq_no), Some(term)) => {
-                        format!("?if_seq_no={seq_no}&if_primary_term={term}")
-                    }
-                    _ => {
-                        return Err(SinkError::Response {
-                            what: what.into(),
-                            reason: format!(
-                                "GET {path} has no _seq_no/_primary_term: {}",
-                                excerpt(&serde_json::to_vec(&current).unwrap_or_default())
-                            ),
-                        });
-                    }
-                }
-            }
-            400 | 404 | 405 | 410 if is_missing_api(&current) => {
-                return Ok(LifecycleOutcome::Skipped {
-                    reason: info.missing_engine_reason(LifecycleEngine::Ism, status),
-                });
-            }
-            404 => String::new(),
-            _ => return Err(status_error(what, status, &current)),
-        };
-        let (status, response) = self
-            .request(Method::Put, &format!("{path}{update}"), Some(&body), what)
-            .await?;
-        match status {
-            200..=299 => Ok(LifecycleOutcome::Installed {
-                engine: LifecycleEngine::Ism,
-                policy: name,
-            }),
-            400 | 404 | 405 | 410 if is_missing_api(&response) => Ok(LifecycleOutcome::Skipped {
-                reason: info.missing_engine_reason(LifecycleEngine::Ism, status),
-            }),
-            _ => Err(status_error(what, status, &response)),
-        }
-    }
-
-    /// Whether the lifecycle policy setup would install is there, for `flowlogd check`. Reads
-    /// only.
-    pub async fn check_lifecycle(&self, info: &ClusterInfo) -> Result<LifecycleCheck, SinkError> {
-        let Some(delete_after) = self.inner.delete_after else {
-            return Ok(LifecycleCheck::NotConfigured);
-        };
-        let engine = match info.lifecycle_engine() {
-            Ok(engine) => engine,
-            Err(reason) => return Ok(LifecycleCheck::Unavailable { reason }),
-        };
-        let policy =
-            template::lifecycle_policy_name(delete_after, self.inner.template_options.data_stream);
-        let path = engine.policy_path(&policy);
-        let what = format!("read {engine} policy {policy}");
-        let (status, body) = self.request(Method::Get, &path, None, &what).await?;
-        Ok(match status {
-            200 => LifecycleCheck::Present { engine, policy },
-            400 | 404 | 405 | 410 if is_missing_api(&body) => LifecycleCheck::Unavailable {
-                reason: info.missing_engine_reason(engine, status),
-            },
-            404 => LifecycleCheck::Missing { engine, policy },
-            _ => return Err(status_error(&what, status, &body)),
-        })
-    }
-
     /// Delivers every document of `batch`: returns once each is created, already there (409)
     /// or dead-lettered, or `Err(Cancelled)` when `cancel` fires first. `origin(i)` says where
-    /// item `i` came from (called for dead-lettered items only).
+    /// item `i` came from (called for dead-lettered items only). Copies the body once into a
+    /// shared buffer; the daemon, which owns its batches, uses [`BulkSink::deliver_body`].
     pub async fn deliver(
         &self,
         batch: &BulkBuffer,
         origin: &(dyn Fn(usize) -> ItemOrigin + Sync),
         cancel: &CancellationToken,
     ) -> Result<DeliveryReport, Cancelled> {
+        let body = Bytes::copy_from_slice(&batch.body);
+        let batch = BulkBody {
+            body: &body,
+            items: &batch.items,
+        };
+        self.deliver_body(batch, origin, cancel).await
+    }
+
+    /// [`BulkSink::deliver`] of a body already in a shared buffer: requests send clones of it
+    /// (or slices, for a contiguous run of items), never copies; only a retried subset of
+    /// scattered items gets a body of its own.
+    pub async fn deliver_body(
+        &self,
+        batch: BulkBody<'_>,
+        origin: &(dyn Fn(usize) -> ItemOrigin + Sync),
+        cancel: &CancellationToken,
+    ) -> Result<DeliveryReport, Cancelled> {
         let mut report = DeliveryReport::default();
-        let mut pending: Vec<usize> = (0..batch.len()).collect();
+        let mut pending: Vec<usize> = (0..batch.items.len()).collect();
         let mut round_backoff = Backoff::new(self.inner.initial_backoff, self.inner.max_backoff);
         // When each item first failed with a retryable status other than 429.
         let mut failing_since: std::collections::HashMap<usize, Instant> =
@@ -656,7 +264,10 @@ impl BulkSink {
             let mut chunks = vec![std::mem::take(&mut pending)];
             while let Some(chunk) = chunks.pop() {
                 match self.send_chunk(batch, &chunk, &mut report, cancel).await? {
-                    ChunkResult::Outcomes(outcomes) => {
+                    ChunkResult::Outcomes(ParsedItems::AllCreated) => {
+                        report.created += chunk.len();
+                    }
+                    ChunkResult::Outcomes(ParsedItems::Each(outcomes)) => {
                         for (&i, outcome) in chunk.iter().zip(outcomes) {
                             match outcome {
                                 ItemOutcome::Created => report.created += 1,
@@ -723,12 +334,12 @@ impl BulkSink {
     /// Sends one set of items until a usable response arrives (or the body is refused).
     async fn send_chunk(
         &self,
-        batch: &BulkBuffer,
+        batch: BulkBody<'_>,
         chunk: &[usize],
         report: &mut DeliveryReport,
         cancel: &CancellationToken,
     ) -> Result<ChunkResult, Cancelled> {
-        let body = build_body(batch, chunk);
+        let body = request_body(batch, chunk);
         let mut backoff = Backoff::new(self.inner.initial_backoff, self.inner.max_backoff);
         loop {
             if cancel.is_cancelled() {
@@ -748,9 +359,9 @@ impl BulkSink {
                     report.request_latencies.push(started.elapsed());
                     match status {
                         200..=299 => match parse_bulk_response(&response, chunk.len()) {
-                            Ok(outcomes) => {
+                            Ok(items) => {
                                 self.request_recovered();
-                                return Ok(ChunkResult::Outcomes(outcomes));
+                                return Ok(ChunkResult::Outcomes(items));
                             }
                             Err(e) => format!("HTTP {status} with an unusable bulk response: {e}"),
                         },
@@ -859,7 +470,7 @@ impl BulkSink {
     /// their offsets may only be committed once they are on disk.
     async fn dead_letter_items(
         &self,
-        batch: &BulkBuffer,
+        batch: BulkBody<'_>,
         origin: &(dyn Fn(usize) -> ItemOrigin + Sync),
         rejected: &[(usize, u16, Value)],
         cancel: &CancellationToken,
@@ -875,7 +486,7 @@ impl BulkSink {
                     id,
                     status: *status,
                     error: error.clone(),
-                    document: batch.doc(*i),
+                    document: &batch.body[item.doc_range()],
                 }
             })
             .collect();
@@ -910,266 +521,6 @@ impl BulkSink {
         }
         Ok(())
     }
-
-    async fn cluster_info(&self) -> Result<ClusterInfo, SinkError> {
-        let what = "GET /";
-        let (status, body) = self.request(Method::Get, "", None, what).await?;
-        if status != 200 {
-            return Err(status_error(what, status, &body));
-        }
-        let root: Value = serde_json::from_slice(&body).map_err(|e| SinkError::Response {
-            what: what.into(),
-            reason: format!("not JSON ({e}): {}", excerpt(&body)),
-        })?;
-        let version = &root["version"];
-        let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
-        let distribution = match version["distribution"].as_str() {
-            None | Some("elasticsearch") => Distribution::Elasticsearch,
-            Some("opensearch") => Distribution::OpenSearch,
-            Some(other) => Distribution::Other(other.to_owned()),
-        };
-        if version["number"].as_str().is_none() {
-            return Err(SinkError::Response {
-                what: what.into(),
-                reason: format!("no version.number: {}", excerpt(&body)),
-            });
-        }
-        Ok(ClusterInfo {
-            cluster_name: text(&root["cluster_name"]),
-            node_name: text(&root["name"]),
-            version: text(&version["number"]),
-            distribution,
-            build_flavor: version["build_flavor"].as_str().map(str::to_owned),
-            privileges: PrivilegeCheck::Unavailable {
-                reason: "not checked".into(),
-            },
-        })
-    }
-
-    async fn privileges(&self, targets: &[SetupTarget]) -> PrivilegeCheck {
-        let mut cluster = vec!["monitor"];
-        if self.inner.install_template {
-            cluster.push("manage_index_templates");
-            if self.inner.delete_after.is_some() {
-                cluster.push("manage_ilm");
-            }
-        }
-        let mut patterns: Vec<String> = targets.iter().map(|t| t.index.wildcard()).collect();
-        patterns.sort();
-        patterns.dedup();
-        let index_privileges = ["create_doc", "auto_configure"];
-        let mut body = json!({"cluster": cluster});
-        if !patterns.is_empty() {
-            body["index"] = json!([{"names": patterns, "privileges": index_privileges}]);
-        }
-        let what = "check privileges";
-        let (status, response) = match self
-            .request(
-                Method::Post,
-                "_security/user/_has_privileges",
-                Some(&body),
-                what,
-            )
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => {
-                return PrivilegeCheck::Unavailable {
-                    reason: e.to_string(),
-                };
-            }
-        };
-        if status != 200 {
-            return PrivilegeCheck::Unavailable {
-                reason: format!(
-                    "no privileges API (HTTP {status}: {})",
-                    error_summary_bytes(&response)
-                ),
-            };
-        }
-        let Ok(answer) = serde_json::from_slice::<Value>(&response) else {
-            return PrivilegeCheck::Unavailable {
-                reason: format!("unparsable answer: {}", excerpt(&response)),
-            };
-        };
-        let mut missing = Vec::new();
-        for p in &cluster {
-            if answer["cluster"][*p] != Value::Bool(true) {
-                missing.push(format!("cluster:{p}"));
-            }
-        }
-        for pattern in &patterns {
-            for p in index_privileges {
-                if answer["index"][pattern.as_str()][p] != Value::Bool(true) {
-                    missing.push(format!("index {pattern}:{p}"));
-                }
-            }
-        }
-        PrivilegeCheck::Checked {
-            username: answer["username"].as_str().unwrap_or("?").to_owned(),
-            missing,
-        }
-    }
-
-    /// Deletes every document indexed from one blob (`field` equal to `path`, e.g.
-    /// `log.file.path`) from the indices matching `indices`, for a blob rewritten with other
-    /// content. Refreshes those indices first, so that documents indexed moments ago are
-    /// found too, and waits for the deletion. Returns how many documents were deleted.
-    pub async fn delete_blob_documents(
-        &self,
-        indices: &str,
-        field: &str,
-        path: &str,
-    ) -> Result<u64, SinkError> {
-        let what = format!("deleting the documents of rewritten blob {path} from {indices}");
-        let lenient = [("ignore_unavailable", "true"), ("allow_no_indices", "true")];
-        let (status, body) = self
-            .request_with_query(
-                Method::Post,
-                &format!("{indices}/_refresh"),
-                &lenient,
-                None,
-                &what,
-            )
-            .await?;
-        if !(200..300).contains(&status) {
-            return Err(status_error(&what, status, &body));
-        }
-        let query = json!({"query": {"term": {field: path}}});
-        let (status, body) = self
-            .request_with_query(
-                Method::Post,
-                &format!("{indices}/_delete_by_query"),
-                &[
-                    lenient[0],
-                    lenient[1],
-                    ("conflicts", "proceed"),
-                    ("refresh", "true"),
-                    ("wait_for_completion", "true"),
-                ],
-                Some(&query),
-                &what,
-            )
-            .await?;
-        if !(200..300).contains(&status) {
-            return Err(status_error(&what, status, &body));
-        }
-        let answer: Value = serde_json::from_slice(&body).map_err(|e| SinkError::Response {
-            what: what.clone(),
-            reason: e.to_string(),
-        })?;
-        let failures = answer["failures"].as_array().map_or(0, Vec::len);
-        if failures > 0 {
-            return Err(SinkError::Response {
-                what,
-                reason: format!(
-                    "{failures} documents could not be deleted: {}",
-                    error_summary(&answer["failures"][0])
-                ),
-            });
-        }
-        answer["deleted"]
-            .as_u64()
-            .ok_or_else(|| SinkError::Response {
-                what,
-                reason: format!("no `deleted` count in {}", excerpt(&body)),
-            })
-    }
-
-    /// One request with a JSON body, no retries: for setup and checks.
-    async fn request(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-        what: &str,
-    ) -> Result<(u16, Bytes), SinkError> {
-        self.request_with_query(method, path, &[], body, what).await
-    }
-
-    async fn request_with_query(
-        &self,
-        method: Method,
-        path: &str,
-        query: &[(&str, &str)],
-        body: Option<&Value>,
-        what: &str,
-    ) -> Result<(u16, Bytes), SinkError> {
-        let body = match body {
-            Some(v) => Some(Bytes::from(serde_json::to_vec(v).map_err(|e| {
-                SinkError::Response {
-                    what: what.into(),
-                    reason: e.to_string(),
-                }
-            })?)),
-            None => None,
-        };
-        let response = self
-            .inner
-            .conn
-            .client
-            .send(
-                method,
-                path,
-                HeaderMap::new(),
-                (!query.is_empty()).then_some(query),
-                body,
-                None,
-            )
-            .await
-            .map_err(|e| SinkError::Transport {
-                what: what.into(),
-                reason: error_chain(&e),
-            })?;
-        let status = response.status_code().as_u16();
-        let bytes = response.bytes().await.map_err(|e| SinkError::Transport {
-            what: what.into(),
-            reason: error_chain(&e),
-        })?;
-        Ok((status, bytes))
-    }
-}
-
-struct PlannedTemplate {
-    name: String,
-    wildcard: String,
-    schema: Schema,
-    sources: Vec<String>,
-}
-
-/// One template per distinct index wildcard; sources sharing a wildcard must share a layout.
-fn plan_templates(targets: &[SetupTarget]) -> Result<Vec<PlannedTemplate>, SinkError> {
-    let mut plan: Vec<PlannedTemplate> = Vec::new();
-    for t in targets {
-        let wildcard = t.index.wildcard();
-        if let Some(p) = plan.iter_mut().find(|p| p.wildcard == wildcard) {
-            if p.schema != t.schema {
-                return Err(SinkError::Setup(format!(
-                    "sources {} and {} write to indices {wildcard} with different schemas ({} and {}); give them different `index` patterns",
-                    p.sources[0],
-                    t.source,
-                    template::schema_name(p.schema),
-                    template::schema_name(t.schema)
-                )));
-            }
-            p.sources.push(t.source.clone());
-            continue;
-        }
-        let name = template::template_name(&wildcard);
-        if let Some(p) = plan.iter().find(|p| p.name == name) {
-            return Err(SinkError::Setup(format!(
-                "index patterns {} and {wildcard} would share the template name {name}; rename one",
-                p.wildcard
-            )));
-        }
-        plan.push(PlannedTemplate {
-            name,
-            wildcard,
-            schema: t.schema,
-            sources: vec![t.source.clone()],
-        });
-    }
-    Ok(plan)
 }
 
 /// The error recorded for an item given up after `item_retry_timeout`: says so, keeps the
@@ -1185,8 +536,23 @@ fn gave_up(status: u16, failing_for: Duration, last_error: Option<Value>) -> Val
     })
 }
 
-/// The action and document lines of `items` of `batch`, as one bulk body.
-fn build_body(batch: &BulkBuffer, items: &[usize]) -> Bytes {
+/// The body of a request for `items` (ascending indices) of `batch`: a slice of the shared
+/// body when they are consecutive items lying next to each other in it (a whole batch, or a
+/// half of a refused one), else a new body of their lines.
+fn request_body(batch: BulkBody<'_>, items: &[usize]) -> Bytes {
+    let adjacent = items
+        .windows(2)
+        .all(|w| w[1] == w[0] + 1 && batch.items[w[0]].end == batch.items[w[1]].action_start);
+    match (items.first(), items.last()) {
+        (Some(&first), Some(&last)) if adjacent => batch
+            .body
+            .slice(batch.items[first].action_start..batch.items[last].end),
+        _ => build_body(batch, items),
+    }
+}
+
+/// The action and document lines of `items` of `batch`, copied into one new bulk body.
+fn build_body(batch: BulkBody<'_>, items: &[usize]) -> Bytes {
     let len = items.iter().map(|&i| batch.items[i].range().len()).sum();
     let mut body = Vec::with_capacity(len);
     for &i in items {
@@ -1243,27 +609,53 @@ fn classify(status: Option<u16>, error: Option<Value>) -> ItemOutcome {
     }
 }
 
+/// What a bulk response says about the items sent.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum ParsedItems {
+    /// `"errors":false` and one item per document sent: every one was created.
+    AllCreated,
+    /// Each item's outcome, in the order sent.
+    Each(Vec<ItemOutcome>),
+}
+
+impl ParsedItems {
+    /// Each of the `sent` items' outcome.
+    #[cfg(test)]
+    fn into_vec(self, sent: usize) -> Vec<ItemOutcome> {
+        match self {
+            ParsedItems::AllCreated => vec![ItemOutcome::Created; sent],
+            ParsedItems::Each(outcomes) => outcomes,
+        }
+    }
+}
+
 /// Outcomes of the `sent` items of a bulk request from its (filtered) response. Items beyond
 /// the end of a short response are retried; an unparsable response or one with more items
 /// than sent is an error (the whole request is retried: `create` makes that safe).
-pub(crate) fn parse_bulk_response(body: &[u8], sent: usize) -> Result<Vec<ItemOutcome>, String> {
-    let response: BulkResponse = serde_json::from_slice(body)
+///
+/// The usual answer, `"errors":false` with one item per document, is only counted: each item
+/// is checked to be an object but not read, so a 5,000-item response costs no allocation.
+pub(crate) fn parse_bulk_response(body: &[u8], sent: usize) -> Result<ParsedItems, String> {
+    let summary: BulkSummary = serde_json::from_slice(body)
         .map_err(|e| format!("not a bulk response ({e}): {}", excerpt(body)))?;
-    let Some(items) = response.items else {
+    let Some(ItemCount(count)) = summary.items else {
         return Err(format!(
             "no `items` in the bulk response: {}",
             excerpt(body)
         ));
     };
-    if items.len() > sent {
-        return Err(format!(
-            "{} items in the response for {sent} sent",
-            items.len()
-        ));
+    if count > sent {
+        return Err(format!("{count} items in the response for {sent} sent"));
     }
+    if summary.errors == Some(false) && count == sent {
+        return Ok(ParsedItems::AllCreated);
+    }
+    let response: BulkResponse = serde_json::from_slice(body)
+        .map_err(|e| format!("not a bulk response ({e}): {}", excerpt(body)))?;
+    let items = response.items.unwrap_or_default();
     let missing = sent - items.len();
     let mut outcomes: Vec<ItemOutcome> = if response.errors == Some(false) {
-        // Fast path: Elasticsearch says every item succeeded.
+        // Elasticsearch says every item it answered succeeded.
         vec![ItemOutcome::Created; items.len()]
     } else {
         items
@@ -1275,7 +667,59 @@ pub(crate) fn parse_bulk_response(body: &[u8], sent: usize) -> Result<Vec<ItemOu
         status: 0,
         error: Some(json!({"type": "missing_item", "reason": "not in the bulk response"})),
     }));
-    Ok(outcomes)
+    Ok(ParsedItems::Each(outcomes))
+}
+
+/// A bulk response read only for `errors` and the number of items.
+#[derive(Deserialize)]
+struct BulkSummary {
+    #[serde(default)]
+    errors: Option<bool>,
+    #[serde(default)]
+    items: Option<ItemCount>,
+}
+
+/// The length of `items`, each checked to be an object and skipped.
+struct ItemCount(usize);
+
+impl<'de> Deserialize<'de> for ItemCount {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Count;
+        impl<'de> Visitor<'de> for Count {
+            type Value = ItemCount;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of bulk items")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ItemCount, A::Error> {
+                let mut count = 0;
+                while seq.next_element::<AnObject>()?.is_some() {
+                    count += 1;
+                }
+                Ok(ItemCount(count))
+            }
+        }
+        d.deserialize_seq(Count)
+    }
+}
+
+/// Any JSON object, skipped without being kept.
+struct AnObject;
+
+impl<'de> Deserialize<'de> for AnObject {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Skip;
+        impl<'de> Visitor<'de> for Skip {
+            type Value = AnObject;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a bulk item object like {\"create\":{…}}")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<AnObject, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(AnObject)
+            }
+        }
+        d.deserialize_map(Skip)
+    }
 }
 
 #[derive(Deserialize)]
@@ -1327,14 +771,6 @@ fn error_summary(error: &Value) -> String {
     }
 }
 
-fn error_summary_bytes(body: &[u8]) -> String {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(v) if v["error"].is_object() => error_summary(&v["error"]),
-        Ok(v) if v["error"].is_string() => v["error"].as_str().unwrap_or_default().to_owned(),
-        _ => excerpt(body),
-    }
-}
-
 /// The start of a response body, for messages.
 fn excerpt(body: &[u8]) -> String {
     let cut = &body[..body.len().min(BODY_EXCERPT)];
@@ -1366,28 +802,14 @@ fn body_parse_error(body: &[u8]) -> Option<Value> {
     (BODY_ERRORS.contains(&ty) || about_a_line).then(|| error.clone())
 }
 
-/// Whether an error response says the endpoint does not exist (rather than refusing the body).
-fn is_missing_api(body: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(body);
-    text.contains("no handler found")
-        || text.contains("api_not_available")
-        || text.contains("Unrecognized")
-}
-
-fn status_error(what: &str, status: u16, body: &[u8]) -> SinkError {
-    SinkError::Status {
-        what: what.into(),
-        status,
-        body: error_summary_bytes(body),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn outcomes(body: &str, sent: usize) -> Vec<ItemOutcome> {
-        parse_bulk_response(body.as_bytes(), sent).unwrap()
+        parse_bulk_response(body.as_bytes(), sent)
+            .unwrap()
+            .into_vec(sent)
     }
 
     #[test]
@@ -1430,6 +852,11 @@ mod tests {
             2,
         );
         assert_eq!(o, [ItemOutcome::Created, ItemOutcome::Created]);
+        assert_eq!(
+            parse_bulk_response(br#"{"errors":false,"items":[{"create":{}}]}"#, 1),
+            Ok(ParsedItems::AllCreated),
+            "one item per document sent: counted, not read"
+        );
         // Unknown fields (took, ingest_took) are fine.
         let o = outcomes(
             r#"{"took":3,"ingest_took":0,"errors":false,"items":[{"create":{"_index":"i","_id":"a","status":201}}]}"#,
@@ -1521,7 +948,7 @@ mod tests {
     }
 
     #[test]
-    fn bodies_are_rebuilt_from_item_ranges_and_actions_parsed() {
+    fn requests_slice_the_shared_body_for_adjacent_items_and_rebuild_it_for_scattered_ones() {
         let mut batch = BulkBuffer::new();
         for (i, id) in ["a", "b", "c"].iter().enumerate() {
             let action_start = batch.body.len();
@@ -1540,47 +967,33 @@ mod tests {
                 tuple_index: i as u32,
             });
         }
-        let body = build_body(&batch, &[0, 2]);
+        let shared = Bytes::copy_from_slice(&batch.body);
+        let view = BulkBody {
+            body: &shared,
+            items: &batch.items,
+        };
+        let body = request_body(view, &[0, 2]);
         assert_eq!(
             std::str::from_utf8(&body).unwrap(),
             "{\"create\":{\"_index\":\"ix\",\"_id\":\"a\"}}\n{\"n\":0}\n{\"create\":{\"_index\":\"ix\",\"_id\":\"c\"}}\n{\"n\":2}\n"
         );
-        assert_eq!(&build_body(&batch, &[0, 1, 2])[..], &batch.body[..]);
+        // A run of adjacent items is sent as a slice of the shared body, not a copy.
+        let whole = request_body(view, &[0, 1, 2]);
+        assert_eq!(&whole[..], &batch.body[..]);
+        assert_eq!(whole.as_ptr(), shared.as_ptr());
+        let tail = request_body(view, &[1, 2]);
+        assert_eq!(&tail[..], &batch.body[batch.items[1].action_start..]);
+        assert_eq!(
+            tail.as_ptr(),
+            shared[batch.items[1].action_start..].as_ptr()
+        );
+        assert_eq!(&build_body(view, &[0, 1, 2])[..], &batch.body[..]);
         let item = batch.items[1];
         assert_eq!(
             action_target(&batch.body[item.action_start..item.doc_start]),
             (Some("ix".into()), Some("b".into()))
         );
         assert_eq!(action_target(b"nonsense"), (None, None));
-    }
-
-    #[test]
-    fn sources_sharing_a_pattern_share_a_template_but_not_two_schemas() {
-        let t = |source: &str, index: &str, schema| SetupTarget {
-            source: source.into(),
-            index: IndexPattern::parse(index).unwrap(),
-            schema,
-        };
-        let plan = plan_templates(&[
-            t("a", "flowlogs-%{+xxxx.ww}", Schema::Ecs),
-            t("b", "flowlogs-%{+xxxx.ww}", Schema::Ecs),
-            t("c", "nsg-%{+yyyy.MM.dd}", Schema::Logstash),
-        ])
-        .unwrap();
-        assert_eq!(plan.len(), 2);
-        assert_eq!(plan[0].sources, ["a", "b"]);
-        assert_eq!(plan[1].wildcard, "nsg-*");
-        let e = plan_templates(&[
-            t("a", "f-%{+xxxx.ww}", Schema::Ecs),
-            t("b", "f-%{+yyyy.MM}", Schema::Logstash),
-        ])
-        .err()
-        .unwrap()
-        .to_string();
-        assert!(
-            e.contains("different schemas") && e.contains("a") && e.contains("b"),
-            "{e}"
-        );
     }
 
     #[test]

@@ -49,6 +49,16 @@ pub struct Chunk {
 pub trait ChunkSink: Send {
     /// Hands one chunk over; `Err` when the receiving side is gone (shutting down).
     fn send(&mut self, chunk: Chunk) -> impl Future<Output = Result<(), ReadError>> + Send;
+
+    /// An empty buffer for the next chunk with room for `body` bytes and `items` documents.
+    /// The daemon's sink hands out buffers that delivery has emptied, so that a steady read
+    /// allocates nothing (and touches no fresh pages).
+    fn buffer(&mut self, body: usize, items: usize) -> BulkBuffer {
+        BulkBuffer {
+            body: Vec::with_capacity(body),
+            items: Vec::with_capacity(items),
+        }
+    }
 }
 
 impl ChunkSink for mpsc::Sender<Chunk> {
@@ -141,7 +151,7 @@ pub async fn read_blob(
         capacity: limits.chunk_bytes.saturating_add(CHUNK_SLACK),
         docs: BulkBuffer::new(),
     };
-    chunks.docs = chunks.fresh_buffer();
+    chunks.docs = chunks.fresh_buffer(tx);
     let mut recorder = Recorder {
         problems,
         failed: None,
@@ -240,15 +250,12 @@ const CHUNK_SLACK: usize = 16 * 1024;
 const MIN_DOCUMENT_BYTES: usize = 256;
 
 impl Chunker {
-    /// An empty chunk body allocated once at its full size: grown by doubling, a chunk would
+    /// An empty chunk body at its full size, from `tx`: grown by doubling, a chunk would
     /// hold up to twice its bytes and copy itself on the way (invariant 6 counts what is held).
-    fn fresh_buffer(&self) -> BulkBuffer {
+    fn fresh_buffer(&self, tx: &mut impl ChunkSink) -> BulkBuffer {
         // A chunk_bytes of usize::MAX (tests, decode-everything callers) must not reserve it.
         let body = self.capacity.min(64 * 1024 * 1024);
-        BulkBuffer {
-            body: Vec::with_capacity(body),
-            items: Vec::with_capacity(body / MIN_DOCUMENT_BYTES),
-        }
+        tx.buffer(body, body / MIN_DOCUMENT_BYTES)
     }
 
     /// Sends the first `items` documents gathered (all of them when 0) as the chunk
@@ -261,7 +268,7 @@ impl Chunker {
         to: u64,
         stats: &DecodeStats,
     ) -> Result<(), ReadError> {
-        let mut rest = self.fresh_buffer();
+        let mut rest = self.fresh_buffer(tx);
         if items > 0 {
             self.docs.split_off_into(items, &mut rest);
         }
@@ -278,7 +285,7 @@ impl Chunker {
         length_seen: u64,
         stats: &DecodeStats,
     ) -> Result<(), ReadError> {
-        let fresh = self.fresh_buffer();
+        let fresh = self.fresh_buffer(tx);
         let docs = std::mem::replace(&mut self.docs, fresh);
         self.send_docs(tx, docs, to, last, length_seen, stats).await
     }
