@@ -957,12 +957,12 @@ async fn bodies_refused_as_a_whole_are_split_until_the_document_at_fault_is_dead
     let batch = Batch::generated(GenKind::Vnet, 9, 2, 10, Schema::Ecs, "flows-%{+xxxx.ww}")
         .with_document_edited(3, |doc| {
             doc.replace(
-                "\"ecs\":{",
-                &format!("\"padding\":\"{}\",\"ecs\":{{", "x".repeat(3000)),
+                "\"log\":{",
+                &format!("\"padding\":\"{}\",\"log\":{{", "x".repeat(3000)),
             )
         })
         .with_document_edited(12, |doc| {
-            doc.replace("\"ecs\":{", "\"x\":\"BROKEN\",\"ecs\":{")
+            doc.replace("\"log\":{", "\"x\":\"BROKEN\",\"log\":{")
         });
     let report = sink
         .deliver(&batch.buffer, &batch.origin(), &CancellationToken::new())

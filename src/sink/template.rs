@@ -20,6 +20,11 @@
 //!   dashboard aggregates and that are unique or long per document ([`SEARCH_ONLY_FIELDS`]) keep
 //!   their index for filters but have no doc values; `log.offset` ([`SOURCE_ONLY_FIELDS`]) is
 //!   only kept in `_source`, as nobody filters on a byte offset.
+//! - Values that are the same in every document (`event.kind`, `event.category`, `event.type`,
+//!   `cloud.provider`, `ecs.version`) are `constant_keyword` fields carrying their value in the
+//!   mapping, not in each document: they cost nothing per document and still match queries and
+//!   aggregations (Elasticsearch 7.7+, OpenSearch 2.14+; an older OpenSearch refuses the
+//!   template, naming the type).
 //! - Priority `200 + literal length of the pattern`: above Elastic's built-in templates (100,
 //!   e.g. `logs-*-*`), and a more specific pattern (`flowlogs-nsg-*`) outranks a broader one
 //!   (`flowlogs-*`), so two sources never collide on equal priorities.
@@ -30,7 +35,7 @@ use serde_json::{Map, Value, json};
 use super::document::{ECS_VERSION, Schema};
 
 /// Bumped whenever the mappings change (written to the template's `version`).
-pub const TEMPLATE_VERSION: u32 = 3;
+pub const TEMPLATE_VERSION: u32 = 4;
 
 /// Priority of flowlogd's templates before the pattern-length bonus; see the module docs.
 pub const BASE_PRIORITY: u32 = 200;
@@ -46,6 +51,10 @@ pub enum FieldType {
     Keyword,
     Long,
     Integer,
+    /// `constant_keyword` with this value: the same for every document, so it is written once
+    /// in the mapping instead of into each document, and still answers queries and
+    /// aggregations like a keyword (Elasticsearch 7.7+, OpenSearch 2.14+).
+    Constant(&'static str),
 }
 
 impl FieldType {
@@ -56,18 +65,20 @@ impl FieldType {
             FieldType::Keyword => "keyword",
             FieldType::Long => "long",
             FieldType::Integer => "integer",
+            FieldType::Constant(_) => "constant_keyword",
         }
     }
 
     fn mapping(self) -> Value {
         match self {
             FieldType::Keyword => json!({"type": "keyword", "ignore_above": KEYWORD_IGNORE_ABOVE}),
+            FieldType::Constant(value) => json!({"type": "constant_keyword", "value": value}),
             other => json!({"type": other.as_str()}),
         }
     }
 }
 
-use FieldType::{Date, Integer, Ip, Keyword, Long};
+use FieldType::{Constant, Date, Integer, Ip, Keyword, Long};
 
 /// Every field of the ECS layout, by dotted path.
 pub const ECS_FIELDS: &[(&str, FieldType)] = &[
@@ -83,15 +94,13 @@ pub const ECS_FIELDS: &[(&str, FieldType)] = &[
     ("network.transport", Keyword),
     ("network.iana_number", Keyword),
     ("network.direction", Keyword),
-    ("network.type", Keyword),
     ("network.community_id", Keyword),
     ("network.packets", Long),
     ("network.bytes", Long),
-    ("event.kind", Keyword),
-    ("event.category", Keyword),
-    ("event.type", Keyword),
+    ("event.kind", Constant("event")),
+    ("event.category", Constant("network")),
+    ("event.type", Constant("connection")),
     ("event.action", Keyword),
-    ("event.outcome", Keyword),
     ("rule.name", Keyword),
     ("azure.flowlog.flow_type", Keyword),
     ("azure.flowlog.state", Keyword),
@@ -111,12 +120,12 @@ pub const ECS_FIELDS: &[(&str, FieldType)] = &[
     ("azure.flowlog.subnet", Keyword),
     ("azure.flowlog.nic", Keyword),
     ("azure.resource_group", Keyword),
-    ("cloud.provider", Keyword),
+    ("cloud.provider", Constant("azure")),
     ("cloud.account.id", Keyword),
     ("cloud.region", Keyword),
     ("log.file.path", Keyword),
     ("log.offset", Long),
-    ("ecs.version", Keyword),
+    ("ecs.version", Constant(ECS_VERSION)),
 ];
 
 /// Every field of the Logstash layout (Microsoft's pipeline names).
@@ -398,7 +407,7 @@ mod tests {
     use super::*;
     use crate::generator::{GenKind, GenOptions, generate};
     use crate::pipeline::BlobDecoder;
-    use crate::sink::document::{BlobContext, BulkBuffer, DocumentEncoder};
+    use crate::sink::document::{BlobContext, BulkBuffer, DocumentEncoder, Provenance};
     use crate::sink::index_name::IndexPattern;
 
     /// Resolves a dotted path in a `properties` tree to its mapping.
@@ -456,18 +465,19 @@ mod tests {
     }
 
     /// Records for fields the generator never writes: a VNet flow log on a subnet and one on a
-    /// NIC, IPv6, an unnamed protocol; an NSG v2 record.
+    /// NIC, IPv6, a named protocol without ports (GRE) and an unassigned one; an NSG v2 record.
     const EXTRA_VNET: &[&str] = &[
-        r#"{"time":"2026-11-21T16:00:52.0000000Z","flowLogVersion":4,"flowLogGUID":"g","macAddress":"00224871C205","flowLogResourceID":"/SUBSCRIPTIONS/S/RESOURCEGROUPS/NETWORKWATCHERRG/PROVIDERS/MICROSOFT.NETWORK/NETWORKWATCHERS/NETWORKWATCHER_WESTEUROPE/FLOWLOGS/FL","targetResourceID":"/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/vn/subnets/sn","flowRecords":{"flows":[{"aclID":"/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/networkSecurityGroups/nsg1","flowGroups":[{"rule":"R","flowTuples":["1795276803606,fd00::1,2001:db8::2,23956,443,6,O,E,NX,3,767,2,1580","1795276803606,10.0.0.1,10.0.0.2,0,0,47,O,B,NX,,,,"]}]}]}}"#,
+        r#"{"time":"2026-11-21T16:00:52.0000000Z","flowLogVersion":4,"flowLogGUID":"g","macAddress":"00224871C205","flowLogResourceID":"/SUBSCRIPTIONS/S/RESOURCEGROUPS/NETWORKWATCHERRG/PROVIDERS/MICROSOFT.NETWORK/NETWORKWATCHERS/NETWORKWATCHER_WESTEUROPE/FLOWLOGS/FL","targetResourceID":"/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/vn/subnets/sn","flowRecords":{"flows":[{"aclID":"/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/networkSecurityGroups/nsg1","flowGroups":[{"rule":"R","flowTuples":["1795276803606,fd00::1,2001:db8::2,23956,443,6,O,E,NX,3,767,2,1580","1795276803606,10.0.0.1,10.0.0.2,0,0,47,O,B,NX,,,,","1795276803606,10.0.0.1,10.0.0.2,0,0,200,O,B,NX,,,,"]}]}]}}"#,
         r#"{"time":"2026-11-21T16:00:52.0000000Z","flowLogVersion":4,"flowLogGUID":"g","macAddress":"00224871C205","flowLogResourceID":"/SUBSCRIPTIONS/S/RESOURCEGROUPS/NETWORKWATCHERRG/PROVIDERS/MICROSOFT.NETWORK/NETWORKWATCHERS/NETWORKWATCHER_WESTEUROPE/FLOWLOGS/FL","targetResourceID":"/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/networkInterfaces/nic1","flowRecords":{"flows":[{"aclID":"x","flowGroups":[{"rule":"R","flowTuples":["1795276803606,10.0.0.1,10.0.0.2,1,2,17,I,C,X,1,2,3,4"]}]}]}}"#,
     ];
 
     /// Documents of every kind (NSG v1, NSG v2, VNet from the generator, plus the extra records)
-    /// in `schema`, with the real encoder.
-    fn documents(schema: Schema) -> Vec<Value> {
+    /// in `schema`, with the real encoder writing `provenance`.
+    fn documents(schema: Schema, provenance: Provenance) -> Vec<Value> {
         let mut docs = Vec::new();
         let mut encoder =
-            DocumentEncoder::new(schema, IndexPattern::parse("flows-%{+xxxx.ww}").unwrap());
+            DocumentEncoder::new(schema, IndexPattern::parse("flows-%{+xxxx.ww}").unwrap())
+                .with_provenance(provenance);
         let mut decode = |name: &str, bytes: &[u8], encoder: &mut DocumentEncoder| {
             let mut out = BulkBuffer::new();
             let mut decoder = BlobDecoder::new(encoder, BlobContext::new("insights-logs", name), 0);
@@ -497,7 +507,15 @@ mod tests {
         let template = index_template(schema, "flows-*", &TemplateOptions::default());
         let mappings = &template["template"]["mappings"];
         let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-        for doc in documents(schema) {
+        // Every field a configuration can write: the default, and everything on.
+        let everything = Provenance {
+            resource_ids: true,
+            blob_path: true,
+        };
+        let docs = documents(schema, Provenance::default())
+            .into_iter()
+            .chain(documents(schema, everything));
+        for doc in docs {
             let mut out = Vec::new();
             leaves("", &doc, &mut out);
             for (path, value) in out {
@@ -507,15 +525,26 @@ mod tests {
                     )
                 };
                 let ty = mapping["type"].as_str().unwrap_or_default();
+                let accepted = if ty == "constant_keyword" {
+                    // Anything else than the mapped value is refused by the engine.
+                    value == mapping["value"]
+                } else {
+                    accepts(ty, &value)
+                };
                 assert!(
-                    accepts(ty, &value),
+                    accepted,
                     "{schema:?}: `{path}` is mapped `{ty}` but holds {value}"
                 );
                 *seen.entry(path).or_default() += 1;
             }
         }
-        // And the other way round: no mapping is left over from a renamed or removed field.
-        let mapped: BTreeSet<&str> = fields(schema).iter().map(|(p, _)| *p).collect();
+        // And the other way round: no mapping is left over from a renamed or removed field
+        // (constants are written by the mapping itself).
+        let mapped: BTreeSet<&str> = fields(schema)
+            .iter()
+            .filter(|(_, ty)| !matches!(ty, Constant(_)))
+            .map(|(p, _)| *p)
+            .collect();
         let written: BTreeSet<&str> = seen.keys().map(String::as_str).collect();
         let unused: Vec<_> = mapped.difference(&written).collect();
         assert!(
