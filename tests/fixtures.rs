@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use flowlogd::pipeline::{BlobDecoder, DecodeProblem};
 use flowlogd::sink::document::{BlobContext, BulkBuffer, DocumentEncoder, Provenance, Schema};
 use flowlogd::sink::index_name::IndexPattern;
-use flowlogd::sink::template::{ECS_FIELDS, FieldType};
+use flowlogd::sink::template::ECS_CONSTANTS;
 use serde_json::Value;
 
 fn fixture(rel: &str) -> Vec<u8> {
@@ -313,12 +313,12 @@ fn compare_with_elastic(records: &str, expected: &str, log_key: &str) {
         ours[0]["cloud"]["account"]["id"],
         expected["azure"]["subscription_id"]
     );
-    // `cloud.provider` is a constant of the template, not of each document.
+    // `cloud.provider` is a constant of the index, not of each document.
     assert!(ours[0]["cloud"].get("provider").is_none());
-    let provider = ECS_FIELDS.iter().find_map(|(path, ty)| match ty {
-        FieldType::Constant(value) if *path == "cloud.provider" => Some(*value),
-        _ => None,
-    });
+    let provider = ECS_CONSTANTS
+        .iter()
+        .find(|(path, _)| *path == "cloud.provider")
+        .map(|(_, value)| *value);
     assert_eq!(provider, expected["cloud"]["provider"].as_str());
     assert_eq!(
         ours[0]["azure"]["flowlog"]["resource_id"],

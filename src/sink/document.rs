@@ -487,8 +487,8 @@ impl DocumentEncoder {
             sum_counters(c.bytes_src_to_dst, c.bytes_dst_to_src),
         );
 
-        // `event.kind`, `.category` and `.type` are the same for every document and live in the
-        // template as constant_keyword fields; the decision is `event.action` alone.
+        // `event.kind`, `.category` and `.type` are the same for every document: said once per
+        // index (`template::ECS_CONSTANTS`). The decision is `event.action` alone.
         out.extend_from_slice(match t.decision {
             Decision::Allow => {
                 b"},\"event\":{\"action\":\"allow\"},\"azure\":{\"flowlog\":{\"flow_type\":\""
@@ -762,7 +762,8 @@ fn write_ecs_record_fragments(
     }
     azure.push(b'}');
 
-    // `cloud.provider` is the same for every document: a constant_keyword in the template.
+    // `cloud.provider` is the same for every document: said once per index
+    // (`template::ECS_CONSTANTS`).
     let account = owner.as_ref().map(|o| o.subscription_id());
     let region = resource.as_ref().and_then(|r| r.network_watcher_region());
     if account.is_none() && region.is_none() {
@@ -854,7 +855,7 @@ mod tests {
         // was computed with a separate Python implementation of Community ID v1 (seed 0).
         // The ACL is a GUID naming no NSG, so it is the only record of the ACL and kept.
         // Not there: `event.kind/category/type`, `cloud.provider`, `ecs.version` (constants of
-        // the template), `event.outcome` (= `event.action`), `network.iana_number` (tcp is
+        // the index), `event.outcome` (= `event.action`), `network.iana_number` (tcp is
         // named), `network.type`, the GUID, both resource ids, the network watcher and the
         // flow log's own resource group (`resource_ids = false`).
         assert_eq!(

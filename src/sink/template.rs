@@ -20,11 +20,10 @@
 //!   dashboard aggregates and that are unique or long per document ([`SEARCH_ONLY_FIELDS`]) keep
 //!   their index for filters but have no doc values; `log.offset` ([`SOURCE_ONLY_FIELDS`]) is
 //!   only kept in `_source`, as nobody filters on a byte offset.
-//! - Values that are the same in every document (`event.kind`, `event.category`, `event.type`,
-//!   `cloud.provider`, `ecs.version`) are `constant_keyword` fields carrying their value in the
-//!   mapping, not in each document: they cost nothing per document and still match queries and
-//!   aggregations (Elasticsearch 7.7+, OpenSearch 2.14+; an older OpenSearch refuses the
-//!   template, naming the type).
+//! - Values that are the same in every ECS document ([`ECS_CONSTANTS`]: `event.kind`,
+//!   `event.category`, `event.type`, `cloud.provider`, `ecs.version`) are in no document; the
+//!   mapping's `_meta` names them, and on Elasticsearch [`add_constant_fields`] maps them as
+//!   `constant_keyword` fields that answer queries and aggregations at no cost per document.
 //! - Priority `200 + literal length of the pattern`: above Elastic's built-in templates (100,
 //!   e.g. `logs-*-*`), and a more specific pattern (`flowlogs-nsg-*`) outranks a broader one
 //!   (`flowlogs-*`), so two sources never collide on equal priorities.
@@ -51,10 +50,6 @@ pub enum FieldType {
     Keyword,
     Long,
     Integer,
-    /// `constant_keyword` with this value: the same for every document, so it is written once
-    /// in the mapping instead of into each document, and still answers queries and
-    /// aggregations like a keyword (Elasticsearch 7.7+, OpenSearch 2.14+).
-    Constant(&'static str),
 }
 
 impl FieldType {
@@ -65,20 +60,18 @@ impl FieldType {
             FieldType::Keyword => "keyword",
             FieldType::Long => "long",
             FieldType::Integer => "integer",
-            FieldType::Constant(_) => "constant_keyword",
         }
     }
 
     fn mapping(self) -> Value {
         match self {
             FieldType::Keyword => json!({"type": "keyword", "ignore_above": KEYWORD_IGNORE_ABOVE}),
-            FieldType::Constant(value) => json!({"type": "constant_keyword", "value": value}),
             other => json!({"type": other.as_str()}),
         }
     }
 }
 
-use FieldType::{Constant, Date, Integer, Ip, Keyword, Long};
+use FieldType::{Date, Integer, Ip, Keyword, Long};
 
 /// Every field of the ECS layout, by dotted path.
 pub const ECS_FIELDS: &[(&str, FieldType)] = &[
@@ -97,9 +90,6 @@ pub const ECS_FIELDS: &[(&str, FieldType)] = &[
     ("network.community_id", Keyword),
     ("network.packets", Long),
     ("network.bytes", Long),
-    ("event.kind", Constant("event")),
-    ("event.category", Constant("network")),
-    ("event.type", Constant("connection")),
     ("event.action", Keyword),
     ("rule.name", Keyword),
     ("azure.flowlog.flow_type", Keyword),
@@ -120,13 +110,47 @@ pub const ECS_FIELDS: &[(&str, FieldType)] = &[
     ("azure.flowlog.subnet", Keyword),
     ("azure.flowlog.nic", Keyword),
     ("azure.resource_group", Keyword),
-    ("cloud.provider", Constant("azure")),
     ("cloud.account.id", Keyword),
     ("cloud.region", Keyword),
     ("log.file.path", Keyword),
     ("log.offset", Long),
-    ("ecs.version", Constant(ECS_VERSION)),
 ];
+
+/// What the ECS layout says once per index instead of once per document: the same in every
+/// document, so no document carries them. On Elasticsearch (7.7+) [`add_constant_fields`] maps
+/// them as `constant_keyword` fields, which cost nothing per document and answer queries and
+/// aggregations as if every document held the value. Not on OpenSearch: its `constant_keyword`
+/// (2.14+) answers with the index name instead of the value in `fields` and aggregations
+/// (measured on 2.19.6, `sink_engine` tests), and 2.14/2.15 cannot create such an index.
+pub const ECS_CONSTANTS: &[(&str, &str)] = &[
+    ("event.kind", "event"),
+    ("event.category", "network"),
+    ("event.type", "connection"),
+    ("cloud.provider", "azure"),
+    ("ecs.version", ECS_VERSION),
+];
+
+/// Adds [`ECS_CONSTANTS`] as `constant_keyword` fields to an ECS [`index_template`] body, for
+/// an Elasticsearch cluster (see [`ECS_CONSTANTS`] for why not OpenSearch); the `logstash`
+/// layout has no constants and is left as it is.
+pub fn add_constant_fields(template: &mut Value) {
+    if template["_meta"]["schema"] != schema_name(Schema::Ecs) {
+        return;
+    }
+    let Some(properties) = template
+        .pointer_mut("/template/mappings/properties")
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    for (path, value) in ECS_CONSTANTS {
+        insert_path(
+            properties,
+            path,
+            json!({"type": "constant_keyword", "value": value}),
+        );
+    }
+}
 
 /// Every field of the Logstash layout (Microsoft's pipeline names).
 pub const LOGSTASH_FIELDS: &[(&str, FieldType)] = &[
@@ -193,10 +217,20 @@ pub fn mappings(schema: Schema) -> Value {
         }
         insert_path(&mut root, path, mapping);
     }
+    let mut meta = json!({"managed_by": "flowlogd", "schema": schema_name(schema)});
+    if schema == Schema::Ecs {
+        // Every index says what its documents leave out (see `ECS_CONSTANTS`).
+        meta["ecs_version"] = json!(ECS_VERSION);
+        meta["constants"] = ECS_CONSTANTS
+            .iter()
+            .map(|(path, value)| ((*path).to_owned(), json!(value)))
+            .collect::<Map<String, Value>>()
+            .into();
+    }
     json!({
         "dynamic": false,
         "date_detection": false,
-        "_meta": {"managed_by": "flowlogd", "schema": schema_name(schema)},
+        "_meta": meta,
         "properties": root,
     })
 }
@@ -525,26 +559,15 @@ mod tests {
                     )
                 };
                 let ty = mapping["type"].as_str().unwrap_or_default();
-                let accepted = if ty == "constant_keyword" {
-                    // Anything else than the mapped value is refused by the engine.
-                    value == mapping["value"]
-                } else {
-                    accepts(ty, &value)
-                };
                 assert!(
-                    accepted,
+                    accepts(ty, &value),
                     "{schema:?}: `{path}` is mapped `{ty}` but holds {value}"
                 );
                 *seen.entry(path).or_default() += 1;
             }
         }
-        // And the other way round: no mapping is left over from a renamed or removed field
-        // (constants are written by the mapping itself).
-        let mapped: BTreeSet<&str> = fields(schema)
-            .iter()
-            .filter(|(_, ty)| !matches!(ty, Constant(_)))
-            .map(|(p, _)| *p)
-            .collect();
+        // And the other way round: no mapping is left over from a renamed or removed field.
+        let mapped: BTreeSet<&str> = fields(schema).iter().map(|(p, _)| *p).collect();
         let written: BTreeSet<&str> = seen.keys().map(String::as_str).collect();
         let unused: Vec<_> = mapped.difference(&written).collect();
         assert!(
@@ -611,6 +634,51 @@ mod tests {
             mapping_at(&ecs, "azure.flowlog.mac").unwrap()["ignore_above"],
             KEYWORD_IGNORE_ABOVE
         );
+    }
+
+    #[test]
+    fn constants_are_in_no_document_and_no_default_mapping_and_constant_keywords_on_request() {
+        let everything = Provenance {
+            resource_ids: true,
+            blob_path: true,
+        };
+        for doc in documents(Schema::Ecs, everything) {
+            for (path, _) in ECS_CONSTANTS {
+                assert!(
+                    doc.pointer(&format!("/{}", path.replace('.', "/")))
+                        .is_none(),
+                    "{path}"
+                );
+            }
+        }
+        let plain = index_template(Schema::Ecs, "flows-*", &TemplateOptions::default());
+        let mappings = &plain["template"]["mappings"];
+        for (path, value) in ECS_CONSTANTS {
+            assert!(mapping_at(mappings, path).is_none(), "{path}");
+            assert_eq!(mappings["_meta"]["constants"][path], *value);
+        }
+        assert_eq!(mappings["_meta"]["ecs_version"], ECS_VERSION);
+
+        let mut with = plain.clone();
+        add_constant_fields(&mut with);
+        let mappings = &with["template"]["mappings"];
+        assert_eq!(
+            mapping_at(mappings, "event.category").unwrap(),
+            &json!({"type": "constant_keyword", "value": "network"})
+        );
+        assert_eq!(
+            mapping_at(mappings, "ecs.version").unwrap(),
+            &json!({"type": "constant_keyword", "value": ECS_VERSION})
+        );
+        assert_eq!(
+            mapping_at(mappings, "event.action").unwrap()["type"],
+            "keyword",
+            "event's other fields stay"
+        );
+        let logstash = index_template(Schema::Logstash, "flows-*", &TemplateOptions::default());
+        let mut unchanged = logstash.clone();
+        add_constant_fields(&mut unchanged);
+        assert_eq!(unchanged, logstash);
     }
 
     #[test]
