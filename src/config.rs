@@ -12,7 +12,7 @@ use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Deserializer};
 
 use crate::secret::Secret;
-use crate::sink::document::Schema;
+use crate::sink::document::{Provenance, Schema};
 use crate::sink::index_name::IndexPattern;
 pub mod storage;
 
@@ -100,6 +100,19 @@ pub struct SourceConfig {
     /// documented Logstash pipeline, for existing dashboards).
     #[serde(default)]
     pub schema: Schema,
+    /// Also write the full ARM ids into every ECS document: `azure.flowlog.resource_id`,
+    /// `.target_resource_id`, `.acl_id` (also when it names an NSG, whose name `.nsg` always
+    /// holds, or is the platform's all-zero GUID), `.guid`, `.network_watcher` and the flow
+    /// log's own `.resource_group`: ~400 bytes a VNet document. The parsed names (subscription,
+    /// resource group, NSG, VNet, subnet, NIC, flow log, region) are always written. No effect
+    /// on the `logstash` schema. Default: false.
+    #[serde(default)]
+    pub resource_ids: bool,
+    /// Write the blob path (`log.file.path`; `blobPath` in the `logstash` schema) into every
+    /// document. `on_rewrite = "replace"` finds a rewritten blob's documents by it, so `false`
+    /// needs `on_rewrite = "reread"`. Default: true.
+    #[serde(default = "default_true")]
+    pub blob_path: bool,
     /// Where to start for blobs the registry has no entry for: `resume` (default: from the
     /// registry, unseen blobs from byte 0), `start_over` (ignore stored offsets, re-read
     /// everything in the window; ids make that safe), `start_fresh` (blobs existing at first
@@ -168,6 +181,14 @@ impl SourceConfig {
             container: self.container.clone(),
             auth: self.auth.clone(),
             retry: self.retry.clone(),
+        }
+    }
+
+    /// The provenance fields this source's documents carry (`resource_ids`, `blob_path`).
+    pub fn provenance(&self) -> Provenance {
+        Provenance {
+            resource_ids: self.resource_ids,
+            blob_path: self.blob_path,
         }
     }
 
@@ -944,6 +965,12 @@ pub fn check_log_filter(filter: &str) -> Result<(), String> {
 impl SourceConfig {
     fn validate_ranges(&self) -> Result<(), ConfigError> {
         let key = |k: &str| format!("source.{}.{k}", self.name);
+        if !self.blob_path && self.on_rewrite == RewritePolicy::Replace {
+            return Err(ConfigError::key(
+                key("blob_path"),
+                "false needs on_rewrite = \"reread\": \"replace\" (the default) deletes a rewritten blob's documents by their blob path",
+            ));
+        }
         // 0 reads a blob as soon as it is listed.
         check_duration(key("settle"), self.settle, Duration::ZERO, DAY)?;
         check_duration(
@@ -1197,6 +1224,37 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("source.vnet.index") && e.contains("QQ"), "{e}");
+    }
+
+    #[test]
+    fn documents_keep_the_blob_path_and_leave_out_resource_ids_unless_told_otherwise() {
+        let c = Config::from_toml_str(MINIMAL).unwrap();
+        assert_eq!(
+            c.sources[0].provenance(),
+            Provenance {
+                resource_ids: false,
+                blob_path: true
+            }
+        );
+        let with = |lines: &str| {
+            Config::from_toml_str(
+                &MINIMAL.replace("name = \"vnet\"", &format!("name = \"vnet\"\n{lines}")),
+            )
+        };
+        let c = with("resource_ids = true\nblob_path = false\non_rewrite = \"reread\"").unwrap();
+        assert_eq!(
+            c.sources[0].provenance(),
+            Provenance {
+                resource_ids: true,
+                blob_path: false
+            }
+        );
+        // `replace` finds a rewritten blob's documents by their blob path.
+        let e = with("blob_path = false").unwrap_err().to_string();
+        assert!(
+            e.contains("source.vnet.blob_path") && e.contains("reread"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -80,6 +80,32 @@ fn logstash_schema_and_bulk_output() {
 }
 
 #[test]
+fn resource_ids_and_no_blob_path_flags_write_what_the_source_options_would() {
+    let file = fixture_path("msdocs/nsg_v2_PT1H.json");
+    let decode = |flags: &[&str]| {
+        let mut args = vec!["decode", "--container", "c", "--blob", "b/PT1H.json"];
+        args.extend_from_slice(flags);
+        args.push(&file);
+        let out = flowlogd(&args, None);
+        assert!(out.status.success());
+        lines(&out).swap_remove(0)
+    };
+    // The sample's resourceId, copied by hand.
+    let nsg_id = "/SUBSCRIPTIONS/aaaa0a0a-bb1b-cc2c-dd3d-eeeeee4e4e4e/RESOURCEGROUPS/FABRIKAMRG/PROVIDERS/MICROSOFT.NETWORK/NETWORKSECURITYGROUPS/FABRIAKMVM1-NSG";
+    let lean = decode(&[]);
+    assert!(lean["azure"]["flowlog"].get("resource_id").is_none());
+    assert_eq!(lean["azure"]["flowlog"]["nsg"], "FABRIAKMVM1-NSG");
+    assert_eq!(lean["azure"]["resource_group"], "FABRIKAMRG");
+    assert_eq!(lean["log"]["file"]["path"], "c/b/PT1H.json");
+    let full = decode(&["--resource-ids"]);
+    assert_eq!(full["azure"]["flowlog"]["resource_id"], nsg_id);
+    assert_eq!(full["azure"]["flowlog"]["resource_group"], "FABRIKAMRG");
+    let pathless = decode(&["--no-blob-path"]);
+    // The pretty-printed head `{\n    "records": [\n        ` puts the record at byte 27.
+    assert_eq!(pathless["log"], serde_json::json!({"offset": 27}));
+}
+
+#[test]
 fn reads_stdin() {
     let bytes = std::fs::read(fixture_path("msdocs/nsg_v2_PT1H.json")).unwrap();
     let out = flowlogd(&["decode", "-"], Some(&bytes));

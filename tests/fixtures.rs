@@ -4,8 +4,9 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 
 use flowlogd::pipeline::{BlobDecoder, DecodeProblem};
-use flowlogd::sink::document::{BlobContext, BulkBuffer, DocumentEncoder, Schema};
+use flowlogd::sink::document::{BlobContext, BulkBuffer, DocumentEncoder, Provenance, Schema};
 use flowlogd::sink::index_name::IndexPattern;
+use flowlogd::sink::template::ECS_CONSTANTS;
 use serde_json::Value;
 
 fn fixture(rel: &str) -> Vec<u8> {
@@ -23,10 +24,21 @@ struct Decoded {
 }
 
 fn decode_bytes(bytes: &[u8], blob: &str, chunk: usize) -> Decoded {
+    decode_bytes_with(bytes, blob, chunk, Provenance::default())
+}
+
+/// `resource_ids = true`: every id a record holds.
+const WITH_IDS: Provenance = Provenance {
+    resource_ids: true,
+    blob_path: true,
+};
+
+fn decode_bytes_with(bytes: &[u8], blob: &str, chunk: usize, provenance: Provenance) -> Decoded {
     let mut encoder = DocumentEncoder::new(
         Schema::Ecs,
         IndexPattern::parse("flows-%{+xxxx.ww}").unwrap(),
-    );
+    )
+    .with_provenance(provenance);
     let mut decoder = BlobDecoder::new(&mut encoder, BlobContext::new("insights-logs", blob), 0);
     let mut out = BulkBuffer::new();
     let mut problems = Vec::new();
@@ -220,19 +232,59 @@ fn msdocs_vnet_v4_pretty_printed_nineteen_tuples() {
     );
     let first = &d.docs[0];
     assert_eq!(first["azure"]["flowlog"]["mac"], "00-22-48-71-C2-05");
-    assert_eq!(
-        first["azure"]["flowlog"]["guid"],
-        "abcdef01-2345-6789-0abc-def012345678"
-    );
     assert_eq!(first["azure"]["flowlog"]["vnet"], "myVNet");
+    assert_eq!(first["azure"]["flowlog"]["name"], "VNETFLOWLOG");
     assert_eq!(first["azure"]["resource_group"], "myResourceGroup");
     assert_eq!(
-        first["azure"]["flowlog"]["resource_group"],
-        "NETWORKWATCHERRG"
+        first["cloud"]["account"]["id"],
+        "00000000-0000-0000-0000-000000000000"
     );
     assert_eq!(first["cloud"]["region"], "eastus2euap");
     // The pretty-printed head `{\n    "records": [\n        ` puts the record at byte 27.
     assert_eq!(first["log"]["offset"], 27);
+    assert_eq!(
+        first["log"]["file"]["path"],
+        "insights-logs/msdocs/vnet_v4_PT1H.json"
+    );
+}
+
+#[test]
+fn a_vnet_fixture_document_has_the_parsed_names_but_the_long_ids_only_when_resource_ids_asks() {
+    let rel = "msdocs/vnet_v4_PT1H.json";
+    let lean = decode_fixture(rel);
+    let first = &lean.docs[0]["azure"]["flowlog"];
+    for key in [
+        "resource_id",
+        "target_resource_id",
+        "guid",
+        "network_watcher",
+        "resource_group",
+    ] {
+        assert!(first.get(key).is_none(), "{key} at the default: {first}");
+    }
+    // What the ids hold is there by name.
+    assert_eq!(first["name"], "VNETFLOWLOG");
+    assert_eq!(first["vnet"], "myVNet");
+    assert_eq!(lean.docs[0]["cloud"]["region"], "eastus2euap");
+
+    let bytes = fixture(rel);
+    let full = decode_bytes_with(&bytes, rel, bytes.len(), WITH_IDS);
+    let first = &full.docs[0]["azure"]["flowlog"];
+    // Copied by hand from the fixture's record.
+    assert_eq!(
+        first["resource_id"],
+        "/SUBSCRIPTIONS/00000000-0000-0000-0000-000000000000/RESOURCEGROUPS/NETWORKWATCHERRG/PROVIDERS/MICROSOFT.NETWORK/NETWORKWATCHERS/NETWORKWATCHER_EASTUS2EUAP/FLOWLOGS/VNETFLOWLOG"
+    );
+    assert_eq!(
+        first["target_resource_id"],
+        "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/myResourceGroup/providers/Microsoft.Network/virtualNetworks/myVNet"
+    );
+    assert_eq!(first["guid"], "abcdef01-2345-6789-0abc-def012345678");
+    assert_eq!(first["network_watcher"], "NETWORKWATCHER_EASTUS2EUAP");
+    assert_eq!(first["resource_group"], "NETWORKWATCHERRG");
+    assert_eq!(first["acl_id"], "00000000-1234-abcd-ef00-c1c2c3c4c5c6");
+    assert_eq!(first["name"], "VNETFLOWLOG");
+    assert_eq!(full.ids, lean.ids, "the option changes contents, never ids");
 }
 
 #[test]
@@ -251,7 +303,9 @@ fn elastic_whole_blobs_decode_to_every_tuple() {
 /// Elastic's pipeline makes one document per record with arrays; ours makes one per tuple.
 /// Compare the values both produce, tuple by tuple, from Elastic's nested `tuples` output.
 fn compare_with_elastic(records: &str, expected: &str, log_key: &str) {
-    let d = decode_fixture(records);
+    // With every id, to compare them too.
+    let bytes = fixture(records);
+    let d = decode_bytes_with(&bytes, records, bytes.len(), WITH_IDS);
     let expected: Value = serde_json::from_slice(&fixture(expected)).unwrap();
     let expected = &expected["expected"][0];
     let ours = &d.docs;
@@ -259,13 +313,20 @@ fn compare_with_elastic(records: &str, expected: &str, log_key: &str) {
         ours[0]["cloud"]["account"]["id"],
         expected["azure"]["subscription_id"]
     );
-    assert_eq!(ours[0]["cloud"]["provider"], expected["cloud"]["provider"]);
+    // `cloud.provider` is a constant of the index, not of each document.
+    assert!(ours[0]["cloud"].get("provider").is_none());
+    let provider = ECS_CONSTANTS
+        .iter()
+        .find(|(path, _)| *path == "cloud.provider")
+        .map(|(_, value)| *value);
+    assert_eq!(provider, expected["cloud"]["provider"].as_str());
+    assert_eq!(
+        ours[0]["azure"]["flowlog"]["resource_id"],
+        expected["azure"]["resource"]["id"]
+    );
     // Elastic reports the resource group of the flow-log resource (NSG, or NetworkWatcherRG).
     let rg = expected["azure"]["resource"]["group"].as_str().unwrap();
-    let ours_rg = ours[0]["azure"]["flowlog"]
-        .get("resource_group")
-        .unwrap_or(&ours[0]["azure"]["resource_group"]);
-    assert_eq!(ours_rg, rg);
+    assert_eq!(ours[0]["azure"]["flowlog"]["resource_group"], rg);
     let log = &expected[log_key]["log"];
     let (flows, groups_key) = if log_key.ends_with("nsg") {
         (&log["properties"]["flows"], "flows")
@@ -306,12 +367,15 @@ fn compare_with_elastic(records: &str, expected: &str, log_key: &str) {
                     state.as_str().unwrap().to_lowercase()
                 );
                 if let Some(proto) = t["protocol"].as_str() {
-                    let ours_proto = if proto.chars().all(|c| c.is_ascii_digit()) {
-                        &o["network"]["iana_number"]
-                    } else {
-                        &o["network"]["transport"]
+                    // Elastic writes VNet protocols by number; ours names the ones with a
+                    // name (only TCP and UDP occur in these samples).
+                    let named = match proto {
+                        "6" => "tcp",
+                        "17" => "udp",
+                        other => other,
                     };
-                    assert_eq!(ours_proto.as_str().unwrap(), proto.to_lowercase());
+                    assert_eq!(o["network"]["transport"], named.to_lowercase());
+                    assert!(o["network"].get("iana_number").is_none());
                 }
                 if let Some(decision) = t.pointer("/traffic/decision") {
                     let expected_action = if decision == "Allowed" {

@@ -365,6 +365,137 @@ async fn templates_round_trip(t: &Target) {
 }
 
 #[tokio::test]
+async fn lean_documents_of_one_blob_are_deleted_by_their_blob_path_and_the_others_stay() {
+    on_the_engine(
+        "lean_documents_of_one_blob_are_deleted_by_their_blob_path_and_the_others_stay",
+        |t| async move { blob_delete(&t).await },
+    )
+    .await;
+}
+
+/// Indexes the documents of two generated VNet blobs into `{prefix}-{name}-…` under the
+/// template setup installs; returns the wildcard and both batches.
+async fn two_blobs(t: &Target, sink: &BulkSink, name: &str) -> (String, Batch, Batch) {
+    let index = format!("{}-{name}-%{{+xxxx.ww}}", t.prefix);
+    let wildcard = format!("{}-{name}-*", t.prefix);
+    sink.setup(&[SetupTarget {
+        source: "s".into(),
+        index: IndexPattern::parse(&index).unwrap(),
+        schema: Schema::Ecs,
+    }])
+    .await
+    .unwrap();
+    // Two seeds give two NICs, so two blob names.
+    let first = Batch::generated(GenKind::Vnet, 21, 4, 10, Schema::Ecs, &index);
+    let second = Batch::generated(GenKind::Vnet, 22, 3, 10, Schema::Ecs, &index);
+    assert_ne!(first.blobs[0], second.blobs[0]);
+    for batch in [&first, &second] {
+        let report = sink
+            .deliver(&batch.buffer, &batch.origin(), &CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(report.created, batch.len(), "{report:?}");
+    }
+    assert_eq!(
+        t.count(&wildcard).await,
+        (first.len() + second.len()) as u64
+    );
+    (wildcard, first, second)
+}
+
+async fn blob_delete(t: &Target) {
+    let sink = BulkSink::new(&t.config("number_of_replicas = 0")).unwrap();
+    let (wildcard, first, second) = two_blobs(t, &sink, "lean").await;
+    // `on_rewrite = "replace"` deletes by `log.file.path`, which lean documents keep for it.
+    let deleted = sink
+        .delete_blob_documents(&wildcard, Schema::Ecs.blob_path_field(), &first.blobs[0])
+        .await
+        .unwrap();
+    assert_eq!(deleted, first.len() as u64);
+    assert_eq!(t.count(&wildcard).await, second.len() as u64);
+}
+
+#[tokio::test]
+async fn constant_keywords_answer_with_their_value_on_elasticsearch_but_with_the_index_name_on_opensearch()
+ {
+    on_the_engine(
+        "constant_keywords_answer_with_their_value_on_elasticsearch_but_with_the_index_name_on_opensearch",
+        |t| async move { constants(&t).await },
+    )
+    .await;
+}
+
+/// Why `template::ECS_CONSTANTS` are mapped on Elasticsearch only: the same template, with
+/// `add_constant_fields`, installed by hand over the one setup installs.
+async fn constants(t: &Target) {
+    let (status, root) = t.call(Method::Get, "/", None).await;
+    assert_eq!(status, 200, "{root}");
+    let opensearch = root["version"]["distribution"] == "opensearch";
+    let sink = BulkSink::new(&t.config("number_of_replicas = 0")).unwrap();
+    let index = format!("{}-const-%{{+xxxx.ww}}", t.prefix);
+    let wildcard = format!("{}-const-*", t.prefix);
+    let mut body = template::index_template(
+        Schema::Ecs,
+        &wildcard,
+        &template::TemplateOptions {
+            number_of_replicas: 0,
+            ..Default::default()
+        },
+    );
+    template::add_constant_fields(&mut body);
+    let name = template::template_name(&wildcard);
+    let (status, answer) = t
+        .call(Method::Put, &format!("_index_template/{name}"), Some(body))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let batch = Batch::generated(GenKind::Vnet, 23, 2, 10, Schema::Ecs, &index);
+    let report = sink
+        .deliver(&batch.buffer, &batch.origin(), &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(report.created, batch.len(), "{report:?}");
+    let n = t.count(&wildcard).await;
+    assert_eq!(n, batch.len() as u64);
+
+    // No document carries the constants...
+    let doc: Value = serde_json::from_slice(batch.buffer.doc(0)).unwrap();
+    assert!(
+        doc["event"].get("kind").is_none() && doc.get("ecs").is_none(),
+        "{doc}"
+    );
+    // ...yet every one matches them on both engines.
+    let filters: Vec<Value> = template::ECS_CONSTANTS
+        .iter()
+        .map(|(path, value)| json!({"term": {*path: value}}))
+        .collect();
+    let query = json!({
+        "size": 1,
+        "track_total_hits": true,
+        "query": {"bool": {"filter": filters}},
+        "aggs": {"provider": {"terms": {"field": "cloud.provider"}}},
+    });
+    let (status, body) = t
+        .call(Method::Post, &format!("{wildcard}/_search"), Some(query))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["hits"]["total"]["value"], n, "{body}");
+    let bucket = &body["aggregations"]["provider"]["buckets"][0]["key"];
+    if opensearch {
+        // OpenSearch (measured on 2.19.6) aggregates the index name as the field's value (and
+        // `docvalue_fields` shows it too), so a dashboard grouping by `cloud.provider` would
+        // show index names: the daemon maps no constants there. When this fails, OpenSearch
+        // got it right: map them there too.
+        assert_eq!(bucket, &body["hits"]["hits"][0]["_index"], "{body}");
+    } else {
+        assert_eq!(bucket, "azure", "{body}");
+    }
+    let (status, _) = t
+        .call(Method::Delete, &format!("_index_template/{name}"), None)
+        .await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
 async fn a_batch_is_delivered_once_and_its_replay_is_all_already_there() {
     on_the_engine(
         "a_batch_is_delivered_once_and_its_replay_is_all_already_there",
@@ -957,12 +1088,12 @@ async fn bodies_refused_as_a_whole_are_split_until_the_document_at_fault_is_dead
     let batch = Batch::generated(GenKind::Vnet, 9, 2, 10, Schema::Ecs, "flows-%{+xxxx.ww}")
         .with_document_edited(3, |doc| {
             doc.replace(
-                "\"ecs\":{",
-                &format!("\"padding\":\"{}\",\"ecs\":{{", "x".repeat(3000)),
+                "\"log\":{",
+                &format!("\"padding\":\"{}\",\"log\":{{", "x".repeat(3000)),
             )
         })
         .with_document_edited(12, |doc| {
-            doc.replace("\"ecs\":{", "\"x\":\"BROKEN\",\"ecs\":{")
+            doc.replace("\"log\":{", "\"x\":\"BROKEN\",\"log\":{")
         });
     let report = sink
         .deliver(&batch.buffer, &batch.origin(), &CancellationToken::new())

@@ -10,7 +10,7 @@ use clap::Args;
 
 use crate::flowlog::envelope::DEFAULT_MAX_RECORD_LEN;
 use crate::pipeline::{BlobDecoder, DecodeProblem};
-use crate::sink::document::{BlobContext, BulkBuffer, DocumentEncoder, Schema};
+use crate::sink::document::{BlobContext, BulkBuffer, DocumentEncoder, Provenance, Schema};
 use crate::sink::index_name::IndexPattern;
 
 #[derive(Debug, Args)]
@@ -27,6 +27,12 @@ pub struct DecodeArgs {
     /// Blob name used in `log.file.path` and document ids (default: the file path as given).
     #[arg(long)]
     pub blob: Option<String>,
+    /// Also write the full ARM ids, as `resource_ids = true` of a source.
+    #[arg(long)]
+    pub resource_ids: bool,
+    /// Leave out the blob path (`log.file.path`, `blobPath`), as `blob_path = false` of a source.
+    #[arg(long)]
+    pub no_blob_path: bool,
     /// Print bulk action lines before each document (a ready `_bulk` body).
     #[arg(long)]
     pub bulk: bool,
@@ -43,7 +49,10 @@ pub struct DecodeArgs {
 pub fn run(args: DecodeArgs) -> anyhow::Result<ExitCode> {
     let pattern =
         IndexPattern::parse(&args.index).with_context(|| format!("--index {:?}", args.index))?;
-    let mut encoder = DocumentEncoder::new(args.schema, pattern);
+    let mut encoder = DocumentEncoder::new(args.schema, pattern).with_provenance(Provenance {
+        resource_ids: args.resource_ids,
+        blob_path: !args.no_blob_path,
+    });
     let stdout = io::stdout();
     let mut out = BufWriter::with_capacity(1 << 20, stdout.lock());
     let mut problems = 0u64;

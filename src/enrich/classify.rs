@@ -1,5 +1,5 @@
-//! Address classification: private vs public endpoints (`azure.flowlog.flow_type`), the Azure
-//! platform address, and `network.type`.
+//! Address classification: private vs public endpoints (`azure.flowlog.flow_type`) and the
+//! Azure platform address.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -78,14 +78,6 @@ pub fn flow_type(src: IpAddr, dst: IpAddr) -> FlowType {
         (true, false) => FlowType::PrivateToPublic,
         (false, true) => FlowType::PublicToPrivate,
         (false, false) => FlowType::PublicToPublic,
-    }
-}
-
-/// ECS `network.type`: `ipv4` or `ipv6` (an IPv4-mapped IPv6 address is `ipv6`, as written).
-pub const fn network_type(addr: IpAddr) -> &'static str {
-    match addr {
-        IpAddr::V4(_) => "ipv4",
-        IpAddr::V6(_) => "ipv6",
     }
 }
 
@@ -202,8 +194,5 @@ mod tests {
         assert_eq!(FlowType::PublicToPrivate.as_str(), "public-to-private");
         assert_eq!(FlowType::PublicToPublic.as_str(), "public-to-public");
         assert_eq!(FlowType::AzurePlatform.as_str(), "azure-platform");
-        assert_eq!(network_type(ip("10.0.0.1")), "ipv4");
-        assert_eq!(network_type(ip("fe80::1")), "ipv6");
-        assert_eq!(network_type(ip("::ffff:10.0.0.1")), "ipv6");
     }
 }

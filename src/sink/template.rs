@@ -20,6 +20,10 @@
 //!   dashboard aggregates and that are unique or long per document ([`SEARCH_ONLY_FIELDS`]) keep
 //!   their index for filters but have no doc values; `log.offset` ([`SOURCE_ONLY_FIELDS`]) is
 //!   only kept in `_source`, as nobody filters on a byte offset.
+//! - Values that are the same in every ECS document ([`ECS_CONSTANTS`]: `event.kind`,
+//!   `event.category`, `event.type`, `cloud.provider`, `ecs.version`) are in no document; the
+//!   mapping's `_meta` names them, and on Elasticsearch [`add_constant_fields`] maps them as
+//!   `constant_keyword` fields that answer queries and aggregations at no cost per document.
 //! - Priority `200 + literal length of the pattern`: above Elastic's built-in templates (100,
 //!   e.g. `logs-*-*`), and a more specific pattern (`flowlogs-nsg-*`) outranks a broader one
 //!   (`flowlogs-*`), so two sources never collide on equal priorities.
@@ -30,7 +34,7 @@ use serde_json::{Map, Value, json};
 use super::document::{ECS_VERSION, Schema};
 
 /// Bumped whenever the mappings change (written to the template's `version`).
-pub const TEMPLATE_VERSION: u32 = 3;
+pub const TEMPLATE_VERSION: u32 = 4;
 
 /// Priority of flowlogd's templates before the pattern-length bonus; see the module docs.
 pub const BASE_PRIORITY: u32 = 200;
@@ -83,15 +87,10 @@ pub const ECS_FIELDS: &[(&str, FieldType)] = &[
     ("network.transport", Keyword),
     ("network.iana_number", Keyword),
     ("network.direction", Keyword),
-    ("network.type", Keyword),
     ("network.community_id", Keyword),
     ("network.packets", Long),
     ("network.bytes", Long),
-    ("event.kind", Keyword),
-    ("event.category", Keyword),
-    ("event.type", Keyword),
     ("event.action", Keyword),
-    ("event.outcome", Keyword),
     ("rule.name", Keyword),
     ("azure.flowlog.flow_type", Keyword),
     ("azure.flowlog.state", Keyword),
@@ -111,13 +110,47 @@ pub const ECS_FIELDS: &[(&str, FieldType)] = &[
     ("azure.flowlog.subnet", Keyword),
     ("azure.flowlog.nic", Keyword),
     ("azure.resource_group", Keyword),
-    ("cloud.provider", Keyword),
     ("cloud.account.id", Keyword),
     ("cloud.region", Keyword),
     ("log.file.path", Keyword),
     ("log.offset", Long),
-    ("ecs.version", Keyword),
 ];
+
+/// What the ECS layout says once per index instead of once per document: the same in every
+/// document, so no document carries them. On Elasticsearch (7.7+) [`add_constant_fields`] maps
+/// them as `constant_keyword` fields, which cost nothing per document and answer queries and
+/// aggregations as if every document held the value. Not on OpenSearch: its `constant_keyword`
+/// (2.14+) answers with the index name instead of the value in `fields` and aggregations
+/// (measured on 2.19.6, `sink_engine` tests), and 2.14/2.15 cannot create such an index.
+pub const ECS_CONSTANTS: &[(&str, &str)] = &[
+    ("event.kind", "event"),
+    ("event.category", "network"),
+    ("event.type", "connection"),
+    ("cloud.provider", "azure"),
+    ("ecs.version", ECS_VERSION),
+];
+
+/// Adds [`ECS_CONSTANTS`] as `constant_keyword` fields to an ECS [`index_template`] body, for
+/// an Elasticsearch cluster (see [`ECS_CONSTANTS`] for why not OpenSearch); the `logstash`
+/// layout has no constants and is left as it is.
+pub fn add_constant_fields(template: &mut Value) {
+    if template["_meta"]["schema"] != schema_name(Schema::Ecs) {
+        return;
+    }
+    let Some(properties) = template
+        .pointer_mut("/template/mappings/properties")
+        .and_then(Value::as_object_mut)
+    else {
+        return;
+    };
+    for (path, value) in ECS_CONSTANTS {
+        insert_path(
+            properties,
+            path,
+            json!({"type": "constant_keyword", "value": value}),
+        );
+    }
+}
 
 /// Every field of the Logstash layout (Microsoft's pipeline names).
 pub const LOGSTASH_FIELDS: &[(&str, FieldType)] = &[
@@ -184,10 +217,20 @@ pub fn mappings(schema: Schema) -> Value {
         }
         insert_path(&mut root, path, mapping);
     }
+    let mut meta = json!({"managed_by": "flowlogd", "schema": schema_name(schema)});
+    if schema == Schema::Ecs {
+        // Every index says what its documents leave out (see `ECS_CONSTANTS`).
+        meta["ecs_version"] = json!(ECS_VERSION);
+        meta["constants"] = ECS_CONSTANTS
+            .iter()
+            .map(|(path, value)| ((*path).to_owned(), json!(value)))
+            .collect::<Map<String, Value>>()
+            .into();
+    }
     json!({
         "dynamic": false,
         "date_detection": false,
-        "_meta": {"managed_by": "flowlogd", "schema": schema_name(schema)},
+        "_meta": meta,
         "properties": root,
     })
 }
@@ -398,7 +441,7 @@ mod tests {
     use super::*;
     use crate::generator::{GenKind, GenOptions, generate};
     use crate::pipeline::BlobDecoder;
-    use crate::sink::document::{BlobContext, BulkBuffer, DocumentEncoder};
+    use crate::sink::document::{BlobContext, BulkBuffer, DocumentEncoder, Provenance};
     use crate::sink::index_name::IndexPattern;
 
     /// Resolves a dotted path in a `properties` tree to its mapping.
@@ -456,18 +499,19 @@ mod tests {
     }
 
     /// Records for fields the generator never writes: a VNet flow log on a subnet and one on a
-    /// NIC, IPv6, an unnamed protocol; an NSG v2 record.
+    /// NIC, IPv6, a named protocol without ports (GRE) and an unassigned one; an NSG v2 record.
     const EXTRA_VNET: &[&str] = &[
-        r#"{"time":"2026-11-21T16:00:52.0000000Z","flowLogVersion":4,"flowLogGUID":"g","macAddress":"00224871C205","flowLogResourceID":"/SUBSCRIPTIONS/S/RESOURCEGROUPS/NETWORKWATCHERRG/PROVIDERS/MICROSOFT.NETWORK/NETWORKWATCHERS/NETWORKWATCHER_WESTEUROPE/FLOWLOGS/FL","targetResourceID":"/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/vn/subnets/sn","flowRecords":{"flows":[{"aclID":"/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/networkSecurityGroups/nsg1","flowGroups":[{"rule":"R","flowTuples":["1795276803606,fd00::1,2001:db8::2,23956,443,6,O,E,NX,3,767,2,1580","1795276803606,10.0.0.1,10.0.0.2,0,0,47,O,B,NX,,,,"]}]}]}}"#,
+        r#"{"time":"2026-11-21T16:00:52.0000000Z","flowLogVersion":4,"flowLogGUID":"g","macAddress":"00224871C205","flowLogResourceID":"/SUBSCRIPTIONS/S/RESOURCEGROUPS/NETWORKWATCHERRG/PROVIDERS/MICROSOFT.NETWORK/NETWORKWATCHERS/NETWORKWATCHER_WESTEUROPE/FLOWLOGS/FL","targetResourceID":"/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/vn/subnets/sn","flowRecords":{"flows":[{"aclID":"/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/networkSecurityGroups/nsg1","flowGroups":[{"rule":"R","flowTuples":["1795276803606,fd00::1,2001:db8::2,23956,443,6,O,E,NX,3,767,2,1580","1795276803606,10.0.0.1,10.0.0.2,0,0,47,O,B,NX,,,,","1795276803606,10.0.0.1,10.0.0.2,0,0,200,O,B,NX,,,,"]}]}]}}"#,
         r#"{"time":"2026-11-21T16:00:52.0000000Z","flowLogVersion":4,"flowLogGUID":"g","macAddress":"00224871C205","flowLogResourceID":"/SUBSCRIPTIONS/S/RESOURCEGROUPS/NETWORKWATCHERRG/PROVIDERS/MICROSOFT.NETWORK/NETWORKWATCHERS/NETWORKWATCHER_WESTEUROPE/FLOWLOGS/FL","targetResourceID":"/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/networkInterfaces/nic1","flowRecords":{"flows":[{"aclID":"x","flowGroups":[{"rule":"R","flowTuples":["1795276803606,10.0.0.1,10.0.0.2,1,2,17,I,C,X,1,2,3,4"]}]}]}}"#,
     ];
 
     /// Documents of every kind (NSG v1, NSG v2, VNet from the generator, plus the extra records)
-    /// in `schema`, with the real encoder.
-    fn documents(schema: Schema) -> Vec<Value> {
+    /// in `schema`, with the real encoder writing `provenance`.
+    fn documents(schema: Schema, provenance: Provenance) -> Vec<Value> {
         let mut docs = Vec::new();
         let mut encoder =
-            DocumentEncoder::new(schema, IndexPattern::parse("flows-%{+xxxx.ww}").unwrap());
+            DocumentEncoder::new(schema, IndexPattern::parse("flows-%{+xxxx.ww}").unwrap())
+                .with_provenance(provenance);
         let mut decode = |name: &str, bytes: &[u8], encoder: &mut DocumentEncoder| {
             let mut out = BulkBuffer::new();
             let mut decoder = BlobDecoder::new(encoder, BlobContext::new("insights-logs", name), 0);
@@ -497,7 +541,15 @@ mod tests {
         let template = index_template(schema, "flows-*", &TemplateOptions::default());
         let mappings = &template["template"]["mappings"];
         let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-        for doc in documents(schema) {
+        // Every field a configuration can write: the default, and everything on.
+        let everything = Provenance {
+            resource_ids: true,
+            blob_path: true,
+        };
+        let docs = documents(schema, Provenance::default())
+            .into_iter()
+            .chain(documents(schema, everything));
+        for doc in docs {
             let mut out = Vec::new();
             leaves("", &doc, &mut out);
             for (path, value) in out {
@@ -582,6 +634,51 @@ mod tests {
             mapping_at(&ecs, "azure.flowlog.mac").unwrap()["ignore_above"],
             KEYWORD_IGNORE_ABOVE
         );
+    }
+
+    #[test]
+    fn constants_are_in_no_document_and_no_default_mapping_and_constant_keywords_on_request() {
+        let everything = Provenance {
+            resource_ids: true,
+            blob_path: true,
+        };
+        for doc in documents(Schema::Ecs, everything) {
+            for (path, _) in ECS_CONSTANTS {
+                assert!(
+                    doc.pointer(&format!("/{}", path.replace('.', "/")))
+                        .is_none(),
+                    "{path}"
+                );
+            }
+        }
+        let plain = index_template(Schema::Ecs, "flows-*", &TemplateOptions::default());
+        let mappings = &plain["template"]["mappings"];
+        for (path, value) in ECS_CONSTANTS {
+            assert!(mapping_at(mappings, path).is_none(), "{path}");
+            assert_eq!(mappings["_meta"]["constants"][path], *value);
+        }
+        assert_eq!(mappings["_meta"]["ecs_version"], ECS_VERSION);
+
+        let mut with = plain.clone();
+        add_constant_fields(&mut with);
+        let mappings = &with["template"]["mappings"];
+        assert_eq!(
+            mapping_at(mappings, "event.category").unwrap(),
+            &json!({"type": "constant_keyword", "value": "network"})
+        );
+        assert_eq!(
+            mapping_at(mappings, "ecs.version").unwrap(),
+            &json!({"type": "constant_keyword", "value": ECS_VERSION})
+        );
+        assert_eq!(
+            mapping_at(mappings, "event.action").unwrap()["type"],
+            "keyword",
+            "event's other fields stay"
+        );
+        let logstash = index_template(Schema::Logstash, "flows-*", &TemplateOptions::default());
+        let mut unchanged = logstash.clone();
+        add_constant_fields(&mut unchanged);
+        assert_eq!(unchanged, logstash);
     }
 
     #[test]
