@@ -4,8 +4,12 @@
 
 pub mod classify;
 pub mod community_id;
+pub mod error;
 pub mod networks;
 pub mod prefix_table;
 pub mod protocol;
 pub mod resource_id;
 pub mod routable;
+pub mod service_tags;
+
+pub use error::EnrichError;
