@@ -5,11 +5,13 @@
 pub mod classify;
 pub mod community_id;
 pub mod error;
+pub mod geoip;
 pub mod networks;
 pub mod prefix_table;
 pub mod protocol;
 pub mod resource_id;
 pub mod routable;
 pub mod service_tags;
+pub mod testdata;
 
 pub use error::EnrichError;
