@@ -4,14 +4,17 @@
 
 pub mod classify;
 pub mod community_id;
+pub mod enricher;
 pub mod error;
 pub mod geoip;
 pub mod networks;
 pub mod prefix_table;
 pub mod protocol;
+pub mod reload;
 pub mod resource_id;
 pub mod routable;
 pub mod service_tags;
 pub mod testdata;
 
+pub use enricher::{Enricher, Lookups, ReloadOutcome, SideEnrichment};
 pub use error::EnrichError;
