@@ -6,6 +6,7 @@ pub mod classify;
 pub mod community_id;
 pub mod enricher;
 pub mod error;
+pub mod filter;
 pub mod geoip;
 pub mod networks;
 pub mod prefix_table;
@@ -18,3 +19,4 @@ pub mod testdata;
 
 pub use enricher::{Enricher, Lookups, ReloadOutcome, SideEnrichment};
 pub use error::EnrichError;
+pub use filter::{Filter, FlowContext, RecordResources, Verdict};
