@@ -148,10 +148,13 @@ fn open<T>(
     path.as_deref().map(|p| Watched::open(p, load)).transpose()
 }
 
-/// Lookups with a cache per address (and per database record) for one record's tuples: the
-/// addresses of a record repeat (one NIC talking to few peers), so most sides are answered
-/// from the cache. Call [`Lookups::start_record`] before each record: it empties the cache,
-/// keeping memory bounded by one record, and picks up reloaded tables.
+/// Lookups with a cache per address (and per database record): the addresses of a record
+/// repeat (one NIC talking to few peers), and so do those of the next records of the same
+/// NIC, while a first lookup with every file on costs ~100x a cache hit (see
+/// docs/PERFORMANCE.md). Call [`Lookups::start_record`] before each record: it picks up
+/// reloaded tables, emptying the cache when any changed, and empties it when it holds more
+/// than [`MAX_CACHED_ADDRESSES`], so answers never outlive their tables and memory stays
+/// bounded (a few hundred KiB per session).
 pub struct Lookups {
     enricher: Arc<Enricher>,
     service_tags: Option<Arc<ServiceTagTable>>,
@@ -178,12 +181,35 @@ impl Lookups {
         self.asn = e.asn.as_ref().map(Watched::current);
     }
 
-    /// Empties the caches and takes the tables in use now.
+    /// Takes the tables in use now; empties the caches when a table changed or the cache is
+    /// over [`MAX_CACHED_ADDRESSES`].
     pub fn start_record(&mut self) {
+        let before = (
+            self.service_tags.as_ref().map(Arc::as_ptr),
+            self.geo.as_ref().map(Arc::as_ptr),
+            self.asn.as_ref().map(Arc::as_ptr),
+        );
+        self.refresh();
+        let after = (
+            self.service_tags.as_ref().map(Arc::as_ptr),
+            self.geo.as_ref().map(Arc::as_ptr),
+            self.asn.as_ref().map(Arc::as_ptr),
+        );
+        if before != after || self.by_addr.len() > MAX_CACHED_ADDRESSES {
+            self.clear();
+        }
+    }
+
+    /// Empties the caches (what [`Lookups::start_record`] does when needed).
+    pub fn clear(&mut self) {
         self.by_addr.clear();
         self.geo_records.clear();
         self.asn_records.clear();
-        self.refresh();
+    }
+
+    /// Addresses answered from the cache until the next [`Lookups::clear`].
+    pub fn cached_addresses(&self) -> usize {
+        self.by_addr.len()
     }
 
     /// What is known of `addr`.
@@ -242,6 +268,10 @@ impl Lookups {
         tracing::debug!(error = %e, "MaxMind lookup failed: the address gets no answer from it");
     }
 }
+
+/// Addresses a [`Lookups`] keeps answers for across records: a NIC's peers of the last
+/// minutes, without letting a scan of many addresses grow the cache without bound.
+pub const MAX_CACHED_ADDRESSES: usize = 4096;
 
 static EMPTY: SideEnrichment = SideEnrichment {
     network: None,
@@ -411,6 +441,27 @@ mod tests {
                 "{addr}"
             );
         }
+    }
+
+    #[test]
+    fn answers_are_kept_across_records_up_to_a_bound_and_dropped_when_a_table_changes() {
+        let e = Arc::new(Enricher::from_config(&everything(small_tags()), &networks()).unwrap());
+        let mut l = e.lookups();
+        l.side(ip("20.38.108.5"));
+        l.side(ip("10.0.0.4"));
+        l.start_record();
+        assert_eq!(l.cached_addresses(), 2, "kept for the next record");
+        for i in 0..=MAX_CACHED_ADDRESSES as u32 {
+            l.side(IpAddr::V4(std::net::Ipv4Addr::from(0x0b00_0000 + i)));
+        }
+        assert_eq!(l.cached_addresses(), MAX_CACHED_ADDRESSES + 3);
+        l.start_record();
+        assert_eq!(l.cached_addresses(), 0, "over the bound: emptied");
+        assert_eq!(
+            summary(l.side(ip("20.38.108.5"))).1.as_deref(),
+            Some("AzureStorage"),
+            "answered again after emptying"
+        );
     }
 
     #[test]
