@@ -13,6 +13,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # shellcheck source=scripts/deps.sh
 . scripts/deps.sh
+# The MaxMind test databases of the enrichment tests (PyPI packages into .deps/python).
+# shellcheck source=scripts/lib/test-mmdb.sh
+. scripts/lib/test-mmdb.sh
+flowlogd_test_mmdb
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

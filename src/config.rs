@@ -14,6 +14,7 @@ use serde::{Deserialize, Deserializer};
 use crate::secret::Secret;
 use crate::sink::document::{Provenance, Schema};
 use crate::sink::index_name::IndexPattern;
+pub mod enrich;
 pub mod storage;
 
 use storage::{AuthConfig, RetryConfig, StorageConfig};

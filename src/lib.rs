@@ -10,7 +10,8 @@
 //! - [`cli`]: the command line (subcommands).
 //! - [`config`]: the configuration file, environment overrides and validation.
 //! - [`flowlog`]: decoding of flow-log records and tuples (pure, no I/O).
-//! - [`enrich`]: derived fields: resource-id parts, flow classification, community id.
+//! - [`enrich`]: derived fields (resource-id parts, flow classification, community id),
+//!   lookups (named networks, service tags, GeoIP/ASN) and `[[filter]]` rules.
 //! - [`sink`]: document layouts, index names, bulk indexing.
 //! - [`source`]: Azure Storage access: credentials, listing, ranged reads.
 //! - [`registry`]: per-blob read offsets in sled.
