@@ -736,7 +736,8 @@ impl App {
                     buffers: self.chunk_buffers.clone(),
                 };
                 let blob_name = task.blob.name.clone();
-                let mut encoder = DocumentEncoder::new(schema, pattern.clone());
+                let mut encoder = DocumentEncoder::new(schema, pattern.clone())
+                    .with_provenance(source.config.provenance());
                 let metrics = self.metrics.clone();
                 let dead_letter = self.sink.dead_letter().clone();
                 let index = source.index;

@@ -173,7 +173,8 @@ async fn poll(
     blobs.sort_by(|a, b| (blob_hour(&a.name), &a.name).cmp(&(blob_hour(&b.name), &b.name)));
     let pattern = IndexPattern::parse(&source.config.index)
         .with_context(|| format!("index pattern {:?}", source.config.index))?;
-    let mut encoder = DocumentEncoder::new(source.config.schema, pattern);
+    let mut encoder = DocumentEncoder::new(source.config.schema, pattern)
+        .with_provenance(source.config.provenance());
     let mut lines = Vec::new();
     for blob in &blobs {
         let from = source.read_to.get(&blob.name).copied().unwrap_or(0);
