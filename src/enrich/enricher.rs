@@ -127,6 +127,7 @@ impl Enricher {
             geo: None,
             asn: None,
             by_addr: HashMap::new(),
+            sides: Vec::new(),
             geo_records: RecordCache::default(),
             asn_records: RecordCache::default(),
         };
@@ -160,7 +161,10 @@ pub struct Lookups {
     service_tags: Option<Arc<ServiceTagTable>>,
     geo: Option<Arc<GeoDb>>,
     asn: Option<Arc<AsnDb>>,
-    by_addr: HashMap<IpAddr, SideEnrichment>,
+    /// Index into `sides` per address: a hit costs one hash, and both sides of a tuple can be
+    /// borrowed at once.
+    by_addr: HashMap<IpAddr, u32>,
+    sides: Vec<SideEnrichment>,
     geo_records: RecordCache<Geo>,
     asn_records: RecordCache<AutonomousSystem>,
 }
@@ -168,7 +172,7 @@ pub struct Lookups {
 impl std::fmt::Debug for Lookups {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Lookups")
-            .field("cached_addresses", &self.by_addr.len())
+            .field("cached_addresses", &self.sides.len())
             .finish()
     }
 }
@@ -195,7 +199,7 @@ impl Lookups {
             self.geo.as_ref().map(Arc::as_ptr),
             self.asn.as_ref().map(Arc::as_ptr),
         );
-        if before != after || self.by_addr.len() > MAX_CACHED_ADDRESSES {
+        if before != after || self.sides.len() > MAX_CACHED_ADDRESSES {
             self.clear();
         }
     }
@@ -203,37 +207,43 @@ impl Lookups {
     /// Empties the caches (what [`Lookups::start_record`] does when needed).
     pub fn clear(&mut self) {
         self.by_addr.clear();
+        self.sides.clear();
         self.geo_records.clear();
         self.asn_records.clear();
     }
 
     /// Addresses answered from the cache until the next [`Lookups::clear`].
     pub fn cached_addresses(&self) -> usize {
-        self.by_addr.len()
+        self.sides.len()
     }
 
     /// What is known of `addr`.
     pub fn side(&mut self, addr: IpAddr) -> &SideEnrichment {
-        self.fill(addr);
-        self.by_addr.get(&addr).unwrap_or(&EMPTY)
+        let i = self.index(addr);
+        self.sides.get(i).unwrap_or(&EMPTY)
     }
 
     /// What is known of the source and of the destination of a tuple.
     pub fn pair(&mut self, src: IpAddr, dst: IpAddr) -> (&SideEnrichment, &SideEnrichment) {
-        self.fill(src);
-        self.fill(dst);
+        let (s, d) = (self.index(src), self.index(dst));
         (
-            self.by_addr.get(&src).unwrap_or(&EMPTY),
-            self.by_addr.get(&dst).unwrap_or(&EMPTY),
+            self.sides.get(s).unwrap_or(&EMPTY),
+            self.sides.get(d).unwrap_or(&EMPTY),
         )
     }
 
-    fn fill(&mut self, addr: IpAddr) {
-        if self.by_addr.contains_key(&addr) {
-            return;
+    /// Where the answer for `addr` is in `sides`, looked up first if needed.
+    fn index(&mut self, addr: IpAddr) -> usize {
+        if let Some(&i) = self.by_addr.get(&addr) {
+            return i as usize;
         }
         let side = self.look_up(addr);
-        self.by_addr.insert(addr, side);
+        let i = self.sides.len();
+        self.sides.push(side);
+        // At most MAX_CACHED_ADDRESSES plus one record's addresses: far below u32::MAX.
+        self.by_addr
+            .insert(addr, u32::try_from(i).unwrap_or(u32::MAX));
+        i
     }
 
     fn look_up(&mut self, addr: IpAddr) -> SideEnrichment {
