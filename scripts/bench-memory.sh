@@ -50,77 +50,25 @@ rm -rf "$work"
 mkdir -p "$work"
 trap cleanup EXIT
 
+target=${CARGO_TARGET_DIR:-$root/target}
 bin=${FLOWLOGD_BIN:-}
 if [ -z "$bin" ]; then
     echo "== building flowlogd (release)"
     cargo build --release --locked --quiet
-    bin="$root/target/release/flowlogd"
+    bin="$target/release/flowlogd"
+fi
+# The sink (examples/ack_sink.rs, shared with bench-e2e.sh) acknowledges every action with 201
+# after SINK_DELAY_MS and stores nothing.
+sink_bin=${ACK_SINK_BIN:-}
+if [ -z "$sink_bin" ]; then
+    echo "== building the acknowledging sink (examples/ack_sink.rs)"
+    cargo build --release --locked --quiet --example ack_sink
+    sink_bin="$target/release/examples/ack_sink"
 fi
 
 echo "== starting Azurite and the acknowledging sink (${SINK_DELAY_MS} ms per bulk request)"
 flowlogd_start_azurite
-cat >"$work/ack_sink.py" <<'PY'
-import http.server, json, sys, threading, time
-
-DELAY = float(sys.argv[1]) / 1000
-INFO = json.dumps({"name": "ack-sink", "cluster_name": "ack-sink", "cluster_uuid": "x",
-                   "version": {"number": "2.19.0", "distribution": "opensearch"},
-                   "tagline": "The OpenSearch Project: https://opensearch.org/"}).encode()
-ITEM = b'{"create":{"status":201}}'
-stats = {"requests": 0, "documents": 0, "bytes": 0}
-lock = threading.Lock()
-
-class Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-
-    def log_message(self, *args):
-        pass
-
-    def reply(self, status, body):
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("X-Elastic-Product", "Elasticsearch")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def body(self):
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
-    def do_GET(self):
-        if self.path.split("?")[0] in ("/", ""):
-            self.reply(200, INFO)
-        elif self.path.startswith("/_stats_ack"):
-            self.reply(200, json.dumps(stats).encode())
-        else:
-            self.reply(404, b'{"error":{"type":"resource_not_found_exception","reason":"ack sink"},"status":404}')
-
-    do_HEAD = do_GET
-
-    def do_PUT(self):
-        self.body()
-        self.reply(200, b'{"acknowledged":true}')
-
-    def do_POST(self):
-        body = self.body()
-        if self.path.startswith("/_bulk"):
-            n = body.count(b"\n") // 2
-            with lock:
-                stats["requests"] += 1
-                stats["documents"] += n
-                stats["bytes"] += len(body)
-            time.sleep(DELAY)
-            self.reply(200, b'{"took":1,"errors":false,"items":[' + b",".join([ITEM] * n) + b"]}")
-        else:
-            self.reply(200, b"{}")
-
-server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-print(server.server_address[1], flush=True)
-server.serve_forever()
-PY
-python3 "$work/ack_sink.py" "$SINK_DELAY_MS" >"$work/sink.port" 2>"$work/sink.log" &
+"$sink_bin" "$SINK_DELAY_MS" >"$work/sink.port" 2>"$work/sink.log" &
 sink_pid=$!
 for _ in $(seq 100); do [ -s "$work/sink.port" ] && break; sleep 0.1; done
 sink_url="http://127.0.0.1:$(cat "$work/sink.port")"
@@ -148,13 +96,15 @@ write_config() {
 peak_kib() { awk -F': ' '/Maximum resident set size/ {print $2}' "$1"; }
 mib() { echo "scale=1; $1 / 1024" | bc; }
 
-# The bound of docs/DESIGN.md, invariant 6, in KiB, for one blob read at a time and the
-# defaults of [elasticsearch]:  I + 9/8 × (R + P + C + (2M + 2)·C + (2M + 2)·B)
+# The bound of invariant 6 (as tests/memory.rs computes it since the lean delivery), in KiB,
+# for one blob read at a time and the defaults of [elasticsearch]:
+#   I + 9/8 × (R + P + 2C + (2M + 1)·C + (M + 2)·B)
 # I = the idle run's peak, R = max_record_bytes, P = one downloaded piece (1 MiB allowed),
-# C = min(batch_max_bytes, 1 MiB), M = max_in_flight, B = batch_max_bytes.
+# C = min(batch_max_bytes, 1 MiB), M = max_in_flight, B = batch_max_bytes
+# (FLOWLOGD_ELASTICSEARCH__BATCH_MAX_BYTES overrides it for flowlogd and here).
 bound_kib() { # idle_kib max_record_bytes
-    local idle=$1 r=$2 p=$MIB c=$MIB m=2 b=$((10 * MIB))
-    local bytes=$((r + p + c + (2 * m + 2) * c + (2 * m + 2) * b))
+    local idle=$1 r=$2 p=$MIB c=$MIB m=2 b=${FLOWLOGD_ELASTICSEARCH__BATCH_MAX_BYTES:-$((10 * MIB))}
+    local bytes=$((r + p + 2 * c + (2 * m + 1) * c + (m + 2) * b))
     echo $((idle + bytes * 9 / 8 / 1024))
 }
 

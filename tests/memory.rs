@@ -217,7 +217,8 @@ fn measure_once(config: &TestConfig, allocator: Allocator, limit: Duration) -> M
     }
 }
 
-/// The configuration terms of the bound of docs/DESIGN.md (invariant 6).
+/// The configuration terms of the bound of docs/DESIGN.md (invariant 6), as the lean delivery
+/// tightened it (docs/PERFORMANCE.md, "Memory"): `N·(R + P + 2C) + (2M + 1)·C + (M + 2)·B`.
 struct Bound {
     /// Blobs read at once: min(read_concurrency, blobs to read).
     readers: u64,
@@ -246,14 +247,16 @@ impl Bound {
         // One downloaded piece in hand per reader (the HTTP client's are far smaller).
         let piece = MIB;
         let m = self.max_in_flight;
-        let readers = self.readers * (self.record + piece + self.chunk);
-        // Chunks in the channel (2·M), the one being moved into a batch, and what is left of
-        // it in the next batch while a full one waits for a delivery slot.
-        let chunks = (2 * m + 2) * self.chunk;
-        // The batch waiting for a slot, M in flight each with its request body, and one whose
-        // request is done while its offsets are committed.
-        let batches = (2 * m + 2) * self.batch;
-        // Bulk items, dead-letter origins and parsed responses: under an eighth of the bytes.
+        // Per reader the chunk being filled and, while a chunk cut inside a record waits for
+        // room in the channel, the one taking the rest of that record.
+        let readers = self.readers * (self.record + piece + 2 * self.chunk);
+        // Chunks in the channel (2·M) and the one being moved into batches.
+        let chunks = (2 * m + 1) * self.chunk;
+        // M in flight (requests send the batch's own body, not a copy), the one waiting for a
+        // slot, and the one being filled (the rest of a chunk goes into it only once the full
+        // one got its slot; a delivered batch's buffers carry the next one).
+        let batches = (m + 2) * self.batch;
+        // Bulk items and parsed responses: under an eighth of the bytes.
         (readers + chunks + batches) * 9 / 8
     }
 }
