@@ -21,8 +21,9 @@
 # MODE=compare: what each tuple costs flowlogd against a plain script, in one run on the same
 # blobs and the same sink. CMP_NICS VNet blobs of 60 records × CMP_TUPLES tuples (8 blobs of
 # 7.6 MB, 741,120 tuples by default) are read by scripts/baseline-python.py (through a SAS) and
-# by `flowlogd once` (FLOWLOGD_BIN, and BASELINE_BIN when set: an older build to compare with),
-# each ROUNDS times in A-B-A order with a fresh registry. One line per run: tuples, wall s,
+# by `flowlogd once` (FLOWLOGD_BIN, and BASELINE_BIN when set: an older build to compare with;
+# or COMPARE_BINS="label=path label=path …"), each ROUNDS times in A-B-B-A order with a fresh
+# registry. One line per run: tuples, wall s,
 # CPU s (user + system, /usr/bin/time -v), CPU s per million tuples, tuples/s, bytes per
 # document as the sink received them (action line included), peak RSS.
 #        MODE=compare FLOWLOGD_BIN=target/release/flowlogd BASELINE_BIN=/path/to/old/flowlogd scripts/bench-e2e.sh
@@ -44,6 +45,8 @@ ROUNDS=${ROUNDS:-2}
 . scripts/deps.sh
 # shellcheck source=scripts/lib/services.sh
 . scripts/lib/services.sh
+# shellcheck source=scripts/lib/ack_sink.sh
+. scripts/lib/ack_sink.sh
 
 [ -x /usr/bin/time ] || { echo "bench-e2e: /usr/bin/time is missing (apt-get install time)" >&2; exit 1; }
 
@@ -67,23 +70,12 @@ if [ -z "$bin" ]; then
     cargo build --release --locked --quiet
     bin="$target/release/flowlogd"
 fi
-# The sink: examples/ack_sink.rs answers GET / like OpenSearch (so no ILM is attempted),
-# accepts template PUTs, and acknowledges each `_bulk` action with 201 in one `errors:false`
-# response, storing nothing, on one thread: ~0.3 CPU-s for the 1.3 GB of compare mode, so that
-# flowlogd, not the sink, is what the machine's two cores are busy with.
-sink_bin=${ACK_SINK_BIN:-}
-if [ -z "$sink_bin" ]; then
-    echo "== building the acknowledging sink (examples/ack_sink.rs)"
-    cargo build --release --locked --quiet --example ack_sink
-    sink_bin="$target/release/examples/ack_sink"
-fi
 
 echo "== starting Azurite and the acknowledging sink"
 flowlogd_start_azurite
-"$sink_bin" >"$work/sink.port" 2>"$work/sink.log" &
-sink_pid=$!
-for _ in $(seq 100); do [ -s "$work/sink.port" ] && break; sleep 0.1; done
-sink_url="http://127.0.0.1:$(cat "$work/sink.port")"
+# The sink acknowledges without storing, on one thread: ~0.3 CPU-s for the 1.3 GB of compare
+# mode, so that flowlogd, not the sink, is what the machine's two cores are busy with.
+flowlogd_start_ack_sink "$work"
 echo "   azurite: $FLOWLOGD_AZURITE_ENDPOINT"
 echo "   sink:    $sink_url"
 
@@ -181,16 +173,19 @@ PY
         run_timed "$2" "$1" --config "$config" --log-level warn once
     }
     printf '%-18s %9s %7s %7s %10s %10s %9s %12s %7s\n' run tuples wall_s cpu_s cpu_s/M tuples/s B/doc peak_RSS sink_s
+    # LABEL=PATH of each flowlogd binary, run in this order, then in reverse.
+    read -r -a bins <<<"${COMPARE_BINS:-${BASELINE_BIN:+before=$BASELINE_BIN }flowlogd=$bin}"
+    python_run() { run_timed "$1" python3 scripts/baseline-python.py "$FLOWLOGD_AZURITE_ENDPOINT/$container" "$sas" "$sink_url"; }
     for round in $(seq "$ROUNDS"); do
-        run_timed "python-$round" python3 scripts/baseline-python.py "$FLOWLOGD_AZURITE_ENDPOINT/$container" "$sas" "$sink_url"
-        [ -n "${BASELINE_BIN:-}" ] && flowlogd_once "$BASELINE_BIN" "before-$round"
-        flowlogd_once "$bin" "flowlogd-$round"
-        [ -n "${BASELINE_BIN:-}" ] && flowlogd_once "$BASELINE_BIN" "before-$round-b"
-        run_timed "python-$round-b" python3 scripts/baseline-python.py "$FLOWLOGD_AZURITE_ENDPOINT/$container" "$sas" "$sink_url"
+        python_run "python-$round"
+        for b in "${bins[@]}"; do flowlogd_once "${b#*=}" "${b%%=*}-$round"; done
+        for ((i = ${#bins[@]} - 1; i >= 0; i--)); do flowlogd_once "${bins[i]#*=}" "${bins[i]%%=*}-$round-b"; done
+        python_run "python-$round-b"
     done
     echo
-    echo "flowlogd: $("$bin" --version)${BASELINE_BIN:+; before: $("$BASELINE_BIN" --version) ($BASELINE_BIN)}; $(nproc) cores; $(uname -r); load $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "command: MODE=compare $0 (CMP_NICS=$CMP_NICS CMP_TUPLES=$CMP_TUPLES ROUNDS=$ROUNDS)"
+    for b in "${bins[@]}"; do echo "${b%%=*}: ${b#*=}"; done
+    echo "$(nproc) cores; $(uname -r); load $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "command: MODE=compare $0 (CMP_NICS=$CMP_NICS CMP_TUPLES=$CMP_TUPLES ROUNDS=$ROUNDS COMPARE_BINS=\"${bins[*]}\")"
     exit 0
 fi
 

@@ -35,6 +35,8 @@ MIB=$((1024 * 1024))
 
 # shellcheck source=scripts/lib/services.sh
 . scripts/lib/services.sh
+# shellcheck source=scripts/lib/ack_sink.sh
+. scripts/lib/ack_sink.sh
 [ -x /usr/bin/time ] || { echo "bench-memory: /usr/bin/time is missing (apt-get install time)" >&2; exit 1; }
 
 work="$root/.run/bench-memory"
@@ -57,21 +59,10 @@ if [ -z "$bin" ]; then
     cargo build --release --locked --quiet
     bin="$target/release/flowlogd"
 fi
-# The sink (examples/ack_sink.rs, shared with bench-e2e.sh) acknowledges every action with 201
-# after SINK_DELAY_MS and stores nothing.
-sink_bin=${ACK_SINK_BIN:-}
-if [ -z "$sink_bin" ]; then
-    echo "== building the acknowledging sink (examples/ack_sink.rs)"
-    cargo build --release --locked --quiet --example ack_sink
-    sink_bin="$target/release/examples/ack_sink"
-fi
 
 echo "== starting Azurite and the acknowledging sink (${SINK_DELAY_MS} ms per bulk request)"
 flowlogd_start_azurite
-"$sink_bin" "$SINK_DELAY_MS" >"$work/sink.port" 2>"$work/sink.log" &
-sink_pid=$!
-for _ in $(seq 100); do [ -s "$work/sink.port" ] && break; sleep 0.1; done
-sink_url="http://127.0.0.1:$(cat "$work/sink.port")"
+flowlogd_start_ack_sink "$work" "$SINK_DELAY_MS"
 export BENCH_ACCOUNT_KEY="$FLOWLOGD_AZURITE_KEY"
 hour=$(date -u +%Y-%m-%dT%H)
 
