@@ -22,7 +22,7 @@ use bytes::Bytes;
 use common::flowlogd::{
     Daemon, Doc, Es, GrowingBlob, NSG_CONTAINER, SourceSpec, TestConfig, VNET_CONTAINER, container,
     current_hour, describe, distinct_contents, flowlogd, flowlogd_for, metric_sum, once, partition,
-    vnet_blob_name, vnet_record, vnet_tuple,
+    vnet_blob_name, vnet_config, vnet_record, vnet_tuple,
 };
 use common::proxies::{fault_proxy, storage_proxy};
 use common::rng::Rng;
@@ -74,21 +74,6 @@ async fn upload_generated_mix(azurite: &Azurite) -> (u64, u64) {
         bytes += b;
     }
     (tuples, bytes)
-}
-
-/// One VNet source in Azurite, indexing into `es`'s prefix through the engine at `url` (the
-/// node itself, or a proxy in front of it).
-fn vnet_config(url: &str, azurite: &Azurite, es: &Es) -> TestConfig {
-    TestConfig::new(
-        url,
-        vec![SourceSpec::azurite(
-            "vnet",
-            VNET_CONTAINER,
-            azurite,
-            &es.pattern("vnet"),
-        )],
-    )
-    .es(&es.config_lines)
 }
 
 /// A VNet source (account key) and an NSG source (connection string) writing to `es`.

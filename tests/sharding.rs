@@ -4,7 +4,9 @@
 mod common;
 
 use common::Azurite;
-use common::flowlogd::{Es, GrowingBlob, SourceSpec, TestConfig, VNET_CONTAINER, container, once};
+use common::flowlogd::{
+    Es, GrowingBlob, SourceSpec, TestConfig, VNET_CONTAINER, container, once, vnet_config,
+};
 use flowlogd::generator::GenKind;
 
 /// Flow logs of `count` VNets in the current hour, one NIC each: `count` resources.
@@ -20,17 +22,7 @@ async fn upload_resources(azurite: &Azurite, count: u64) -> u64 {
 }
 
 fn shard_config(azurite: &Azurite, es: &Es, shard: &str) -> TestConfig {
-    TestConfig::new(
-        &es.url,
-        vec![SourceSpec::azurite(
-            "vnet",
-            VNET_CONTAINER,
-            azurite,
-            &es.pattern("vnet"),
-        )],
-    )
-    .es(&es.config_lines)
-    .tables(&format!("[cluster]\nshard = \"{shard}\""))
+    vnet_config(&es.url, azurite, es).tables(&format!("[cluster]\nshard = \"{shard}\""))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,16 +54,7 @@ async fn three_shards_index_every_tuple_of_every_resource_exactly_once_between_t
         .await;
 
     // One instance without sharding over the same data finds everything indexed already.
-    let unsharded = TestConfig::new(
-        &es.url,
-        vec![SourceSpec::azurite(
-            "vnet",
-            VNET_CONTAINER,
-            &azurite,
-            &es.pattern("vnet"),
-        )],
-    )
-    .es(&es.config_lines);
+    let unsharded = vnet_config(&es.url, &azurite, &es);
     let s = once(&unsharded).await;
     assert_eq!(
         (s.documents_indexed, s.documents_existing),

@@ -1125,3 +1125,18 @@ fn es_client(url: &str, creds: Option<Credentials>, insecure: bool) -> Elasticse
     }
     Elasticsearch::new(b.build().expect("elasticsearch client"))
 }
+
+/// One VNet source in Azurite, indexing into `es`'s prefix through the engine at `url` (the
+/// node itself, or a proxy in front of it).
+pub fn vnet_config(url: &str, azurite: &Azurite, es: &Es) -> TestConfig {
+    TestConfig::new(
+        url,
+        vec![SourceSpec::azurite(
+            "vnet",
+            VNET_CONTAINER,
+            azurite,
+            &es.pattern("vnet"),
+        )],
+    )
+    .es(&es.config_lines)
+}
