@@ -795,7 +795,13 @@ async fn a_malformed_record_in_the_middle_is_reported_and_the_reader_resynchroni
                 (garbage_at, 4),
                 "`xyz,` up to the next record"
             );
-            assert_eq!(excerpt, b"xyz,", "the excerpt is the garbage itself");
+            // The excerpt is what the scanner still holds of the run: all of it when the
+            // garbage arrived in one network read, nothing when a read ended inside it (the
+            // bytes before were released as they were scanned). Never other bytes.
+            assert!(
+                excerpt.is_empty() || excerpt == b"xyz,",
+                "the excerpt is the garbage itself: {excerpt:?}"
+            );
             assert!(reason.contains("between records"), "{reason}");
         }
         other => panic!("garbage reported as {other:?}"),
