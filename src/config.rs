@@ -104,7 +104,7 @@ pub struct SourceConfig {
     /// Also write the full ARM ids into every ECS document: `azure.flowlog.resource_id`,
     /// `.target_resource_id`, `.acl_id` (also when it names an NSG, whose name `.nsg` always
     /// holds, or is the platform's all-zero GUID), `.guid`, `.network_watcher` and the flow
-    /// log's own `.resource_group`: ~400 bytes a VNet document. The parsed names (subscription,
+    /// log's own `.resource_group`: ~570 bytes a VNet document. The parsed names (subscription,
     /// resource group, NSG, VNet, subnet, NIC, flow log, region) are always written. No effect
     /// on the `logstash` schema. Default: false.
     #[serde(default)]
