@@ -1,7 +1,7 @@
 //! The daemon: polls every source (walker → poller → reader), batches the documents, delivers
 //! them through the bulk sink and commits offsets through the ack tracker; runs once or forever,
 //! and shuts down in order (stop polling, drain deliveries, commit, flush the registry).
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -14,7 +14,8 @@ use tokio_util::sync::CancellationToken;
 use crate::ack::AckTracker;
 use crate::config::{Config, SourceConfig, StartPolicy};
 use crate::delivery::{BlobHolds, DeliveryStage, HeldChunk, HoldingSender, Pool};
-use crate::metrics::Metrics;
+use crate::enrich::{Enricher, Filter};
+use crate::metrics::{FilterCounts, Metrics};
 use crate::pipeline::DecodeProblem;
 use crate::poller::{self, Action, Prepare};
 use crate::registry::{BlobEntry, BlobState, Registry, SourceState};
@@ -27,7 +28,7 @@ use crate::source::reader::{ReadLimits, ReadTask, end_of_records, read_blob};
 use crate::source::walker::Walker;
 
 /// What `flowlogd once` prints when done.
-#[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
 pub struct RunSummary {
     pub list_requests: u64,
     pub blobs_listed: u64,
@@ -39,6 +40,11 @@ pub struct RunSummary {
     /// Documents the index already had (409): replays after a crash or a reset.
     pub documents_existing: u64,
     pub documents_dead_lettered: u64,
+    /// Tuples dropped by `[[filter]]` rules (read and acknowledged, not indexed).
+    pub tuples_filtered: u64,
+    /// The same per rule, when rules are configured.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tuples_filtered_by_rule: BTreeMap<String, u64>,
     /// Listing, read, decode and commit failures (each logged with its blob or batch).
     pub errors: u64,
 }
@@ -61,6 +67,10 @@ pub struct App {
     /// Chunk buffers emptied by delivery, refilled by the readers (see [`Pool`]).
     chunk_buffers: Pool<BulkBuffer>,
     errors: Arc<std::sync::atomic::AtomicU64>,
+    /// `[enrich]` and `[[network]]` lookups, shared by every encoder.
+    enricher: Arc<Enricher>,
+    /// `[[filter]]` rules and their drop counters, shared by every encoder.
+    filter: Arc<Filter>,
 }
 
 impl App {
@@ -77,6 +87,15 @@ impl App {
                 )
             })?;
         let sink = BulkSink::with_dead_letter(&config.elasticsearch, dead_letter)?;
+        // Startup errors: the daemon must not run without a lookup or rule it was given.
+        let enricher = Arc::new(
+            Enricher::from_config(&config.enrich, &config.networks)
+                .map_err(|e| anyhow::anyhow!("[enrich]: {e}"))?,
+        );
+        let filter = Arc::new(
+            Filter::from_config(&config.filters, &config.networks)
+                .map_err(|e| anyhow::anyhow!("[[filter]]: {e}"))?,
+        );
         let shard = match config.cluster.shard {
             Some(spec) => {
                 let shard = spec
@@ -108,6 +127,16 @@ impl App {
             });
         }
         let metrics = Arc::new(Metrics::new(stats));
+        if !filter.is_empty() {
+            let counted = Arc::clone(&filter);
+            let _ = metrics.tuples_filtered.set(FilterCounts(Box::new(move || {
+                counted
+                    .drop_counts()
+                    .into_iter()
+                    .map(|(rule, n)| (rule.to_owned(), n))
+                    .collect()
+            })));
+        }
         metrics.registry_open.store(true, Ordering::Relaxed);
         metrics
             .registry_entries
@@ -132,6 +161,8 @@ impl App {
             holds: BlobHolds::default(),
             chunk_buffers,
             errors: Arc::default(),
+            enricher,
+            filter,
         })
     }
 
@@ -204,6 +235,8 @@ impl App {
         self.apply_start_policies()?;
         let abort_delivery = CancellationToken::new();
         let (tx, delivery) = self.start_delivery(abort_delivery.clone());
+        // Stops the reload task whichever way this function returns.
+        let _stop_reloading = self.start_enrichment_reload().drop_guard();
         let interval = self.config.daemon.interval;
         let mut sources = std::mem::take(&mut self.sources);
         let mut ready_sent = false;
@@ -264,6 +297,37 @@ impl App {
         Ok(summary)
     }
 
+    /// Checks the `[enrich]` files for changes every `reload_interval`, on the blocking pool
+    /// (a service tags file is ~5 MB of JSON), until the returned token is cancelled. Encoders
+    /// pick up a reloaded table at their next record.
+    fn start_enrichment_reload(&self) -> CancellationToken {
+        let stop = CancellationToken::new();
+        if !self.enricher.watches_files() {
+            return stop;
+        }
+        let enricher = Arc::clone(&self.enricher);
+        let every = self.config.enrich.reload_interval;
+        let stopped = stop.clone();
+        tokio::spawn(async move {
+            let mut next = tokio::time::Instant::now() + every;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(next) => {}
+                    _ = stopped.cancelled() => return,
+                }
+                let enricher = Arc::clone(&enricher);
+                // Outcomes are logged by the enricher itself (file, what happened, what next).
+                if let Err(e) =
+                    tokio::task::spawn_blocking(move || enricher.reload_if_changed()).await
+                {
+                    tracing::error!(error = %e, "enrichment file check failed; trying again at the next interval");
+                }
+                next += every;
+            }
+        });
+        stop
+    }
+
     fn summary(&self) -> RunSummary {
         let mut s = RunSummary {
             errors: self.errors.load(Ordering::Relaxed),
@@ -281,6 +345,10 @@ impl App {
             s.documents_existing += load(&m.documents_existing);
             s.documents_dead_lettered +=
                 load(&m.documents_dead_lettered) + load(&m.decode_problems);
+        }
+        for (rule, dropped) in self.filter.drop_counts() {
+            s.tuples_filtered += dropped;
+            s.tuples_filtered_by_rule.insert(rule.to_owned(), dropped);
         }
         s
     }
@@ -737,7 +805,8 @@ impl App {
                 };
                 let blob_name = task.blob.name.clone();
                 let mut encoder = DocumentEncoder::new(schema, pattern.clone())
-                    .with_provenance(source.config.provenance());
+                    .with_provenance(source.config.provenance())
+                    .with_enrichment(&self.enricher, &self.filter);
                 let metrics = self.metrics.clone();
                 let dead_letter = self.sink.dead_letter().clone();
                 let index = source.index;

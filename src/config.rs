@@ -46,6 +46,17 @@ pub struct Config {
     /// Several instances sharing the work (`[cluster]`).
     #[serde(default)]
     pub cluster: ClusterConfig,
+    /// Service tags, GeoIP and ASN lookups (`[enrich]`). Default: all off.
+    #[serde(default)]
+    pub enrich: enrich::EnrichConfig,
+    /// Named address ranges (`[[network]]`): each side of a tuple is named after its most
+    /// specific one. Default: none.
+    #[serde(default, rename = "network")]
+    pub networks: Vec<enrich::NetworkConfig>,
+    /// Drop/keep rules applied before encoding (`[[filter]]`). Default: none (every tuple is
+    /// indexed).
+    #[serde(default, rename = "filter")]
+    pub filters: Vec<enrich::FilterRuleConfig>,
 }
 
 /// `[cluster]`.
@@ -564,6 +575,9 @@ const SECTIONS: &[&str] = &[
     "LOG",
     "DAEMON",
     "CLUSTER",
+    "ENRICH",
+    "NETWORK",
+    "FILTER",
 ];
 
 /// Refuses `FLOWLOGD_` environment variables that are neither a config override
@@ -850,6 +864,7 @@ impl Config {
                 format!("{:?}: expected \"text\" or \"json\"", self.log.format),
             ));
         }
+        enrich::validate(&self.enrich, &self.networks, &self.filters)?;
         Ok(())
     }
 

@@ -89,6 +89,18 @@ pub struct Metrics {
     pub polling: std::sync::atomic::AtomicBool,
     /// Chunks handed from the readers to the delivery stage, and batches delivered.
     pub chunks_moved: AtomicU64,
+    /// Tuples dropped by `[[filter]]` rules so far, per rule name, read when `/metrics` is
+    /// rendered (the counters live with the rules; this module only shows them).
+    pub tuples_filtered: std::sync::OnceLock<FilterCounts>,
+}
+
+/// Reads the per-rule drop counters: `(rule name, tuples dropped)`.
+pub struct FilterCounts(pub Box<dyn Fn() -> Vec<(String, u64)> + Send + Sync>);
+
+impl std::fmt::Debug for FilterCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FilterCounts")
+    }
 }
 
 impl Metrics {
@@ -113,6 +125,7 @@ impl Metrics {
             registry_open: std::sync::atomic::AtomicBool::new(false),
             polling: std::sync::atomic::AtomicBool::new(false),
             chunks_moved: AtomicU64::new(0),
+            tuples_filtered: std::sync::OnceLock::new(),
         }
     }
 
@@ -333,6 +346,17 @@ impl Collector for Exposition {
                 None,
                 MetricType::Counter,
             )?)?;
+        }
+        if let Some(counts) = m.tuples_filtered.get() {
+            let mut family = encoder.encode_descriptor(
+                "flowlogd_tuples_filtered",
+                "Tuples dropped by [[filter]] rules, per rule (not indexed; their bytes count as read).",
+                None,
+                MetricType::Counter,
+            )?;
+            for (rule, dropped) in (counts.0)() {
+                ConstCounter::new(dropped).encode(family.encode_family(&[("rule", rule)])?)?;
+            }
         }
         ConstGauge::new(load(&m.registry_entries) as i64).encode(encoder.encode_descriptor(
             "flowlogd_registry_entries",

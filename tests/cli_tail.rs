@@ -112,6 +112,51 @@ async fn tail_prints_only_the_flows_of_the_last_minutes_as_a_table_and_as_docume
     assert_eq!(docs[0]["source"]["ip"], "10.0.1.2");
     assert_eq!(docs[0]["destination"]["port"], 443);
 
+    // --filter: every expression must match, any of its values.
+    let one_host = tail(
+        &config,
+        &[
+            "--since",
+            "45m",
+            "--filter",
+            "source_cidr=10.0.1.1/32",
+            "--filter",
+            "destination_port=22,443",
+        ],
+    );
+    assert!(one_host.status.success(), "{one_host:?}");
+    let text = String::from_utf8(one_host.stdout).unwrap();
+    assert_eq!(
+        text.lines().count(),
+        2,
+        "the header and the flow of 10.0.1.1: {text}"
+    );
+    assert!(text.contains("10.0.1.1:40001"), "{text}");
+    let denied = tail(
+        &config,
+        &[
+            "--since",
+            "45m",
+            "--filter",
+            "decision=deny",
+            "--output",
+            "ndjson",
+        ],
+    );
+    assert!(denied.status.success(), "{denied:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&denied.stdout),
+        "",
+        "both flows were allowed"
+    );
+    let misspelt = tail(&config, &["--filter", "decission=deny"]);
+    assert!(!misspelt.status.success());
+    let stderr = String::from_utf8_lossy(&misspelt.stderr);
+    assert!(
+        stderr.contains("--filter") && stderr.contains("decission"),
+        "{stderr}"
+    );
+
     let other_nic = tail(&config, &["--since", "15m", "--mac", "00-22-48-00-00-00"]);
     let text = String::from_utf8(other_nic.stdout).unwrap();
     assert_eq!(text.lines().count(), 1, "only the header: {text}");

@@ -9,8 +9,12 @@ use std::time::Duration;
 use anyhow::Context as _;
 use futures::TryStreamExt as _;
 
+use serde::Deserialize as _;
+
+use crate::config::enrich::{FilterRuleConfig, NetworkConfig};
 use crate::config::{Config, SourceConfig};
 use crate::enrich::protocol::transport_name_or_number;
+use crate::enrich::{Enricher, Filter, FlowContext, RecordResources, Verdict};
 use crate::flowlog::{
     FlowTuple, RecordScanner, ScanStart, Scanned, TupleSlot, decode_record, parse_tuple,
 };
@@ -56,6 +60,62 @@ pub struct TailArgs {
     /// `table` (default) or `ndjson`.
     #[arg(long, value_enum, default_value_t = TailOutput::Table)]
     pub output: TailOutput,
+    /// Only flows matching `KEY=VALUE[,VALUE…]`, with the keys of a `[[filter]]` rule
+    /// (`decision=deny`, `destination_port=22,3389`, `source_cidr=10.4.0.0/16`,
+    /// `source_network=onprem`, `nsg_rule=DefaultRule_DenyAllInBound`, `nic=vm1-nic`, …).
+    /// Repeat it: a flow must match every expression, and any value of one. The configuration's
+    /// own `[[filter]]` rules are not applied: `tail` shows what storage holds.
+    #[arg(long = "filter", value_name = "EXPR")]
+    pub filters: Vec<String>,
+}
+
+/// The `[[filter]]` keys that take one value; the others take a list.
+const SINGLE_VALUE_KEYS: &[&str] = &["direction", "decision"];
+
+/// `--filter` expressions as one `keep` rule (none when there are no expressions), checked
+/// by the same deserializer and validation as a `[[filter]]` in the configuration file.
+pub fn filter_rules(
+    expressions: &[String],
+    networks: &[NetworkConfig],
+) -> anyhow::Result<Vec<FilterRuleConfig>> {
+    if expressions.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut rule = toml::Table::new();
+    rule.insert("name".into(), "tail-filter".into());
+    rule.insert("action".into(), "keep".into());
+    for expression in expressions {
+        let Some((key, values)) = expression.split_once('=') else {
+            anyhow::bail!("--filter {expression:?}: expected KEY=VALUE (e.g. decision=deny)");
+        };
+        let key = key.trim();
+        if ["name", "action"].contains(&key) {
+            anyhow::bail!("--filter {expression:?}: `{key}` is not a condition");
+        }
+        let values: Vec<toml::Value> = values
+            .split(',')
+            .map(|v| toml::Value::String(v.trim().to_owned()))
+            .collect();
+        let value = if SINGLE_VALUE_KEYS.contains(&key) {
+            match <[toml::Value; 1]>::try_from(values) {
+                Ok([one]) => one,
+                Err(_) => anyhow::bail!("--filter {expression:?}: `{key}` takes one value"),
+            }
+        } else {
+            toml::Value::Array(values)
+        };
+        if rule.insert(key.to_owned(), value).is_some() {
+            anyhow::bail!(
+                "--filter {expression:?}: `{key}` given twice (list the values once, comma-separated)"
+            );
+        }
+    }
+    let rule = FilterRuleConfig::deserialize(toml::Value::Table(rule))
+        .map_err(|e| anyhow::anyhow!("--filter: {}", e.message()))?;
+    let rules = vec![rule];
+    crate::config::enrich::validate(&Default::default(), networks, &rules)
+        .map_err(|e| anyhow::anyhow!("--filter: {e}"))?;
+    Ok(rules)
 }
 
 fn parse_interval(text: &str) -> Result<Duration, String> {
@@ -82,6 +142,13 @@ struct Line {
 
 pub async fn run(config: Config, args: TailArgs) -> anyhow::Result<std::process::ExitCode> {
     let mac = args.mac.as_deref().map(normalize_mac);
+    let rules = filter_rules(&args.filters, &config.networks)?;
+    let filter = Arc::new(Filter::from_config(&rules, &config.networks)?);
+    // `ndjson` prints documents as the daemon would index them: enriched the same way.
+    let enricher = Arc::new(
+        Enricher::from_config(&config.enrich, &config.networks)
+            .map_err(|e| anyhow::anyhow!("[enrich]: {e}"))?,
+    );
     let mut sources = Vec::new();
     for source in &config.sources {
         if args
@@ -127,7 +194,7 @@ pub async fn run(config: Config, args: TailArgs) -> anyhow::Result<std::process:
     }
     loop {
         for source in &mut sources {
-            match poll(source, &args, mac.as_deref(), cutoff_ms).await {
+            match poll(source, &args, mac.as_deref(), cutoff_ms, &enricher, &filter).await {
                 Ok(mut lines) => {
                     lines.sort_by_key(|l| l.time_ms);
                     let mut out = io::BufWriter::new(stdout.lock());
@@ -163,6 +230,8 @@ async fn poll(
     args: &TailArgs,
     mac: Option<&str>,
     cutoff_ms: i64,
+    enricher: &Arc<Enricher>,
+    filter: &Arc<Filter>,
 ) -> anyhow::Result<Vec<Line>> {
     source.walker.discover_if_due().await?;
     let now_hour = chrono::Utc::now().timestamp().div_euclid(3600);
@@ -174,7 +243,8 @@ async fn poll(
     let pattern = IndexPattern::parse(&source.config.index)
         .with_context(|| format!("index pattern {:?}", source.config.index))?;
     let mut encoder = DocumentEncoder::new(source.config.schema, pattern)
-        .with_provenance(source.config.provenance());
+        .with_provenance(source.config.provenance())
+        .with_enrichment(enricher, filter);
     let mut lines = Vec::new();
     for blob in &blobs {
         let from = source.read_to.get(&blob.name).copied().unwrap_or(0);
@@ -188,6 +258,7 @@ async fn poll(
             from,
             args.output,
             cutoff_ms,
+            filter,
             &mut lines,
         )
         .await
@@ -206,6 +277,7 @@ async fn read_blob(
     from: u64,
     output: TailOutput,
     cutoff_ms: i64,
+    filter: &Filter,
     lines: &mut Vec<Line>,
 ) -> anyhow::Result<u64> {
     let client = source.walker.client();
@@ -230,7 +302,7 @@ async fn read_blob(
         while let Some(scanned) = scanner.next_scanned() {
             match scanned {
                 Scanned::Record { offset } => {
-                    each_tuple(scanner.record(), |index, mac, rule, tuple| {
+                    each_tuple(scanner.record(), filter, |index, mac, rule, tuple| {
                         if tuple.time_ms < cutoff_ms {
                             return;
                         }
@@ -275,13 +347,20 @@ async fn read_blob(
 }
 
 /// Calls `each` with (index in record, MAC, rule, tuple) for every tuple of a record that
-/// decodes; records and tuples that do not are left to the daemon's dead letters.
-fn each_tuple(bytes: &[u8], mut each: impl FnMut(u32, &str, &str, &FlowTuple<'_>)) {
+/// decodes and `filter` keeps; records and tuples that do not decode are left to the daemon's
+/// dead letters.
+fn each_tuple(
+    bytes: &[u8],
+    filter: &Filter,
+    mut each: impl FnMut(u32, &str, &str, &FlowTuple<'_>),
+) {
     let Ok(record) = decode_record(bytes) else {
         return;
     };
+    let resources = RecordResources::of(&record);
     let mut index = 0u32;
     for group in &record.groups {
+        let context = FlowContext::of(&resources, group);
         let mac = group
             .mac
             .as_ref()
@@ -291,6 +370,7 @@ fn each_tuple(bytes: &[u8], mut each: impl FnMut(u32, &str, &str, &FlowTuple<'_>
         for slot in group.tuples.iter() {
             if let TupleSlot::Tuple(text) = &slot
                 && let Ok(tuple) = parse_tuple(record.kind, text.as_str())
+                && filter.decide(&tuple, &context) == Verdict::Keep
             {
                 each(index, mac, rule, &tuple);
             }

@@ -82,6 +82,11 @@ impl Enricher {
             || self.asn.is_some()
     }
 
+    /// Whether any lookup reads a file (which [`Enricher::reload_if_changed`] then watches).
+    pub fn watches_files(&self) -> bool {
+        self.service_tags.is_some() || self.geo.is_some() || self.asn.is_some()
+    }
+
     /// Checks every file for a change and loads the changed ones; a file that fails to load
     /// keeps its previous version. Logs what happened and returns it (for metrics and tests).
     /// Blocking (reads files of up to ~60 MB): run it on the blocking pool, every
@@ -130,6 +135,7 @@ impl Enricher {
             sides: Vec::new(),
             geo_records: RecordCache::default(),
             asn_records: RecordCache::default(),
+            generation: 0,
         };
         l.refresh();
         l
@@ -167,7 +173,15 @@ pub struct Lookups {
     sides: Vec<SideEnrichment>,
     geo_records: RecordCache<Geo>,
     asn_records: RecordCache<AutonomousSystem>,
+    /// Bumped whenever the cache is emptied, so a caller keeping something per [`Slot`]
+    /// (the encoder's serialised fields) knows when its slots went stale.
+    generation: u64,
 }
+
+/// Where the answer for one address sits in a [`Lookups`] cache, valid until the cache's
+/// [`Lookups::generation`] changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot(pub usize);
 
 impl std::fmt::Debug for Lookups {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -206,6 +220,7 @@ impl Lookups {
 
     /// Empties the caches (what [`Lookups::start_record`] does when needed).
     pub fn clear(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
         self.by_addr.clear();
         self.sides.clear();
         self.geo_records.clear();
@@ -215,6 +230,21 @@ impl Lookups {
     /// Addresses answered from the cache until the next [`Lookups::clear`].
     pub fn cached_addresses(&self) -> usize {
         self.sides.len()
+    }
+
+    /// Counts the times the cache was emptied: [`Slot`]s of another generation are stale.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Where the answer for `addr` is, looked up first when it is not cached yet.
+    pub fn slot(&mut self, addr: IpAddr) -> Slot {
+        Slot(self.index(addr))
+    }
+
+    /// The answer at `slot` (of the current generation).
+    pub fn at(&self, slot: Slot) -> &SideEnrichment {
+        self.sides.get(slot.0).unwrap_or(&EMPTY)
     }
 
     /// What is known of `addr`.

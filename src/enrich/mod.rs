@@ -17,6 +17,6 @@ pub mod routable;
 pub mod service_tags;
 pub mod testdata;
 
-pub use enricher::{Enricher, Lookups, ReloadOutcome, SideEnrichment};
+pub use enricher::{Enricher, Lookups, ReloadOutcome, SideEnrichment, Slot};
 pub use error::EnrichError;
 pub use filter::{Filter, FlowContext, RecordResources, Verdict};

@@ -5,6 +5,7 @@
 //! Speed matters here (every tuple passes through): fields shared by a whole record or rule
 //! group are serialised once into fragments and copied per tuple.
 use std::ops::Range;
+use std::sync::Arc;
 
 use base64::Engine as _;
 use serde::Deserialize;
@@ -16,6 +17,9 @@ use crate::enrich::classify::flow_type;
 use crate::enrich::community_id::community_id_v1;
 use crate::enrich::protocol::{iana_number_str, transport_name};
 use crate::enrich::resource_id::ResourceId;
+use crate::enrich::{
+    Enricher, Filter, FlowContext, Lookups, RecordResources, SideEnrichment, Slot, Verdict,
+};
 use crate::flowlog::{
     Decision, Direction, FlowGroup, FlowLogKind, FlowTuple, Record, SlotPosition, TupleError,
     TupleSlot, parse_tuple,
@@ -233,6 +237,8 @@ impl BulkBuffer {
 #[derive(Debug, Default)]
 pub struct RecordOutcome {
     pub documents: usize,
+    /// Tuples `[[filter]]` rules dropped.
+    pub filtered: usize,
     /// Tuples that did not parse, with their index in the record; the caller counts and dead-letters them.
     pub tuple_errors: Vec<(u32, TupleError)>,
     /// Newest tuple time in the record (epoch ms), for the lag metric.
@@ -254,8 +260,10 @@ pub struct TupleCursor {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SliceOutcome {
     pub documents: usize,
-    /// Newest tuple time among those documents (epoch ms).
+    /// Newest tuple time among those documents and the tuples filtered out (epoch ms).
     pub newest_time_ms: Option<i64>,
+    /// Tuples `[[filter]]` rules dropped (counted per rule by the [`Filter`] itself).
+    pub filtered: usize,
     /// The record has no tuple left.
     pub done: bool,
 }
@@ -279,6 +287,182 @@ pub struct DocumentEncoder {
     /// `log` (with the record's offset) up to the closing brace. One copy per document instead
     /// of one per piece; built by [`DocumentEncoder::prepare_group`].
     tail: Vec<u8>,
+    /// `[enrich]`/`[[network]]` lookups, when any is configured.
+    lookups: Option<EnrichedSides>,
+    /// `[[filter]]` rules, when any is configured.
+    filter: Option<Arc<Filter>>,
+}
+
+/// The lookups of one encoder and each looked-up address's fields, serialised once per
+/// address and layout role rather than once per document (most tuples repeat the addresses of
+/// the tuples before them).
+#[derive(Debug)]
+struct EnrichedSides {
+    lookups: Lookups,
+    /// The [`Lookups::generation`] the fragments belong to.
+    generation: u64,
+    /// Per [`Slot`]: the fields as the source (`[0]`) and as the destination (`[1]`) of a
+    /// tuple (the same bytes in the ECS layout, which nests them under `source`/`destination`;
+    /// `src…`/`dest…` names in the `logstash` layout). Empty when nothing is known.
+    fragments: Vec<[Option<Box<[u8]>>; 2]>,
+}
+
+impl EnrichedSides {
+    /// The serialised fields of both sides of `t`.
+    fn pair(&mut self, schema: Schema, t: &FlowTuple<'_>) -> (Slot, Slot) {
+        let (src, dst) = (self.lookups.slot(t.src_ip), self.lookups.slot(t.dst_ip));
+        if self.lookups.generation() != self.generation {
+            self.generation = self.lookups.generation();
+            self.fragments.clear();
+        }
+        for (slot, role) in [(src, 0), (dst, 1)] {
+            if self.fragments.len() <= slot.0 {
+                self.fragments.resize_with(slot.0 + 1, Default::default);
+            }
+            let role_slot = if schema == Schema::Ecs { 0 } else { role };
+            if self.fragments[slot.0][role_slot].is_none() {
+                let side = self.lookups.at(slot);
+                let mut json = Vec::new();
+                match schema {
+                    Schema::Ecs => write_ecs_side(&mut json, side),
+                    Schema::Logstash => {
+                        write_logstash_side(&mut json, if role == 0 { "src" } else { "dest" }, side)
+                    }
+                }
+                self.fragments[slot.0][role_slot] = Some(json.into_boxed_slice());
+            }
+        }
+        (src, dst)
+    }
+
+    fn fragment(&self, schema: Schema, slot: Slot, role: usize) -> &[u8] {
+        let role_slot = if schema == Schema::Ecs { 0 } else { role };
+        self.fragments
+            .get(slot.0)
+            .and_then(|f| f[role_slot].as_deref())
+            .unwrap_or_default()
+    }
+}
+
+/// The ECS fields of one looked-up address, each a member of the `source`/`destination` object
+/// (so with a leading comma): `network.name` (the named network), `azure.service`,
+/// `azure.region`, `azure.service_tag` (service tags), `geo.*` and `as.*` (MaxMind).
+fn write_ecs_side(out: &mut Vec<u8>, side: &SideEnrichment) {
+    if let Some(name) = &side.network {
+        out.extend_from_slice(b",\"network\":{\"name\":");
+        push_str(out, name);
+        out.push(b'}');
+    }
+    if let Some(tag) = &side.service {
+        out.extend_from_slice(b",\"azure\":{\"service\":");
+        push_str(out, &tag.service);
+        if let Some(region) = &tag.region {
+            out.extend_from_slice(b",\"region\":");
+            push_str(out, region);
+        }
+        out.extend_from_slice(b",\"service_tag\":");
+        push_str(out, &tag.name);
+        out.push(b'}');
+    }
+    if let Some(geo) = &side.geo {
+        let start = out.len();
+        for (key, value) in [
+            ("country_iso_code", &geo.country_iso_code),
+            ("country_name", &geo.country_name),
+            ("continent_name", &geo.continent_name),
+            ("city_name", &geo.city_name),
+        ] {
+            if let Some(value) = value {
+                out.push(b',');
+                push_key(out, key);
+                push_str(out, value);
+            }
+        }
+        if let Some(location) = geo
+            .location
+            .filter(|l| l.lat.is_finite() && l.lon.is_finite())
+        {
+            out.extend_from_slice(b",\"location\":");
+            push_geo_point(out, location.lat, location.lon);
+        }
+        if out.len() > start {
+            // The first member's comma opens the object instead.
+            out[start] = b'{';
+            out.splice(start..start, b",\"geo\":".iter().copied());
+            out.push(b'}');
+        }
+    }
+    if let Some(asn) = &side.asn {
+        out.extend_from_slice(b",\"as\":{\"number\":");
+        push_u64(out, asn.number.into());
+        if let Some(org) = &asn.organization {
+            out.extend_from_slice(b",\"organization\":{\"name\":");
+            push_str(out, org);
+            out.push(b'}');
+        }
+        out.push(b'}');
+    }
+}
+
+/// The `logstash` layout's flat names for one looked-up address, `prefix` being `src` or
+/// `dest`: `…Network`, `…Service`, `…Region`, `…ServiceTag`, `…Country` (ISO code),
+/// `…CountryName`, `…City`, `…Location`, `…Asn`, `…AsOrg`.
+fn write_logstash_side(out: &mut Vec<u8>, prefix: &str, side: &SideEnrichment) {
+    let field = |out: &mut Vec<u8>, name: &str| {
+        out.extend_from_slice(b",\"");
+        out.extend_from_slice(prefix.as_bytes());
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"\":");
+    };
+    if let Some(name) = &side.network {
+        field(out, "Network");
+        push_str(out, name);
+    }
+    if let Some(tag) = &side.service {
+        field(out, "Service");
+        push_str(out, &tag.service);
+        if let Some(region) = &tag.region {
+            field(out, "Region");
+            push_str(out, region);
+        }
+        field(out, "ServiceTag");
+        push_str(out, &tag.name);
+    }
+    if let Some(geo) = &side.geo {
+        for (name, value) in [
+            ("Country", &geo.country_iso_code),
+            ("CountryName", &geo.country_name),
+            ("City", &geo.city_name),
+        ] {
+            if let Some(value) = value {
+                field(out, name);
+                push_str(out, value);
+            }
+        }
+        if let Some(location) = geo
+            .location
+            .filter(|l| l.lat.is_finite() && l.lon.is_finite())
+        {
+            field(out, "Location");
+            push_geo_point(out, location.lat, location.lon);
+        }
+    }
+    if let Some(asn) = &side.asn {
+        field(out, "Asn");
+        push_u64(out, asn.number.into());
+        if let Some(org) = &asn.organization {
+            field(out, "AsOrg");
+            push_str(out, org);
+        }
+    }
+}
+
+/// A `geo_point` as an object: `{"lat":52.37,"lon":4.89}` (finite values only).
+fn push_geo_point(out: &mut Vec<u8>, lat: f64, lon: f64) {
+    use std::io::Write as _;
+    // Display writes the shortest text that reads back as the same f64, never an exponent:
+    // valid JSON. Once per address, so its speed does not matter.
+    let _ = write!(out, "{{\"lat\":{lat},\"lon\":{lon}}}");
 }
 
 impl DocumentEncoder {
@@ -292,7 +476,21 @@ impl DocumentEncoder {
             record_azure: Vec::new(),
             record_cloud: Vec::new(),
             tail: Vec::new(),
+            lookups: None,
+            filter: None,
         }
+    }
+
+    /// Enriches documents with `enricher`'s lookups (when it has any configured) and drops
+    /// the tuples `filter` drops (when it has rules).
+    pub fn with_enrichment(mut self, enricher: &Arc<Enricher>, filter: &Arc<Filter>) -> Self {
+        self.lookups = enricher.is_enabled().then(|| EnrichedSides {
+            lookups: enricher.lookups(),
+            generation: 0,
+            fragments: Vec::new(),
+        });
+        self.filter = (!filter.is_empty()).then(|| Arc::clone(filter));
+        self
     }
 
     /// Writes `provenance` instead of the default.
@@ -332,6 +530,7 @@ impl DocumentEncoder {
         );
         RecordOutcome {
             documents: slice.documents,
+            filtered: slice.filtered,
             tuple_errors,
             newest_time_ms: slice.newest_time_ms,
         }
@@ -357,9 +556,14 @@ impl DocumentEncoder {
         errors: &mut dyn FnMut(u32, TupleError),
     ) -> SliceOutcome {
         self.prepare_record(record);
+        if let Some(sides) = &mut self.lookups {
+            sides.lookups.start_record();
+        }
+        let resources = self.filter.is_some().then(|| RecordResources::of(record));
         let mut slice = SliceOutcome::default();
         while let Some(group) = record.groups.get(cursor.group) {
             self.prepare_group(blob, record_offset, group);
+            let context = resources.as_ref().map(|r| FlowContext::of(r, group));
             let mut slots = group.tuples.slots_from(cursor.position);
             loop {
                 if out.body.len() >= limit {
@@ -392,6 +596,12 @@ impl DocumentEncoder {
                     }
                 };
                 slice.newest_time_ms = slice.newest_time_ms.max(Some(tuple.time_ms));
+                if let (Some(filter), Some(context)) = (&self.filter, &context)
+                    && let Verdict::Drop { .. } = filter.decide(&tuple, context)
+                {
+                    slice.filtered += 1;
+                    continue;
+                }
                 self.push_item(blob, record_offset, index, record, &tuple, out);
                 slice.documents += 1;
             }
@@ -420,9 +630,22 @@ impl DocumentEncoder {
         body.extend_from_slice(document_id(blob, record_offset, tuple_index).as_bytes());
         body.extend_from_slice(b"\"}}\n");
         let doc_start = body.len();
+        let sides = match &mut self.lookups {
+            Some(lookups) => Some(lookups.pair(self.schema, tuple)),
+            None => None,
+        };
+        let (src_fields, dst_fields) = match (&self.lookups, sides) {
+            (Some(lookups), Some((src, dst))) => (
+                lookups.fragment(self.schema, src, 0),
+                lookups.fragment(self.schema, dst, 1),
+            ),
+            _ => (&[][..], &[][..]),
+        };
         match self.schema {
-            Schema::Ecs => self.write_ecs(body, tuple),
-            Schema::Logstash => self.write_logstash(body, blob, record, tuple),
+            Schema::Ecs => self.write_ecs(body, tuple, src_fields, dst_fields),
+            Schema::Logstash => {
+                self.write_logstash(body, blob, record, tuple, src_fields, dst_fields)
+            }
         }
         body.push(b'\n');
         out.items.push(BulkItem {
@@ -436,7 +659,14 @@ impl DocumentEncoder {
 
     /// The per-tuple fields, then the group's prepared tail. Field order follows what varies:
     /// everything after `azure.flowlog.encryption` is the same for a whole group.
-    fn write_ecs(&self, out: &mut Vec<u8>, t: &FlowTuple<'_>) {
+    /// `src_fields`/`dst_fields` are the enrichment of each side (see [`write_ecs_side`]).
+    fn write_ecs(
+        &self,
+        out: &mut Vec<u8>,
+        t: &FlowTuple<'_>,
+        src_fields: &[u8],
+        dst_fields: &[u8],
+    ) {
         let c = &t.counters;
         out.extend_from_slice(b"{\"@timestamp\":");
         push_timestamp_millis(out, t.time_ms);
@@ -447,6 +677,7 @@ impl DocumentEncoder {
         push_u64(out, t.src_port.into());
         push_counter(out, "packets", c.packets_src_to_dst);
         push_counter(out, "bytes", c.bytes_src_to_dst);
+        out.extend_from_slice(src_fields);
 
         out.extend_from_slice(b"},\"destination\":{\"ip\":\"");
         out.extend_from_slice(t.dst_ip_text.as_bytes());
@@ -454,6 +685,7 @@ impl DocumentEncoder {
         push_u64(out, t.dst_port.into());
         push_counter(out, "packets", c.packets_dst_to_src);
         push_counter(out, "bytes", c.bytes_dst_to_src);
+        out.extend_from_slice(dst_fields);
 
         // The protocol once: by name where it has one, by number otherwise.
         match transport_name(t.protocol) {
@@ -523,6 +755,8 @@ impl DocumentEncoder {
         blob: &BlobContext,
         record: &Record<'_>,
         t: &FlowTuple<'_>,
+        src_fields: &[u8],
+        dst_fields: &[u8],
     ) {
         const NAMES: [&str; 13] = [
             "unixtimestamp",
@@ -565,6 +799,8 @@ impl DocumentEncoder {
                 _ => push_str(out, field),
             }
         }
+        out.extend_from_slice(src_fields);
+        out.extend_from_slice(dst_fields);
         out.push(b'}');
     }
 
@@ -810,6 +1046,7 @@ fn write_logstash_record_fragment(out: &mut Vec<u8>, record: &Record<'_>) {
 mod tests {
     use super::*;
     use crate::flowlog::decode_record;
+    use serde_json::json;
 
     fn encode(
         schema: Schema,
@@ -1045,6 +1282,199 @@ mod tests {
     /// included, with its real 177-byte blob name: 942 bytes measured on all 60 records, 781
     /// with the bench's short name (docs/PERFORMANCE.md, "Decoding").
     const SIZE_BOUND: usize = 960;
+
+    /// A VNet record whose first tuple goes from on-premises to Azure Storage in West Europe
+    /// and whose second comes from a London address (AS 20712, no organization in the test
+    /// database) to a VNet address.
+    const VNET_PUBLIC_PEERS: &str = r#"{"time":"2026-11-21T16:00:52.0000000Z","flowLogVersion":4,"flowLogGUID":"g","macAddress":"00224871C205","flowLogResourceID":"/SUBSCRIPTIONS/S/RESOURCEGROUPS/NETWORKWATCHERRG/PROVIDERS/MICROSOFT.NETWORK/NETWORKWATCHERS/NETWORKWATCHER_WESTEUROPE/FLOWLOGS/FL","targetResourceID":"/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/vnet-hub","flowRecords":{"flows":[{"aclID":"x","flowGroups":[{"rule":"R","flowTuples":["1795276803606,10.4.0.5,20.38.108.5,40000,443,6,O,B,NX,,,,","1795276803607,81.2.69.160,10.0.0.6,5000,22,6,I,D,NX,0,0,0,0"]}]}]}}"#;
+
+    /// Every lookup on: three named networks, the small service tags file, the test City and
+    /// ASN databases.
+    fn test_enricher() -> Arc<Enricher> {
+        use crate::config::enrich::{Cidr, EnrichConfig, NetworkConfig};
+        use crate::enrich::geoip::tests::mmdb;
+        let net = |name: &str, cidrs: &[&str]| NetworkConfig {
+            name: name.to_owned(),
+            cidrs: cidrs.iter().map(|c| Cidr::parse(c).unwrap()).collect(),
+        };
+        let config = EnrichConfig {
+            service_tags_file: Some(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("tests/data/ServiceTags_Public_small.json"),
+            ),
+            geoip_file: Some(mmdb("test-City.mmdb")),
+            asn_file: Some(mmdb("test-ASN.mmdb")),
+            ..EnrichConfig::default()
+        };
+        let networks = [
+            net("azure", &["10.0.0.0/8"]),
+            net("onprem", &["10.4.0.0/16"]),
+            net("partner", &["81.2.69.0/24"]),
+        ];
+        Arc::new(Enricher::from_config(&config, &networks).unwrap())
+    }
+
+    fn filter_of(toml_rules: &str) -> Arc<Filter> {
+        #[derive(Deserialize)]
+        struct Rules {
+            filter: Vec<crate::config::enrich::FilterRuleConfig>,
+        }
+        let rules: Rules = toml::from_str(toml_rules).unwrap();
+        Arc::new(Filter::from_config(&rules.filter, &[]).unwrap())
+    }
+
+    fn encode_enriched(
+        schema: Schema,
+        filter: &Arc<Filter>,
+        record_json: &str,
+    ) -> (Vec<serde_json::Value>, RecordOutcome) {
+        let record = decode_record(record_json.as_bytes()).unwrap();
+        let mut encoder =
+            DocumentEncoder::new(schema, IndexPattern::parse("flows-%{+xxxx.ww}").unwrap())
+                .with_enrichment(&test_enricher(), filter);
+        let blob = BlobContext::new("insights-logs-flowlogflowevent", "a/PT1H.json");
+        let mut out = BulkBuffer::new();
+        // Twice: the second record is answered from the caches and must read the same.
+        let first = encoder.encode_record(&blob, 12, &record, &mut out);
+        let second = encoder.encode_record(&blob, 99, &record, &mut out);
+        assert_eq!(first.documents, second.documents);
+        let docs: Vec<serde_json::Value> = (0..out.len())
+            .map(|i| serde_json::from_slice(out.doc(i)).unwrap())
+            .collect();
+        let (a, b) = docs.split_at(first.documents);
+        for (x, y) in a.iter().zip(b) {
+            assert_eq!(x["source"], y["source"]);
+            assert_eq!(x["destination"], y["destination"]);
+            assert_eq!(x.get("srcCountry"), y.get("srcCountry"));
+        }
+        (a.to_vec(), first)
+    }
+
+    #[test]
+    fn enriched_ecs_documents_name_networks_everywhere_and_services_places_and_owners_of_public_addresses_only()
+     {
+        let (docs, outcome) =
+            encode_enriched(Schema::Ecs, &filter_of("filter = []"), VNET_PUBLIC_PEERS);
+        assert_eq!(outcome.documents, 2);
+        assert_eq!(outcome.filtered, 0);
+        // 10.4.0.5 lies in "azure" (10/8) and "onprem" (10.4/16): the more specific name wins,
+        // and a private address gets no service, place or owner.
+        assert_eq!(
+            docs[0]["source"],
+            json!({"ip": "10.4.0.5", "port": 40000, "network": {"name": "onprem"}})
+        );
+        assert_eq!(
+            docs[0]["destination"],
+            json!({
+                "ip": "20.38.108.5", "port": 443,
+                "azure": {"service": "AzureStorage", "region": "westeurope",
+                          "service_tag": "AzureStorage.WestEurope"},
+                "geo": {"country_iso_code": "NL", "country_name": "Netherlands",
+                        "continent_name": "Europe", "city_name": "Amsterdam",
+                        "location": {"lat": 52.3759, "lon": 4.8975}},
+                "as": {"number": 8075, "organization": {"name": "MICROSOFT-CORP-MSN-AS-BLOCK"}}
+            })
+        );
+        assert_eq!(
+            docs[1]["source"],
+            json!({
+                "ip": "81.2.69.160", "port": 5000, "packets": 0, "bytes": 0,
+                "network": {"name": "partner"},
+                "geo": {"country_iso_code": "GB", "country_name": "United Kingdom",
+                        "continent_name": "Europe", "city_name": "London",
+                        "location": {"lat": 51.5142, "lon": -0.0931}},
+                "as": {"number": 20712}
+            })
+        );
+        assert_eq!(
+            docs[1]["destination"],
+            json!({"ip": "10.0.0.6", "port": 22, "packets": 0, "bytes": 0,
+                   "network": {"name": "azure"}})
+        );
+    }
+
+    #[test]
+    fn enriched_logstash_documents_carry_the_same_facts_under_flat_src_and_dest_names() {
+        let (docs, _) = encode_enriched(
+            Schema::Logstash,
+            &filter_of("filter = []"),
+            VNET_PUBLIC_PEERS,
+        );
+        let enrichment = |doc: &serde_json::Value| -> serde_json::Value {
+            doc.as_object()
+                .unwrap()
+                .iter()
+                .filter(|(k, _)| {
+                    (k.starts_with("src") || k.starts_with("dest"))
+                        && !["srcIp", "destIp", "srcPort", "destPort"].contains(&k.as_str())
+                })
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        };
+        assert_eq!(
+            enrichment(&docs[0]),
+            json!({
+                "srcNetwork": "onprem",
+                "destService": "AzureStorage", "destRegion": "westeurope",
+                "destServiceTag": "AzureStorage.WestEurope",
+                "destCountry": "NL", "destCountryName": "Netherlands", "destCity": "Amsterdam",
+                "destLocation": {"lat": 52.3759, "lon": 4.8975},
+                "destAsn": 8075, "destAsOrg": "MICROSOFT-CORP-MSN-AS-BLOCK"
+            })
+        );
+        assert_eq!(
+            enrichment(&docs[1]),
+            json!({
+                "srcNetwork": "partner", "srcCountry": "GB", "srcCountryName": "United Kingdom",
+                "srcCity": "London", "srcLocation": {"lat": 51.5142, "lon": -0.0931},
+                "srcAsn": 20712, "destNetwork": "azure"
+            })
+        );
+    }
+
+    #[test]
+    fn a_filtered_tuple_writes_no_bytes_and_is_counted_under_its_rule() {
+        let filter = filter_of(
+            r#"
+            [[filter]]
+            name = "drop-azure-storage"
+            action = "drop"
+            destination_cidr = ["20.38.108.0/23"]
+            "#,
+        );
+        let (docs, outcome) = encode_enriched(Schema::Ecs, &filter, VNET_PUBLIC_PEERS);
+        assert_eq!(outcome.documents, 1);
+        assert_eq!(outcome.filtered, 1);
+        assert_eq!(docs[0]["source"]["ip"], "81.2.69.160");
+        // Two records were encoded (see encode_enriched): one drop each.
+        assert_eq!(filter.drop_counts(), vec![("drop-azure-storage", 2)]);
+        // The index of the kept tuple in its record is unchanged: its id is that of an
+        // unfiltered run.
+        let (unfiltered, _) =
+            encode_enriched(Schema::Ecs, &filter_of("filter = []"), VNET_PUBLIC_PEERS);
+        assert_eq!(docs[0], unfiltered[1]);
+    }
+
+    #[test]
+    fn without_lookups_or_rules_documents_are_byte_for_byte_those_of_a_plain_encoder() {
+        let record = decode_record(VNET.as_bytes()).unwrap();
+        let blob = BlobContext::new("c", "a/PT1H.json");
+        let encode = |encoder: &mut DocumentEncoder| {
+            let mut out = BulkBuffer::new();
+            encoder.encode_record(&blob, 0, &record, &mut out);
+            out.body
+        };
+        let pattern = || IndexPattern::parse("flows-%{+xxxx.ww}").unwrap();
+        let nothing = Arc::new(
+            Enricher::from_config(&crate::config::enrich::EnrichConfig::default(), &[]).unwrap(),
+        );
+        let plain = encode(&mut DocumentEncoder::new(Schema::Ecs, pattern()));
+        let configured_off = encode(
+            &mut DocumentEncoder::new(Schema::Ecs, pattern())
+                .with_enrichment(&nothing, &filter_of("filter = []")),
+        );
+        assert_eq!(plain, configured_off);
+    }
 
     #[test]
     fn nsg_v2_begin_row_omits_counters_and_v1_omits_state() {

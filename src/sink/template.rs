@@ -34,7 +34,7 @@ use serde_json::{Map, Value, json};
 use super::document::{ECS_VERSION, Schema};
 
 /// Bumped whenever the mappings change (written to the template's `version`).
-pub const TEMPLATE_VERSION: u32 = 4;
+pub const TEMPLATE_VERSION: u32 = 5;
 
 /// Priority of flowlogd's templates before the pattern-length bonus; see the module docs.
 pub const BASE_PRIORITY: u32 = 200;
@@ -50,6 +50,7 @@ pub enum FieldType {
     Keyword,
     Long,
     Integer,
+    GeoPoint,
 }
 
 impl FieldType {
@@ -60,6 +61,7 @@ impl FieldType {
             FieldType::Keyword => "keyword",
             FieldType::Long => "long",
             FieldType::Integer => "integer",
+            FieldType::GeoPoint => "geo_point",
         }
     }
 
@@ -71,7 +73,7 @@ impl FieldType {
     }
 }
 
-use FieldType::{Date, Integer, Ip, Keyword, Long};
+use FieldType::{Date, GeoPoint, Integer, Ip, Keyword, Long};
 
 /// Every field of the ECS layout, by dotted path.
 pub const ECS_FIELDS: &[(&str, FieldType)] = &[
@@ -84,6 +86,29 @@ pub const ECS_FIELDS: &[(&str, FieldType)] = &[
     ("destination.port", Integer),
     ("destination.packets", Long),
     ("destination.bytes", Long),
+    // Enrichment (`[enrich]`, `[[network]]`), present where a lookup answered.
+    ("source.network.name", Keyword),
+    ("source.azure.service", Keyword),
+    ("source.azure.region", Keyword),
+    ("source.azure.service_tag", Keyword),
+    ("source.geo.country_iso_code", Keyword),
+    ("source.geo.country_name", Keyword),
+    ("source.geo.continent_name", Keyword),
+    ("source.geo.city_name", Keyword),
+    ("source.geo.location", GeoPoint),
+    ("source.as.number", Long),
+    ("source.as.organization.name", Keyword),
+    ("destination.network.name", Keyword),
+    ("destination.azure.service", Keyword),
+    ("destination.azure.region", Keyword),
+    ("destination.azure.service_tag", Keyword),
+    ("destination.geo.country_iso_code", Keyword),
+    ("destination.geo.country_name", Keyword),
+    ("destination.geo.continent_name", Keyword),
+    ("destination.geo.city_name", Keyword),
+    ("destination.geo.location", GeoPoint),
+    ("destination.as.number", Long),
+    ("destination.as.organization.name", Keyword),
     ("network.transport", Keyword),
     ("network.iana_number", Keyword),
     ("network.direction", Keyword),
@@ -173,6 +198,27 @@ pub const LOGSTASH_FIELDS: &[(&str, FieldType)] = &[
     ("packetsDestToSource", Long),
     ("bytesSentDestToSource", Long),
     ("blobPath", Keyword),
+    // Enrichment (`[enrich]`, `[[network]]`), present where a lookup answered.
+    ("srcNetwork", Keyword),
+    ("srcService", Keyword),
+    ("srcRegion", Keyword),
+    ("srcServiceTag", Keyword),
+    ("srcCountry", Keyword),
+    ("srcCountryName", Keyword),
+    ("srcCity", Keyword),
+    ("srcLocation", GeoPoint),
+    ("srcAsn", Long),
+    ("srcAsOrg", Keyword),
+    ("destNetwork", Keyword),
+    ("destService", Keyword),
+    ("destRegion", Keyword),
+    ("destServiceTag", Keyword),
+    ("destCountry", Keyword),
+    ("destCountryName", Keyword),
+    ("destCity", Keyword),
+    ("destLocation", GeoPoint),
+    ("destAsn", Long),
+    ("destAsOrg", Keyword),
 ];
 
 /// Fields filtered on (a community id pasted from another tool, a resource id) but never
@@ -457,9 +503,15 @@ mod tests {
         Some(node)
     }
 
-    /// Every leaf of a document, as (dotted path, value); arrays of scalars are one leaf each.
+    /// Every leaf of a document, as (dotted path, value); arrays of scalars are one leaf each,
+    /// and so is a `{"lat", "lon"}` object (a `geo_point`).
     fn leaves(prefix: &str, v: &Value, out: &mut Vec<(String, Value)>) {
         match v {
+            Value::Object(map)
+                if map.len() == 2 && map.contains_key("lat") && map.contains_key("lon") =>
+            {
+                out.push((prefix.to_owned(), v.clone()))
+            }
             Value::Object(map) => {
                 for (k, child) in map {
                     let path = if prefix.is_empty() {
@@ -491,6 +543,9 @@ mod tests {
             "long" => integer(i64::MIN.into(), i64::MAX.into()),
             "integer" => integer(i32::MIN.into(), i32::MAX.into()),
             "keyword" => value.is_string(),
+            "geo_point" => ["lat", "lon"]
+                .iter()
+                .all(|k| value[k].is_f64() || value[k].is_i64()),
             "date" => value
                 .as_str()
                 .is_some_and(|s| chrono::DateTime::parse_from_rfc3339(s).is_ok()),
@@ -505,13 +560,43 @@ mod tests {
         r#"{"time":"2026-11-21T16:00:52.0000000Z","flowLogVersion":4,"flowLogGUID":"g","macAddress":"00224871C205","flowLogResourceID":"/SUBSCRIPTIONS/S/RESOURCEGROUPS/NETWORKWATCHERRG/PROVIDERS/MICROSOFT.NETWORK/NETWORKWATCHERS/NETWORKWATCHER_WESTEUROPE/FLOWLOGS/FL","targetResourceID":"/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/networkInterfaces/nic1","flowRecords":{"flows":[{"aclID":"x","flowGroups":[{"rule":"R","flowTuples":["1795276803606,10.0.0.1,10.0.0.2,1,2,17,I,C,X,1,2,3,4"]}]}]}}"#,
     ];
 
+    /// Public peers every test lookup answers for: service tag, City and ASN (with and
+    /// without an organization), IPv4 and IPv6; a named network on the private side.
+    const ENRICHED_VNET: &str = r#"{"time":"2026-11-21T16:00:52.0000000Z","flowLogVersion":4,"flowLogGUID":"g","macAddress":"00224871C205","flowLogResourceID":"/SUBSCRIPTIONS/S/RESOURCEGROUPS/NETWORKWATCHERRG/PROVIDERS/MICROSOFT.NETWORK/NETWORKWATCHERS/NETWORKWATCHER_WESTEUROPE/FLOWLOGS/FL","targetResourceID":"/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/vn","flowRecords":{"flows":[{"aclID":"x","flowGroups":[{"rule":"R","flowTuples":["1795276803606,10.4.0.5,20.38.108.5,40000,443,6,O,B,NX,,,,","1795276803607,81.2.69.160,10.0.0.6,5000,22,6,I,D,NX,0,0,0,0","1795276803607,2001:4860::8,fd00::6,5000,22,6,I,D,NX,0,0,0,0","1795276803608,20.38.108.5,10.4.0.9,443,50000,6,I,B,NX,,,,"]}]}]}}"#;
+
+    /// Every lookup on, as `enriched` documents use them.
+    fn test_enricher() -> std::sync::Arc<crate::enrich::Enricher> {
+        use crate::config::enrich::{Cidr, EnrichConfig, NetworkConfig};
+        use crate::enrich::geoip::tests::mmdb;
+        let config = EnrichConfig {
+            service_tags_file: Some(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("tests/data/ServiceTags_Public_small.json"),
+            ),
+            geoip_file: Some(mmdb("test-City.mmdb")),
+            asn_file: Some(mmdb("test-ASN.mmdb")),
+            ..EnrichConfig::default()
+        };
+        let networks = [NetworkConfig {
+            name: "onprem".to_owned(),
+            cidrs: vec![Cidr::parse("10.4.0.0/16").unwrap()],
+        }];
+        std::sync::Arc::new(crate::enrich::Enricher::from_config(&config, &networks).unwrap())
+    }
+
     /// Documents of every kind (NSG v1, NSG v2, VNet from the generator, plus the extra records)
-    /// in `schema`, with the real encoder writing `provenance`.
-    fn documents(schema: Schema, provenance: Provenance) -> Vec<Value> {
+    /// in `schema`, with the real encoder writing `provenance`, and with every lookup on when
+    /// `enriched`.
+    fn documents(schema: Schema, provenance: Provenance, enriched: bool) -> Vec<Value> {
         let mut docs = Vec::new();
         let mut encoder =
             DocumentEncoder::new(schema, IndexPattern::parse("flows-%{+xxxx.ww}").unwrap())
                 .with_provenance(provenance);
+        if enriched {
+            let no_rules =
+                std::sync::Arc::new(crate::enrich::Filter::from_config(&[], &[]).unwrap());
+            encoder = encoder.with_enrichment(&test_enricher(), &no_rules);
+        }
         let mut decode = |name: &str, bytes: &[u8], encoder: &mut DocumentEncoder| {
             let mut out = BulkBuffer::new();
             let mut decoder = BlobDecoder::new(encoder, BlobContext::new("insights-logs", name), 0);
@@ -532,7 +617,9 @@ mod tests {
             });
             decode(&blob.name, &blob.bytes(), &mut encoder);
         }
-        let extra = format!("{{\"records\":[{}]}}", EXTRA_VNET.join(","));
+        let mut extra_records = EXTRA_VNET.to_vec();
+        extra_records.push(ENRICHED_VNET);
+        let extra = format!("{{\"records\":[{}]}}", extra_records.join(","));
         decode("extra/PT1H.json", extra.as_bytes(), &mut encoder);
         docs
     }
@@ -546,9 +633,9 @@ mod tests {
             resource_ids: true,
             blob_path: true,
         };
-        let docs = documents(schema, Provenance::default())
+        let docs = documents(schema, Provenance::default(), false)
             .into_iter()
-            .chain(documents(schema, everything));
+            .chain(documents(schema, everything, true));
         for doc in docs {
             let mut out = Vec::new();
             leaves("", &doc, &mut out);
@@ -642,7 +729,7 @@ mod tests {
             resource_ids: true,
             blob_path: true,
         };
-        for doc in documents(Schema::Ecs, everything) {
+        for doc in documents(Schema::Ecs, everything, true) {
             for (path, _) in ECS_CONSTANTS {
                 assert!(
                     doc.pointer(&format!("/{}", path.replace('.', "/")))
