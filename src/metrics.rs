@@ -379,6 +379,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn tuples_dropped_by_filter_rules_are_a_counter_per_rule_and_absent_without_rules() {
+        let m = Arc::new(Metrics::new([(
+            "vnet".to_string(),
+            Arc::new(StorageStats::default()),
+        )]));
+        assert!(!m.render(0).contains("flowlogd_tuples_filtered"));
+        let _ = m.tuples_filtered.set(FilterCounts(Box::new(|| {
+            // Rule names are validated to letters, digits, `-`, `_`, `.`: prometheus-client
+            // writes label values unescaped (0.24), so a quote would break the exposition.
+            vec![("drop-probes".to_owned(), 7), ("keep.denied".to_owned(), 0)]
+        })));
+        let text = m.render(0);
+        assert!(
+            text.contains(
+                "# HELP flowlogd_tuples_filtered Tuples dropped by [[filter]] rules, per rule (not indexed; their bytes count as read).\n\
+                 # TYPE flowlogd_tuples_filtered counter\n\
+                 flowlogd_tuples_filtered_total{rule=\"drop-probes\"} 7\n\
+                 flowlogd_tuples_filtered_total{rule=\"keep.denied\"} 0\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn renders_prometheus_text_with_labels_and_histogram() {
         let m = Arc::new(Metrics::new([(
             "vnet".to_string(),

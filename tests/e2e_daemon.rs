@@ -1097,7 +1097,7 @@ async fn blobs_of_older_hours_whose_first_reads_fail_are_read_by_a_later_run() {
         // (2: ran, but left work for the next run), not only in the JSON line.
         let expected = if s.errors == 0 { Some(0) } else { Some(2) };
         assert_eq!(out.status.code(), expected, "{s:?}\n{}", out.stderr);
-        runs.push(s);
+        runs.push(s.clone());
         if s.errors == 0 && es.count(&es.all()).await == total {
             break;
         }
@@ -1508,5 +1508,151 @@ async fn debug_and_trace_output_never_shows_keys_sas_signatures_or_passwords() {
     assert!(status.success());
     check("/metrics", &metrics);
     check("run --log-level debug", &daemon.log());
+    es.cleanup().await;
+}
+
+/// Issue 11: every lookup and two filter rules on, against the real engine. Four flows: on-prem
+/// to Azure Storage in West Europe (Amsterdam, AS 8075), a denied one from London (AS 20712), a
+/// platform health probe to 168.63.129.16 and one inside the VNet; the last two are what the
+/// README's example rules drop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enriched_flows_are_searchable_by_place_and_filtered_ones_are_acknowledged_but_never_indexed()
+ {
+    let azurite = Azurite::start().expect("azurite");
+    let es = Es::engine("enriched_and_filtered");
+    let (_, vnet) = container(&azurite, VNET_CONTAINER).await;
+    let hour = current_hour();
+    let ms = hour * 1000 + 60_000;
+    let tuples = [
+        format!("{ms},10.4.0.5,20.38.108.5,40000,443,6,O,E,NX,3,300,2,200"),
+        format!("{ms},81.2.69.160,10.0.0.6,5000,22,6,I,D,NX,0,0,0,0"),
+        format!("{ms},10.0.0.6,168.63.129.16,40001,80,6,O,E,NX,1,60,1,60"),
+        format!("{ms},10.0.0.7,10.0.0.8,40002,443,6,O,E,NX,4,400,4,400"),
+    ];
+    let blob = vnet_blob_name(hour, "00224871C2A1");
+    let record = vnet_record(ms / 1000, "00224871C2A1", &tuples);
+    vnet.append_flow_log_records(&blob, &[Bytes::from(record)])
+        .await
+        .expect("append");
+
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mmdb = flowlogd::enrich::testdata::test_mmdb_dir(root).expect("test MaxMind databases");
+    let config = vnet_config(&es.url, &azurite, &es).tables(&format!(
+        r#"[enrich]
+service_tags_file = "{tags}"
+geoip_file = "{city}"
+asn_file = "{asn}"
+
+[[network]]
+name = "azure"
+cidrs = ["10.0.0.0/8"]
+
+[[network]]
+name = "onprem"
+cidrs = ["10.4.0.0/16"]
+
+[[filter]]
+name = "drop-azure-platform"
+action = "drop"
+destination_cidr = ["168.63.129.16"]
+
+[[filter]]
+name = "drop-east-west"
+action = "drop"
+source_network = ["azure"]
+destination_network = ["azure"]
+"#,
+        tags = root
+            .join("tests/data/ServiceTags_Public_small.json")
+            .display(),
+        city = mmdb.join("test-City.mmdb").display(),
+        asn = mmdb.join("test-ASN.mmdb").display(),
+    ));
+    let s = once(&config).await;
+    assert_eq!(
+        (s.documents_indexed, s.tuples_filtered, s.errors),
+        (2, 2, 0),
+        "{s:?}\ndead letters: {:?}",
+        config.dead_letters()
+    );
+    assert_eq!(
+        s.tuples_filtered_by_rule,
+        [
+            ("drop-azure-platform".to_owned(), 1),
+            ("drop-east-west".to_owned(), 1)
+        ]
+        .into(),
+        "{s:?}"
+    );
+    // Acknowledged: the registry is past the blob's last record (only the closing `]}` is
+    // left), so the next run reads nothing.
+    let entries = config.registry_entries().await;
+    let length = s.bytes_new;
+    assert!(
+        entries
+            .iter()
+            .any(|(name, offset, seen)| *name == blob && *offset == length - 2 && *seen == length),
+        "{entries:?} (blob {blob}, {length} bytes)"
+    );
+    let again = once(&config).await;
+    assert_eq!(
+        (
+            again.blobs_read,
+            again.documents_indexed,
+            again.tuples_filtered
+        ),
+        (0, 0, 0),
+        "{again:?}"
+    );
+
+    let docs = es.assert_exactly_once(&es.all(), 2, "enriched flows").await;
+    let to_storage = docs
+        .iter()
+        .find(|d| d.source["source"]["ip"] == "10.4.0.5")
+        .expect("the on-prem flow");
+    assert_eq!(to_storage.source["source"]["network"]["name"], "onprem");
+    assert_eq!(
+        to_storage.source["destination"]["azure"],
+        json!({"service": "AzureStorage", "region": "westeurope", "service_tag": "AzureStorage.WestEurope"})
+    );
+    assert_eq!(to_storage.source["destination"]["as"]["number"], 8075);
+    // The engine took the location as a geo_point: a distance query around Amsterdam finds the
+    // flow to Amsterdam and not the one from London; a terms aggregation on country works.
+    let (status, body) = es
+        .call(
+            Method::Post,
+            &format!("{}/_search", es.all()),
+            Some(json!({
+                "size": 0,
+                "query": {"geo_distance": {"distance": "50km",
+                    "destination.geo.location": {"lat": 52.37, "lon": 4.89}}},
+                "aggs": {"from": {"terms": {"field": "source.geo.country_iso_code"}},
+                         "to": {"terms": {"field": "destination.geo.country_name"}}}
+            })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["hits"]["total"]["value"], 1, "{body}");
+    assert_eq!(
+        body["aggregations"]["to"]["buckets"][0]["key"], "Netherlands",
+        "{body}"
+    );
+    let (status, body) = es
+        .call(
+            Method::Post,
+            &format!("{}/_search", es.all()),
+            Some(json!({
+                "size": 0,
+                "query": {"term": {"event.action": "deny"}},
+                "aggs": {"from": {"terms": {"field": "source.geo.country_iso_code"}}}
+            })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["aggregations"]["from"]["buckets"],
+        json!([{"key": "GB", "doc_count": 1}]),
+        "denied flows by source country"
+    );
     es.cleanup().await;
 }

@@ -247,7 +247,7 @@ impl TestConfig {
 // Running the binary.
 
 /// The JSON line `flowlogd once` prints.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Summary {
     pub list_requests: u64,
@@ -259,6 +259,10 @@ pub struct Summary {
     pub documents_indexed: u64,
     pub documents_existing: u64,
     pub documents_dead_lettered: u64,
+    pub tuples_filtered: u64,
+    /// Present when `[[filter]]` rules are configured.
+    #[serde(default)]
+    pub tuples_filtered_by_rule: std::collections::BTreeMap<String, u64>,
     pub errors: u64,
 }
 
