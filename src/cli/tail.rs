@@ -256,9 +256,11 @@ async fn poll(
             &mut encoder,
             blob,
             from,
-            args.output,
-            cutoff_ms,
-            filter,
+            &Wanted {
+                output: args.output,
+                cutoff_ms,
+                filter,
+            },
             &mut lines,
         )
         .await
@@ -268,6 +270,16 @@ async fn poll(
     Ok(lines)
 }
 
+/// Which flows `tail` prints, and how.
+#[derive(Clone, Copy)]
+struct Wanted<'a> {
+    output: TailOutput,
+    /// Tuples older than this (epoch ms) are skipped.
+    cutoff_ms: i64,
+    /// The `--filter` rule (empty: every flow).
+    filter: &'a Filter,
+}
+
 /// Reads `[from, length)` of one blob and adds a line per tuple at or after the cutoff; returns
 /// the offset just past the last complete record, where the next poll resumes.
 async fn read_blob(
@@ -275,11 +287,14 @@ async fn read_blob(
     encoder: &mut DocumentEncoder,
     blob: &BlobItem,
     from: u64,
-    output: TailOutput,
-    cutoff_ms: i64,
-    filter: &Filter,
+    wanted: &Wanted<'_>,
     lines: &mut Vec<Line>,
 ) -> anyhow::Result<u64> {
+    let Wanted {
+        output,
+        cutoff_ms,
+        filter,
+    } = *wanted;
     let client = source.walker.client();
     let mut stream = client
         .download_range(&blob.name, from, blob.content_length)
