@@ -520,3 +520,67 @@ fn a_reader_that_closes_the_pipe_early_ends_decode_quietly_with_success() {
     );
     assert!(out.status.success(), "{:?}", out.status);
 }
+
+#[test]
+fn enrichment_tables_of_a_config_file_name_networks_and_drop_what_the_rules_drop() {
+    // A daemon configuration: decode reads its enrichment tables and ignores the rest.
+    let config = write_temp(
+        br#"
+[elasticsearch]
+urls = ["http://127.0.0.1:9"]
+
+[[network]]
+name = "app-subnet"
+cidrs = ["10.0.0.0/24"]
+
+[[filter]]
+name = "drop-40-74"
+action = "drop"
+destination_cidr = ["40.74.0.0/16"]
+"#,
+    );
+    let config_path = config.path().to_str().unwrap();
+    let out = flowlogd(
+        &[
+            "decode",
+            "--enrichment",
+            config_path,
+            &fixture_path("msdocs/vnet_v4_PT1H.json"),
+        ],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stderr: {stderr}");
+    let docs = lines(&out);
+    // 19 tuples, 6 of them to 40.74.146.17 (counted by hand in the sample).
+    assert_eq!(docs.len(), 19 - 6);
+    assert_eq!(stderr.trim(), "filter drop-40-74: 6 tuple(s) dropped");
+    for doc in &docs {
+        let (inside, outside) = if doc["source"]["ip"] == "10.0.0.6" {
+            ("source", "destination")
+        } else {
+            ("destination", "source")
+        };
+        assert_eq!(doc[inside]["network"]["name"], "app-subnet", "{doc}");
+        assert!(doc[outside].get("network").is_none(), "{doc}");
+    }
+
+    // A lookup file that cannot be read stops the run and names the file.
+    let broken = write_temp(b"[enrich]\ngeoip_file = \"/nonexistent/GeoLite2-City.mmdb\"\n");
+    let out = flowlogd(
+        &[
+            "decode",
+            "--enrichment",
+            broken.path().to_str().unwrap(),
+            &fixture_path("msdocs/vnet_v4_PT1H.json"),
+        ],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    assert!(
+        stderr.contains("/nonexistent/GeoLite2-City.mmdb"),
+        "{stderr}"
+    );
+}

@@ -2,12 +2,15 @@
 //! troubleshooting blobs downloaded by hand and for tests.
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Args;
 
+use crate::config::enrich::{EnrichConfig, FilterRuleConfig, NetworkConfig, validate};
+use crate::enrich::{Enricher, Filter};
 use crate::flowlog::envelope::DEFAULT_MAX_RECORD_LEN;
 use crate::pipeline::{BlobDecoder, DecodeProblem};
 use crate::sink::document::{BlobContext, BulkBuffer, DocumentEncoder, Provenance, Schema};
@@ -40,19 +43,60 @@ pub struct DecodeArgs {
     /// reported and skipped. Memory holds one record, not its documents.
     #[arg(long, default_value_t = DEFAULT_MAX_RECORD_LEN)]
     pub max_record_bytes: usize,
+    /// Enrich and filter as the `[enrich]`, `[[network]]` and `[[filter]]` tables of this
+    /// file say (a flowlogd configuration file; its other tables are ignored). Dropped tuples
+    /// are counted per rule on stderr.
+    #[arg(long, value_name = "CONFIG")]
+    pub enrichment: Option<PathBuf>,
     /// PT1H.json files to decode; `-` reads stdin.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
+}
+
+/// The enrichment tables of a configuration file, read without the rest of it.
+#[derive(Debug, Default, serde::Deserialize)]
+struct EnrichmentTables {
+    #[serde(default)]
+    enrich: EnrichConfig,
+    #[serde(default, rename = "network")]
+    networks: Vec<NetworkConfig>,
+    #[serde(default, rename = "filter")]
+    filters: Vec<FilterRuleConfig>,
+}
+
+/// The lookups and rules of `--enrichment FILE` (none without it).
+fn enrichment(file: Option<&Path>) -> anyhow::Result<(Arc<Enricher>, Arc<Filter>)> {
+    let tables = match file {
+        None => EnrichmentTables::default(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--enrichment {}", path.display()))?;
+            let tables: EnrichmentTables = toml::from_str(&text).map_err(|e| {
+                // The message only: toml's full error quotes the source line (a secret?).
+                anyhow::anyhow!("--enrichment {}: {}", path.display(), e.message())
+            })?;
+            validate(&tables.enrich, &tables.networks, &tables.filters)
+                .with_context(|| format!("--enrichment {}", path.display()))?;
+            tables
+        }
+    };
+    Ok((
+        Arc::new(Enricher::from_config(&tables.enrich, &tables.networks)?),
+        Arc::new(Filter::from_config(&tables.filters, &tables.networks)?),
+    ))
 }
 
 /// Decodes every file; returns exit code 1 when anything failed to parse (good tuples are still printed).
 pub fn run(args: DecodeArgs) -> anyhow::Result<ExitCode> {
     let pattern =
         IndexPattern::parse(&args.index).with_context(|| format!("--index {:?}", args.index))?;
-    let mut encoder = DocumentEncoder::new(args.schema, pattern).with_provenance(Provenance {
-        resource_ids: args.resource_ids,
-        blob_path: !args.no_blob_path,
-    });
+    let (enricher, filter) = enrichment(args.enrichment.as_deref())?;
+    let mut encoder = DocumentEncoder::new(args.schema, pattern)
+        .with_provenance(Provenance {
+            resource_ids: args.resource_ids,
+            blob_path: !args.no_blob_path,
+        })
+        .with_enrichment(&enricher, &filter);
     let stdout = io::stdout();
     let mut out = BufWriter::with_capacity(1 << 20, stdout.lock());
     let mut problems = 0u64;
@@ -75,6 +119,9 @@ pub fn run(args: DecodeArgs) -> anyhow::Result<ExitCode> {
         problems += decode_one(&mut encoder, &args, &label, &blob_name, reader, &mut out)?;
     }
     out.flush().context("writing stdout")?;
+    for (rule, dropped) in filter.drop_counts() {
+        eprintln!("filter {rule}: {dropped} tuple(s) dropped");
+    }
     Ok(if problems > 0 {
         ExitCode::FAILURE
     } else {
