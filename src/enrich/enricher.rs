@@ -131,7 +131,7 @@ impl Enricher {
             service_tags: None,
             geo: None,
             asn: None,
-            by_addr: HashMap::new(),
+            by_addr: HashMap::default(),
             sides: Vec::new(),
             geo_records: RecordCache::default(),
             asn_records: RecordCache::default(),
@@ -169,7 +169,9 @@ pub struct Lookups {
     asn: Option<Arc<AsnDb>>,
     /// Index into `sides` per address: a hit costs one hash, and both sides of a tuple can be
     /// borrowed at once.
-    by_addr: HashMap<IpAddr, u32>,
+    /// foldhash: a quarter of SipHash's cost, and seeded per map, so addresses an attacker
+    /// chooses (spoofed sources of denied flows) cannot be picked to collide.
+    by_addr: HashMap<IpAddr, u32, foldhash::fast::RandomState>,
     sides: Vec<SideEnrichment>,
     geo_records: RecordCache<Geo>,
     asn_records: RecordCache<AutonomousSystem>,
@@ -213,18 +215,35 @@ impl Lookups {
             self.geo.as_ref().map(Arc::as_ptr),
             self.asn.as_ref().map(Arc::as_ptr),
         );
-        if before != after || self.sides.len() > MAX_CACHED_ADDRESSES {
+        if before != after {
             self.clear();
+            return;
+        }
+        if self.sides.len() > MAX_CACHED_ADDRESSES {
+            self.clear_addresses();
+        }
+        // The database caches outlive the address cache (a scan of many addresses of a few
+        // networks keeps hitting them) under a bound of their own.
+        if self.geo_records.len() > MAX_CACHED_RECORDS {
+            self.geo_records.clear();
+        }
+        if self.asn_records.len() > MAX_CACHED_RECORDS {
+            self.asn_records.clear();
         }
     }
 
-    /// Empties the caches (what [`Lookups::start_record`] does when needed).
+    /// Empties the caches (what [`Lookups::start_record`] does when a table changed).
     pub fn clear(&mut self) {
+        self.clear_addresses();
+        self.geo_records.clear();
+        self.asn_records.clear();
+    }
+
+    /// Empties the answers per address.
+    fn clear_addresses(&mut self) {
         self.generation = self.generation.wrapping_add(1);
         self.by_addr.clear();
         self.sides.clear();
-        self.geo_records.clear();
-        self.asn_records.clear();
     }
 
     /// Addresses answered from the cache until the next [`Lookups::clear`].
@@ -312,6 +331,10 @@ impl Lookups {
 /// Addresses a [`Lookups`] keeps answers for across records: a NIC's peers of the last
 /// minutes, without letting a scan of many addresses grow the cache without bound.
 pub const MAX_CACHED_ADDRESSES: usize = 4096;
+
+/// Records and address blocks a [`Lookups`] keeps per MaxMind database (each a few dozen
+/// bytes plus the shared answer): a bound for a scan across the whole internet.
+pub const MAX_CACHED_RECORDS: usize = 65_536;
 
 static EMPTY: SideEnrichment = SideEnrichment {
     network: None,

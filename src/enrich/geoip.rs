@@ -219,9 +219,26 @@ impl Database {
         cache: &mut RecordCache<T>,
         convert: impl FnOnce(R) -> Option<T>,
     ) -> Result<Option<Arc<T>>, LookupError> {
+        let block = Block::of(addr);
+        if let Some(&known) = cache.blocks.get(&block) {
+            let Some(offset) = known else {
+                return Ok(None);
+            };
+            if let Some(hit) = cache.records.get(&offset) {
+                return Ok(hit.clone());
+            }
+        }
         let Some(found) = self.find(addr)? else {
             return Ok(None);
         };
+        // The database's network holding `addr` has one answer throughout: when it spans the
+        // whole block, every address of the block skips the tree walk from now on.
+        if found
+            .network()
+            .is_ok_and(|net| net.prefix() <= block.prefix_len())
+        {
+            cache.blocks.insert(block, found.offset());
+        }
         let Some(offset) = found.offset() else {
             return Ok(None);
         };
@@ -239,16 +256,45 @@ impl Database {
 }
 
 /// Answers by record offset in one database, so addresses sharing a record (a city, an AS)
-/// are decoded once. Valid for one opened database only: clear it when the database changes.
+/// are decoded once, and record offsets by address block, so addresses of a block the
+/// database answers for as a whole are not looked up again. Valid for one opened database
+/// only: clear it when the database changes.
 #[derive(Debug)]
 pub struct RecordCache<T> {
-    records: HashMap<usize, Option<Arc<T>>>,
+    records: HashMap<usize, Option<Arc<T>>, foldhash::fast::RandomState>,
+    /// Blocks inside one database network: its record offset (`None`: no data there).
+    blocks: HashMap<Block, Option<usize>, foldhash::fast::RandomState>,
+}
+
+/// An IPv4 /24 or an IPv6 /48: what one network (a NIC's peers, a scanner's range) spans
+/// often, and what databases rarely split (GeoLite2 networks are mostly /24 or wider).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Block {
+    V4(u32),
+    V6(u128),
+}
+
+impl Block {
+    fn of(addr: IpAddr) -> Block {
+        match addr.to_canonical() {
+            IpAddr::V4(v4) => Block::V4(u32::from(v4) >> 8),
+            IpAddr::V6(v6) => Block::V6(u128::from(v6) >> 80),
+        }
+    }
+
+    fn prefix_len(self) -> u8 {
+        match self {
+            Block::V4(_) => 24,
+            Block::V6(_) => 48,
+        }
+    }
 }
 
 impl<T> Default for RecordCache<T> {
     fn default() -> Self {
         RecordCache {
-            records: HashMap::new(),
+            records: HashMap::default(),
+            blocks: HashMap::default(),
         }
     }
 }
@@ -256,14 +302,21 @@ impl<T> Default for RecordCache<T> {
 impl<T> RecordCache<T> {
     pub fn clear(&mut self) {
         self.records.clear();
+        self.blocks.clear();
     }
 
-    pub fn len(&self) -> usize {
+    /// Decoded records held.
+    pub fn records(&self) -> usize {
         self.records.len()
     }
 
+    /// Records and blocks held.
+    pub fn len(&self) -> usize {
+        self.records.len() + self.blocks.len()
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
+        self.records.is_empty() && self.blocks.is_empty()
     }
 }
 
@@ -504,7 +557,7 @@ pub(crate) mod tests {
         let a = db.lookup_cached(ip("81.2.69.1"), &mut cache).unwrap();
         let b = db.lookup_cached(ip("81.2.69.200"), &mut cache).unwrap();
         let c = db.lookup_cached(ip("8.8.8.8"), &mut cache).unwrap();
-        assert_eq!(cache.len(), 2);
+        assert_eq!(cache.records(), 2);
         assert!(a.is_some() && c.is_some());
         assert!(Arc::ptr_eq(a.as_ref().unwrap(), b.as_ref().unwrap()));
     }
@@ -568,5 +621,33 @@ pub(crate) mod tests {
                 city_path.display()
             )
         );
+    }
+
+    #[test]
+    fn answers_cached_per_block_equal_the_databases_own_also_where_it_splits_a_block() {
+        let db = GeoDb::open(&mmdb("GeoLite2-City.mmdb")).unwrap();
+        let mut cache = RecordCache::default();
+        let mut split_blocks = 0;
+        // Every address of some /24s of busy ranges: the real database splits some of them
+        // into smaller networks with other answers, which a block cache must not blur.
+        for (a, b) in [(81, 2), (20, 106), (104, 16), (151, 101), (185, 199), (91, 189)] {
+            for c in (0..=255u8).step_by(17) {
+                let mut networks = std::collections::BTreeSet::new();
+                for d in 0..=255u8 {
+                    let addr = IpAddr::from([a, b, c, d]);
+                    let own = db.0.find(addr).unwrap().unwrap();
+                    networks.insert(own.network().unwrap());
+                    assert_eq!(
+                        db.lookup_cached(addr, &mut cache).unwrap(),
+                        db.lookup(addr).unwrap(),
+                        "{addr}"
+                    );
+                }
+                if networks.iter().any(|n| n.prefix() > 24) {
+                    split_blocks += 1;
+                }
+            }
+        }
+        assert!(split_blocks > 0, "the sample holds no split block: it proves nothing");
     }
 }
