@@ -174,16 +174,22 @@ fn every_commented_option_is_accepted_and_shows_the_default() {
                 block.start + 1
             )
         });
-        if replaces_auth {
-            methods.insert(config.sources[0].auth.method());
-        } else {
-            assert_eq!(
-                config.sources.len(),
-                2,
-                "{EXAMPLE}:{}: expected a second [[source]]",
-                block.start + 1
-            );
-        }
+        let added = match lines[block.start] {
+            _ if replaces_auth => {
+                methods.insert(config.sources[0].auth.method());
+                continue;
+            }
+            "# [[network]]" => ("[[network]]", config.networks.len()),
+            "# [[filter]]" => ("[[filter]]", config.filters.len()),
+            _ => ("second [[source]]", config.sources.len() - 1),
+        };
+        assert_eq!(
+            added.1,
+            1,
+            "{EXAMPLE}:{}: expected a {}",
+            block.start + 1,
+            added.0
+        );
     }
     methods.insert("account_key");
     let all: BTreeSet<&str> = [
