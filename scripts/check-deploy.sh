@@ -9,9 +9,10 @@
 #   - deploy/systemd/flowlogd.service with `systemd-analyze verify` (any warning fails) and
 #     `systemd-analyze security --offline` (exposure at most 1.5), systemd installed from apt
 #     when missing and possible;
-#   - Grafana dashboards and provisioning files, Kibana saved objects: parse, nested JSON
-#     strings parse, Grafana `schemaVersion` and Kibana `coreMigrationVersion` /
-#     `typeMigrationVersion` pinned;
+#   - Grafana dashboards and provisioning files, Kibana saved objects, the demo's Prometheus
+#     scrape config: parse, nested JSON strings parse, Grafana `schemaVersion` and Kibana
+#     `coreMigrationVersion` / `typeMigrationVersion` pinned, every Grafana panel on a
+#     provisioned data source;
 #   - shell syntax of deploy/compose/seed.sh;
 #   - deploy/kubernetes/*.yaml against the Kubernetes API schemas (kubernetes-validate --strict,
 #     from PyPI into .deps/kube-venv).
@@ -150,9 +151,22 @@ for n, line in enumerate(open(os.path.join(root, "Dockerfile")), 1):
         stages.add(alias)
 print("ok:   Dockerfile base images pinned")
 
-# Grafana: dashboards and provisioning
+# Grafana: provisioning, then the dashboards (whose panels must use provisioned data sources)
 gdir = os.path.join(root, "deploy/grafana")
 import json
+provisioned = set()
+for dirpath, _, files in os.walk(os.path.join(gdir, "provisioning")):
+    for f in sorted(files):
+        p = os.path.join(dirpath, f)
+        try:
+            y = yaml.safe_load(open(p))
+            assert isinstance(y, dict) and y.get("apiVersion") == 1, "apiVersion 1 expected"
+            for ds in y.get("datasources") or []:
+                assert ds.get("uid") and ds.get("type"), f"data source {ds.get('name')!r} without uid or type"
+                provisioned.add((ds["type"], ds["uid"]))
+            print(f"ok:   {os.path.relpath(p, root)} parses")
+        except Exception as e:
+            fail(f"{p}: {e}")
 for dirpath, _, files in os.walk(os.path.join(gdir, "dashboards")):
     for f in sorted(files):
         p = os.path.join(dirpath, f)
@@ -168,18 +182,20 @@ for dirpath, _, files in os.walk(os.path.join(gdir, "dashboards")):
             fail(f"{p}: no fixed uid")
         for panel in d.get("panels", []):
             for t in panel.get("targets", []):
-                if (t.get("datasource") or {}).get("uid") != "flowlogd-es":
-                    fail(f"{p}: panel {panel.get('title')!r} does not use data source uid flowlogd-es")
+                ds = t.get("datasource") or {}
+                if (ds.get("type"), ds.get("uid")) not in provisioned:
+                    fail(f"{p}: panel {panel.get('title')!r} uses data source {ds}, which deploy/grafana/provisioning does not define")
         print(f"ok:   {os.path.relpath(p, root)}: schemaVersion {d.get('schemaVersion')}, {len(d.get('panels', []))} panels")
-for dirpath, _, files in os.walk(os.path.join(gdir, "provisioning")):
-    for f in sorted(files):
-        p = os.path.join(dirpath, f)
-        try:
-            y = yaml.safe_load(open(p))
-            assert isinstance(y, dict) and y.get("apiVersion") == 1, "apiVersion 1 expected"
-            print(f"ok:   {os.path.relpath(p, root)} parses")
-        except Exception as e:
-            fail(f"{p}: {e}")
+
+# Prometheus of the demo stack: its scrape config parses and names a target
+pp = os.path.join(root, "deploy/compose/prometheus.yml")
+try:
+    y = yaml.safe_load(open(pp))
+    targets = [t for job in y["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]]
+    assert targets, "no scrape target"
+    print(f"ok:   {os.path.relpath(pp, root)} parses, scrapes {', '.join(targets)}")
+except Exception as e:
+    fail(f"{pp}: {e}")
 
 # Kibana saved objects
 kp = os.path.join(root, "deploy/kibana/flowlogd.ndjson")

@@ -3,14 +3,15 @@
 //!
 //! One run of the real pipeline: `flowlogd gen --upload` writes VNet v4, NSG v2 and NSG v1 flow
 //! logs for the current hour into Azurite (several NICs, Azure's block layout), and the real
-//! binary runs `flowlogd --config … once` with the quickstart's configuration against the engine
-//! of [`common::flowlogd::Es::engine`]: the cluster of `ELASTICSEARCH_URL` when set, else the
-//! OpenSearch node the tests of this run share. Because the engine is shared, the index is the
-//! default config's (`flowlogs-%{+xxxx.ww}`) behind this run's unique prefix
-//! (`t-dashboards-…-flowlogs-%{+xxxx.ww}`); every panel reads the dashboards' own index pattern
-//! (`flowlogs-*`) behind the same prefix, after checking that the pattern is the wildcard of
-//! the default config's index. The indices and the template are deleted at the end, also when
-//! the test fails.
+//! binary runs `flowlogd --config … once` with the quickstart's configuration, plus every
+//! enrichment turned on ([`common::enrichment`]: named networks, service tags, GeoLite2-City,
+//! ASN), against the engine of [`common::flowlogd::Es::engine`]: the cluster of
+//! `ELASTICSEARCH_URL` when set, else the OpenSearch node the tests of this run share. Because
+//! the engine is shared, the index is the default config's (`flowlogs-%{+xxxx.ww}`) behind this
+//! run's unique prefix (`t-dashboards-…-flowlogs-%{+xxxx.ww}`); every panel reads the
+//! dashboards' own index pattern (`flowlogs-*`) behind the same prefix, after checking that the
+//! pattern is the wildcard of the default config's index. The indices and the template are
+//! deleted at the end, also when the test fails.
 //!
 //! Then, for every panel of the Grafana dashboard (template variables included) and every
 //! panel of the Kibana dashboard (visualizations, the saved search, and the data view):
@@ -26,6 +27,11 @@
 //!   accepted by the engine (an aggregation on a `text` field or a sum over a `keyword` is an
 //!   error there) and returns non-empty buckets (raw-document panels: hits; summed metrics: a
 //!   total above zero).
+//!
+//! Grafana panels on a Prometheus data source read flowlogd's own `/metrics`, which no search
+//! engine holds: every metric name their PromQL selects must be a sample name of the exposition
+//! flowlogd renders (`flowlogd::metrics::Metrics::render`, the text `/metrics` serves, with
+//! every optional family present), and every label they match or group on a label of it.
 //!
 //! A panel the rebuilder does not understand fails the test, naming the panel: extend the
 //! rebuilder rather than skipping it. Renaming a document field without updating the
@@ -195,11 +201,13 @@ fn ingest() -> Ingested {
     }
 
     // As scripts/quickstart.sh writes it: one source per container, both into the weekly index
-    // of the default config (which the dashboards read), here behind this run's prefix.
+    // of the default config (which the dashboards read), here behind this run's prefix; with
+    // every enrichment on, since panels read the fields it writes.
     let index = format!("{}-{default_index}", engine.es.prefix);
     let work = dir.path().display();
     let config = format!(
-        r#"[registry]
+        r#"{enrichment}
+[registry]
 path = "{work}/registry"
 
 [http]
@@ -232,6 +240,7 @@ account_key_env = "DASHBOARDS_TEST_ACCOUNT_KEY"
         es = engine.es.url,
         auth = engine.es.config_lines,
         account = Azurite::ACCOUNT,
+        enrichment = common::enrichment::generator_enrichment_toml(repo()),
     );
     let config_path = dir.path().join("flowlogd.toml");
     std::fs::write(&config_path, config).unwrap();
@@ -633,43 +642,67 @@ fn grafana_datasource_files() -> Vec<String> {
         .collect()
 }
 
-/// `uid` → (`index`, `timeField`) of the provisioned Elasticsearch data sources (`files`: the
-/// contents of the provisioning files).
-fn grafana_datasources(files: &[String]) -> BTreeMap<String, (String, String)> {
-    let mut out = BTreeMap::new();
+/// The data sources the provisioning files define.
+#[derive(Debug, Default)]
+struct DataSources {
+    /// Elasticsearch: `uid` → (`index`, `timeField`).
+    elasticsearch: BTreeMap<String, (String, String)>,
+    /// Prometheus: their uids (what they scrape is not in the file; see [`check_prometheus`]).
+    prometheus: BTreeSet<String>,
+}
+
+/// The data sources of the provisioning files (`files`: their contents).
+fn grafana_datasources(files: &[String]) -> DataSources {
+    /// The keys of one `- name:` entry that matter here.
+    #[derive(Default)]
+    struct Entry {
+        uid: Option<String>,
+        kind: Option<String>,
+        index: Option<String>,
+        time: Option<String>,
+    }
+    let mut out = DataSources::default();
+    let mut flush = |e: Entry| match (e.uid, e.kind.as_deref(), e.index) {
+        (Some(uid), Some("prometheus"), _) => {
+            out.prometheus.insert(uid);
+        }
+        // An entry without `index:` is no usable Elasticsearch source: panels on it are
+        // reported as reading a data source that is not provisioned.
+        (Some(uid), _, Some(index)) => {
+            let time = e.time.unwrap_or_else(|| "@timestamp".into());
+            out.elasticsearch.insert(uid, (index, time));
+        }
+        _ => {}
+    };
     for text in files {
-        // Enough YAML for the provisioning file: `uid:`, `index:` and `timeField:` lines of each
-        // `- name:` entry.
-        let (mut uid, mut index, mut time) = (None, None, None);
-        let mut flush =
-            |uid: &mut Option<String>, index: &mut Option<String>, time: &mut Option<String>| {
-                if let (Some(u), Some(i)) = (uid.take(), index.take()) {
-                    out.insert(u, (i, time.take().unwrap_or_else(|| "@timestamp".into())));
-                }
-                *time = None;
-            };
+        // Enough YAML for the provisioning files: `uid:`, `type:`, `index:` and `timeField:`
+        // lines of each `- name:` entry.
+        let mut entry = Entry::default();
         for line in text.lines().map(str::trim) {
             let value = |key: &str| {
                 line.strip_prefix(key)
                     .map(|v| v.trim().trim_matches('"').to_owned())
             };
             if line.starts_with("- name:") {
-                flush(&mut uid, &mut index, &mut time);
+                flush(std::mem::take(&mut entry));
             } else if let Some(v) = value("uid:") {
-                uid = Some(v);
+                entry.uid = Some(v);
+            } else if let Some(v) = value("type:") {
+                entry.kind = Some(v);
             } else if let Some(v) = value("index:") {
-                index = Some(v);
+                entry.index = Some(v);
             } else if let Some(v) = value("timeField:") {
-                time = Some(v);
+                entry.time = Some(v);
             }
         }
-        flush(&mut uid, &mut index, &mut time);
+        flush(entry);
     }
     out
 }
 
-/// Every panel (rows' nested panels included) and query variable of the Grafana dashboard.
-fn grafana_panels(dashboard: &Value, sources: &BTreeMap<String, (String, String)>) -> Vec<Panel> {
+/// Every panel (rows' nested panels included) and query variable of the Grafana dashboard: the
+/// ones on Elasticsearch data sources, and the Prometheus panel targets.
+fn grafana_panels(dashboard: &Value, sources: &DataSources) -> (Vec<Panel>, Vec<PromPanel>) {
     let from = dashboard["time"]["from"].as_str().unwrap_or("now-6h");
     let to = dashboard["time"]["to"].as_str().unwrap_or("now");
     let vars: Vec<&Value> = dashboard["templating"]["list"]
@@ -700,6 +733,7 @@ fn grafana_panels(dashboard: &Value, sources: &BTreeMap<String, (String, String)
     let source_of = |ds: &Value| -> Result<(String, String), String> {
         let uid = ds["uid"].as_str().unwrap_or_default();
         sources
+            .elasticsearch
             .get(uid)
             .cloned()
             .ok_or_else(|| format!("data source uid {uid:?} is not provisioned"))
@@ -766,6 +800,7 @@ fn grafana_panels(dashboard: &Value, sources: &BTreeMap<String, (String, String)
         out.push(p);
     }
 
+    let mut prometheus = Vec::new();
     let mut panels: Vec<&Value> = dashboard["panels"]
         .as_array()
         .map(|l| l.iter().collect())
@@ -806,6 +841,24 @@ fn grafana_panels(dashboard: &Value, sources: &BTreeMap<String, (String, String)
             } else {
                 &panel["datasource"]
             };
+            if sources
+                .prometheus
+                .contains(ds["uid"].as_str().unwrap_or_default())
+            {
+                let request = if target["hide"] == true {
+                    Err(format!("target {n} is hidden: remove it or show it"))
+                } else {
+                    target["expr"]
+                        .as_str()
+                        .ok_or_else(|| "Prometheus target without expr".to_owned())
+                        .and_then(promql)
+                };
+                prometheus.push(PromPanel {
+                    name: name.replacen("Grafana panel", "Grafana Prometheus panel", 1),
+                    request,
+                });
+                continue;
+            }
             let (index, ds_time) = match source_of(ds) {
                 Ok(s) => s,
                 Err(e) => {
@@ -835,7 +888,7 @@ fn grafana_panels(dashboard: &Value, sources: &BTreeMap<String, (String, String)
             out.push(p);
         }
     }
-    out
+    (out, prometheus)
 }
 
 fn grafana_target(
@@ -948,6 +1001,337 @@ fn grafana_target(
         body["aggs"] = Value::Object(aggs);
     }
     Ok((body, shape))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Grafana panels on Prometheus: their PromQL against flowlogd's /metrics exposition.
+
+/// A Grafana panel target on a Prometheus data source, rebuilt.
+#[derive(Debug)]
+struct PromPanel {
+    name: String,
+    /// `Err`: what could not be rebuilt (reported as a failure naming the panel).
+    request: Result<PromQuery, String>,
+}
+
+/// What a PromQL expression reads.
+#[derive(Debug, Default, PartialEq)]
+struct PromQuery {
+    /// Each selected metric (sample name) → the labels its `{…}` matchers name.
+    metrics: BTreeMap<String, BTreeSet<String>>,
+    /// Labels of `by (…)`, `without (…)`, `on (…)`, `ignoring (…)`, `group_left (…)`,
+    /// `group_right (…)`.
+    grouping: BTreeSet<String>,
+}
+
+/// Words of PromQL that are never metric names: aggregation operators (written before their
+/// `by (…)`, so not always followed by a parenthesis like a function) and keywords.
+const PROMQL_WORDS: &[&str] = &[
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "group",
+    "stddev",
+    "stdvar",
+    "count",
+    "count_values",
+    "bottomk",
+    "topk",
+    "quantile",
+    "limitk",
+    "limit_ratio",
+    "bool",
+    "and",
+    "or",
+    "unless",
+    "offset",
+    "atan2",
+];
+/// Keywords followed by a list of label names.
+const PROMQL_GROUPING: &[&str] = &[
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+];
+
+/// The metric names and labels of a PromQL expression: identifiers that are not functions
+/// (followed by `(`), aggregation operators or keywords are metric selectors; `{…}` after
+/// one holds its label matchers (a selector with only `{__name__="…"}` names its metric there);
+/// `[…]` (ranges, subqueries), strings, numbers and durations, `$variables` and operators are
+/// skipped. What the scanner cannot place (an unclosed bracket, a matcher without a quoted
+/// value, a selector without a metric name) is refused, so a richer query fails loudly.
+fn promql(expr: &str) -> Result<PromQuery, String> {
+    let refuse = |why: String| Err(format!("PromQL {expr:?} is not rebuilt: {why}"));
+    let chars: Vec<char> = expr.chars().collect();
+    let ident_start = |c: char| c.is_ascii_alphabetic() || c == '_' || c == ':';
+    let ident_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+    let skip_ws = |i: &mut usize| {
+        while *i < chars.len() && chars[*i].is_whitespace() {
+            *i += 1;
+        }
+    };
+    let ident = |i: &mut usize| {
+        let start = *i;
+        while *i < chars.len() && ident_char(chars[*i]) {
+            *i += 1;
+        }
+        chars[start..*i].iter().collect::<String>()
+    };
+    // A quoted string at `i` (PromQL's "…", '…' with backslash escapes, `…` raw): its value.
+    let string = |i: &mut usize| -> Option<String> {
+        let quote = *chars.get(*i)?;
+        if !matches!(quote, '"' | '\'' | '`') {
+            return None;
+        }
+        *i += 1;
+        let mut value = String::new();
+        while let Some(&c) = chars.get(*i) {
+            *i += 1;
+            match c {
+                c if c == quote => return Some(value),
+                '\\' if quote != '`' => {
+                    value.push(*chars.get(*i)?);
+                    *i += 1;
+                }
+                c => value.push(c),
+            }
+        }
+        None
+    };
+    // `{label op "value", …}` at `i`: the labels, and the value of an `__name__ =` matcher.
+    let matchers = |i: &mut usize| -> Result<(BTreeSet<String>, Option<String>), String> {
+        *i += 1;
+        let mut labels = BTreeSet::new();
+        let mut name = None;
+        loop {
+            skip_ws(i);
+            if chars.get(*i) == Some(&'}') {
+                *i += 1;
+                return Ok((labels, name));
+            }
+            if !chars.get(*i).is_some_and(|&c| ident_start(c)) {
+                return Err(format!("a label name expected at {}", *i));
+            }
+            let label = ident(i);
+            skip_ws(i);
+            let op: String = chars[*i..].iter().take(2).collect();
+            let op = if op == "=~" || op == "!~" || op == "!=" {
+                op
+            } else if op.starts_with('=') {
+                "=".to_owned()
+            } else {
+                return Err(format!("a matcher operator expected after `{label}`"));
+            };
+            *i += op.len();
+            skip_ws(i);
+            let value =
+                string(i).ok_or_else(|| format!("a quoted value expected after `{label}{op}`"))?;
+            if label == "__name__" {
+                if op != "=" {
+                    return Err("only `__name__ = \"…\"` names a metric here".into());
+                }
+                name = Some(value);
+            } else {
+                labels.insert(label);
+            }
+            skip_ws(i);
+            match chars.get(*i) {
+                Some(',') => *i += 1,
+                Some('}') => {}
+                _ => return Err(format!("`,` or `}}` expected at {}", *i)),
+            }
+        }
+    };
+
+    let mut query = PromQuery::default();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c.is_whitespace() {
+            i += 1;
+        } else if matches!(c, '"' | '\'' | '`') {
+            if string(&mut i).is_none() {
+                return refuse("unclosed string".into());
+            }
+        } else if c == '[' {
+            // A range or subquery: durations and `$__rate_interval`, no metric.
+            match chars[i..].iter().position(|&c| c == ']') {
+                Some(n) => i += n + 1,
+                None => return refuse("unclosed `[`".into()),
+            }
+        } else if c == '$' {
+            i += 1;
+            ident(&mut i);
+        } else if c.is_ascii_digit() || c == '.' {
+            // Numbers and durations (`5m`, `1h30m`, `1e3`, `0x1f`).
+            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '.') {
+                i += 1;
+            }
+        } else if c == '{' {
+            match matchers(&mut i) {
+                Ok((labels, Some(name))) => query.metrics.entry(name).or_default().extend(labels),
+                Ok((_, None)) => return refuse("a selector without a metric name".into()),
+                Err(e) => return refuse(e),
+            }
+        } else if ident_start(c) {
+            let word = ident(&mut i);
+            let mut next = i;
+            skip_ws(&mut next);
+            if PROMQL_GROUPING.contains(&word.as_str()) {
+                if chars.get(next) != Some(&'(') {
+                    // `group_left` may stand without labels; the others take a list.
+                    if word.starts_with("group_") {
+                        continue;
+                    }
+                    return refuse(format!("`{word}` without a label list"));
+                }
+                let Some(len) = chars[next..].iter().position(|&c| c == ')') else {
+                    return refuse(format!("unclosed label list of `{word}`"));
+                };
+                let list: String = chars[next + 1..next + len].iter().collect();
+                for label in list.split(',').map(str::trim).filter(|l| !l.is_empty()) {
+                    if !label.chars().all(ident_char) {
+                        return refuse(format!("`{label}` in `{word} (…)` is no label name"));
+                    }
+                    query.grouping.insert(label.to_owned());
+                }
+                i = next + len + 1;
+            } else if PROMQL_WORDS.contains(&word.as_str()) || chars.get(next) == Some(&'(') {
+                // An operator, a keyword or a function call: its arguments follow.
+            } else {
+                let labels = if chars.get(next) == Some(&'{') {
+                    i = next;
+                    match matchers(&mut i) {
+                        Ok((labels, None)) => labels,
+                        Ok((_, Some(_))) => {
+                            return refuse(format!("`{word}` with a `__name__` matcher too"));
+                        }
+                        Err(e) => return refuse(e),
+                    }
+                } else {
+                    BTreeSet::new()
+                };
+                query.metrics.entry(word).or_default().extend(labels);
+            }
+        } else {
+            // Operators, parentheses, commas, `@`.
+            i += 1;
+        }
+    }
+    Ok(query)
+}
+
+/// Sample name → label names of every sample line of a Prometheus/OpenMetrics text exposition
+/// (`# HELP`/`# TYPE` lines skipped: a counter's family is `x`, its samples `x_total`, and a
+/// query selects samples).
+fn exposition_samples(text: &str) -> Result<BTreeMap<String, BTreeSet<String>>, String> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let end = line.find(['{', ' ']).unwrap_or(line.len());
+        let labels = out.entry(line[..end].to_owned()).or_default();
+        let Some(rest) = line[end..].strip_prefix('{') else {
+            continue;
+        };
+        // `name="value",…}`: values are quoted with backslash escapes.
+        let mut chars = rest.chars();
+        loop {
+            let label: String = chars.by_ref().take_while(|&c| c != '=').collect();
+            if label.is_empty() || chars.next() != Some('"') {
+                return Err(format!("sample line not understood: {line}"));
+            }
+            labels.insert(label);
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => {
+                        chars.next();
+                    }
+                    '"' => break,
+                    _ => {}
+                }
+            }
+            match chars.next() {
+                Some(',') => {}
+                Some('}') => break,
+                _ => return Err(format!("sample line not understood: {line}")),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The sample names and labels of flowlogd's `/metrics`: the exposition the daemon's HTTP
+/// server returns (`Metrics::render`), for one source, with the `[[filter]]` counter family
+/// present (as in a daemon with filter rules, the only case in which it is rendered).
+fn flowlogd_metrics() -> BTreeMap<String, BTreeSet<String>> {
+    use flowlogd::metrics::{FilterCounts, Metrics};
+    let metrics = std::sync::Arc::new(Metrics::new([(
+        "vnet".to_owned(),
+        std::sync::Arc::default(),
+    )]));
+    metrics
+        .tuples_filtered
+        .set(FilterCounts(Box::new(|| {
+            vec![("drop-azure-platform".to_owned(), 7)]
+        })))
+        .unwrap();
+    let text = metrics.render(chrono::Utc::now().timestamp_millis());
+    let samples = exposition_samples(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert!(
+        samples.contains_key("flowlogd_tuples_filtered_total"),
+        "the filter counter is rendered:\n{text}"
+    );
+    samples
+}
+
+/// Every problem of a Prometheus panel against the sample names and labels of flowlogd's
+/// `/metrics` (empty: every series it selects exists there).
+fn check_prometheus(
+    panel: &PromPanel,
+    samples: &BTreeMap<String, BTreeSet<String>>,
+) -> Vec<String> {
+    let name = &panel.name;
+    let query = match &panel.request {
+        Ok(q) => q,
+        Err(e) => return vec![format!("{name}: cannot be rebuilt: {e}")],
+    };
+    let mut problems = Vec::new();
+    if query.metrics.is_empty() {
+        problems.push(format!("{name}: selects no metric"));
+    }
+    for (metric, labels) in &query.metrics {
+        let Some(has) = samples.get(metric) else {
+            problems.push(format!(
+                "{name}: metric `{metric}` is not in flowlogd's /metrics, which has {:?}",
+                samples.keys().collect::<Vec<_>>()
+            ));
+            continue;
+        };
+        for label in labels.difference(has) {
+            problems.push(format!(
+                "{name}: label `{label}` is not on `{metric}` in flowlogd's /metrics, which has {has:?}"
+            ));
+        }
+    }
+    for label in &query.grouping {
+        let on_some = query
+            .metrics
+            .keys()
+            .any(|m| samples.get(m).is_some_and(|has| has.contains(label)));
+        if !on_some {
+            problems.push(format!(
+                "{name}: groups by label `{label}`, which none of {:?} has in flowlogd's /metrics",
+                query.metrics.keys().collect::<Vec<_>>()
+            ));
+        }
+    }
+    problems
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1616,10 +2000,14 @@ impl<'a> Checker<'a> {
 // The tests.
 
 /// The panels of both dashboards rebuilt from `grafana` and `kibana` (file contents), and the
-/// problems the engine reports for them; also how many dashboard panels each has.
+/// problems the engine (or, for Prometheus panels, flowlogd's /metrics: `metrics`) reports for
+/// them; also how many dashboard panels each has.
 struct Report {
     problems: Vec<String>,
+    /// Grafana panel targets on Elasticsearch.
     grafana_panels: usize,
+    /// Grafana panel targets on Prometheus.
+    prometheus_panels: usize,
     grafana_variables: usize,
     kibana_panels: usize,
     kibana_objects: usize,
@@ -1630,14 +2018,18 @@ fn check_dashboards(
     grafana: &str,
     datasources: &[String],
     kibana: &str,
+    metrics: &BTreeMap<String, BTreeSet<String>>,
 ) -> Report {
     let dashboard: Value = serde_json::from_str(grafana).expect("Grafana dashboard JSON");
     let sources = grafana_datasources(datasources);
-    let grafana = grafana_panels(&dashboard, &sources);
+    let (grafana, prometheus) = grafana_panels(&dashboard, &sources);
     let (kibana, kibana_panels) = kibana_panels(kibana);
     let mut problems = Vec::new();
     for panel in grafana.iter().chain(&kibana) {
         problems.extend(checker.check(panel));
+    }
+    for panel in &prometheus {
+        problems.extend(check_prometheus(panel, metrics));
     }
     let count = |prefix: &str, panels: &[Panel]| {
         panels.iter().filter(|p| p.name.starts_with(prefix)).count()
@@ -1645,6 +2037,7 @@ fn check_dashboards(
     Report {
         problems,
         grafana_panels: count("Grafana panel", &grafana),
+        prometheus_panels: prometheus.len(),
         grafana_variables: count("Grafana variable", &grafana),
         kibana_panels,
         kibana_objects: kibana.len(),
@@ -1662,7 +2055,8 @@ fn every_panel_of_both_dashboards_finds_its_fields_and_buckets_in_flow_logs_flow
     let grafana = read(GRAFANA_DASHBOARD);
     let datasources = grafana_datasource_files();
     let kibana = read(KIBANA_OBJECTS);
-    let report = check_dashboards(&mut checker, &grafana, &datasources, &kibana);
+    let metrics = flowlogd_metrics();
+    let report = check_dashboards(&mut checker, &grafana, &datasources, &kibana, &metrics);
     assert!(
         report.problems.is_empty(),
         "{} problem(s) with the dashboards against {} indexed documents:\n{}",
@@ -1685,20 +2079,26 @@ fn every_panel_of_both_dashboards_finds_its_fields_and_buckets_in_flow_logs_flow
             }
         })
         .sum::<usize>();
-    assert_eq!(report.grafana_panels, top_level, "Grafana panels checked");
+    assert_eq!(
+        report.grafana_panels + report.prometheus_panels,
+        top_level,
+        "Grafana panels checked"
+    );
     assert_eq!(
         report.grafana_variables,
         in_file(&dashboard["templating"]["list"])
     );
-    assert!(report.grafana_panels > 0 && report.kibana_panels > 0);
+    assert!(report.grafana_panels > 0 && report.prometheus_panels > 0 && report.kibana_panels > 0);
     eprintln!(
         "checked {} Grafana panels + {} variables and {} Kibana dashboard panels ({} saved objects) \
-         against {} documents (ingest {:.1?}, checks {:.1?})",
+         against {} documents, {} Grafana Prometheus panel(s) against flowlogd's /metrics \
+         (ingest {:.1?}, checks {:.1?})",
         report.grafana_panels,
         report.grafana_variables,
         report.kibana_panels,
         report.kibana_objects,
         ingested.documents,
+        report.prometheus_panels,
         ingest_time,
         started.elapsed() - ingest_time
     );
@@ -1725,6 +2125,7 @@ fn every_panel_of_both_dashboards_finds_its_fields_and_buckets_in_flow_logs_flow
                 kind_sum,
                 1,
             ),
+        &metrics,
     );
     let reported = |panel: &str, what: &str| {
         report
@@ -1774,6 +2175,46 @@ fn every_panel_of_both_dashboards_finds_its_fields_and_buckets_in_flow_logs_flow
         );
     }
 
+    // A Prometheus panel selecting a metric flowlogd's /metrics does not have (misspelt), or
+    // grouping by a label its metric lacks, is reported; nothing else is.
+    let metric = "flowlogd_tuples_filtered_total";
+    let misspelt = "flowlogd_tuple_filtered_total";
+    assert!(grafana.contains(metric) && grafana.contains("sum by (rule)"));
+    let report = check_dashboards(
+        &mut checker,
+        &grafana.replace(metric, misspelt),
+        &datasources,
+        &kibana,
+        &metrics,
+    );
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.starts_with("Grafana Prometheus panel")
+                && p.contains(&format!(
+                    "metric `{misspelt}` is not in flowlogd's /metrics"
+                ))),
+        "a misspelt metric must fail: {:#?}",
+        report.problems
+    );
+    for p in &report.problems {
+        assert!(p.contains(misspelt), "reported although not edited: {p}");
+    }
+    let relabelled: Value =
+        serde_json::from_str(&grafana.replace("sum by (rule)", "sum by (rule_name)")).unwrap();
+    let (_, prometheus) = grafana_panels(&relabelled, &grafana_datasources(&datasources));
+    let problems: Vec<String> = prometheus
+        .iter()
+        .flat_map(|p| check_prometheus(p, &metrics))
+        .collect();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("groups by label `rule_name`")),
+        "a label the metric lacks must fail: {problems:#?}"
+    );
+
     // A dashboard reading another index pattern than the default config writes (Grafana data
     // source `index:`, Kibana data view `title`) is reported for every panel, and finds nothing.
     let elsewhere = "flowlog-*";
@@ -1788,6 +2229,7 @@ fn every_panel_of_both_dashboards_finds_its_fields_and_buckets_in_flow_logs_flow
             r#""title":"flowlogs-*""#,
             &format!(r#""title":"{elsewhere}""#),
         ),
+        &metrics,
     );
     let wrong_pattern = format!("reads index pattern {elsewhere:?}");
     for panel in [
@@ -1844,7 +2286,7 @@ fn every_panel_of_both_dashboards_finds_its_fields_and_buckets_in_flow_logs_flow
     );
     assert_eq!(status, 201, "a document in {other}: {body}");
     let mut checker = Checker::new(engine, &ingested.default_wildcard);
-    let report = check_dashboards(&mut checker, &grafana, &datasources, &kibana);
+    let report = check_dashboards(&mut checker, &grafana, &datasources, &kibana, &metrics);
     let reported = |panel: &str, what: &str| {
         report
             .problems
@@ -1869,6 +2311,64 @@ fn every_panel_of_both_dashboards_finds_its_fields_and_buckets_in_flow_logs_flow
             "reported although not changed: {p}"
         );
     }
+}
+
+#[test]
+fn promql_metrics_and_labels_are_found_and_anything_unplaceable_is_refused() {
+    let q = promql(
+        r#"sum by (rule) (increase(flowlogd_tuples_filtered_total{rule=~"drop-.*", job!="x"}[$__rate_interval]))
+           / on (job) group_left sum without(instance)(rate(up[5m] offset 1h)) > 0.5
+           or {__name__="flowlogd_registry_entries"} and topk(3, x_total{a='b\'c'} @ 1700000000)"#,
+    )
+    .unwrap();
+    let set = |v: &[&str]| {
+        v.iter()
+            .map(|s| s.to_string())
+            .collect::<BTreeSet<String>>()
+    };
+    assert_eq!(
+        q.metrics,
+        BTreeMap::from([
+            ("flowlogd_registry_entries".to_owned(), set(&[])),
+            (
+                "flowlogd_tuples_filtered_total".to_owned(),
+                set(&["job", "rule"])
+            ),
+            ("up".to_owned(), set(&[])),
+            ("x_total".to_owned(), set(&["a"])),
+        ])
+    );
+    assert_eq!(q.grouping, set(&["instance", "job", "rule"]));
+    for refused in [
+        r#"{job="x"}"#,
+        "rate(x[5m)",
+        r#"x{a="b"#,
+        "x{a=b}",
+        "sum by rule (x)",
+        r#"x{__name__="y"}"#,
+    ] {
+        assert!(promql(refused).is_err(), "{refused:?} must be refused");
+    }
+    let samples = exposition_samples(
+        "# TYPE a counter\na_total{rule=\"x,\\\"y}\",src=\"s\"} 3\nb 1\n# EOF\n",
+    )
+    .unwrap();
+    assert_eq!(
+        samples,
+        BTreeMap::from([
+            ("a_total".to_owned(), set(&["rule", "src"])),
+            ("b".to_owned(), set(&[])),
+        ])
+    );
+    let panel = |expr: &str| PromPanel {
+        name: "p".into(),
+        request: promql(expr),
+    };
+    assert!(check_prometheus(&panel("sum by (rule) (a_total)"), &samples).is_empty());
+    assert_eq!(
+        check_prometheus(&panel(r#"sum by (rul) (a_total{sr="s"}) + c"#), &samples).len(),
+        3
+    );
 }
 
 #[test]

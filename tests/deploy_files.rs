@@ -10,13 +10,20 @@
 //! systemd-analyze).
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use flowlogd::config::{Config, DEFAULT_CONFIG_PATH};
+use flowlogd::enrich::enricher::Enricher;
+use flowlogd::enrich::filter::Filter;
 use flowlogd::generator::{GenKind, GenOptions, generate};
 use flowlogd::pipeline::BlobDecoder;
 use flowlogd::sink::document::{BlobContext, BulkBuffer, DocumentEncoder, Schema};
 use flowlogd::sink::index_name::IndexPattern;
 use serde_json::Value;
+
+// Only the enrichment settings of `common`: the rest of it (servers, clients) is not needed here.
+#[path = "common/enrichment.rs"]
+mod enrichment;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -174,16 +181,22 @@ fn every_commented_option_is_accepted_and_shows_the_default() {
                 block.start + 1
             )
         });
-        if replaces_auth {
-            methods.insert(config.sources[0].auth.method());
-        } else {
-            assert_eq!(
-                config.sources.len(),
-                2,
-                "{EXAMPLE}:{}: expected a second [[source]]",
-                block.start + 1
-            );
-        }
+        let added = match lines[block.start] {
+            _ if replaces_auth => {
+                methods.insert(config.sources[0].auth.method());
+                continue;
+            }
+            "# [[network]]" => ("[[network]]", config.networks.len()),
+            "# [[filter]]" => ("[[filter]]", config.filters.len()),
+            _ => ("second [[source]]", config.sources.len() - 1),
+        };
+        assert_eq!(
+            added.1,
+            1,
+            "{EXAMPLE}:{}: expected a {}",
+            block.start + 1,
+            added.0
+        );
     }
     methods.insert("account_key");
     let all: BTreeSet<&str> = [
@@ -382,6 +395,23 @@ fn compose_config_parses() {
             .iter()
             .all(|s| s.auth.method() == "connection_string")
     );
+    // The demo fills the named-network and dropped-by-filter panels of the dashboards.
+    assert_eq!(config.networks.len(), 2);
+    assert_eq!(config.filters.len(), 1);
+    // Its Prometheus scrapes flowlogd where it listens, and Grafana reaches that Prometheus.
+    let port = config.http.listen.rsplit(':').next().unwrap();
+    let scrape = read("deploy/compose/prometheus.yml");
+    assert!(
+        scrape.contains(&format!(r#"- targets: ["flowlogd:{port}"]"#)),
+        "{scrape}"
+    );
+    let compose = read("docker-compose.yml");
+    assert!(compose.contains("./deploy/compose/prometheus.yml:/etc/prometheus/prometheus.yml:ro"));
+    assert!(compose.contains("PROMETHEUS_URL: http://prometheus:9090"));
+    assert!(
+        read("deploy/grafana/provisioning/datasources/flowlogd-prometheus.yaml")
+            .contains("url: ${PROMETHEUS_URL}")
+    );
 }
 
 /// The `flowlogd.toml` key of the ConfigMap in deploy/kubernetes/flowlogd.yaml: the lines of
@@ -435,8 +465,27 @@ fn the_kubernetes_statefulset_config_parses_and_takes_its_shard_from_the_pod_ord
 // Dashboards against real documents
 // ---------------------------------------------------------------------------------------
 
-/// Leaf paths of ECS documents generated for every flow-log kind, with their values.
+/// Leaf paths of ECS documents generated for every flow-log kind, with their values; with every
+/// enrichment on (`enrichment::generator_enrichment_toml`), since dashboards read its fields.
 fn document_fields() -> BTreeMap<String, Vec<Value>> {
+    let config = parse(&format!(
+        r#"{}
+[[source]]
+name = "s"
+container = "c"
+[source.auth]
+method = "azure_cli"
+
+[elasticsearch]
+"#,
+        enrichment::generator_enrichment_toml(&repo())
+    ))
+    .unwrap_or_else(|e| panic!("enrichment config: {e}"));
+    let enricher = Arc::new(
+        Enricher::from_config(&config.enrich, &config.networks)
+            .unwrap_or_else(|e| panic!("enricher: {e}")),
+    );
+    let filter = Arc::new(Filter::from_config(&config.filters, &config.networks).unwrap());
     let mut fields: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for (seed, kind) in [GenKind::Nsg1, GenKind::Nsg2, GenKind::Vnet]
         .into_iter()
@@ -452,7 +501,8 @@ fn document_fields() -> BTreeMap<String, Vec<Value>> {
         let mut encoder = DocumentEncoder::new(
             Schema::Ecs,
             IndexPattern::parse("flowlogs-%{+xxxx.ww}").unwrap(),
-        );
+        )
+        .with_enrichment(&enricher, &filter);
         let mut decoder = BlobDecoder::new(
             &mut encoder,
             BlobContext::new("insights-logs-test", &blob.name),
@@ -534,6 +584,11 @@ fn grafana_fields(dashboard: &Value) -> BTreeMap<String, PanelFields> {
     while let Some(panel) = panels.pop() {
         if let Some(nested) = panel["panels"].as_array() {
             panels.extend(nested);
+        }
+        // A Prometheus panel reads flowlogd's /metrics, not documents: tests/dashboards_engine.rs
+        // checks its metric names against the exposition flowlogd renders.
+        if panel["datasource"]["type"] == "prometheus" {
+            continue;
         }
         let title = panel["title"].as_str().unwrap_or_default().to_owned();
         let entry = out.entry(title).or_default();
@@ -692,6 +747,11 @@ fn every_dashboard_field_is_in_the_documents_flowlogd_writes() {
         "event.action",
         "rule.name",
         "azure.flowlog.vnet",
+        // Enrichment: named networks, service tags, GeoIP, ASN.
+        "source.network.name",
+        "destination.azure.service",
+        "destination.geo.country_name",
+        "destination.as.organization.name",
     ] {
         assert!(docs.contains_key(f), "generated documents lack {f}");
     }
@@ -763,6 +823,29 @@ fn query_field_extraction() {
     );
 }
 
+/// (`type`, `uid`) of every data source in deploy/grafana/provisioning/datasources/, from the
+/// `type:` and `uid:` lines of each `- name:` entry (enough YAML for these files).
+fn provisioned_datasources() -> BTreeSet<(String, String)> {
+    let dir = repo().join("deploy/grafana/provisioning/datasources");
+    let mut out = BTreeSet::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        let (mut kind, mut uid) = (None, None);
+        for line in text.lines().map(str::trim).chain(["- name: end"]) {
+            if line.starts_with("- name:") {
+                if let (Some(k), Some(u)) = (kind.take(), uid.take()) {
+                    out.insert((k, u));
+                }
+            } else if let Some(v) = line.strip_prefix("type:") {
+                kind = Some(v.trim().to_owned());
+            } else if let Some(v) = line.strip_prefix("uid:") {
+                uid = Some(v.trim().to_owned());
+            }
+        }
+    }
+    out
+}
+
 #[test]
 fn dashboards_parse_and_pin_their_schema_versions() {
     let grafana: Value = serde_json::from_str(&read(GRAFANA_DASHBOARD)).unwrap();
@@ -771,7 +854,18 @@ fn dashboards_parse_and_pin_their_schema_versions() {
         "Grafana schemaVersion pinned"
     );
     assert_eq!(grafana["uid"], "flowlogd-flows");
+    let provisioned = provisioned_datasources();
+    for (kind, uid) in [
+        ("elasticsearch", "flowlogd-es"),
+        ("prometheus", "flowlogd-prometheus"),
+    ] {
+        assert!(
+            provisioned.contains(&(kind.to_owned(), uid.to_owned())),
+            "{kind} data source {uid} provisioned: {provisioned:?}"
+        );
+    }
     let mut titles = BTreeSet::new();
+    let mut kinds = BTreeSet::new();
     for panel in grafana["panels"].as_array().unwrap() {
         assert!(
             titles.insert(panel["title"].as_str().unwrap()),
@@ -779,15 +873,25 @@ fn dashboards_parse_and_pin_their_schema_versions() {
             panel["title"]
         );
         for target in panel["targets"].as_array().unwrap() {
-            assert_eq!(
-                target["datasource"]["uid"], "flowlogd-es",
-                "{}",
+            let ds = &target["datasource"];
+            let key = (
+                ds["type"].as_str().unwrap_or_default().to_owned(),
+                ds["uid"].as_str().unwrap_or_default().to_owned(),
+            );
+            assert!(
+                provisioned.contains(&key),
+                "{}: data source {ds} is not provisioned ({provisioned:?})",
                 panel["title"]
             );
+            assert_eq!(ds, &panel["datasource"], "{}", panel["title"]);
+            kinds.insert(key.0);
         }
     }
-    let provisioning = read("deploy/grafana/provisioning/datasources/flowlogd-elasticsearch.yaml");
-    assert!(provisioning.contains("uid: flowlogd-es"));
+    assert_eq!(
+        kinds,
+        BTreeSet::from(["elasticsearch".to_owned(), "prometheus".to_owned()]),
+        "panels on both provisioned data sources"
+    );
 
     let ndjson = read(KIBANA_OBJECTS);
     let mut ids = BTreeSet::new();

@@ -49,6 +49,13 @@ ASN = [
                                          "autonomous_system_organization": "GOOGLE"}),
     # A number without an organization.
     (["81.2.69.0/24"], {"autonomous_system_number": 20712}),
+    # Public peers of `flowlogd gen` (src/generator.rs PUBLIC_PEERS), so that the dashboards
+    # test (tests/dashboards_engine.rs) finds AS buckets in generated flows. Whole /16s for
+    # simplicity: the owners are real, the exact announced prefixes are not.
+    (["20.106.0.0/16", "52.239.0.0/16", "40.74.0.0/16", "13.107.0.0/16"],
+     {"autonomous_system_number": 8075, "autonomous_system_organization": "MICROSOFT-CORP-MSN-AS-BLOCK"}),
+    (["151.101.0.0/16"], {"autonomous_system_number": 54113, "autonomous_system_organization": "FASTLY"}),
+    (["104.16.0.0/16"], {"autonomous_system_number": 13335, "autonomous_system_organization": "CLOUDFLARENET"}),
 ]
 TRAP_ASN = {"autonomous_system_number": 64512, "autonomous_system_organization": "TRAP"}
 

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod blobs;
+pub mod enrichment;
 pub mod flowlogd;
 pub mod proxies;
 pub mod rng;
