@@ -492,3 +492,53 @@ fn a_fatal_error_is_printed_once() {
     s.run(&["run"], &[], QUICK)
         .assert_refused("cannot listen on http.listen");
 }
+
+#[test]
+fn a_malformed_service_tags_file_fails_check_and_stops_once_naming_the_file() {
+    let mut s = Setup::new();
+    let tags = s.dir().join("ServiceTags_Public_20261130.json");
+    // Cut off mid-file, as an interrupted download leaves it.
+    std::fs::write(
+        &tags,
+        "{\"changeNumber\": 342, \"values\": [{\"name\": \"AzureCl",
+    )
+    .unwrap();
+    // [daemon] is the config's last table: the enrichment tables follow it.
+    s.daemon = format!(
+        "\n[enrich]\nservice_tags_file = \"{}\"\n\n[[network]]\nname = \"hub\"\ncidrs = [\"10.0.0.0/16\"]\n",
+        tags.display()
+    );
+    let check = s.run(&["check"], &[], QUICK);
+    check.assert_config_accepted();
+    let line = check
+        .stdout
+        .lines()
+        .find(|l| l.contains("enrichment"))
+        .unwrap_or_else(|| panic!("no enrichment line: {}", check.stdout));
+    assert!(line.starts_with("FAIL"), "{line}");
+    assert!(line.contains("ServiceTags_Public_20261130.json"), "{line}");
+    assert_ne!(check.code, Some(0), "{}", check.stdout);
+
+    let once = s.run(&["once"], &[], QUICK);
+    assert_ne!(once.code, Some(0));
+    assert!(
+        once.stderr.contains("ServiceTags_Public_20261130.json"),
+        "{}",
+        once.stderr
+    );
+
+    // Repaired (here: a valid file of Microsoft's shape), check says what it opened.
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/ServiceTags_Public_small.json"),
+        &tags,
+    )
+    .unwrap();
+    let check = s.run(&["check"], &[], QUICK);
+    assert!(
+        check.stdout.lines().any(|l| l
+            .starts_with("ok    enrichment: 1 named network(s), service tags ")
+            && l.contains("ServiceTags_Public_20261130.json")),
+        "{}",
+        check.stdout
+    );
+}

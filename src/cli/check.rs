@@ -95,6 +95,25 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    // The lookup files, opened as `flowlogd run` opens them at startup.
+    if config.enrich != Default::default() || !config.networks.is_empty() {
+        match crate::enrich::Enricher::from_config(&config.enrich, &config.networks) {
+            Ok(_) => println!(
+                "ok    enrichment: {} named network(s){}{}{}",
+                config.networks.len(),
+                opened(", service tags ", &config.enrich.service_tags_file),
+                opened(", GeoIP ", &config.enrich.geoip_file),
+                opened(", ASN ", &config.enrich.asn_file),
+            ),
+            Err(e) => {
+                failures += 1;
+                println!("FAIL  enrichment: {e}");
+            }
+        }
+    }
+    if !config.filters.is_empty() {
+        println!("ok    filters: {} rule(s)", config.filters.len());
+    }
     let registry = &config.registry.path;
     if !registry.exists() {
         // Opening would create the whole tree: report instead; `flowlogd run` creates it.
@@ -125,4 +144,11 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// `label` and the file's path, or nothing when the lookup is off.
+fn opened(label: &str, file: &Option<std::path::PathBuf>) -> String {
+    file.as_ref()
+        .map(|f| format!("{label}{}", f.display()))
+        .unwrap_or_default()
 }

@@ -630,7 +630,14 @@ pub(crate) mod tests {
         let mut split_blocks = 0;
         // Every address of some /24s of busy ranges: the real database splits some of them
         // into smaller networks with other answers, which a block cache must not blur.
-        for (a, b) in [(81, 2), (20, 106), (104, 16), (151, 101), (185, 199), (91, 189)] {
+        for (a, b) in [
+            (81, 2),
+            (20, 106),
+            (104, 16),
+            (151, 101),
+            (185, 199),
+            (91, 189),
+        ] {
             for c in (0..=255u8).step_by(17) {
                 let mut networks = std::collections::BTreeSet::new();
                 for d in 0..=255u8 {
@@ -648,6 +655,9 @@ pub(crate) mod tests {
                 }
             }
         }
-        assert!(split_blocks > 0, "the sample holds no split block: it proves nothing");
+        assert!(
+            split_blocks > 0,
+            "the sample holds no split block: it proves nothing"
+        );
     }
 }

@@ -567,7 +567,7 @@ fn push_degrees(out: &mut Vec<u8>, degrees: f64) {
         return;
     }
     let mut digits = 6;
-    while fraction % 10 == 0 {
+    while fraction.is_multiple_of(10) {
         fraction /= 10;
         digits -= 1;
     }
@@ -596,7 +596,9 @@ impl DocumentEncoder {
     /// Enriches documents with `enricher`'s lookups (when it has any configured) and drops
     /// the tuples `filter` drops (when it has rules).
     pub fn with_enrichment(mut self, enricher: &Arc<Enricher>, filter: &Arc<Filter>) -> Self {
-        self.lookups = enricher.is_enabled().then(|| EnrichedSides::new(enricher.lookups()));
+        self.lookups = enricher
+            .is_enabled()
+            .then(|| EnrichedSides::new(enricher.lookups()));
         self.filter = (!filter.is_empty()).then(|| Arc::clone(filter));
         self
     }
