@@ -15,6 +15,7 @@ use crate::secret::Secret;
 use crate::sink::document::{Provenance, Schema};
 use crate::sink::index_name::IndexPattern;
 pub mod enrich;
+pub mod events;
 pub mod storage;
 
 use storage::{AuthConfig, RetryConfig, StorageConfig};
@@ -181,6 +182,10 @@ pub struct SourceConfig {
     /// streamed in chunks, whatever its number of tuples. Default: 16777216 (16 MiB).
     #[serde(default = "default_max_record_bytes")]
     pub max_record_bytes: usize,
+    /// Event-driven reading from a Storage Queue of Event Grid events (`[source.events]`).
+    /// Default: none (the container is listed every `[daemon] interval`).
+    #[serde(default)]
+    pub events: Option<events::EventsConfig>,
 }
 
 impl SourceConfig {
@@ -1045,7 +1050,11 @@ impl SourceConfig {
             retry.max_elapsed_secs,
             1,
             86_400,
-        )
+        )?;
+        if let Some(events) = &self.events {
+            events.validate(&key("events"))?;
+        }
+        Ok(())
     }
 }
 

@@ -36,6 +36,10 @@ pub struct SourceMetrics {
     /// Malformed records, tuples and bytes (dead-lettered too).
     pub decode_problems: AtomicU64,
     pub read_errors: AtomicU64,
+    /// Event messages (`[source.events]`) received and acted on, and those completed (their
+    /// blobs delivered, the message deleted).
+    pub events_received: AtomicU64,
+    pub events_completed: AtomicU64,
     pub list_errors: AtomicU64,
     /// Newest tuple time among committed documents, epoch ms (0 = none yet).
     pub newest_indexed_ms: AtomicI64,
@@ -237,7 +241,7 @@ struct Exposition {
 /// A per-source counter: its name without `_total` (the encoder adds it), its help, its value.
 type SourceCounter = (&'static str, &'static str, fn(&SourceMetrics) -> u64);
 
-const SOURCE_COUNTERS: [SourceCounter; 13] = [
+const SOURCE_COUNTERS: [SourceCounter; 15] = [
     (
         "flowlogd_documents_indexed",
         "Documents created in Elasticsearch.",
@@ -296,6 +300,16 @@ const SOURCE_COUNTERS: [SourceCounter; 13] = [
         "flowlogd_list_errors",
         "Listings given up on for this poll.",
         |s| load(&s.list_errors),
+    ),
+    (
+        "flowlogd_events_received",
+        "Event messages ([source.events]) received and acted on.",
+        |s| load(&s.events_received),
+    ),
+    (
+        "flowlogd_events_completed",
+        "Event messages whose blobs were delivered, then deleted from the queue.",
+        |s| load(&s.events_completed),
     ),
 ];
 

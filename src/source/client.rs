@@ -42,7 +42,7 @@ pub use crate::source::listing::BlobItem;
 const STORAGE_SCOPE: &str = "https://storage.azure.com/.default";
 
 /// The SDK's retry options for `[source.retry]`.
-fn retry_options(retry: &RetryConfig) -> RetryOptions {
+pub(crate) fn retry_options(retry: &RetryConfig) -> RetryOptions {
     if retry.max_tries <= 1 {
         return RetryOptions::none();
     }

@@ -1,6 +1,7 @@
 //! Azure Blob Storage access: credentials, listing, ranged reads.
 pub mod client;
 pub mod credential;
+pub mod events;
 pub mod layout;
 pub mod listing;
 pub mod reader;

@@ -183,6 +183,65 @@ impl Drop for Azurite {
     }
 }
 
+/// Azurite's Queue service on a free loopback port (for the event-driven mode's Storage
+/// Queue), started from `azurite-queue` beside the blob binary of [`Azurite`] (the npm package
+/// ships both), with the same flags and watchdog, and killed when dropped.
+pub struct AzuriteQueue {
+    proc: Option<Proc>,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl AzuriteQueue {
+    pub fn start() -> io::Result<Self> {
+        let blob_bin = resolve_bin("Azurite", AZURITE_ENV, AZURITE_DEFAULT)?;
+        let bin = blob_bin.with_file_name("azurite-queue");
+        let dir = tempfile::Builder::new()
+            .prefix("flowlogd-azurite-queue-")
+            .tempdir()?;
+        std::fs::create_dir(dir.path().join("data"))?;
+        let watchdog = dir.path().join("watchdog.js");
+        std::fs::write(&watchdog, AZURITE_WATCHDOG_JS)?;
+        let mut node_options = std::env::var("NODE_OPTIONS").unwrap_or_default();
+        node_options.push_str(&format!(" --require \"{}\"", watchdog.display()));
+        let mut cmd = Command::new(&bin);
+        cmd.arg("--location")
+            .arg(dir.path().join("data"))
+            .args(["--queueHost", "127.0.0.1", "--queuePort", "0"])
+            .args([
+                "--skipApiVersionCheck",
+                "--loose",
+                "--disableTelemetry",
+                "--silent",
+            ])
+            .env("NODE_OPTIONS", node_options.trim_start());
+        // "Azurite Queue service successfully listens on http://127.0.0.1:PORT".
+        let (mut proc, port) = Proc::spawn("Azurite Queue", &bin, cmd, |line| {
+            let url = line.split("successfully listens on ").nth(1)?;
+            url.trim().rsplit(':').next()?.parse::<u16>().ok()
+        })?;
+        proc.wait_connectable(port)?;
+        Ok(AzuriteQueue {
+            proc: Some(proc),
+            port,
+            _dir: dir,
+        })
+    }
+
+    /// Path-style queue service endpoint, e.g. `http://127.0.0.1:PORT/devstoreaccount1`.
+    pub fn queue_endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}/{}", self.port, Azurite::ACCOUNT)
+    }
+}
+
+impl Drop for AzuriteQueue {
+    fn drop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            let _ = p.stop(Duration::ZERO);
+        }
+    }
+}
+
 /// A real single-node OpenSearch (2.19, from the Maven Central jars) on `127.0.0.1:<port()>`,
 /// run by `java -jar tests/opensearch/target/flowlogd-opensearch.jar` with its home in a
 /// temporary folder. Cold start is ~6 s on this kind of machine, so tests normally share one
