@@ -22,7 +22,7 @@ use bytes::Bytes;
 use common::flowlogd::{
     Daemon, Doc, Es, GrowingBlob, NSG_CONTAINER, SourceSpec, TestConfig, VNET_CONTAINER, container,
     current_hour, describe, distinct_contents, flowlogd, flowlogd_for, metric_sum, once, partition,
-    vnet_blob_name, vnet_config, vnet_record, vnet_tuple,
+    vnet_blob_name, vnet_config, vnet_record, vnet_tuple, wait_until,
 };
 use common::proxies::{fault_proxy, storage_proxy};
 use common::rng::Rng;
@@ -32,26 +32,6 @@ use elasticsearch::http::Method;
 use flowlogd::generator::GenKind;
 use serde_json::{Value, json};
 
-/// Waits until `check` holds (polling every 100 ms), or panics with `what` after `limit`.
-async fn wait_until<F, Fut>(limit: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Exact count.
-
-/// Three VNet NICs, two NSG v2 NICs and two NSG v1 NICs (two NSGs) in the current hour.
 async fn upload_generated_mix(azurite: &Azurite) -> (u64, u64) {
     let (_, vnet) = container(azurite, VNET_CONTAINER).await;
     let (_, nsg) = container(azurite, NSG_CONTAINER).await;

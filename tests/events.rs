@@ -15,7 +15,7 @@ use azure_storage_queue::{QueueClient, QueueClientOptions};
 use base64::Engine as _;
 use common::Azurite;
 use common::flowlogd::{
-    Daemon, Es, GrowingBlob, SourceSpec, TestConfig, VNET_CONTAINER, container,
+    Daemon, Es, GrowingBlob, SourceSpec, TestConfig, VNET_CONTAINER, container, wait_until,
 };
 use common::servers::AzuriteQueue;
 use elasticsearch::http::Method;
@@ -97,21 +97,6 @@ async fn searchable(es: &Es) -> u64 {
     }
 }
 
-async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocks_are_read_when_their_events_arrive_and_duplicate_reordered_lost_or_garbage_events_still_give_every_tuple_once()
  {
@@ -152,7 +137,7 @@ async fn blocks_are_read_when_their_events_arrive_and_duplicate_reordered_lost_o
         )
         .await;
         expected += tuples;
-        eventually(
+        wait_until(
             Duration::from_secs(60),
             "the block's tuples to be searchable",
             || async { searchable(&es).await >= expected },
@@ -203,7 +188,7 @@ async fn blocks_are_read_when_their_events_arrive_and_duplicate_reordered_lost_o
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    eventually(
+    wait_until(
         Duration::from_secs(60),
         "every message done and deleted",
         || async { messages_left(&client).await == 0 },

@@ -1144,3 +1144,20 @@ pub fn vnet_config(url: &str, azurite: &Azurite, es: &Es) -> TestConfig {
     )
     .es(&es.config_lines)
 }
+
+/// Waits until `check` holds (polling every 50 ms, fine enough to time what it waits for), or
+/// panics with `what` after `limit`.
+pub async fn wait_until<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
