@@ -147,6 +147,7 @@ impl App {
                         events,
                         source.account.as_deref(),
                         &source.endpoint_suffix,
+                        storage_stats.clone(),
                     )
                     .map_err(|e| anyhow::anyhow!("source {}: [source.events]: {e}", source.name))?,
                 ),

@@ -167,6 +167,7 @@ impl Metrics {
                     .wrapping_add(st.download_requests)
                     .wrapping_add(st.bytes_downloaded)
                     .wrapping_add(st.block_list_requests)
+                    .wrapping_add(st.queue_requests)
                     .wrapping_add(st.retries)
             })
     }
@@ -325,6 +326,27 @@ impl Collector for Exposition {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
             for s in &m.sources {
                 ConstCounter::new(value(s)).encode(family.encode_family(&source_label(s))?)?;
+            }
+        }
+        let mut requests = encoder.encode_descriptor(
+            "flowlogd_storage_requests",
+            "Storage requests per source and kind (list, properties, download, block_list, queue), retries not counted.",
+            None,
+            MetricType::Counter,
+        )?;
+        for s in &m.sources {
+            let st = s.storage.snapshot();
+            for (kind, n) in [
+                ("list", st.list_requests),
+                ("properties", st.properties_requests),
+                ("download", st.download_requests),
+                ("block_list", st.block_list_requests),
+                ("queue", st.queue_requests),
+            ] {
+                ConstCounter::new(n).encode(
+                    requests
+                        .encode_family(&[("source", s.name.clone()), ("kind", kind.to_owned())])?,
+                )?;
             }
         }
         let mut lag = encoder.encode_descriptor(

@@ -15,7 +15,8 @@ use azure_storage_queue::{QueueClient, QueueClientOptions};
 use base64::Engine as _;
 use common::Azurite;
 use common::flowlogd::{
-    Daemon, Es, GrowingBlob, SourceSpec, TestConfig, VNET_CONTAINER, container, wait_until,
+    Daemon, Es, GrowingBlob, SourceSpec, TestConfig, VNET_CONTAINER, container, http_get,
+    metric_sum, wait_until,
 };
 use common::servers::AzuriteQueue;
 use elasticsearch::http::Method;
@@ -122,6 +123,7 @@ async fn blocks_are_read_when_their_events_arrive_and_duplicate_reordered_lost_o
     .daemon("interval = \"1s\"")
     .with_metrics();
     let mut daemon = Daemon::spawn(&config, &[]);
+    let started = Instant::now();
 
     // 1. Freshness: one block at a time, its event right after the commit.
     let mut blob = GrowingBlob::new(GenKind::Vnet, 71, "vnet-events-flowlog", 12, 20);
@@ -200,6 +202,33 @@ async fn blocks_are_read_when_their_events_arrive_and_duplicate_reordered_lost_o
         .metrics_sum(&["flowlogd_events_completed_total"])
         .await;
     assert!(completed >= 6, "{completed} event messages completed");
+    // What the instance cost in storage requests, from the storage client's counters.
+    let addr = daemon.metrics_addr().await;
+    let text = http_get(addr, "/metrics").expect("metrics");
+    let minutes = started.elapsed().as_secs_f64() / 60.0;
+    let by_kind: Vec<String> = ["list", "properties", "download", "block_list", "queue"]
+        .iter()
+        .map(|kind| {
+            let n: u64 = text
+                .lines()
+                .filter(|l| {
+                    l.starts_with("flowlogd_storage_requests_total{")
+                        && l.contains(&format!("kind=\"{kind}\""))
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                .sum();
+            format!("{kind} {n} ({:.0}/min)", n as f64 / minutes)
+        })
+        .collect();
+    println!(
+        "storage requests over {:.1} min (receive every 200 ms, fallback listing every 4 s, 10 events): {}",
+        minutes,
+        by_kind.join(", ")
+    );
+    assert!(
+        metric_sum(&text, "flowlogd_storage_requests_total") > 0,
+        "{text}"
+    );
     daemon.terminate();
     assert!(
         daemon

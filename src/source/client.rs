@@ -73,6 +73,8 @@ pub struct StorageStats {
     pub bytes_downloaded: AtomicU64,
     /// Get Block List requests.
     pub block_list_requests: AtomicU64,
+    /// Queue service requests of the event-driven mode (receive, delete, release).
+    pub queue_requests: AtomicU64,
     /// Retried tries of any request (seen by a per-try policy).
     pub retries: AtomicU64,
 }
@@ -94,6 +96,8 @@ pub struct StatsSnapshot {
     pub bytes_downloaded: u64,
     /// See [`StorageStats::block_list_requests`].
     pub block_list_requests: u64,
+    /// See [`StorageStats::queue_requests`].
+    pub queue_requests: u64,
     /// See [`StorageStats::retries`].
     pub retries: u64,
 }
@@ -110,11 +114,12 @@ impl StorageStats {
             download_requests: r(&self.download_requests),
             bytes_downloaded: r(&self.bytes_downloaded),
             block_list_requests: r(&self.block_list_requests),
+            queue_requests: r(&self.queue_requests),
             retries: r(&self.retries),
         }
     }
 
-    fn add(counter: &AtomicU64, n: u64) {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 }
@@ -130,6 +135,7 @@ impl StatsSnapshot {
             download_requests: self.download_requests - earlier.download_requests,
             bytes_downloaded: self.bytes_downloaded - earlier.bytes_downloaded,
             block_list_requests: self.block_list_requests - earlier.block_list_requests,
+            queue_requests: self.queue_requests - earlier.queue_requests,
             retries: self.retries - earlier.retries,
         }
     }

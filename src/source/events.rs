@@ -20,7 +20,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 
 use crate::config::events::EventsConfig;
-use crate::source::client::{StorageError, retry_options};
+use crate::source::client::{StorageError, StorageStats, retry_options};
 use crate::source::credential::{Credential, CredentialError, ResolvedStorage};
 use crate::source::shared_key::SharedKeyPolicy;
 
@@ -155,6 +155,8 @@ pub struct Received {
 #[derive(Clone)]
 pub struct EventQueue {
     client: Arc<QueueClient>,
+    /// The source's request counters (`queue_requests`).
+    stats: Arc<StorageStats>,
     /// The queue's URL, for logs (never carries a secret: SAS credentials are refused).
     display: Url,
 }
@@ -176,6 +178,7 @@ impl EventQueue {
         events: &EventsConfig,
         account: Option<&str>,
         endpoint_suffix: &str,
+        stats: Arc<StorageStats>,
     ) -> Result<EventQueue, StorageError> {
         let config_error = |reason: String| {
             StorageError::Config(CredentialError {
@@ -231,6 +234,7 @@ impl EventQueue {
         .map_err(|e| StorageError::from_azure(format!("queue {url}"), e))?;
         Ok(EventQueue {
             client: Arc::new(client),
+            stats,
             display: url,
         })
     }
@@ -243,6 +247,7 @@ impl EventQueue {
     /// Up to 32 messages, each hidden from other consumers for `visibility`.
     pub async fn receive(&self, visibility: Duration) -> Result<Vec<Received>, StorageError> {
         let target = || format!("queue {}", self.display);
+        StorageStats::add(&self.stats.queue_requests, 1);
         let options = QueueClientReceiveMessagesOptions {
             number_of_messages: Some(32),
             visibility_timeout: Some(
@@ -279,6 +284,7 @@ impl EventQueue {
     /// Deletes a message that is done with. A 404 (already deleted, or received again by
     /// another consumer after its visibility ran out) is not an error: its work is done.
     pub async fn delete(&self, message: &Received) -> Result<(), StorageError> {
+        StorageStats::add(&self.stats.queue_requests, 1);
         match self
             .client
             .delete_message(&message.id, &message.pop_receipt, None)
@@ -294,6 +300,7 @@ impl EventQueue {
 
     /// Makes a message visible again at once (for another instance, or a later try).
     pub async fn release(&self, message: &Received) -> Result<(), StorageError> {
+        StorageStats::add(&self.stats.queue_requests, 1);
         match self
             .client
             .update_message(
