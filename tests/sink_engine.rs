@@ -23,7 +23,7 @@ use flowlogd::sink::dead_letter::{DeadLetter, ItemOrigin};
 use flowlogd::sink::document::{BlobContext, BulkBuffer, BulkItem, DocumentEncoder, Schema};
 use flowlogd::sink::index_name::IndexPattern;
 use flowlogd::sink::template;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -234,16 +234,19 @@ async fn templates_round_trip(t: &Target) {
             source: "vnet".into(),
             index: IndexPattern::parse(&format!("{}-vnet-%{{+xxxx.ww}}", t.prefix)).unwrap(),
             schema: Schema::Ecs,
+            deletes_rewritten: false,
         },
         SetupTarget {
             source: "vnet2".into(),
             index: IndexPattern::parse(&format!("{}-vnet-%{{+xxxx.ww}}", t.prefix)).unwrap(),
             schema: Schema::Ecs,
+            deletes_rewritten: false,
         },
         SetupTarget {
             source: "nsg".into(),
             index: IndexPattern::parse(&format!("{}-nsg-%{{+yyyy.MM.dd}}", t.prefix)).unwrap(),
             schema: Schema::Logstash,
+            deletes_rewritten: false,
         },
     ];
     let report = sink
@@ -382,6 +385,7 @@ async fn two_blobs(t: &Target, sink: &BulkSink, name: &str) -> (String, Batch, B
         source: "s".into(),
         index: IndexPattern::parse(&index).unwrap(),
         schema: Schema::Ecs,
+        deletes_rewritten: false,
     }])
     .await
     .unwrap();
@@ -512,6 +516,7 @@ async fn delivery_and_replay(t: &Target) {
         source: "s".into(),
         index: IndexPattern::parse(&index).unwrap(),
         schema: Schema::Ecs,
+        deletes_rewritten: false,
     }])
     .await
     .unwrap();
@@ -611,6 +616,7 @@ async fn mapping_conflict(t: &Target) {
         source: "s".into(),
         index: IndexPattern::parse(&index).unwrap(),
         schema: Schema::Ecs,
+        deletes_rewritten: false,
     }])
     .await
     .unwrap();
@@ -1325,8 +1331,10 @@ async fn elasticsearch_lookalike() -> (String, Arc<Mutex<Vec<(String, Value)>>>)
                     return;
                 };
                 let target = line.split(' ').take(2).collect::<Vec<_>>().join(" ");
-                let json_body = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                log.lock().unwrap().push((target.clone(), json_body));
+                let json_body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                log.lock()
+                    .unwrap()
+                    .push((target.clone(), json_body.clone()));
                 let (status, answer) = match target.as_str() {
                     "GET /" => (
                         200,
@@ -1337,12 +1345,38 @@ async fn elasticsearch_lookalike() -> (String, Arc<Mutex<Vec<(String, Value)>>>)
                     {
                         (200, json!({"acknowledged": true}))
                     }
-                    "POST /_security/user/_has_privileges" => (
-                        200,
-                        json!({"username": "flowlogd", "has_all_requested": false,
-                               "cluster": {"monitor": true, "manage_index_templates": true, "manage_ilm": false},
-                               "index": {"flows-*": {"create_doc": true, "auto_configure": false}}}),
-                    ),
+                    // A user granted `monitor`, `manage_index_templates` and `create_doc`
+                    // only, answering for exactly what was asked, as Elasticsearch does.
+                    "POST /_security/user/_has_privileges" => {
+                        let granted = ["monitor", "manage_index_templates", "create_doc"];
+                        let answer_for = |names: &Value| -> Map<String, Value> {
+                            names
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .filter_map(Value::as_str)
+                                .map(|p| (p.to_owned(), Value::Bool(granted.contains(&p))))
+                                .collect()
+                        };
+                        let mut index = Map::new();
+                        for entry in json_body["index"].as_array().into_iter().flatten() {
+                            for name in entry["names"].as_array().into_iter().flatten() {
+                                let name = name.as_str().unwrap_or_default().to_owned();
+                                let privileges = index
+                                    .entry(name)
+                                    .or_insert_with(|| Value::Object(Map::new()));
+                                if let Value::Object(p) = privileges {
+                                    p.extend(answer_for(&entry["privileges"]));
+                                }
+                            }
+                        }
+                        (
+                            200,
+                            json!({"username": "flowlogd", "has_all_requested": false,
+                                   "cluster": answer_for(&json_body["cluster"]),
+                                   "index": index}),
+                        )
+                    }
                     _ => (400, json!({"error": "no handler found"})),
                 };
                 respond(&mut socket, status, &answer.to_string()).await;
@@ -1353,11 +1387,48 @@ async fn elasticsearch_lookalike() -> (String, Arc<Mutex<Vec<(String, Value)>>>)
 }
 
 #[tokio::test]
+async fn check_names_read_and_delete_as_missing_where_on_rewrite_replace_needs_them() {
+    let (url, _) = elasticsearch_lookalike().await;
+    let sink = BulkSink::new(&sink_config(&url, "")).unwrap();
+    let target = |index: &str, deletes_rewritten| SetupTarget {
+        source: "s".into(),
+        index: IndexPattern::parse(index).unwrap(),
+        schema: Schema::Ecs,
+        deletes_rewritten,
+    };
+    let info = sink
+        .check_targets(&[
+            target("replace-%{+xxxx.ww}", true),
+            target("reread-%{+xxxx.ww}", false),
+        ])
+        .await
+        .unwrap();
+    let flowlogd::sink::bulk::PrivilegeCheck::Checked { missing, .. } = &info.privileges else {
+        panic!("{:?}", info.privileges)
+    };
+    // `on_rewrite = "replace"` deletes a rewritten blob's documents by query: the user must
+    // read and delete there, and only there.
+    assert!(
+        missing.contains(&"index replace-*:read".to_owned()),
+        "{missing:?}"
+    );
+    assert!(
+        missing.contains(&"index replace-*:delete".to_owned()),
+        "{missing:?}"
+    );
+    assert!(
+        !missing.iter().any(|m| m.starts_with("index reread-*:read") || m.starts_with("index reread-*:delete")),
+        "{missing:?}"
+    );
+}
+
+#[tokio::test]
 async fn on_elasticsearch_setup_installs_the_ilm_policy_and_check_lists_missing_privileges() {
     let target = |index: &str| SetupTarget {
         source: "s".into(),
         index: IndexPattern::parse(index).unwrap(),
         schema: Schema::Ecs,
+        deletes_rewritten: false,
     };
     // Dated indices: a delete-only policy, referenced by the template.
     let (url, seen) = elasticsearch_lookalike().await;

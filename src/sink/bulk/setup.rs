@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tracing::{info, warn};
 
 use super::{BulkSink, SinkError, error_summary, excerpt};
-use crate::config::SourceConfig;
+use crate::config::{RewritePolicy, SourceConfig};
 use crate::sink::client::error_chain;
 use crate::sink::document::Schema;
 use crate::sink::index_name::IndexPattern;
@@ -24,6 +24,9 @@ pub struct SetupTarget {
     pub source: String,
     pub index: IndexPattern,
     pub schema: Schema,
+    /// The source's `on_rewrite = "replace"` deletes a rewritten blob's documents by query,
+    /// which needs the `read` and `delete` index privileges besides `create_doc`.
+    pub deletes_rewritten: bool,
 }
 
 impl SetupTarget {
@@ -39,6 +42,7 @@ impl SetupTarget {
                     source: s.name.clone(),
                     index,
                     schema: s.schema,
+                    deletes_rewritten: s.on_rewrite == RewritePolicy::Replace,
                 })
             })
             .collect()
@@ -495,9 +499,22 @@ impl BulkSink {
         patterns.sort();
         patterns.dedup();
         let index_privileges = ["create_doc", "auto_configure"];
+        // `on_rewrite = "replace"` deletes by query: it reads and deletes there.
+        let mut replacing: Vec<String> = targets
+            .iter()
+            .filter(|t| t.deletes_rewritten)
+            .map(|t| t.index.wildcard())
+            .collect();
+        replacing.sort();
+        replacing.dedup();
+        let replace_privileges = ["read", "delete"];
         let mut body = json!({"cluster": cluster});
         if !patterns.is_empty() {
-            body["index"] = json!([{"names": patterns, "privileges": index_privileges}]);
+            let mut index = vec![json!({"names": patterns, "privileges": index_privileges})];
+            if !replacing.is_empty() {
+                index.push(json!({"names": replacing, "privileges": replace_privileges}));
+            }
+            body["index"] = Value::Array(index);
         }
         let what = "check privileges";
         let (status, response) = match self
@@ -536,7 +553,14 @@ impl BulkSink {
             }
         }
         for pattern in &patterns {
-            for p in index_privileges {
+            let needed = index_privileges.iter().chain(
+                replacing
+                    .contains(pattern)
+                    .then_some(&replace_privileges)
+                    .into_iter()
+                    .flatten(),
+            );
+            for p in needed {
                 if answer["index"][pattern.as_str()][p] != Value::Bool(true) {
                     missing.push(format!("index {pattern}:{p}"));
                 }
@@ -678,6 +702,7 @@ mod tests {
             source: source.into(),
             index: IndexPattern::parse(index).unwrap(),
             schema,
+            deletes_rewritten: false,
         };
         let plan = plan_templates(&[
             t("a", "flowlogs-%{+xxxx.ww}", Schema::Ecs),
