@@ -329,7 +329,11 @@ impl App {
                         while let Ok(more) = events.try_recv() {
                             batch.push(more);
                         }
-                        self.handle_events(&mut sources, batch, &tx, &mut pending_events).await;
+                        // Cancelled like a poll on shutdown: unfinished messages reappear.
+                        tokio::select! {
+                            _ = self.handle_events(&mut sources, batch, &tx, &mut pending_events) => {}
+                            _ = shutdown.cancelled() => break 'poll,
+                        }
                     }
                     _ = completion.tick(), if !pending_events.is_empty() => {
                         self.complete_events(&sources, &mut pending_events).await;
