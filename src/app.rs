@@ -16,6 +16,7 @@ use crate::config::{Config, SourceConfig, StartPolicy};
 use crate::delivery::{BlobHolds, DeliveryStage, HeldChunk, HoldingSender, Pool};
 use crate::enrich::{Enricher, Filter};
 use crate::metrics::{FilterCounts, Metrics};
+use crate::ownership::{Cluster, ClusterSettings};
 use crate::pipeline::DecodeProblem;
 use crate::poller::{self, Action, Prepare};
 use crate::registry::{BlobEntry, BlobState, Registry, SourceState};
@@ -71,6 +72,8 @@ pub struct App {
     enricher: Arc<Enricher>,
     /// `[[filter]]` rules and their drop counters, shared by every encoder.
     filter: Arc<Filter>,
+    /// Shared ownership (`[cluster] coordination_container`), when on.
+    cluster: Option<Cluster>,
 }
 
 impl App {
@@ -106,6 +109,8 @@ impl App {
             }
             None => None,
         };
+        let coordination = ClusterSettings::from_config(&config.cluster);
+        let mut owned_units = Vec::new();
         let mut sources = Vec::new();
         let mut stats = Vec::new();
         for (index, source) in config.sources.iter().enumerate() {
@@ -119,6 +124,14 @@ impl App {
                 source.discovery_interval,
             )
             .with_shard(shard);
+            let walker = match &coordination {
+                Some(_) => {
+                    let units = crate::shard::OwnedUnits::default();
+                    owned_units.push((source.name.clone(), source.storage(), units.clone()));
+                    walker.with_owned_units(Some(units))
+                }
+                None => walker,
+            };
             stats.push((source.name.clone(), storage_stats));
             sources.push(SourceRuntime {
                 index,
@@ -126,6 +139,13 @@ impl App {
                 walker,
             });
         }
+        let cluster = match coordination {
+            Some(settings) => Some(
+                Cluster::new(settings, owned_units, &registry)
+                    .map_err(|e| anyhow::anyhow!("[cluster]: {e}"))?,
+            ),
+            None => None,
+        };
         let metrics = Arc::new(Metrics::new(stats));
         if !filter.is_empty() {
             let counted = Arc::clone(&filter);
@@ -163,6 +183,7 @@ impl App {
             errors: Arc::default(),
             enricher,
             filter,
+            cluster,
         })
     }
 
@@ -214,6 +235,16 @@ impl App {
         let cancel = CancellationToken::new();
         let (tx, delivery) = self.start_delivery(cancel.clone());
         let mut sources = std::mem::take(&mut self.sources);
+        // Once claims every free unit (not a fair share), reads, mirrors and releases them all.
+        let cluster_stop = CancellationToken::new();
+        let _stop_cluster = cluster_stop.clone().drop_guard();
+        let renewals = match &self.cluster {
+            Some(cluster) => {
+                cluster.claim_all_free().await;
+                Some(start_cluster(cluster, &mut sources, cluster_stop.clone()).await)
+            }
+            None => None,
+        };
         for source in &mut sources {
             self.poll_source(source, &tx).await;
         }
@@ -222,6 +253,7 @@ impl App {
             .await
             .map_err(|e| anyhow::anyhow!("delivery task failed: {e}"))?;
         self.registry.flush_async().await?;
+        self.stop_cluster(cluster_stop, renewals).await;
         self.sources = sources;
         Ok(self.summary())
     }
@@ -239,6 +271,12 @@ impl App {
         let _stop_reloading = self.start_enrichment_reload().drop_guard();
         let interval = self.config.daemon.interval;
         let mut sources = std::mem::take(&mut self.sources);
+        let cluster_stop = CancellationToken::new();
+        let _stop_cluster = cluster_stop.clone().drop_guard();
+        let renewals = match &self.cluster {
+            Some(cluster) => Some(start_cluster(cluster, &mut sources, cluster_stop.clone()).await),
+            None => None,
+        };
         let mut ready_sent = false;
         let mut next = tokio::time::Instant::now();
         let mut delivery = delivery;
@@ -288,6 +326,8 @@ impl App {
             let _ = delivery.await;
         }
         self.registry.flush_async().await?;
+        // After the last commit, so that the released checkpoints hold everything read.
+        self.stop_cluster(cluster_stop, renewals).await;
         self.sources = sources;
         let summary = self.summary();
         tracing::info!(
@@ -295,6 +335,21 @@ impl App {
             "registry flushed; stopped"
         );
         Ok(summary)
+    }
+
+    /// Stops the ownership rounds and releases every held unit with its final checkpoint.
+    async fn stop_cluster(
+        &self,
+        stop: CancellationToken,
+        renewals: Option<tokio::task::JoinHandle<()>>,
+    ) {
+        stop.cancel();
+        if let Some(task) = renewals {
+            let _ = task.await;
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.release_all().await;
+        }
     }
 
     /// Checks the `[enrich]` files for changes every `reload_interval`, on the blocking pool
@@ -909,6 +964,22 @@ impl App {
         };
         (tx, tokio::spawn(stage.run(rx)))
     }
+}
+
+/// Discovers every source's units, runs a first ownership round (so the first poll already
+/// reads what this instance claims) and starts the rounds that follow.
+async fn start_cluster(
+    cluster: &Cluster,
+    sources: &mut [SourceRuntime],
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    for source in sources.iter_mut() {
+        if let Err(e) = source.walker.discover().await {
+            tracing::warn!(source = %source.config.name, error = %e, "resource discovery failed; units are claimed after the next one");
+        }
+    }
+    cluster.start().await;
+    cluster.spawn(stop)
 }
 
 /// The error `flowlogd run` stops with when the delivery stage ended while polling went on.
