@@ -555,7 +555,7 @@ impl Coordinator {
             source = %self.source,
             unit = %unit,
             owner = %self.me(),
-            previous_owner = previous_owner.as_deref().unwrap_or("none"),
+            previous_owner = %previous_owner.as_deref().unwrap_or("none"),
             mirrored_blobs = ownership.blobs.len(),
             raised_entries = raised,
             checkpoint_age_s,
@@ -877,7 +877,12 @@ pub async fn status(config: &Config) -> Result<Vec<StatusLine>, ClusterError> {
         let storage = source.storage();
         let store = coordination_store(&storage, container)?;
         let flow_logs = StorageClient::from_config(&storage, Arc::new(StorageStats::default()))?;
-        for item in store.list_units().await? {
+        let listed = match store.list_units().await {
+            // No instance has started yet.
+            Err(StorageError::NotFound { .. }) => Vec::new(),
+            other => other?,
+        };
+        for item in listed {
             let Some(unit) = Store::unit_of(&item.name) else {
                 continue;
             };
