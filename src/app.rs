@@ -469,6 +469,9 @@ impl App {
             tracing::info!(source = %name, hours = now_hour - from_hour + 1, first_run, "listing a backlog of hour partitions");
         }
         let mut partitions = source.walker.partitions_for_hours(from_hour..=now_hour);
+        // Shared ownership: units claimed unread get the window a first run would list.
+        let (backlog, backlog_units) = source.walker.backlog(since_hour.min(now_hour)..=now_hour);
+        partitions.extend(backlog);
         let active = match self.registry.active_blobs(&name) {
             Ok(a) => a,
             Err(e) => {
@@ -495,6 +498,7 @@ impl App {
         };
         m.last_list_ok_ms
             .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
+        source.walker.backlog_listed(&backlog_units);
 
         let tasks = self.plan(source, &blobs, &partitions, first_run, now).await;
         let reads = tasks.len();

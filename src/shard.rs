@@ -151,6 +151,9 @@ struct UnitSets {
     /// merely because nothing was discovered yet.
     known: Option<BTreeSet<String>>,
     owned: BTreeSet<String>,
+    /// Owned units nobody has read yet (claimed without a checkpoint): the next poll lists
+    /// their whole `since` window, as a first run would, not just the recent hours.
+    backlog: BTreeSet<String>,
 }
 
 impl OwnedUnits {
@@ -179,9 +182,28 @@ impl OwnedUnits {
         self.write().owned.insert(unit.to_owned());
     }
 
+    /// Starts reading `unit`, which nobody has read yet: from its `since` window.
+    pub fn insert_unread(&self, unit: &str) {
+        let mut sets = self.write();
+        sets.owned.insert(unit.to_owned());
+        sets.backlog.insert(unit.to_owned());
+    }
+
     /// Stops reading `unit` at the next poll (its lease was lost or released).
     pub fn remove(&self, unit: &str) -> bool {
-        self.write().owned.remove(unit)
+        let mut sets = self.write();
+        sets.backlog.remove(unit);
+        sets.owned.remove(unit)
+    }
+
+    /// The owned units whose `since` window is still to be listed.
+    pub fn backlog(&self) -> BTreeSet<String> {
+        self.read().backlog.clone()
+    }
+
+    /// Their window was listed: from now on, recent hours as for every other unit.
+    pub fn backlog_listed(&self, units: &BTreeSet<String>) {
+        self.write().backlog.retain(|u| !units.contains(u));
     }
 
     /// The units the walker found at its last discovery (`None` before the first).
@@ -279,6 +301,26 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn an_unread_unit_keeps_its_backlog_until_listed_and_loses_it_with_the_unit() {
+        let owned = OwnedUnits::default();
+        owned.insert("c/a/");
+        owned.insert_unread("c/b/");
+        owned.insert_unread("c/x/");
+        assert!(owned.owns("c/a/") && owned.owns("c/b/"));
+        let pending = owned.backlog();
+        assert_eq!(
+            pending,
+            BTreeSet::from(["c/b/".to_owned(), "c/x/".to_owned()])
+        );
+        // Claimed while the poll listed: stays pending for the next poll.
+        owned.insert_unread("c/y/");
+        owned.backlog_listed(&pending);
+        assert_eq!(owned.backlog(), BTreeSet::from(["c/y/".to_owned()]));
+        owned.remove("c/y/");
+        assert!(owned.backlog().is_empty() && !owned.owns("c/y/"));
     }
 
     #[test]

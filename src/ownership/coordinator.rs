@@ -548,7 +548,13 @@ impl Coordinator {
                 mirrored: ownership.blobs.clone(),
             },
         );
-        self.units.insert(unit);
+        // Nobody mirrored a checkpoint: nobody may have listed its older hours either (claimed
+        // after this instance's first poll, or its owner died before mirroring).
+        if ownership.checkpoint_at_ms == 0 {
+            self.units.insert_unread(unit);
+        } else {
+            self.units.insert(unit);
+        }
         let checkpoint_age_s = (ownership.checkpoint_at_ms > 0)
             .then(|| (now_ms() - ownership.checkpoint_at_ms) / 1000);
         tracing::info!(

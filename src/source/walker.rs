@@ -263,6 +263,35 @@ impl Walker {
         out
     }
 
+    /// Under shared ownership, the partitions of `hours` (the `since` window) of the owned
+    /// units nobody had read before this instance claimed them, and those units, to hand to
+    /// [`Walker::backlog_listed`] once listed. Empty otherwise.
+    pub fn backlog(
+        &self,
+        hours: impl IntoIterator<Item = i64> + Clone,
+    ) -> (BTreeSet<String>, BTreeSet<String>) {
+        let Some(owned) = &self.owned else {
+            return Default::default();
+        };
+        let units = owned.backlog();
+        let mut out = BTreeSet::new();
+        for resource in &self.resources {
+            if units.contains(&self.unit(resource)) && self.owned_now(resource) {
+                for hour in hours.clone() {
+                    out.insert(hour_partition(resource, hour));
+                }
+            }
+        }
+        (out, units)
+    }
+
+    /// The backlog of `units` was listed.
+    pub fn backlog_listed(&self, units: &BTreeSet<String>) {
+        if let Some(owned) = &self.owned {
+            owned.backlog_listed(units);
+        }
+    }
+
     /// Lists the flow-log blobs (`*.json`) of `partitions` with the prefixes of
     /// [`listing_prefixes`]: blobs of other hours that a wider listing returns are left out,
     /// and each blob is returned once.
