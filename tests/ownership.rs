@@ -210,3 +210,63 @@ async fn three_instances_share_the_units_take_over_a_killed_ones_and_index_every
     assert!(after.values().all(Option::is_none), "{after:#?}");
     es.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unit_another_instance_holds_is_neither_read_nor_overwritten_and_the_rest_is_released() {
+    let azurite = Azurite::start().expect("azurite");
+    let es = Es::engine("ownership_respected");
+    let (_, writer) = container(&azurite, VNET_CONTAINER).await;
+    let mut tuples = Vec::new();
+    for i in 0..3 {
+        let mut blob = GrowingBlob::new(GenKind::Vnet, 700 + i, &format!("held-{i}-flowlog"), 4, 5);
+        tuples.push(blob.append(&writer, 4).await.0);
+    }
+    let config = instance_config(&azurite, &es, "node-once");
+    // Discover the unit names the way an operator would, before anyone claimed anything.
+    let first = once(&config).await;
+    assert_eq!(
+        first.documents_indexed,
+        tuples.iter().sum::<u64>(),
+        "{first:?}"
+    );
+    let units: Vec<String> = owners(&config).await.into_keys().collect();
+    assert_eq!(units.len(), 3, "{units:?}");
+
+    // Another instance holds the first unit for an hour: a live claim.
+    let (_, coordination) = container(&azurite, "flowlogd-coordination").await;
+    let held = &units[0];
+    let claim = serde_json::json!({
+        "unit": held,
+        "owner": "someone-else",
+        "expires_at_ms": chrono::Utc::now().timestamp_millis() + 3_600_000,
+        "checkpoint_at_ms": 0,
+        "blobs": {}
+    });
+    coordination
+        .put_blob(
+            &format!("units/{held}ownership.json"),
+            bytes::Bytes::from(claim.to_string()),
+        )
+        .await
+        .expect("write the other instance's claim");
+
+    // A second instance with its own, empty registry: it reads the two free units from their
+    // mirrored checkpoints (nothing new) and leaves the held one alone.
+    let other = instance_config(&azurite, &es, "node-other");
+    let s = once(&other).await;
+    assert_eq!(
+        (s.documents_indexed, s.documents_existing, s.errors),
+        (0, 0, 0),
+        "the free units start from their checkpoints; the held one is not read: {s:?}"
+    );
+    let after = owners(&other).await;
+    assert_eq!(after[held].as_deref(), Some("someone-else"), "{after:#?}");
+    assert!(
+        after
+            .iter()
+            .filter(|(u, _)| *u != held)
+            .all(|(_, o)| o.is_none()),
+        "the others are released at the end of the pass: {after:#?}"
+    );
+    es.cleanup().await;
+}
