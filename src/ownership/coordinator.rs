@@ -254,8 +254,9 @@ impl Store {
 struct Held {
     /// ETag of the last write, for the next `If-Match`.
     etag: String,
-    /// When the claim runs out by this instance's own clock (counted from before the write
-    /// was sent, so never later than what others see): past it, stop reading.
+    /// When to stop reading if the claim could not be renewed: its expiry by this instance's
+    /// own clock (counted from before the write was sent, so never later than what others
+    /// see) less one round, as it is checked once a round.
     deadline: Instant,
     last_write: Instant,
     checkpoint_at: Instant,
@@ -305,6 +306,12 @@ impl Coordinator {
         &self.settings.instance_id
     }
 
+    /// See [`Held::deadline`]; above the next renewal, as `renew_interval` is below half of
+    /// `lease_duration`.
+    fn deadline(&self, sent: Instant) -> Instant {
+        sent + self.settings.lease.saturating_sub(self.settings.round())
+    }
+
     /// One round: presence, expiry of claims not renewed in time, listing, plan, writes.
     async fn round(&mut self) {
         if self
@@ -332,14 +339,25 @@ impl Coordinator {
         let Some(known) = self.units.known() else {
             return;
         };
-        if let Err(e) = self.refresh().await {
-            tracing::warn!(source = %self.source, error = %e, "cannot list or read the ownership blobs; claims are renewed next round");
-            return;
-        }
-        let instances = match self.store.present(self.settings.lease).await {
+        let listed = match self.refresh().await {
+            Ok(()) => self
+                .store
+                .present(self.settings.lease)
+                .await
+                .map_err(ClusterError::from),
+            Err(e) => Err(e),
+        };
+        let instances = match listed {
             Ok(i) => i,
             Err(e) => {
-                tracing::warn!(source = %self.source, error = %e, "cannot list presence blobs; retrying next round");
+                // Renewing needs no listing: keep what is held rather than let it run out.
+                tracing::warn!(source = %self.source, error = %e, "cannot list or read the ownership or presence blobs; renewing the claims held, claiming and releasing next round");
+                let held: Vec<String> = self.held.keys().cloned().collect();
+                let mut checkpoints = self.checkpoints().await.unwrap_or_default();
+                for unit in held {
+                    let checkpoint = checkpoints.remove(&unit);
+                    self.renew(&unit, checkpoint).await;
+                }
                 return;
             }
         };
@@ -525,7 +543,7 @@ impl Coordinator {
                     unit.to_owned(),
                     Held {
                         etag,
-                        deadline: sent + self.settings.lease,
+                        deadline: self.deadline(sent),
                         last_write: sent,
                         checkpoint_at: sent,
                         checkpoint_at_ms: ownership.checkpoint_at_ms,
@@ -541,7 +559,7 @@ impl Coordinator {
             unit.to_owned(),
             Held {
                 etag,
-                deadline: sent + self.settings.lease,
+                deadline: self.deadline(sent),
                 last_write: sent,
                 checkpoint_at: sent,
                 checkpoint_at_ms: ownership.checkpoint_at_ms,
@@ -664,9 +682,10 @@ impl Coordinator {
                         etag: etag.clone(),
                     },
                 );
+                let deadline = self.deadline(sent);
                 if let Some(held) = self.held.get_mut(unit) {
                     held.etag = etag;
-                    held.deadline = sent + self.settings.lease;
+                    held.deadline = deadline;
                     held.last_write = sent;
                     if checkpoint_due {
                         held.checkpoint_at = sent;
