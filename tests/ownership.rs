@@ -268,5 +268,14 @@ async fn a_unit_another_instance_holds_is_neither_read_nor_overwritten_and_the_r
             .all(|(_, o)| o.is_none()),
         "the others are released at the end of the pass: {after:#?}"
     );
+    let check = flowlogd(&other.write(), &["check"], &[]).await;
+    assert!(
+        check.stdout.contains(
+            "ok    cluster: instance node-other, coordination container flowlogd-coordination: 3 unit(s), 1 owned now"
+        ),
+        "{}\n{}",
+        check.stdout,
+        check.stderr
+    );
     es.cleanup().await;
 }
