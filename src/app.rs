@@ -157,6 +157,9 @@ impl App {
                     .collect()
             })));
         }
+        if let Some(cluster) = &cluster {
+            let _ = metrics.cluster.set(cluster.counts());
+        }
         metrics.registry_open.store(true, Ordering::Relaxed);
         metrics
             .registry_entries

@@ -21,6 +21,7 @@ const EVENTUALLY: Duration = Duration::from_secs(90);
 
 fn instance_config(azurite: &Azurite, es: &Es, id: &str) -> TestConfig {
     vnet_config(&es.url, azurite, es)
+        .with_metrics()
         .es("batch_max_docs = 50\nflush_interval = \"100ms\"")
         .daemon("interval = \"1s\"\nshutdown_timeout = \"5s\"")
         .tables(&format!(
@@ -127,6 +128,26 @@ async fn three_instances_share_the_units_take_over_a_killed_ones_and_index_every
         .map(|(u, _)| u.clone())
         .collect();
     assert!(!killed_units.is_empty(), "{spread:#?}");
+    // /metrics agrees: nine units owned between the three, coordination requests counted.
+    let deadline = Instant::now() + EVENTUALLY;
+    loop {
+        let mut owned = 0;
+        let mut requests = 0;
+        for d in &mut daemons {
+            owned += d.metrics_sum(&["flowlogd_units_owned"]).await;
+            requests += d
+                .metrics_sum(&["flowlogd_coordination_requests_total"])
+                .await;
+        }
+        if owned == RESOURCES && requests > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "flowlogd_units_owned adds up to {owned}, {requests} coordination requests"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // SIGKILL node-1: no release, its claims simply stop being renewed.
     daemons[1].kill();

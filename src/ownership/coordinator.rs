@@ -9,6 +9,7 @@
 //! (presence, rewritten every `renew_interval`; fresh while younger than `lease_duration`).
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use azure_core::http::{Etag, StatusCode};
@@ -72,6 +73,8 @@ struct Store {
     client: StorageClient,
     /// The flow-log container the units belong to.
     container: String,
+    /// Reads, writes and deletes (listings count in the client's stats).
+    requests: Arc<AtomicU64>,
 }
 
 /// Precondition of a write.
@@ -100,7 +103,18 @@ impl Store {
         format!("instances/{}/", self.container)
     }
 
+    fn count(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Every request made so far.
+    fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+            + self.client.stats().list_requests.load(Ordering::Relaxed)
+    }
+
     async fn ensure_container(&self) -> Result<(), StorageError> {
+        self.count();
         match self.client.container_client().create(None).await {
             Ok(_) => {
                 tracing::info!(
@@ -127,6 +141,7 @@ impl Store {
     /// The whole blob and its ETag (as the service sent it, for `If-Match`); `None` if absent.
     async fn read(&self, blob: &str) -> Result<Option<(Bytes, String)>, StorageError> {
         let target = || format!("blob {blob:?}");
+        self.count();
         let response = match self
             .client
             .container_client()
@@ -190,6 +205,7 @@ impl Store {
             Condition::Absent => options.if_none_match = Some(Etag::from("*")),
             Condition::Unchanged(etag) => options.if_match = Some(Etag::from(etag.to_owned())),
         }
+        self.count();
         match self
             .client
             .container_client()
@@ -212,6 +228,7 @@ impl Store {
 
     async fn put_presence(&self, instance: &str) -> Result<(), StorageError> {
         let blob = format!("{}{instance}", self.presence_prefix());
+        self.count();
         self.client
             .container_client()
             .blob_client(&blob)
@@ -223,6 +240,7 @@ impl Store {
 
     async fn delete_presence(&self, instance: &str) {
         let blob = format!("{}{instance}", self.presence_prefix());
+        self.count();
         if let Err(e) = self
             .client
             .container_client()
@@ -286,6 +304,14 @@ struct Coordinator {
     held: BTreeMap<String, Held>,
     cache: BTreeMap<String, Cached>,
     last_presence: Option<Instant>,
+    counts: Arc<Counts>,
+}
+
+/// Claims won and lost, for `/metrics`.
+#[derive(Debug, Default)]
+struct Counts {
+    claims: AtomicU64,
+    losses: AtomicU64,
 }
 
 fn now_ms() -> i64 {
@@ -332,6 +358,7 @@ impl Coordinator {
             .map(|(u, _)| u.clone())
             .collect();
         for unit in ran_out {
+            self.counts.losses.fetch_add(1, Ordering::Relaxed);
             self.held.remove(&unit);
             self.units.remove(&unit);
             tracing::warn!(source = %self.source, unit = %unit, owner = %self.me(), "claim ran out before it could be renewed; stopped reading the unit (another instance may claim it; this one tries to claim it again when it is free)");
@@ -573,6 +600,7 @@ impl Coordinator {
         } else {
             self.units.insert(unit);
         }
+        self.counts.claims.fetch_add(1, Ordering::Relaxed);
         let checkpoint_age_s = (ownership.checkpoint_at_ms > 0)
             .then(|| (now_ms() - ownership.checkpoint_at_ms) / 1000);
         tracing::info!(
@@ -695,6 +723,7 @@ impl Coordinator {
                 }
             }
             Ok(None) => {
+                self.counts.losses.fetch_add(1, Ordering::Relaxed);
                 self.held.remove(unit);
                 self.units.remove(unit);
                 self.cache.remove(unit);
@@ -777,6 +806,17 @@ impl Coordinator {
 pub struct Cluster {
     coordinators: Vec<Arc<tokio::sync::Mutex<Coordinator>>>,
     settings: ClusterSettings,
+    /// What `/metrics` reads, per source, without waiting for a round's lock.
+    observed: Vec<Observed>,
+}
+
+/// The parts of a coordinator `/metrics` reads.
+#[derive(Clone)]
+struct Observed {
+    source: String,
+    store: Store,
+    units: OwnedUnits,
+    counts: Arc<Counts>,
 }
 
 impl Cluster {
@@ -788,8 +828,16 @@ impl Cluster {
         registry: &Registry,
     ) -> Result<Cluster, StorageError> {
         let mut coordinators = Vec::new();
+        let mut observed = Vec::new();
         for (source, storage, units) in sources {
             let store = coordination_store(&storage, &settings.coordination_container)?;
+            let counts = Arc::new(Counts::default());
+            observed.push(Observed {
+                source: source.clone(),
+                store: store.clone(),
+                units: units.clone(),
+                counts: counts.clone(),
+            });
             coordinators.push(Arc::new(tokio::sync::Mutex::new(Coordinator {
                 source,
                 store,
@@ -800,11 +848,13 @@ impl Cluster {
                 held: BTreeMap::new(),
                 cache: BTreeMap::new(),
                 last_presence: None,
+                counts,
             })));
         }
         Ok(Cluster {
             coordinators,
             settings,
+            observed,
         })
     }
 
@@ -858,6 +908,23 @@ impl Cluster {
         }
     }
 
+    /// What `/metrics` shows of shared ownership, readable at any time.
+    pub fn counts(&self) -> crate::metrics::ClusterCounts {
+        let observed = self.observed.clone();
+        crate::metrics::ClusterCounts(Box::new(move || {
+            observed
+                .iter()
+                .map(|o| crate::metrics::ClusterSample {
+                    source: o.source.clone(),
+                    units_owned: o.units.owned().len() as u64,
+                    claims: o.counts.claims.load(Ordering::Relaxed),
+                    losses: o.counts.losses.load(Ordering::Relaxed),
+                    requests: o.store.requests(),
+                })
+                .collect()
+        }))
+    }
+
     /// Releases every held unit with its latest checkpoint.
     pub async fn release_all(&self) {
         for c in &self.coordinators {
@@ -873,6 +940,7 @@ fn coordination_store(storage: &StorageConfig, container: &str) -> Result<Store,
     Ok(Store {
         client: StorageClient::from_config(&coordination, Arc::new(StorageStats::default()))?,
         container: storage.container.clone(),
+        requests: Arc::default(),
     })
 }
 
