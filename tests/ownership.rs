@@ -306,3 +306,78 @@ async fn a_unit_another_instance_holds_is_neither_read_nor_overwritten_and_the_r
     );
     es.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_sigkills_and_restarts_of_three_instances_lose_and_duplicate_no_tuple() {
+    const KILLS: usize = 5;
+    let azurite = Azurite::start().expect("azurite");
+    let es = Es::engine("ownership_random_kills");
+    let (_, writer) = container(&azurite, VNET_CONTAINER).await;
+    let mut blobs: Vec<GrowingBlob> = (0..6)
+        .map(|i| GrowingBlob::new(GenKind::Vnet, 900 + i, &format!("chaos-{i}-flowlog"), 80, 5))
+        .collect();
+    let mut written = 0;
+    for blob in &mut blobs {
+        written += blob.append(&writer, 2).await.0;
+    }
+    let ids = ["node-a", "node-b", "node-c"];
+    let configs: Vec<TestConfig> = ids
+        .iter()
+        .map(|id| instance_config(&azurite, &es, id))
+        .collect();
+    let mut daemons: Vec<Daemon> = configs.iter().map(|c| Daemon::spawn(c, &[])).collect();
+    let mut rng = common::rng::Rng::new(0x5EED_0F12);
+    for round in 0..KILLS {
+        // Network Watcher keeps appending; one instance dies at a random moment and comes back
+        // after a random pause, sometimes before its claims ran out, sometimes after.
+        let kill_at = Instant::now() + Duration::from_millis(rng.range(500, 2500));
+        while Instant::now() < kill_at {
+            let i = rng.range(0, blobs.len() as u64 - 1) as usize;
+            written += blobs[i].append(&writer, 1).await.0;
+            tokio::time::sleep(Duration::from_millis(rng.range(50, 200))).await;
+        }
+        let victim = rng.range(0, 2) as usize;
+        for d in &mut daemons {
+            assert!(
+                d.running(),
+                "round {round}: an instance died by itself:\n{}",
+                d.log()
+            );
+        }
+        daemons[victim].kill();
+        let back_at = Instant::now() + Duration::from_millis(rng.range(200, 4500));
+        while Instant::now() < back_at {
+            let i = rng.range(0, blobs.len() as u64 - 1) as usize;
+            written += blobs[i].append(&writer, 1).await.0;
+            tokio::time::sleep(Duration::from_millis(rng.range(50, 200))).await;
+        }
+        daemons[victim] = Daemon::spawn(&configs[victim], &[]);
+        eprintln!("round {round}: killed and restarted {}", ids[victim]);
+    }
+    let deadline = Instant::now() + EVENTUALLY;
+    loop {
+        let indexed = es.count(&es.all()).await;
+        if indexed >= written {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{indexed} of {written} tuples indexed after {EVENTUALLY:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for d in &daemons {
+        d.terminate();
+    }
+    for d in &mut daemons {
+        let status = d.wait(Duration::from_secs(30)).await;
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "{status:?}\n{}",
+            d.log()
+        );
+    }
+    es.assert_exactly_once(&es.all(), written, "three instances, random SIGKILLs")
+        .await;
+    es.cleanup().await;
+}
