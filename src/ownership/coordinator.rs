@@ -494,25 +494,10 @@ impl Coordinator {
                 if !held.contains(&unit) {
                     continue;
                 }
-                // A new owner needs what it would list anyway (the current and previous hour)
-                // and what is still unfinished: older finished blobs are never listed again.
-                let wanted = match entry.state {
-                    BlobState::Active => true,
-                    BlobState::Finished => blob_hour(&blob).is_some_and(|h| h >= now_hour - 2),
-                    BlobState::Gone | BlobState::Rewritten => false,
-                };
-                if wanted {
-                    out.entry(unit).or_default().insert(
-                        blob[resource.len()..].to_owned(),
-                        MirroredBlob {
-                            offset: entry.offset,
-                            length: entry.length_seen,
-                            etag: entry.etag,
-                            last_modified: entry.last_modified,
-                            head_len: entry.head_len,
-                            finished: entry.state == BlobState::Finished,
-                        },
-                    );
+                if let Some(m) = mirrored(&blob, &entry, now_hour) {
+                    out.entry(unit)
+                        .or_default()
+                        .insert(blob[resource.len()..].to_owned(), m);
                 }
             }
             Ok(out)
@@ -636,29 +621,21 @@ impl Coordinator {
             .collect();
         tokio::task::spawn_blocking(move || {
             let now = now_ms();
-            let mut raised = 0;
+            let mut count = 0;
             for (blob, m) in entries {
                 let mut higher = false;
                 registry
                     .update(&source, &blob, |current| {
-                        higher = current
-                            .is_none_or(|c| c.offset < m.offset && c.state != BlobState::Rewritten);
-                        higher.then(|| {
-                            let mut entry =
-                                BlobEntry::new(m.offset, m.length, &m.etag, m.last_modified, now);
-                            entry.head_len = m.head_len;
-                            if m.finished {
-                                entry.state = BlobState::Finished;
-                            }
-                            entry
-                        })
+                        let entry = raised(current, &m, now);
+                        higher = entry.is_some();
+                        entry
                     })
                     .map_err(|e| ClusterError::Registry(e.to_string()))?;
                 if higher {
-                    raised += 1;
+                    count += 1;
                 }
             }
-            Ok(raised)
+            Ok(count)
         })
         .await
         .map_err(|e| ClusterError::Registry(e.to_string()))?
@@ -799,6 +776,39 @@ impl Coordinator {
         }
         self.store.delete_presence(&self.settings.instance_id).await;
     }
+}
+
+/// What a new owner needs of a registry entry: what it would list anyway (the current and
+/// previous hour) and what is still unfinished; older finished blobs are never listed again.
+fn mirrored(blob: &str, entry: &BlobEntry, now_hour: i64) -> Option<MirroredBlob> {
+    let wanted = match entry.state {
+        BlobState::Active => true,
+        BlobState::Finished => blob_hour(blob).is_some_and(|h| h >= now_hour - 2),
+        BlobState::Gone | BlobState::Rewritten => false,
+    };
+    wanted.then(|| MirroredBlob {
+        offset: entry.offset,
+        length: entry.length_seen,
+        etag: entry.etag.clone(),
+        last_modified: entry.last_modified,
+        head_len: entry.head_len,
+        finished: entry.state == BlobState::Finished,
+    })
+}
+
+/// The entry a claiming instance stores for a mirrored blob: the mirrored progress when it is
+/// further than what this registry has, else `None` (no change). Never lowers an offset, and
+/// leaves a rewritten blob's entry alone (its old documents are being replaced).
+fn raised(current: Option<&BlobEntry>, m: &MirroredBlob, now: i64) -> Option<BlobEntry> {
+    let higher = current.is_none_or(|c| c.offset < m.offset && c.state != BlobState::Rewritten);
+    higher.then(|| {
+        let mut entry = BlobEntry::new(m.offset, m.length, &m.etag, m.last_modified, now);
+        entry.head_len = m.head_len;
+        if m.finished {
+            entry.state = BlobState::Finished;
+        }
+        entry
+    })
 }
 
 /// Shared ownership for every source of an instance: one coordinator per source, run as one
@@ -1028,5 +1038,79 @@ mod tests {
         );
         assert_eq!(Store::unit_of(&blob), Some(unit));
         assert_eq!(Store::unit_of("instances/x/vm-1"), None);
+    }
+
+    fn entry(offset: u64, state: BlobState) -> BlobEntry {
+        let mut e = BlobEntry::new(offset, offset + 10, "0x1", 5, 6);
+        e.state = state;
+        e
+    }
+
+    fn mirror(offset: u64) -> MirroredBlob {
+        MirroredBlob {
+            offset,
+            length: offset + 20,
+            etag: "0x2".into(),
+            last_modified: 7,
+            head_len: Some(12),
+            finished: false,
+        }
+    }
+
+    #[test]
+    fn a_mirrored_checkpoint_raises_or_creates_entries_and_never_lowers_one() {
+        let created = raised(None, &mirror(100), 9).expect("created");
+        assert_eq!(
+            (
+                created.offset,
+                created.length_seen,
+                created.etag.as_str(),
+                created.head_len
+            ),
+            (100, 120, "0x2", Some(12))
+        );
+        assert_eq!(created.state, BlobState::Active);
+        let up = raised(Some(&entry(50, BlobState::Active)), &mirror(100), 9).expect("raised");
+        assert_eq!(up.offset, 100);
+        assert_eq!(
+            raised(Some(&entry(100, BlobState::Active)), &mirror(100), 9),
+            None
+        );
+        assert_eq!(
+            raised(Some(&entry(150, BlobState::Active)), &mirror(100), 9),
+            None
+        );
+        assert_eq!(
+            raised(Some(&entry(0, BlobState::Rewritten)), &mirror(100), 9),
+            None,
+            "a rewritten blob is being replaced from 0: the old content's offset must not return"
+        );
+        let finished = MirroredBlob {
+            finished: true,
+            ..mirror(100)
+        };
+        assert_eq!(
+            raised(None, &finished, 9).map(|e| e.state),
+            Some(BlobState::Finished)
+        );
+    }
+
+    #[test]
+    fn the_checkpoint_holds_unfinished_blobs_and_recent_finished_ones_only() {
+        // 2026-12-01T10:00Z; blobs named by their own hour.
+        let now_hour = 1_796_119_200 / 3600;
+        let name = |hours_ago: i64| {
+            let t = chrono::DateTime::from_timestamp((now_hour - hours_ago) * 3600, 0)
+                .unwrap_or_default();
+            format!(
+                "flowLogResourceID=/S/FL/{}/macAddress=00/PT1H.json",
+                t.format("y=%Y/m=%m/d=%d/h=%H/m=00")
+            )
+        };
+        assert!(mirrored(&name(30), &entry(5, BlobState::Active), now_hour).is_some());
+        assert!(mirrored(&name(1), &entry(5, BlobState::Finished), now_hour).is_some());
+        assert!(mirrored(&name(30), &entry(5, BlobState::Finished), now_hour).is_none());
+        assert!(mirrored(&name(0), &entry(5, BlobState::Gone), now_hour).is_none());
+        assert!(mirrored(&name(0), &entry(5, BlobState::Rewritten), now_hour).is_none());
     }
 }
