@@ -16,6 +16,7 @@ use crate::config::{Config, SourceConfig, StartPolicy};
 use crate::delivery::{BlobHolds, DeliveryStage, HeldChunk, HoldingSender, Pool};
 use crate::enrich::{Enricher, Filter};
 use crate::metrics::{FilterCounts, Metrics};
+use crate::ownership::{Cluster, ClusterSettings};
 use crate::pipeline::DecodeProblem;
 use crate::poller::{self, Action, Prepare};
 use crate::registry::{BlobEntry, BlobState, Registry, SourceState};
@@ -89,6 +90,8 @@ pub struct App {
     enricher: Arc<Enricher>,
     /// `[[filter]]` rules and their drop counters, shared by every encoder.
     filter: Arc<Filter>,
+    /// Shared ownership (`[cluster] coordination_container`), when on.
+    cluster: Option<Cluster>,
 }
 
 impl App {
@@ -124,6 +127,8 @@ impl App {
             }
             None => None,
         };
+        let coordination = ClusterSettings::from_config(&config.cluster);
+        let mut owned_units = Vec::new();
         let mut sources = Vec::new();
         let mut stats = Vec::new();
         for (index, source) in config.sources.iter().enumerate() {
@@ -137,6 +142,14 @@ impl App {
                 source.discovery_interval,
             )
             .with_shard(shard);
+            let walker = match &coordination {
+                Some(_) => {
+                    let units = crate::shard::OwnedUnits::default();
+                    owned_units.push((source.name.clone(), source.storage(), units.clone()));
+                    walker.with_owned_units(Some(units))
+                }
+                None => walker,
+            };
             let events = match &source.events {
                 Some(events) => Some(
                     EventQueue::new(
@@ -162,6 +175,13 @@ impl App {
                 listed_at: None,
             });
         }
+        let cluster = match coordination {
+            Some(settings) => Some(
+                Cluster::new(settings, owned_units, &registry)
+                    .map_err(|e| anyhow::anyhow!("[cluster]: {e}"))?,
+            ),
+            None => None,
+        };
         let metrics = Arc::new(Metrics::new(stats));
         if !filter.is_empty() {
             let counted = Arc::clone(&filter);
@@ -172,6 +192,9 @@ impl App {
                     .map(|(rule, n)| (rule.to_owned(), n))
                     .collect()
             })));
+        }
+        if let Some(cluster) = &cluster {
+            let _ = metrics.cluster.set(cluster.counts());
         }
         metrics.registry_open.store(true, Ordering::Relaxed);
         metrics
@@ -199,6 +222,7 @@ impl App {
             errors: Arc::default(),
             enricher,
             filter,
+            cluster,
         })
     }
 
@@ -250,6 +274,16 @@ impl App {
         let cancel = CancellationToken::new();
         let (tx, delivery) = self.start_delivery(cancel.clone());
         let mut sources = std::mem::take(&mut self.sources);
+        // Once claims every free unit (not a fair share), reads, mirrors and releases them all.
+        let cluster_stop = CancellationToken::new();
+        let _stop_cluster = cluster_stop.clone().drop_guard();
+        let renewals = match &self.cluster {
+            Some(cluster) => {
+                cluster.claim_all_free().await;
+                Some(start_cluster(cluster, &mut sources, cluster_stop.clone()).await)
+            }
+            None => None,
+        };
         for source in &mut sources {
             self.poll_source(source, &tx).await;
         }
@@ -258,6 +292,7 @@ impl App {
             .await
             .map_err(|e| anyhow::anyhow!("delivery task failed: {e}"))?;
         self.registry.flush_async().await?;
+        self.stop_cluster(cluster_stop, renewals).await;
         self.sources = sources;
         Ok(self.summary())
     }
@@ -275,6 +310,12 @@ impl App {
         let _stop_reloading = self.start_enrichment_reload().drop_guard();
         let interval = self.config.daemon.interval;
         let mut sources = std::mem::take(&mut self.sources);
+        let cluster_stop = CancellationToken::new();
+        let _stop_cluster = cluster_stop.clone().drop_guard();
+        let renewals = match &self.cluster {
+            Some(cluster) => Some(start_cluster(cluster, &mut sources, cluster_stop.clone()).await),
+            None => None,
+        };
         let mut ready_sent = false;
         let mut next = tokio::time::Instant::now();
         let mut delivery = delivery;
@@ -358,6 +399,8 @@ impl App {
             let _ = delivery.await;
         }
         self.registry.flush_async().await?;
+        // After the last commit, so that the released checkpoints hold everything read.
+        self.stop_cluster(cluster_stop, renewals).await;
         self.sources = sources;
         let summary = self.summary();
         tracing::info!(
@@ -365,6 +408,21 @@ impl App {
             "registry flushed; stopped"
         );
         Ok(summary)
+    }
+
+    /// Stops the ownership rounds and releases every held unit with its final checkpoint.
+    async fn stop_cluster(
+        &self,
+        stop: CancellationToken,
+        renewals: Option<tokio::task::JoinHandle<()>>,
+    ) {
+        stop.cancel();
+        if let Some(task) = renewals {
+            let _ = task.await;
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.release_all().await;
+        }
     }
 
     /// Checks the `[enrich]` files for changes every `reload_interval`, on the blocking pool
@@ -484,6 +542,9 @@ impl App {
             tracing::info!(source = %name, hours = now_hour - from_hour + 1, first_run, "listing a backlog of hour partitions");
         }
         let mut partitions = source.walker.partitions_for_hours(from_hour..=now_hour);
+        // Shared ownership: units claimed unread get the window a first run would list.
+        let (backlog, backlog_units) = source.walker.backlog(since_hour.min(now_hour)..=now_hour);
+        partitions.extend(backlog);
         let active = match self.registry.active_blobs(&name) {
             Ok(a) => a,
             Err(e) => {
@@ -510,6 +571,7 @@ impl App {
         };
         m.last_list_ok_ms
             .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
+        source.walker.backlog_listed(&backlog_units);
 
         let tasks = self.plan(source, &blobs, &partitions, first_run, now).await;
         let reads = tasks.len();
@@ -981,6 +1043,22 @@ impl App {
     }
 }
 
+/// Discovers every source's units, runs a first ownership round (so the first poll already
+/// reads what this instance claims) and starts the rounds that follow.
+async fn start_cluster(
+    cluster: &Cluster,
+    sources: &mut [SourceRuntime],
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    for source in sources.iter_mut() {
+        if let Err(e) = source.walker.discover().await {
+            tracing::warn!(source = %source.config.name, error = %e, "resource discovery failed; units are claimed after the next one");
+        }
+    }
+    cluster.start().await;
+    cluster.spawn(stop)
+}
+
 /// The error `flowlogd run` stops with when the delivery stage ended while polling went on.
 fn delivery_stopped(outcome: Result<(), tokio::task::JoinError>) -> anyhow::Error {
     match outcome {
@@ -1125,8 +1203,12 @@ impl App {
                 .filter(|c| source.walker.accepts(&c.blob))
                 .collect();
             if created.is_empty() {
-                if named > 0 && self.config.cluster.shard.is_some() {
-                    // Another shard reads these blobs: let it have the message now.
+                let shared = self.config.cluster.shard.is_some()
+                    || self.config.cluster.coordination_container.is_some();
+                if named > 0 && shared {
+                    // Another instance reads these blobs (its shard, or units it owns): let it
+                    // have the message now. Without sharing, the resource filter or prefix
+                    // excludes them for good.
                     if let Err(e) = queue.release(&message).await {
                         tracing::warn!(source = %name, error = %e, "cannot release an event message of another shard; it reappears after visibility_timeout");
                     }

@@ -61,7 +61,7 @@ pub struct Config {
 }
 
 /// `[cluster]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     /// Static sharding: `"INDEX/COUNT"` (counted from 0, e.g. `"2/5"`) makes this instance read
@@ -72,6 +72,117 @@ pub struct ClusterConfig {
     /// none (this instance reads everything).
     #[serde(default, deserialize_with = "de_shard")]
     pub shard: Option<crate::shard::ShardSpec>,
+    /// Shared ownership with failover: the container, in each source's storage account (same
+    /// credentials, created when missing), holding one ownership blob per flow-log resource.
+    /// Instances claim, renew and release those blobs with conditional writes, share the
+    /// resources fairly and take over those of a dead instance within `lease_duration`.
+    /// Refused together with `shard`. Default: none (this instance reads everything).
+    #[serde(default)]
+    pub coordination_container: Option<String>,
+    /// This instance's name in ownership blobs (letters, digits, `-`, `_`, `.`); must differ
+    /// between instances. Default: the host name.
+    #[serde(default)]
+    pub instance_id: Option<String>,
+    /// How long a claim holds without renewal: a dead instance's resources are taken over
+    /// after at most this long. Default: `"60s"`.
+    #[serde(default = "default_lease_duration", deserialize_with = "de_duration")]
+    pub lease_duration: Duration,
+    /// How often ownership blobs are listed, leases renewed and free resources claimed; must
+    /// be below half of `lease_duration`. Default: `"10s"`.
+    #[serde(default = "default_renew_interval", deserialize_with = "de_duration")]
+    pub renew_interval: Duration,
+    /// Committed offsets are mirrored into the ownership blobs at most this often (a new
+    /// owner starts from them; document ids make the bytes re-read since harmless).
+    /// Default: `"5s"`.
+    #[serde(
+        default = "default_checkpoint_interval",
+        deserialize_with = "de_duration"
+    )]
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            shard: None,
+            coordination_container: None,
+            instance_id: None,
+            lease_duration: default_lease_duration(),
+            renew_interval: default_renew_interval(),
+            checkpoint_interval: default_checkpoint_interval(),
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// The instance id: the configured one, else the host name.
+    pub fn instance_id(&self) -> String {
+        self.instance_id
+            .clone()
+            .unwrap_or_else(crate::shard::host_name)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let Some(container) = &self.coordination_container else {
+            return Ok(());
+        };
+        if self.shard.is_some() {
+            return Err(ConfigError::key(
+                "cluster.coordination_container",
+                "cannot be used together with `shard`: choose static sharding or shared ownership",
+            ));
+        }
+        // Azure's container naming rules: 3-63 lower-case letters, digits and single dashes.
+        let valid = (3..=63).contains(&container.len())
+            && container
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !container.starts_with('-')
+            && !container.ends_with('-')
+            && !container.contains("--");
+        if !valid {
+            return Err(ConfigError::key(
+                "cluster.coordination_container",
+                format!(
+                    "{container:?} is not a valid container name (3 to 63 lower-case letters, digits and single dashes)"
+                ),
+            ));
+        }
+        let id = self.instance_id();
+        if id.is_empty()
+            || id.len() > 200
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(ConfigError::key(
+                "cluster.instance_id",
+                format!(
+                    "{id:?} must be non-empty and use only letters, digits, `-`, `_`, `.` (set it when the host name does not)"
+                ),
+            ));
+        }
+        if self.lease_duration.is_zero()
+            || self.renew_interval.is_zero()
+            || self.checkpoint_interval.is_zero()
+        {
+            return Err(ConfigError::key(
+                "cluster.lease_duration",
+                "lease_duration, renew_interval and checkpoint_interval must be above zero",
+            ));
+        }
+        // Two renewals per lease: one failed renewal (a storage hiccup) does not lose it.
+        if self.renew_interval * 2 >= self.lease_duration {
+            return Err(ConfigError::key(
+                "cluster.renew_interval",
+                format!(
+                    "{:?} must be below half of lease_duration ({:?}), so that one failed renewal does not lose the lease",
+                    self.renew_interval, self.lease_duration
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn de_shard<'de, D: Deserializer<'de>>(d: D) -> Result<Option<crate::shard::ShardSpec>, D::Error> {
@@ -437,6 +548,9 @@ default_fns! {
     default_index: String = "flowlogs-%{+xxxx.ww}".to_owned();
     default_since: Since = Since::Ago(Duration::from_secs(24 * 3600));
     default_discovery_interval: Duration = Duration::from_secs(15 * 60);
+    default_lease_duration: Duration = Duration::from_secs(60);
+    default_renew_interval: Duration = Duration::from_secs(10);
+    default_checkpoint_interval: Duration = Duration::from_secs(5);
     default_finish_after: Duration = Duration::from_secs(90 * 60);
     default_forget_gone_after: Duration = Duration::from_secs(7 * 24 * 3600);
     default_max_record_bytes: usize = crate::flowlog::envelope::DEFAULT_MAX_RECORD_LEN;
@@ -870,6 +984,7 @@ impl Config {
             ));
         }
         enrich::validate(&self.enrich, &self.networks, &self.filters)?;
+        self.cluster.validate()?;
         Ok(())
     }
 
@@ -1305,6 +1420,48 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.sources[0].since.resolve(10_800), 0);
+    }
+
+    #[test]
+    fn shared_ownership_has_defaults_and_refuses_shard_bad_names_and_slow_renewals() {
+        let c = Config::from_toml_str(&format!(
+            "{MINIMAL}\n[cluster]\ncoordination_container = \"flowlogd-coordination\"\ninstance_id = \"vm-1\""
+        ))
+        .unwrap();
+        assert_eq!(
+            (
+                c.cluster.lease_duration,
+                c.cluster.renew_interval,
+                c.cluster.checkpoint_interval
+            ),
+            (
+                Duration::from_secs(60),
+                Duration::from_secs(10),
+                Duration::from_secs(5)
+            )
+        );
+        assert_eq!(c.cluster.instance_id(), "vm-1");
+        for (lines, key) in [
+            (
+                "coordination_container = \"c-1\"\nshard = \"0/2\"",
+                "cluster.coordination_container",
+            ),
+            (
+                "coordination_container = \"Bad_Name\"",
+                "cluster.coordination_container",
+            ),
+            (
+                "coordination_container = \"c-1\"\ninstance_id = \"a/b\"",
+                "cluster.instance_id",
+            ),
+            (
+                "coordination_container = \"c-1\"\nlease_duration = \"10s\"\nrenew_interval = \"5s\"",
+                "cluster.renew_interval",
+            ),
+        ] {
+            let e = Config::from_toml_str(&format!("{MINIMAL}\n[cluster]\n{lines}")).unwrap_err();
+            assert!(e.to_string().contains(key), "{lines}: {e}");
+        }
     }
 
     #[test]

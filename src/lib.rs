@@ -15,6 +15,8 @@
 //! - [`sink`]: document layouts, index names, bulk indexing.
 //! - [`source`]: Azure Storage access: credentials, listing, ranged reads.
 //! - [`registry`]: per-blob read offsets in sled.
+//! - [`ownership`]: shared ownership of units between instances, through blobs with
+//!   conditional writes (`[cluster] coordination_container`).
 //! - [`secret`]: a string that never shows itself in logs or errors.
 //! - [`generator`]: deterministic generator of realistic flow logs.
 //! - [`pipeline`]: blob bytes → records → tuples → bulk items (pure).
@@ -28,6 +30,7 @@ pub mod flowlog;
 pub mod generator;
 pub mod http;
 pub mod metrics;
+pub mod ownership;
 pub mod pipeline;
 pub mod poller;
 pub mod registry;

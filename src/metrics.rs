@@ -96,6 +96,8 @@ pub struct Metrics {
     /// Tuples dropped by `[[filter]]` rules so far, per rule name, read when `/metrics` is
     /// rendered (the counters live with the rules; this module only shows them).
     pub tuples_filtered: std::sync::OnceLock<FilterCounts>,
+    /// Shared ownership figures per source, when `[cluster] coordination_container` is set.
+    pub cluster: std::sync::OnceLock<ClusterCounts>,
 }
 
 /// Reads the per-rule drop counters: `(rule name, tuples dropped)`.
@@ -104,6 +106,29 @@ pub struct FilterCounts(pub Box<dyn Fn() -> Vec<(String, u64)> + Send + Sync>);
 impl std::fmt::Debug for FilterCounts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("FilterCounts")
+    }
+}
+
+/// Shared ownership at one moment, per source.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterSample {
+    pub source: String,
+    /// Units whose claim this instance holds.
+    pub units_owned: u64,
+    /// Claims won since start.
+    pub claims: u64,
+    /// Claims lost to another instance or run out unrenewed since start.
+    pub losses: u64,
+    /// Requests to the coordination container (listings, reads, writes, deletes).
+    pub requests: u64,
+}
+
+/// Reads the shared ownership figures at each scrape.
+pub struct ClusterCounts(pub Box<dyn Fn() -> Vec<ClusterSample> + Send + Sync>);
+
+impl std::fmt::Debug for ClusterCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClusterCounts")
     }
 }
 
@@ -130,6 +155,7 @@ impl Metrics {
             polling: std::sync::atomic::AtomicBool::new(false),
             chunks_moved: AtomicU64::new(0),
             tuples_filtered: std::sync::OnceLock::new(),
+            cluster: std::sync::OnceLock::new(),
         }
     }
 
@@ -394,6 +420,45 @@ impl Collector for Exposition {
                 ConstCounter::new(dropped).encode(family.encode_family(&[("rule", rule)])?)?;
             }
         }
+        if let Some(counts) = m.cluster.get() {
+            let samples = (counts.0)();
+            let mut owned = encoder.encode_descriptor(
+                "flowlogd_units_owned",
+                "Units (flow-log resources) whose claim this instance holds, per source.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for s in &samples {
+                ConstGauge::new(s.units_owned as i64)
+                    .encode(owned.encode_family(&[("source", s.source.clone())])?)?;
+            }
+            type Field = fn(&ClusterSample) -> u64;
+            let counters: [(&str, &str, Field); 3] = [
+                (
+                    "flowlogd_units_claimed",
+                    "Claims won (free, released or expired units), per source.",
+                    |s| s.claims,
+                ),
+                (
+                    "flowlogd_units_lost",
+                    "Claims lost to another instance or run out unrenewed, per source.",
+                    |s| s.losses,
+                ),
+                (
+                    "flowlogd_coordination_requests",
+                    "Requests to the coordination container, per source.",
+                    |s| s.requests,
+                ),
+            ];
+            for (name, help, value) in counters {
+                let mut family =
+                    encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+                for s in &samples {
+                    ConstCounter::new(value(s))
+                        .encode(family.encode_family(&[("source", s.source.clone())])?)?;
+                }
+            }
+        }
         ConstGauge::new(load(&m.registry_entries) as i64).encode(encoder.encode_descriptor(
             "flowlogd_registry_entries",
             "Blobs tracked in the registry.",
@@ -436,6 +501,33 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn shared_ownership_figures_are_per_source_and_absent_when_it_is_off() {
+        let m = Arc::new(Metrics::new([(
+            "vnet".to_string(),
+            Arc::new(StorageStats::default()),
+        )]));
+        assert!(!m.render(0).contains("flowlogd_units_owned"));
+        let _ = m.cluster.set(ClusterCounts(Box::new(|| {
+            vec![ClusterSample {
+                source: "vnet".into(),
+                units_owned: 3,
+                claims: 5,
+                losses: 1,
+                requests: 40,
+            }]
+        })));
+        let text = m.render(0);
+        for line in [
+            "flowlogd_units_owned{source=\"vnet\"} 3\n",
+            "flowlogd_units_claimed_total{source=\"vnet\"} 5\n",
+            "flowlogd_units_lost_total{source=\"vnet\"} 1\n",
+            "flowlogd_coordination_requests_total{source=\"vnet\"} 40\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 
     #[test]

@@ -6,8 +6,13 @@
 //! hashing rather than `hash % N`: when N changes, only the units of the added or removed
 //! shard move (about 1/N of them), so a resized StatefulSet re-reads little. A shared leaf:
 //! it imports nothing from the rest of the crate.
+//!
+//! Shared ownership (`[cluster] coordination_container`, [`crate::ownership`]) decides owners
+//! at run time instead; [`OwnedUnits`] is where its decisions meet the walker.
+use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::{Arc, RwLock};
 
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
@@ -133,6 +138,85 @@ pub fn owner(unit: &str, count: u32) -> u32 {
         .unwrap_or(0)
 }
 
+/// The units of one source this instance may read now, under shared ownership: written by the
+/// coordinator as it claims, loses and releases leases, read by the walker at every poll.
+/// Also carries the other way the units the walker discovered, which the coordinator shares
+/// out. Cheap to clone: clones share one set.
+#[derive(Debug, Clone, Default)]
+pub struct OwnedUnits(Arc<RwLock<UnitSets>>);
+
+#[derive(Debug, Default)]
+struct UnitSets {
+    /// `None` until the walker's first discovery: the coordinator must not release units
+    /// merely because nothing was discovered yet.
+    known: Option<BTreeSet<String>>,
+    owned: BTreeSet<String>,
+    /// Owned units nobody has read yet (claimed without a checkpoint): the next poll lists
+    /// their whole `since` window, as a first run would, not just the recent hours.
+    backlog: BTreeSet<String>,
+}
+
+impl OwnedUnits {
+    // A panic while holding the lock cannot leave these sets half-written (each change is one
+    // insert or one assignment), so a poisoned lock is used as it is.
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, UnitSets> {
+        self.0.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, UnitSets> {
+        self.0.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether this instance holds the lease of `unit` now.
+    pub fn owns(&self, unit: &str) -> bool {
+        self.read().owned.contains(unit)
+    }
+
+    /// The units this instance holds.
+    pub fn owned(&self) -> BTreeSet<String> {
+        self.read().owned.clone()
+    }
+
+    /// Starts reading `unit` (its lease was just claimed).
+    pub fn insert(&self, unit: &str) {
+        self.write().owned.insert(unit.to_owned());
+    }
+
+    /// Starts reading `unit`, which nobody has read yet: from its `since` window.
+    pub fn insert_unread(&self, unit: &str) {
+        let mut sets = self.write();
+        sets.owned.insert(unit.to_owned());
+        sets.backlog.insert(unit.to_owned());
+    }
+
+    /// Stops reading `unit` at the next poll (its lease was lost or released).
+    pub fn remove(&self, unit: &str) -> bool {
+        let mut sets = self.write();
+        sets.backlog.remove(unit);
+        sets.owned.remove(unit)
+    }
+
+    /// The owned units whose `since` window is still to be listed.
+    pub fn backlog(&self) -> BTreeSet<String> {
+        self.read().backlog.clone()
+    }
+
+    /// Their window was listed: from now on, recent hours as for every other unit.
+    pub fn backlog_listed(&self, units: &BTreeSet<String>) {
+        self.write().backlog.retain(|u| !units.contains(u));
+    }
+
+    /// The units the walker found at its last discovery (`None` before the first).
+    pub fn known(&self) -> Option<BTreeSet<String>> {
+        self.read().known.clone()
+    }
+
+    /// Records what the walker's discovery found.
+    pub fn set_known(&self, units: BTreeSet<String>) {
+        self.write().known = Some(units);
+    }
+}
+
 /// The host name, for `shard = "ordinal/N"`: `HOSTNAME` when set (Kubernetes sets it to the
 /// pod name), else the kernel's.
 pub fn host_name() -> String {
@@ -217,6 +301,26 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn an_unread_unit_keeps_its_backlog_until_listed_and_loses_it_with_the_unit() {
+        let owned = OwnedUnits::default();
+        owned.insert("c/a/");
+        owned.insert_unread("c/b/");
+        owned.insert_unread("c/x/");
+        assert!(owned.owns("c/a/") && owned.owns("c/b/"));
+        let pending = owned.backlog();
+        assert_eq!(
+            pending,
+            BTreeSet::from(["c/b/".to_owned(), "c/x/".to_owned()])
+        );
+        // Claimed while the poll listed: stays pending for the next poll.
+        owned.insert_unread("c/y/");
+        owned.backlog_listed(&pending);
+        assert_eq!(owned.backlog(), BTreeSet::from(["c/y/".to_owned()]));
+        owned.remove("c/y/");
+        assert!(owned.backlog().is_empty() && !owned.owns("c/y/"));
     }
 
     #[test]

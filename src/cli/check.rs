@@ -34,6 +34,21 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
             },
         }
     }
+    if let Some(container) = &config.cluster.coordination_container {
+        // Reads only: claiming needs write access too, which only a write would show.
+        match crate::ownership::status(&config).await {
+            Ok(units) => println!(
+                "ok    cluster: instance {}, coordination container {container}: {} unit(s), {} owned now (claiming needs write access to it)",
+                config.cluster.instance_id(),
+                units.len(),
+                units.iter().filter(|u| u.owner.is_some()).count()
+            ),
+            Err(e) => {
+                failures += 1;
+                println!("FAIL  cluster: coordination container {container}: {e}");
+            }
+        }
+    }
     match BulkSink::new(&config.elasticsearch) {
         Err(e) => {
             failures += 1;

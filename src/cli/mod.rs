@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
 
 pub mod check;
+pub mod cluster;
 pub mod daemon;
 pub mod decode;
 pub mod generate;
@@ -59,6 +60,9 @@ pub enum Command {
     /// Print the newest flows straight from storage (no registry, no search engine), as a
     /// table or NDJSON documents; `--follow` keeps printing appended blocks.
     Tail(tail::TailArgs),
+    /// Shared ownership (`[cluster] coordination_container`): owners, leases, checkpoints.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
     /// Import the Kibana data view and dashboard (`deploy/kibana/flowlogd.ndjson`).
     Setup(setup::SetupArgs),
 }
@@ -92,7 +96,12 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 pub fn run(cli: Cli) -> ExitCode {
     let needs_config = matches!(
         cli.command,
-        Command::Run | Command::Once | Command::Check | Command::Registry(_) | Command::Tail(_)
+        Command::Run
+            | Command::Once
+            | Command::Check
+            | Command::Registry(_)
+            | Command::Tail(_)
+            | Command::Cluster(_)
     );
     let config = if needs_config {
         match Config::load(&cli.config) {
@@ -143,6 +152,9 @@ pub fn run(cli: Cli) -> ExitCode {
         (Command::Once, Some(c)) => runtime().and_then(|rt| rt.block_on(daemon::once(c))),
         (Command::Check, Some(c)) => runtime().and_then(|rt| rt.block_on(check::run(c))),
         (Command::Registry(cmd), Some(c)) => registry::run(&c, cmd),
+        (Command::Cluster(cmd), Some(c)) => {
+            runtime().and_then(|rt| rt.block_on(cluster::run(c, cmd)))
+        }
         (Command::Tail(args), Some(c)) => runtime().and_then(|rt| rt.block_on(tail::run(c, args))),
         (_, None) => Err(anyhow::anyhow!("this command needs a configuration")),
     };

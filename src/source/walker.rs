@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use super::client::{StorageClient, StorageError};
 use super::layout::{HOUR_SECS, blob_hour, hour_partition, partition_of, resource_of};
 use super::listing::BlobItem;
-use crate::shard::Shard;
+use crate::shard::{OwnedUnits, Shard};
 
 /// Deepest prefix the discovery walks to before giving up on a branch (real paths are ~10 deep).
 const MAX_DISCOVERY_DEPTH: usize = 24;
@@ -102,6 +102,10 @@ pub struct Walker {
     discovery_interval: Duration,
     /// Static sharding: only resources this shard owns (by container and resource name).
     shard: Option<Shard>,
+    /// Shared ownership: only the resources whose lease this instance holds at the time of
+    /// the poll. Unlike a shard it changes between polls, so discovery keeps every resource
+    /// (and publishes them for the coordinator) and the check is made when listing.
+    owned: Option<OwnedUnits>,
 }
 
 impl Walker {
@@ -119,12 +123,20 @@ impl Walker {
             discovered_at: None,
             discovery_interval,
             shard: None,
+            owned: None,
         }
     }
 
     /// Keeps only the resources `shard` owns (see [`crate::shard`]); `None` keeps them all.
     pub fn with_shard(mut self, shard: Option<Shard>) -> Self {
         self.shard = shard;
+        self
+    }
+
+    /// Keeps only the resources whose unit is in `owned` at the time of each poll (see
+    /// [`crate::ownership`]); discoveries are published into it. `None` keeps them all.
+    pub fn with_owned_units(mut self, owned: Option<OwnedUnits>) -> Self {
+        self.owned = owned;
         self
     }
 
@@ -196,6 +208,9 @@ impl Walker {
                 ),
             }
         }
+        if let Some(owned) = &self.owned {
+            owned.set_known(found.iter().map(|r| self.unit(r)).collect());
+        }
         self.resources = found;
         self.discovered_at = Some(Instant::now());
         Ok(())
@@ -214,15 +229,24 @@ impl Walker {
                 .is_none_or(|shard| shard.owns(&self.unit(resource)))
     }
 
-    /// The name a shard is chosen by: the container and the resource, so that equal resource
-    /// paths in two containers are two units.
-    fn unit(&self, resource: &str) -> String {
+    /// The name a shard or a lease is chosen by: the container and the resource, so that
+    /// equal resource paths in two containers are two units.
+    pub fn unit(&self, resource: &str) -> String {
         format!("{}/{resource}", self.client.container_name())
     }
 
-    /// Whether a blob name passes the source's `prefix` and `resource_filter`.
+    /// Whether this instance may read `resource` now (always, without shared ownership).
+    fn owned_now(&self, resource: &str) -> bool {
+        self.owned
+            .as_ref()
+            .is_none_or(|owned| owned.owns(&self.unit(resource)))
+    }
+
+    /// Whether a blob name passes the source's `prefix` and `resource_filter` (and belongs
+    /// to this instance now, under sharding or shared ownership).
     pub fn accepts(&self, blob: &str) -> bool {
-        blob.starts_with(&self.prefix) && resource_of(blob).is_some_and(|r| self.wanted(r))
+        blob.starts_with(&self.prefix)
+            && resource_of(blob).is_some_and(|r| self.wanted(r) && self.owned_now(r))
     }
 
     /// The partitions of `hours` for every known resource.
@@ -231,12 +255,41 @@ impl Walker {
         hours: impl IntoIterator<Item = i64> + Clone,
     ) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
-        for resource in &self.resources {
+        for resource in self.resources.iter().filter(|r| self.owned_now(r)) {
             for hour in hours.clone() {
                 out.insert(hour_partition(resource, hour));
             }
         }
         out
+    }
+
+    /// Under shared ownership, the partitions of `hours` (the `since` window) of the owned
+    /// units nobody had read before this instance claimed them, and those units, to hand to
+    /// [`Walker::backlog_listed`] once listed. Empty otherwise.
+    pub fn backlog(
+        &self,
+        hours: impl IntoIterator<Item = i64> + Clone,
+    ) -> (BTreeSet<String>, BTreeSet<String>) {
+        let Some(owned) = &self.owned else {
+            return Default::default();
+        };
+        let units = owned.backlog();
+        let mut out = BTreeSet::new();
+        for resource in &self.resources {
+            if units.contains(&self.unit(resource)) && self.owned_now(resource) {
+                for hour in hours.clone() {
+                    out.insert(hour_partition(resource, hour));
+                }
+            }
+        }
+        (out, units)
+    }
+
+    /// The backlog of `units` was listed.
+    pub fn backlog_listed(&self, units: &BTreeSet<String>) {
+        if let Some(owned) = &self.owned {
+            owned.backlog_listed(units);
+        }
     }
 
     /// Lists the flow-log blobs (`*.json`) of `partitions` with the prefixes of
