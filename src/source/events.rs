@@ -298,7 +298,8 @@ impl EventQueue {
         }
     }
 
-    /// Makes a message visible again at once (for another instance, or a later try).
+    /// Makes a message visible again in a second (for the instance that reads its blob): not
+    /// at once, so that this instance does not receive it straight back in a tight loop.
     pub async fn release(&self, message: &Received) -> Result<(), StorageError> {
         StorageStats::add(&self.stats.queue_requests, 1);
         match self
@@ -306,7 +307,7 @@ impl EventQueue {
             .update_message(
                 &message.id,
                 &message.pop_receipt,
-                0,
+                1,
                 Some(QueueClientUpdateMessageOptions::default()),
             )
             .await
