@@ -187,6 +187,10 @@ fn every_commented_option_is_accepted_and_shows_the_default() {
                 continue;
             }
             "# [[network]]" => ("[[network]]", config.networks.len()),
+            "# [source.events]" => (
+                "[source.events]",
+                usize::from(config.sources[0].events.is_some()),
+            ),
             "# [[filter]]" => ("[[filter]]", config.filters.len()),
             _ => ("second [[source]]", config.sources.len() - 1),
         };
@@ -317,9 +321,13 @@ fn example_config_documents_every_option_of_the_parser() {
     expect("", struct_fields(&config_rs, "Config"));
     let source_keys: Vec<String> = struct_fields(&config_rs, "SourceConfig")
         .into_iter()
-        .filter(|k| k != "auth" && k != "retry")
+        .filter(|k| k != "auth" && k != "retry" && k != "events")
         .collect();
     expect("source", source_keys);
+    expect(
+        "source.events",
+        struct_fields(&read("src/config/events.rs"), "EventsConfig"),
+    );
     expect(
         "source.retry",
         struct_fields(&read("src/config/storage.rs"), "RetryConfig"),
