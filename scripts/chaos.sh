@@ -10,6 +10,11 @@
 # (trials, seed, kills, faults injected per kind, tuples written / indexed / dead-lettered,
 # lost, duplicated) and exits non-zero on any loss, duplicate or other failure.
 #
+# FLOWLOGD_CHAOS_MODE=ownership runs instead, TRIALS times with seeds SEED, SEED+1, …, the
+# shared-ownership trial of tests/ownership.rs: three `flowlogd run` instances on one container
+# under `[cluster] coordination_container`, KILLS_PER_TRIAL random SIGKILLs and restarts while
+# blobs grow, every tuple indexed exactly once (issue 12). Logs in .run/chaos/SEED-…/.
+#
 # Each trial's plan, timeline, daemon logs, dead-letter file and verdict are kept in
 # .run/chaos/SEED-TIMESTAMP/trial-N/. A failing trial is re-run alone with
 #   FLOWLOGD_TEST_CHAOS_FIRST=N scripts/chaos.sh SEED 1 [KILLS_PER_TRIAL]
@@ -27,10 +32,17 @@ command -v jq >/dev/null || { echo "chaos.sh: jq is needed for the summary" >&2;
 # shellcheck source=scripts/deps.sh
 . scripts/deps.sh
 
-echo "== build (release): flowlogd and the chaos test binary"
+mode=${FLOWLOGD_CHAOS_MODE:-single}
+case "$mode" in
+    single) chaos_test=chaos ;;
+    ownership) chaos_test=ownership ;;
+    *) echo "chaos.sh: FLOWLOGD_CHAOS_MODE must be single or ownership, not $mode" >&2; exit 2 ;;
+esac
+
+echo "== build (release): flowlogd and the $chaos_test test binary"
 # The test binary runs CARGO_BIN_EXE_flowlogd, the release binary built with it.
-test_bin=$(cargo test --release --locked --test chaos --no-run --message-format=json \
-    | jq -r 'select(.reason == "compiler-artifact" and .profile.test and .target.name == "chaos") | .executable' \
+test_bin=$(cargo test --release --locked --test "$chaos_test" --no-run --message-format=json \
+    | jq -r --arg t "$chaos_test" 'select(.reason == "compiler-artifact" and .profile.test and .target.name == $t) | .executable' \
     | tail -n 1)
 [ -x "$test_bin" ] || { echo "chaos.sh: chaos test binary not found" >&2; exit 1; }
 
@@ -50,6 +62,24 @@ echo "   Azurite $FLOWLOGD_AZURITE_ENDPOINT, OpenSearch $FLOWLOGD_OPENSEARCH_URL
 
 out="$FLOWLOGD_RUN_DIR/$seed-$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$out"
+if [ "$mode" = ownership ]; then
+    echo "== ownership chaos: seeds $seed+$first..$((first + trials - 1)), $kills SIGKILLs per trial; logs in $out"
+    failed=0
+    for trial in $(seq "$first" $((first + trials - 1))); do
+        if ! FLOWLOGD_TEST_SEARCH_URL=$FLOWLOGD_OPENSEARCH_URL \
+            FLOWLOGD_TEST_OWNERSHIP_SEED=$((seed + trial)) \
+            FLOWLOGD_TEST_OWNERSHIP_KILLS=$kills \
+            "$test_bin" --exact random_sigkills_and_restarts_of_three_instances_lose_and_duplicate_no_tuple \
+            --nocapture --test-threads=1 >"$out/trial-$trial.log" 2>&1; then
+            failed=$((failed + 1))
+            echo "FAILED trial $trial (seed $((seed + trial))); see $out/trial-$trial.log"
+        fi
+        grep -h "ownership chaos:" "$out/trial-$trial.log" | sed "s/^/trial $trial: /"
+    done
+    echo "== ownership chaos: $trials trial(s), $failed failed"
+    [ "$failed" -eq 0 ]
+    exit
+fi
 echo "== chaos: seed $seed, trials $first..$((first + trials - 1)), $kills SIGKILLs per trial; artifacts in $out"
 started=$SECONDS
 set +e

@@ -333,7 +333,18 @@ async fn a_unit_another_instance_holds_is_neither_read_nor_overwritten_and_the_r
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_sigkills_and_restarts_of_three_instances_lose_and_duplicate_no_tuple() {
-    const KILLS: usize = 5;
+    // `scripts/chaos.sh` with FLOWLOGD_CHAOS_MODE=ownership runs this with other seeds and
+    // kill counts; `cargo test` with these.
+    let env_u64 = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| match v.strip_prefix("0x") {
+                Some(hex) => u64::from_str_radix(hex, 16).ok(),
+                None => v.parse().ok(),
+            })
+    };
+    let seed = env_u64("FLOWLOGD_TEST_OWNERSHIP_SEED").unwrap_or(0x5EED_0F12);
+    let kills = env_u64("FLOWLOGD_TEST_OWNERSHIP_KILLS").unwrap_or(5);
     let azurite = Azurite::start().expect("azurite");
     let es = Es::engine("ownership_random_kills");
     let (_, writer) = container(&azurite, VNET_CONTAINER).await;
@@ -350,8 +361,9 @@ async fn random_sigkills_and_restarts_of_three_instances_lose_and_duplicate_no_t
         .map(|id| instance_config(&azurite, &es, id))
         .collect();
     let mut daemons: Vec<Daemon> = configs.iter().map(|c| Daemon::spawn(c, &[])).collect();
-    let mut rng = common::rng::Rng::new(0x5EED_0F12);
-    for round in 0..KILLS {
+    let mut rng = common::rng::Rng::new(seed);
+    eprintln!("ownership chaos: seed {seed:#x}, {kills} SIGKILLs");
+    for round in 0..kills {
         // Network Watcher keeps appending; one instance dies at a random moment and comes back
         // after a random pause, sometimes before its claims ran out, sometimes after.
         let kill_at = Instant::now() + Duration::from_millis(rng.range(500, 2500));
@@ -403,5 +415,8 @@ async fn random_sigkills_and_restarts_of_three_instances_lose_and_duplicate_no_t
     }
     es.assert_exactly_once(&es.all(), written, "three instances, random SIGKILLs")
         .await;
+    eprintln!(
+        "ownership chaos: {kills} SIGKILLs, {written} tuples written, {written} indexed exactly once"
+    );
     es.cleanup().await;
 }
