@@ -94,6 +94,37 @@ fn all_owned_by(owners: &BTreeMap<String, Option<String>>, instances: &[&str]) -
         && owned_by(owners).keys().cloned().collect::<BTreeSet<_>>() == wanted
 }
 
+/// Waits until `written` tuples are indexed (every instance staying alive meanwhile), then
+/// stops every instance with SIGTERM, which must exit 0.
+async fn index_everything_then_stop(es: &Es, daemons: &mut [Daemon], written: u64) {
+    let deadline = Instant::now() + EVENTUALLY;
+    loop {
+        let indexed = es.count(&es.all()).await;
+        if indexed >= written {
+            break;
+        }
+        for d in daemons.iter_mut() {
+            assert!(d.running(), "an instance died:\n{}", d.log());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{indexed} of {written} tuples indexed after {EVENTUALLY:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for d in daemons.iter() {
+        d.terminate();
+    }
+    for d in daemons.iter_mut() {
+        let status = d.wait(Duration::from_secs(30)).await;
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "SIGTERM exits 0: {status:?}\n{}",
+            d.log()
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_share_the_units_take_over_a_killed_ones_and_index_every_tuple_once() {
     let azurite = Azurite::start().expect("azurite");
@@ -211,32 +242,7 @@ async fn three_instances_share_the_units_take_over_a_killed_ones_and_index_every
     );
 
     // Everything written gets indexed, once.
-    let deadline = Instant::now() + EVENTUALLY;
-    loop {
-        let indexed = es.count(&es.all()).await;
-        if indexed >= written {
-            break;
-        }
-        for d in &mut daemons {
-            assert!(d.running(), "an instance died:\n{}", d.log());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{indexed} of {written} tuples indexed after {EVENTUALLY:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    for d in &daemons {
-        d.terminate();
-    }
-    for d in &mut daemons {
-        let status = d.wait(Duration::from_secs(30)).await;
-        assert!(
-            status.is_some_and(|s| s.success()),
-            "SIGTERM exits 0: {status:?}\n{}",
-            d.log()
-        );
-    }
+    index_everything_then_stop(&es, &mut daemons, written).await;
     // Handing units over is routine: no commit refused, no registry or read failure on the way.
     for d in &daemons {
         let log = d.log();
@@ -390,29 +396,7 @@ async fn random_sigkills_and_restarts_of_three_instances_lose_and_duplicate_no_t
         daemons[victim] = Daemon::spawn(&configs[victim], &[]);
         eprintln!("round {round}: killed and restarted {}", ids[victim]);
     }
-    let deadline = Instant::now() + EVENTUALLY;
-    loop {
-        let indexed = es.count(&es.all()).await;
-        if indexed >= written {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{indexed} of {written} tuples indexed after {EVENTUALLY:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    for d in &daemons {
-        d.terminate();
-    }
-    for d in &mut daemons {
-        let status = d.wait(Duration::from_secs(30)).await;
-        assert!(
-            status.is_some_and(|s| s.success()),
-            "{status:?}\n{}",
-            d.log()
-        );
-    }
+    index_everything_then_stop(&es, &mut daemons, written).await;
     es.assert_exactly_once(&es.all(), written, "three instances, random SIGKILLs")
         .await;
     eprintln!(

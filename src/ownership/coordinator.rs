@@ -547,26 +547,8 @@ impl Coordinator {
                 etag: etag.clone(),
             },
         );
-        let raised = match self.raise(unit, &ownership.blobs).await {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::error!(source = %self.source, unit = %unit, error = %e, "cannot raise the registry to the unit's mirrored checkpoint; giving the unit back");
-                self.held.insert(
-                    unit.to_owned(),
-                    Held {
-                        etag,
-                        deadline: self.deadline(sent),
-                        last_write: sent,
-                        checkpoint_at: sent,
-                        checkpoint_at_ms: ownership.checkpoint_at_ms,
-                        mirrored: ownership.blobs.clone(),
-                    },
-                );
-                self.release(unit, None, "its checkpoint could not be applied")
-                    .await;
-                return;
-            }
-        };
+        // Held from here: a failed raise below gives the unit back through `release`, which
+        // needs the claim's ETag.
         self.held.insert(
             unit.to_owned(),
             Held {
@@ -578,6 +560,15 @@ impl Coordinator {
                 mirrored: ownership.blobs.clone(),
             },
         );
+        let raised = match self.raise(unit, &ownership.blobs).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(source = %self.source, unit = %unit, error = %e, "cannot raise the registry to the unit's mirrored checkpoint; giving the unit back");
+                self.release(unit, None, "its checkpoint could not be applied")
+                    .await;
+                return;
+            }
+        };
         // Nobody mirrored a checkpoint: nobody may have listed its older hours either (claimed
         // after this instance's first poll, or its owner died before mirroring).
         if ownership.checkpoint_at_ms == 0 {
