@@ -1,10 +1,10 @@
 //! Throughput of the pure pipeline (PT1H.json bytes → records → tuples → ECS documents in an
 //! NDJSON bulk body) against bare JSON validation of the same bytes, our practical ceiling.
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use flowlogd::encode::document::{BlobContext, BulkBuffer, DocumentEncoder, Schema};
+use flowlogd::encode::index_name::IndexPattern;
 use flowlogd::generator::{GenKind, GenOptions, generate};
 use flowlogd::pipeline::BlobDecoder;
-use flowlogd::sink::document::{BlobContext, BulkBuffer, DocumentEncoder, Schema};
-use flowlogd::sink::index_name::IndexPattern;
 
 fn inputs() -> Vec<(&'static str, Vec<u8>, u64)> {
     [("vnet", GenKind::Vnet), ("nsg2", GenKind::Nsg2)]

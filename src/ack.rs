@@ -224,7 +224,7 @@ impl AckTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sink::document::{BulkBuffer, BulkItem};
+    use crate::encode::document::{BulkBuffer, BulkItem};
 
     fn chunk(
         blob: &str,

@@ -11,9 +11,9 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Deserializer};
 
+use crate::encode::document::{Provenance, Schema};
+use crate::encode::index_name::IndexPattern;
 use crate::secret::Secret;
-use crate::sink::document::{Provenance, Schema};
-use crate::sink::index_name::IndexPattern;
 pub mod enrich;
 pub mod events;
 pub mod storage;

@@ -13,11 +13,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::ack::{AckTracker, ChunkId};
+use crate::encode::document::{BulkBuffer, BulkItem};
 use crate::metrics::{Metrics, SourceMetrics};
 use crate::registry::Registry;
 use crate::sink::bulk::{BulkBody, BulkSink};
 use crate::sink::dead_letter::ItemOrigin;
-use crate::sink::document::{BulkBuffer, BulkItem};
 use crate::source::reader::{Chunk, ChunkSink, ReadError};
 
 /// Blobs that must not be planned again yet, with how many holds each has: one while a read of

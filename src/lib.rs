@@ -12,7 +12,8 @@
 //! - [`flowlog`]: decoding of flow-log records and tuples (pure, no I/O).
 //! - [`enrich`]: derived fields (resource-id parts, flow classification, community id),
 //!   lookups (named networks, service tags, GeoIP/ASN) and `[[filter]]` rules.
-//! - [`sink`]: document layouts, index names, bulk indexing.
+//! - [`encode`]: document layouts (ECS, Logstash), ids, index names, the JSON writer.
+//! - [`sink`]: bulk indexing, retries, dead letters, cluster setup and checks.
 //! - [`source`]: Azure Storage access: credentials, listing, ranged reads.
 //! - [`registry`]: per-blob read offsets in sled.
 //! - [`ownership`]: shared ownership of units between instances, through blobs with
@@ -25,6 +26,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod delivery;
+pub mod encode;
 pub mod enrich;
 pub mod flowlog;
 pub mod generator;

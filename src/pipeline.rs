@@ -1,10 +1,10 @@
 //! The pure half of ingestion for one blob: bytes of a PT1H.json (whole, or a ranged read that
 //! resumes after a complete record) → records → tuples → bulk items, with every failure reported.
+use crate::encode::document::{BlobContext, BulkBuffer, DocumentEncoder, TupleCursor};
 use crate::flowlog::{
     Record, RecordError, RecordScanner, ScanEnd, ScanStart, Scanned, TupleError, decode_record_in,
 };
 use crate::sink::dead_letter::MAX_EXCERPT_BYTES;
-use crate::sink::document::{BlobContext, BulkBuffer, DocumentEncoder, TupleCursor};
 
 /// Something in the stream that did not become documents. Never fatal: the caller counts,
 /// logs and dead-letters it, and decoding goes on with the next tuple or record.
@@ -273,9 +273,9 @@ impl RecordWriter<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::encode::document::Schema;
+    use crate::encode::index_name::IndexPattern;
     use crate::flowlog::TupleErrorKind;
-    use crate::sink::document::Schema;
-    use crate::sink::index_name::IndexPattern;
 
     const GOOD: &str = "1663146003599,10.0.0.6,52.239.184.180,23956,443,6,O,B,NX,0,0,0,0";
 
@@ -390,7 +390,7 @@ mod tests {
         assert!(slices.len() > 3 * 20, "{} slices", slices.len());
         let body: Vec<u8> = slices.iter().flat_map(|s| s.body.iter().copied()).collect();
         assert_eq!(body, whole.body, "the same documents, ids and order");
-        let keys = |items: &mut dyn Iterator<Item = &crate::sink::document::BulkItem>| {
+        let keys = |items: &mut dyn Iterator<Item = &crate::encode::document::BulkItem>| {
             items
                 .map(|i| (i.record_offset, i.tuple_index))
                 .collect::<Vec<_>>()

@@ -13,12 +13,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use flowlogd::config::{Config, DEFAULT_CONFIG_PATH};
+use flowlogd::encode::document::{BlobContext, BulkBuffer, DocumentEncoder, Schema};
+use flowlogd::encode::index_name::IndexPattern;
 use flowlogd::enrich::enricher::Enricher;
 use flowlogd::enrich::filter::Filter;
 use flowlogd::generator::{GenKind, GenOptions, generate};
 use flowlogd::pipeline::BlobDecoder;
-use flowlogd::sink::document::{BlobContext, BulkBuffer, DocumentEncoder, Schema};
-use flowlogd::sink::index_name::IndexPattern;
 use serde_json::Value;
 
 // Only the enrichment settings of `common`: the rest of it (servers, clients) is not needed here.

@@ -16,10 +16,10 @@ use common::flowlogd::{
 use common::servers::Azurite;
 use elasticsearch::http::Method;
 use flowlogd::config::Config;
+use flowlogd::encode::document::Schema;
 use flowlogd::sink::bulk::{
     BulkSink, LifecycleCheck, LifecycleEngine, LifecycleOutcome, SetupTarget,
 };
-use flowlogd::sink::document::Schema;
 use flowlogd::sink::template::{self, TemplateOptions};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -3,9 +3,9 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 
+use flowlogd::encode::document::{BlobContext, BulkBuffer, DocumentEncoder, Provenance, Schema};
+use flowlogd::encode::index_name::IndexPattern;
 use flowlogd::pipeline::{BlobDecoder, DecodeProblem};
-use flowlogd::sink::document::{BlobContext, BulkBuffer, DocumentEncoder, Provenance, Schema};
-use flowlogd::sink::index_name::IndexPattern;
 use flowlogd::sink::template::ECS_CONSTANTS;
 use serde_json::Value;
 

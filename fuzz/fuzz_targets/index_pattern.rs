@@ -18,7 +18,7 @@
 #![no_main]
 
 use chrono::{DateTime, Datelike, Timelike};
-use flowlogd::sink::index_name::{IndexNameCache, IndexPattern};
+use flowlogd::encode::index_name::{IndexNameCache, IndexPattern};
 use libfuzzer_sys::fuzz_target;
 
 const HOUR_MS: i64 = 3_600_000;

@@ -10,11 +10,11 @@ use anyhow::Context as _;
 use clap::Args;
 
 use crate::config::enrich::{EnrichConfig, FilterRuleConfig, NetworkConfig, validate};
+use crate::encode::document::{BlobContext, BulkBuffer, DocumentEncoder, Provenance, Schema};
+use crate::encode::index_name::IndexPattern;
 use crate::enrich::{Enricher, Filter};
 use crate::flowlog::envelope::DEFAULT_MAX_RECORD_LEN;
 use crate::pipeline::{BlobDecoder, DecodeProblem};
-use crate::sink::document::{BlobContext, BulkBuffer, DocumentEncoder, Provenance, Schema};
-use crate::sink::index_name::IndexPattern;
 
 #[derive(Debug, Args)]
 pub struct DecodeArgs {

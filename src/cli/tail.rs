@@ -13,14 +13,14 @@ use serde::Deserialize as _;
 
 use crate::config::enrich::{FilterRuleConfig, NetworkConfig};
 use crate::config::{Config, SourceConfig};
+use crate::encode::document::{BlobContext, BulkBuffer, DocumentEncoder};
+use crate::encode::index_name::IndexPattern;
 use crate::enrich::protocol::transport_name_or_number;
 use crate::enrich::{Enricher, Filter, FlowContext, RecordResources, Verdict};
 use crate::flowlog::{
     FlowTuple, RecordScanner, ScanStart, Scanned, TupleSlot, decode_record, parse_tuple,
 };
 use crate::pipeline::BlobDecoder;
-use crate::sink::document::{BlobContext, BulkBuffer, DocumentEncoder};
-use crate::sink::index_name::IndexPattern;
 use crate::source::client::{StorageClient, StorageStats};
 use crate::source::layout::blob_hour;
 use crate::source::listing::BlobItem;

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Args;
 
-use crate::sink::document::Schema;
-use crate::sink::index_name::IndexPattern;
+use crate::encode::document::Schema;
+use crate::encode::index_name::IndexPattern;
 use crate::sink::template::{self, TemplateOptions};
 
 #[derive(Debug, Args)]

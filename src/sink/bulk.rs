@@ -40,10 +40,10 @@ use tracing::{debug, error, info, warn};
 pub use super::client::{AuthKind, SinkError};
 use super::client::{Connection, connect, error_chain};
 use super::dead_letter::{DeadLetter, ItemOrigin, RejectedDocument};
-use super::document::{BulkBuffer, BulkItem};
 use super::retry::{Backoff, FailureLog, OutageLog};
 use super::template::TemplateOptions;
 use crate::config::ElasticsearchConfig;
+use crate::encode::document::{BulkBuffer, BulkItem};
 
 mod rewrite;
 mod setup;
@@ -959,7 +959,7 @@ mod tests {
             batch
                 .body
                 .extend_from_slice(format!("{{\"n\":{i}}}\n").as_bytes());
-            batch.items.push(super::super::document::BulkItem {
+            batch.items.push(crate::encode::document::BulkItem {
                 action_start,
                 doc_start,
                 end: batch.body.len(),

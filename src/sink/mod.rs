@@ -1,9 +1,7 @@
-//! Turning decoded tuples into indexable documents and delivering them to Elasticsearch.
+//! Delivering documents to Elasticsearch/OpenSearch: bulk requests, retries, dead letters,
+//! and the cluster setup (templates, lifecycle policies, checks).
 pub mod bulk;
 pub mod client;
 pub mod dead_letter;
-pub mod document;
-pub mod index_name;
-pub mod json;
 pub mod retry;
 pub mod template;

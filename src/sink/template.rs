@@ -1,5 +1,5 @@
 //! Index templates and lifecycle policies: the explicit mappings of every field the ECS and
-//! Logstash layouts of [`super::document`] write, the composable index template per index
+//! Logstash layouts of [`crate::encode::document`] write, the composable index template per index
 //! pattern, and the ILM policy that deletes old indices.
 //!
 //! Decisions (see also `docs/DESIGN.md`):
@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use super::document::{ECS_VERSION, Schema};
+use crate::encode::document::{ECS_VERSION, Schema};
 
 /// Bumped whenever the mappings change (written to the template's `version`).
 pub const TEMPLATE_VERSION: u32 = 5;
@@ -485,10 +485,10 @@ mod tests {
     use std::net::IpAddr;
 
     use super::*;
+    use crate::encode::document::{BlobContext, BulkBuffer, DocumentEncoder, Provenance};
+    use crate::encode::index_name::IndexPattern;
     use crate::generator::{GenKind, GenOptions, generate};
     use crate::pipeline::BlobDecoder;
-    use crate::sink::document::{BlobContext, BulkBuffer, DocumentEncoder, Provenance};
-    use crate::sink::index_name::IndexPattern;
 
     /// Resolves a dotted path in a `properties` tree to its mapping.
     fn mapping_at<'a>(mappings: &'a Value, path: &str) -> Option<&'a Value> {

@@ -7,9 +7,9 @@ use tokio::sync::mpsc;
 
 use super::client::{StorageClient, StorageError};
 use super::listing::BlobItem;
+use crate::encode::document::{BlobContext, BulkBuffer, DocumentEncoder};
 use crate::flowlog::ScanEnd;
 use crate::pipeline::{BlobDecoder, DecodeProblem, DecodeStats};
-use crate::sink::document::{BlobContext, BulkBuffer, DocumentEncoder};
 
 /// A blob to read from `from` (the end of its last committed record) to its listed length.
 #[derive(Debug, Clone)]

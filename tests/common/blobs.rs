@@ -18,13 +18,13 @@ use figment::{
 };
 use flowlogd::config::storage::StorageConfig;
 use flowlogd::{
-    generator::{GenKind, GenOptions, GeneratedBlob, generate},
-    pipeline::{BlobDecoder, DecodeProblem},
-    registry::{Change, OffsetDelta, Registry},
-    sink::{
+    encode::{
         document::{BlobContext, BulkBuffer, DocumentEncoder, Schema},
         index_name::IndexPattern,
     },
+    generator::{GenKind, GenOptions, GeneratedBlob, generate},
+    pipeline::{BlobDecoder, DecodeProblem},
+    registry::{Change, OffsetDelta, Registry},
     source::{
         client::{StorageClient, StorageStats},
         listing::BlobItem,

@@ -12,9 +12,9 @@ use tracing::{info, warn};
 
 use super::{BulkSink, SinkError, error_summary, excerpt};
 use crate::config::{RewritePolicy, SourceConfig};
+use crate::encode::document::Schema;
+use crate::encode::index_name::IndexPattern;
 use crate::sink::client::error_chain;
-use crate::sink::document::Schema;
-use crate::sink::index_name::IndexPattern;
 use crate::sink::template;
 
 /// One source's index, for [`BulkSink::setup`] and [`BulkSink::check_targets`].
