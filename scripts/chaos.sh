@@ -10,7 +10,7 @@
 # (trials, seed, kills, faults injected per kind, tuples written / indexed / dead-lettered,
 # lost, duplicated) and exits non-zero on any loss, duplicate or other failure.
 #
-# FLOWLOGD_CHAOS_MODE=ownership runs instead, TRIALS times with seeds SEED, SEED+1, …, the
+# FLOWLOGD_TEST_CHAOS_MODE=ownership runs instead, TRIALS times with seeds SEED, SEED+1, …, the
 # shared-ownership trial of tests/ownership.rs: three `flowlogd run` instances on one container
 # under `[cluster] coordination_container`, KILLS_PER_TRIAL random SIGKILLs and restarts while
 # blobs grow, every tuple indexed exactly once (issue 12). Logs in .run/chaos/SEED-…/.
@@ -32,11 +32,11 @@ command -v jq >/dev/null || { echo "chaos.sh: jq is needed for the summary" >&2;
 # shellcheck source=scripts/deps.sh
 . scripts/deps.sh
 
-mode=${FLOWLOGD_CHAOS_MODE:-single}
+mode=${FLOWLOGD_TEST_CHAOS_MODE:-single}
 case "$mode" in
     single) chaos_test=chaos ;;
     ownership) chaos_test=ownership ;;
-    *) echo "chaos.sh: FLOWLOGD_CHAOS_MODE must be single or ownership, not $mode" >&2; exit 2 ;;
+    *) echo "chaos.sh: FLOWLOGD_TEST_CHAOS_MODE must be single or ownership, not $mode" >&2; exit 2 ;;
 esac
 
 echo "== build (release): flowlogd and the $chaos_test test binary"

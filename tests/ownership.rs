@@ -339,7 +339,7 @@ async fn a_unit_another_instance_holds_is_neither_read_nor_overwritten_and_the_r
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_sigkills_and_restarts_of_three_instances_lose_and_duplicate_no_tuple() {
-    // `scripts/chaos.sh` with FLOWLOGD_CHAOS_MODE=ownership runs this with other seeds and
+    // `scripts/chaos.sh` with FLOWLOGD_TEST_CHAOS_MODE=ownership runs this with other seeds and
     // kill counts; `cargo test` with these.
     let env_u64 = |name: &str| {
         std::env::var(name)
