@@ -12,6 +12,7 @@ use crate::source::{
     listing::{self, offset_to_chrono},
     shared_key::SharedKeyPolicy,
 };
+use azure_core::credentials::TokenCredential;
 use azure_core::http::{
     ClientOptions, Context, ExponentialRetryOptions, HttpClientOptions, Pipeline, Request,
     RetryOptions, StatusCode, Transport, Url, new_http_client,
@@ -42,7 +43,7 @@ pub use crate::source::listing::BlobItem;
 const STORAGE_SCOPE: &str = "https://storage.azure.com/.default";
 
 /// The SDK's retry options for `[source.retry]`.
-pub(crate) fn retry_options(retry: &RetryConfig) -> RetryOptions {
+fn retry_options(retry: &RetryConfig) -> RetryOptions {
     if retry.max_tries <= 1 {
         return RetryOptions::none();
     }
@@ -54,6 +55,36 @@ pub(crate) fn retry_options(retry: &RetryConfig) -> RetryOptions {
         max_total_elapsed: ms(retry.max_elapsed_secs.saturating_mul(1000)),
         max_delay: ms(retry.max_delay_ms),
     })
+}
+
+/// The pipeline options every storage client of a source shares (Blob and Queue service):
+/// `[source.retry]`, the retry counter, and Shared Key signing for an account key; plus the
+/// Entra credential the client itself must install. A SAS travels in the URL instead.
+pub(crate) fn client_options(
+    resolved: &ResolvedStorage,
+    stats: &Arc<StorageStats>,
+) -> Result<(ClientOptions, Option<Arc<dyn TokenCredential>>), StorageError> {
+    let mut options = ClientOptions {
+        retry: retry_options(&resolved.retry),
+        ..Default::default()
+    };
+    options
+        .per_try_policies
+        .push(Arc::new(RetryCounter(stats.clone())));
+    let mut token = None;
+    match &resolved.credential {
+        Credential::SharedKey { account, key } => {
+            let policy = SharedKeyPolicy::new(account, key).map_err(|e| CredentialError {
+                field: "auth.account_key".into(),
+                reason: e.to_string(),
+            })?;
+            // Last per-try policy: the signature covers the final headers.
+            options.per_try_policies.push(Arc::new(policy));
+        }
+        Credential::Sas(_) => {}
+        Credential::Entra { credential, .. } => token = Some(credential.clone()),
+    }
+    Ok((options, token))
 }
 
 /// Request counters of one source, shared with whoever reports metrics.
@@ -348,31 +379,12 @@ impl StorageClient {
 
     /// Builds the client from a resolved config. No request is made.
     pub fn new(resolved: &ResolvedStorage, stats: Arc<StorageStats>) -> Result<Self, StorageError> {
-        let mut options = ClientOptions {
-            retry: retry_options(&resolved.retry),
-            transport: Some(Transport::new(new_http_client(Some(HttpClientOptions {
-                // Ranged downloads must see the stored bytes, and the SDK's partitioned
-                // download requires decompression off.
-                automatic_decompression: false,
-            })))),
-            ..Default::default()
-        };
-        options
-            .per_try_policies
-            .push(Arc::new(RetryCounter(stats.clone())));
-        let mut token = None;
-        match &resolved.credential {
-            Credential::SharedKey { account, key } => {
-                let policy = SharedKeyPolicy::new(account, key).map_err(|e| CredentialError {
-                    field: "auth.account_key".into(),
-                    reason: e.to_string(),
-                })?;
-                // Last per-try policy: the signature covers the final headers.
-                options.per_try_policies.push(Arc::new(policy));
-            }
-            Credential::Sas(_) => {}
-            Credential::Entra { credential, .. } => token = Some(credential.clone()),
-        }
+        let (mut options, token) = client_options(resolved, &stats)?;
+        options.transport = Some(Transport::new(new_http_client(Some(HttpClientOptions {
+            // Ranged downloads must see the stored bytes, and the SDK's partitioned download
+            // requires decompression off.
+            automatic_decompression: false,
+        }))));
 
         let container_url = resolved.container_url();
         let display_url = resolved.container_url_for_display();

@@ -10,8 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use azure_core::http::policies::Policy;
-use azure_core::http::{ClientOptions, Url};
+use azure_core::http::Url;
 use azure_storage_queue::{
     QueueClient, QueueClientOptions,
     models::{QueueClientReceiveMessagesOptions, QueueClientUpdateMessageOptions},
@@ -20,9 +19,8 @@ use base64::Engine as _;
 use serde::Deserialize;
 
 use crate::config::events::EventsConfig;
-use crate::source::client::{StorageError, StorageStats, retry_options};
+use crate::source::client::{StorageError, StorageStats, client_options};
 use crate::source::credential::{Credential, CredentialError, ResolvedStorage};
-use crate::source::shared_key::SharedKeyPolicy;
 
 /// The event type flowlogd acts on; every other type is acknowledged and ignored.
 pub const BLOB_CREATED: &str = "Microsoft.Storage.BlobCreated";
@@ -198,31 +196,14 @@ impl EventQueue {
         };
         let url = Url::parse(&format!("{endpoint}/{}", events.queue))
             .map_err(|e| config_error(format!("{endpoint:?}: {e}")))?;
-        let mut options = ClientOptions {
-            retry: retry_options(&resolved.retry),
-            ..Default::default()
-        };
-        let mut token = None;
-        match &resolved.credential {
-            Credential::SharedKey { account, key } => {
-                let policy: Arc<dyn Policy> =
-                    Arc::new(SharedKeyPolicy::new(account, key).map_err(|e| {
-                        StorageError::Config(CredentialError {
-                            field: "auth.account_key".into(),
-                            reason: e.to_string(),
-                        })
-                    })?);
-                // Last per-try policy: the signature covers the final headers.
-                options.per_try_policies.push(policy);
-            }
-            Credential::Sas(_) => {
-                return Err(StorageError::Config(CredentialError {
-                    field: "events".into(),
-                    reason: "event-driven mode needs an account key, a connection string with a key, or an Entra identity: a SAS of the Blob service does not cover the Queue service".into(),
-                }));
-            }
-            Credential::Entra { credential, .. } => token = Some(credential.clone()),
+        // A SAS of the Blob service (in the URL) does not cover the Queue service.
+        if let Credential::Sas(_) = &resolved.credential {
+            return Err(StorageError::Config(CredentialError {
+                field: "events".into(),
+                reason: "event-driven mode needs an account key, a connection string with a key, or an Entra identity: a SAS of the Blob service does not cover the Queue service".into(),
+            }));
         }
+        let (options, token) = client_options(resolved, &stats)?;
         let client = QueueClient::new(
             url.clone(),
             token,
@@ -285,12 +266,18 @@ impl EventQueue {
     /// another consumer after its visibility ran out) is not an error: its work is done.
     pub async fn delete(&self, message: &Received) -> Result<(), StorageError> {
         StorageStats::add(&self.stats.queue_requests, 1);
-        match self
+        let result = self
             .client
             .delete_message(&message.id, &message.pop_receipt, None)
-            .await
-        {
-            Ok(_) => Ok(()),
+            .await;
+        self.gone_is_done(result.map(drop))
+    }
+
+    /// A message the queue no longer has (deleted, or received again by another consumer
+    /// after its visibility ran out) needs nothing more from this consumer.
+    fn gone_is_done(&self, result: azure_core::Result<()>) -> Result<(), StorageError> {
+        match result {
+            Ok(()) => Ok(()),
             Err(e) => match StorageError::from_azure(format!("queue {}", self.display), e) {
                 StorageError::NotFound { .. } => Ok(()),
                 other => Err(other),
@@ -302,7 +289,7 @@ impl EventQueue {
     /// at once, so that this instance does not receive it straight back in a tight loop.
     pub async fn release(&self, message: &Received) -> Result<(), StorageError> {
         StorageStats::add(&self.stats.queue_requests, 1);
-        match self
+        let result = self
             .client
             .update_message(
                 &message.id,
@@ -310,14 +297,8 @@ impl EventQueue {
                 1,
                 Some(QueueClientUpdateMessageOptions::default()),
             )
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) => match StorageError::from_azure(format!("queue {}", self.display), e) {
-                StorageError::NotFound { .. } => Ok(()),
-                other => Err(other),
-            },
-        }
+            .await;
+        self.gone_is_done(result.map(drop))
     }
 }
 
