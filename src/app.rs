@@ -108,15 +108,9 @@ impl App {
                 )
             })?;
         let sink = BulkSink::with_dead_letter(&config.elasticsearch, dead_letter)?;
-        // Startup errors: the daemon must not run without a lookup or rule it was given.
-        let enricher = Arc::new(
-            Enricher::from_config(&config.enrich, &config.networks)
-                .map_err(|e| anyhow::anyhow!("[enrich]: {e}"))?,
-        );
-        let filter = Arc::new(
-            Filter::from_config(&config.filters, &config.networks)
-                .map_err(|e| anyhow::anyhow!("[[filter]]: {e}"))?,
-        );
+        let (enricher, filter) =
+            crate::enrich::build(&config.enrich, &config.networks, &config.filters)
+                .map_err(|e| anyhow::anyhow!("enrichment: {e}"))?;
         let shard = match config.cluster.shard {
             Some(spec) => {
                 let shard = spec

@@ -80,10 +80,11 @@ fn enrichment(file: Option<&Path>) -> anyhow::Result<(Arc<Enricher>, Arc<Filter>
             tables
         }
     };
-    Ok((
-        Arc::new(Enricher::from_config(&tables.enrich, &tables.networks)?),
-        Arc::new(Filter::from_config(&tables.filters, &tables.networks)?),
-    ))
+    Ok(crate::enrich::build(
+        &tables.enrich,
+        &tables.networks,
+        &tables.filters,
+    )?)
 }
 
 /// Decodes every file; returns exit code 1 when anything failed to parse (good tuples are still printed).

@@ -143,12 +143,9 @@ struct Line {
 pub async fn run(config: Config, args: TailArgs) -> anyhow::Result<std::process::ExitCode> {
     let mac = args.mac.as_deref().map(normalize_mac);
     let rules = filter_rules(&args.filters, &config.networks)?;
-    let filter = Arc::new(Filter::from_config(&rules, &config.networks)?);
     // `ndjson` prints documents as the daemon would index them: enriched the same way.
-    let enricher = Arc::new(
-        Enricher::from_config(&config.enrich, &config.networks)
-            .map_err(|e| anyhow::anyhow!("[enrich]: {e}"))?,
-    );
+    let (enricher, filter) = crate::enrich::build(&config.enrich, &config.networks, &rules)
+        .map_err(|e| anyhow::anyhow!("enrichment: {e}"))?;
     let mut sources = Vec::new();
     for source in &config.sources {
         if args

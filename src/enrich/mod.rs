@@ -20,3 +20,21 @@ pub mod testdata;
 pub use enricher::{Enricher, Lookups, ReloadOutcome, SideEnrichment, Slot};
 pub use error::EnrichError;
 pub use filter::{Filter, FlowContext, RecordResources, Verdict};
+
+use std::sync::Arc;
+
+use crate::config::enrich::{EnrichConfig, FilterRuleConfig, NetworkConfig};
+
+/// The lookups and rules one configuration asks for, ready to share between encoders: what
+/// `run`, `once`, `tail` and `decode --enrichment` build at startup. An unusable file or rule
+/// is an error naming it (they must not run without a lookup or rule they were given).
+pub fn build(
+    enrich: &EnrichConfig,
+    networks: &[NetworkConfig],
+    rules: &[FilterRuleConfig],
+) -> Result<(Arc<Enricher>, Arc<Filter>), EnrichError> {
+    Ok((
+        Arc::new(Enricher::from_config(enrich, networks)?),
+        Arc::new(Filter::from_config(rules, networks)?),
+    ))
+}
