@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::ack::AckTracker;
 use crate::config::{Config, SourceConfig, StartPolicy};
 use crate::delivery::{BlobHolds, DeliveryStage, HeldChunk, HoldingSender, Pool};
+use crate::encode::document::blob_id;
 use crate::encode::document::{BulkBuffer, DocumentEncoder};
 use crate::enrich::{Enricher, Filter};
 use crate::metrics::{FilterCounts, Metrics};
@@ -799,11 +800,18 @@ impl App {
                 return false;
             }
         };
-        let path = format!("{}/{}", source.walker.client().container_name(), blob.name);
-        let field = source.config.schema.blob_path_field();
+        let container = source.walker.client().container_name();
+        let path = format!("{container}/{}", blob.name);
+        let id = blob_id(container, &blob.name);
+        let schema = source.config.schema;
+        // By path too: documents of releases before the blob id, and of `blob_path = true`.
+        let names = [
+            (schema.blob_id_field(), id.as_str()),
+            (schema.blob_path_field(), path.as_str()),
+        ];
         match self
             .sink
-            .delete_blob_documents(&indices, field, &path)
+            .delete_blob_documents(&indices, &path, &names)
             .await
         {
             Ok(deleted) => {
@@ -932,6 +940,7 @@ impl App {
                 let blob_name = task.blob.name.clone();
                 let mut encoder = DocumentEncoder::new(schema, pattern.clone())
                     .with_provenance(source.config.provenance())
+                    .with_community_id(source.config.community_id)
                     .with_enrichment(&self.enricher, &self.filter);
                 let metrics = self.metrics.clone();
                 let dead_letter = self.sink.dead_letter().clone();

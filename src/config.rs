@@ -232,11 +232,19 @@ pub struct SourceConfig {
     /// on the `logstash` schema. Default: false.
     #[serde(default)]
     pub resource_ids: bool,
-    /// Write the blob path (`log.file.path`; `blobPath` in the `logstash` schema) into every
-    /// document. `on_rewrite = "replace"` finds a rewritten blob's documents by it, so `false`
-    /// needs `on_rewrite = "reread"`. Default: true.
-    #[serde(default = "default_true")]
+    /// Also write the blob path (`log.file.path`; `blobPath` in the `logstash` schema) into
+    /// every document: ~225 bytes a document with Azure's blob names. Every document names its
+    /// blob by a 16-character id (`azure.flowlog.blob_id`, `blobId`) anyway, which
+    /// `on_rewrite = "replace"` deletes by, and the path's parts (resource, hour, MAC) are
+    /// fields of their own. Default: false.
+    #[serde(default)]
     pub blob_path: bool,
+    /// Also write `network.community_id` (Community ID v1, seed 0) into every ECS document, to
+    /// join flows with other sensors' (Zeek, Suricata, Elastic Defend): 48 bytes and a SHA-1 a
+    /// document, repeating the addresses, ports and protocol. No effect on the `logstash`
+    /// schema. Default: false.
+    #[serde(default)]
+    pub community_id: bool,
     /// Where to start for blobs the registry has no entry for: `resume` (default: from the
     /// registry, unseen blobs from byte 0), `start_over` (ignore stored offsets, re-read
     /// everything in the window; ids make that safe), `start_fresh` (blobs existing at first
@@ -1101,12 +1109,6 @@ pub fn check_log_filter(filter: &str) -> Result<(), String> {
 impl SourceConfig {
     fn validate_ranges(&self) -> Result<(), ConfigError> {
         let key = |k: &str| format!("source.{}.{k}", self.name);
-        if !self.blob_path && self.on_rewrite == RewritePolicy::Replace {
-            return Err(ConfigError::key(
-                key("blob_path"),
-                "false needs on_rewrite = \"reread\": \"replace\" (the default) deletes a rewritten blob's documents by their blob path",
-            ));
-        }
         // 0 reads a blob as soon as it is listed.
         check_duration(key("settle"), self.settle, Duration::ZERO, DAY)?;
         check_duration(
@@ -1367,34 +1369,32 @@ mod tests {
     }
 
     #[test]
-    fn documents_keep_the_blob_path_and_leave_out_resource_ids_unless_told_otherwise() {
+    fn documents_leave_out_the_blob_path_resource_ids_and_community_id_unless_told_otherwise() {
         let c = Config::from_toml_str(MINIMAL).unwrap();
         assert_eq!(
             c.sources[0].provenance(),
             Provenance {
                 resource_ids: false,
-                blob_path: true
+                blob_path: false
             }
         );
+        assert!(!c.sources[0].community_id);
         let with = |lines: &str| {
             Config::from_toml_str(
                 &MINIMAL.replace("name = \"vnet\"", &format!("name = \"vnet\"\n{lines}")),
             )
         };
-        let c = with("resource_ids = true\nblob_path = false\non_rewrite = \"reread\"").unwrap();
+        // `replace` finds a rewritten blob's documents by their blob id, path or not.
+        let c = with("resource_ids = true\nblob_path = true\ncommunity_id = true").unwrap();
         assert_eq!(
             c.sources[0].provenance(),
             Provenance {
                 resource_ids: true,
-                blob_path: false
+                blob_path: true
             }
         );
-        // `replace` finds a rewritten blob's documents by their blob path.
-        let e = with("blob_path = false").unwrap_err().to_string();
-        assert!(
-            e.contains("source.vnet.blob_path") && e.contains("reread"),
-            "{e}"
-        );
+        assert!(c.sources[0].community_id);
+        assert_eq!(c.sources[0].on_rewrite, RewritePolicy::Replace);
     }
 
     #[test]

@@ -1186,16 +1186,16 @@ fn note(timeline: &Mutex<Vec<String>>, t0: Instant, what: String) {
 // ---------------------------------------------------------------------------------------------
 // The independent count: tuples as the writer wrote them, documents as the index holds them.
 
-/// What identifies a tuple in a blob: path, record offset, time (ms) and the two endpoints.
-/// Built from the raw tuple string on one side and from the document on the other.
-fn tuple_key(path: &str, offset: u64, tuple: &str) -> String {
+/// What identifies a tuple in a blob: the blob's id, record offset, time (ms) and the two
+/// endpoints. Built from the raw tuple string on one side and from the document on the other.
+fn tuple_key(blob_id: &str, offset: u64, tuple: &str) -> String {
     let f: Vec<&str> = tuple.split(',').collect();
     let ts: i64 = f[0].parse().expect("tuple time");
     // NSG tuples count seconds, VNet tuples milliseconds.
     let ts_ms = if ts < 100_000_000_000 { ts * 1000 } else { ts };
     let port = |s: &str| s.parse::<u64>().unwrap_or(0);
     format!(
-        "{path}|{offset}|{ts_ms}|{}:{}>{}:{}",
+        "{blob_id}|{offset}|{ts_ms}|{}:{}>{}:{}",
         f[1],
         port(f[3]),
         f[2],
@@ -1210,7 +1210,7 @@ fn document_key(doc: &Value) -> String {
         .map_or(-1, |t| t.timestamp_millis());
     format!(
         "{}|{}|{ts}|{}:{}>{}:{}",
-        doc["log"]["file"]["path"].as_str().unwrap_or("?"),
+        doc["azure"]["flowlog"]["blob_id"].as_str().unwrap_or("?"),
         doc["log"]["offset"].as_u64().unwrap_or(u64::MAX),
         doc["source"]["ip"].as_str().unwrap_or("?"),
         doc["source"]["port"].as_u64().unwrap_or(0),
@@ -1240,7 +1240,8 @@ fn tuples_of(record: &Value, out: &mut Vec<String>) {
 
 /// The keys of every tuple committed to `blob` so far.
 fn expected_keys(container: &str, blob: &GrowingBlob, out: &mut Vec<String>) {
-    let path = format!("{container}/{}", blob.name());
+    // The blob id the documents carry, computed here by the library's function.
+    let id = flowlogd::encode::document::blob_id(container, blob.name());
     let blocks = &blob.blob.blocks;
     let mut at = blocks[0].len() as u64;
     for i in 0..blob.written {
@@ -1254,7 +1255,7 @@ fn expected_keys(container: &str, blob: &GrowingBlob, out: &mut Vec<String>) {
         let mut tuples = Vec::new();
         tuples_of(&record, &mut tuples);
         assert_eq!(tuples.len(), blob.tuples_per_record as usize);
-        out.extend(tuples.iter().map(|t| tuple_key(&path, offset, t)));
+        out.extend(tuples.iter().map(|t| tuple_key(&id, offset, t)));
         at += block.len() as u64;
     }
 }

@@ -80,7 +80,7 @@ fn logstash_schema_and_bulk_output() {
 }
 
 #[test]
-fn resource_ids_and_no_blob_path_flags_write_what_the_source_options_would() {
+fn resource_ids_blob_path_and_community_id_flags_write_what_the_source_options_would() {
     let file = fixture_path("msdocs/nsg_v2_PT1H.json");
     let decode = |flags: &[&str]| {
         let mut args = vec!["decode", "--container", "c", "--blob", "b/PT1H.json"];
@@ -96,13 +96,22 @@ fn resource_ids_and_no_blob_path_flags_write_what_the_source_options_would() {
     assert!(lean["azure"]["flowlog"].get("resource_id").is_none());
     assert_eq!(lean["azure"]["flowlog"]["nsg"], "FABRIAKMVM1-NSG");
     assert_eq!(lean["azure"]["resource_group"], "FABRIKAMRG");
-    assert_eq!(lean["log"]["file"]["path"], "c/b/PT1H.json");
+    // The pretty-printed head `{\n    "records": [\n        ` puts the record at byte 27.
+    assert_eq!(lean["log"], serde_json::json!({"offset": 27}));
+    // Python's `xxhash.xxh3_64_hexdigest(b"c\0b/PT1H.json")`.
+    assert_eq!(lean["azure"]["flowlog"]["blob_id"], "27b39d9d4bda1243");
+    assert!(lean["network"].get("community_id").is_none());
     let full = decode(&["--resource-ids"]);
     assert_eq!(full["azure"]["flowlog"]["resource_id"], nsg_id);
     assert_eq!(full["azure"]["flowlog"]["resource_group"], "FABRIKAMRG");
-    let pathless = decode(&["--no-blob-path"]);
-    // The pretty-printed head `{\n    "records": [\n        ` puts the record at byte 27.
-    assert_eq!(pathless["log"], serde_json::json!({"offset": 27}));
+    let with_path = decode(&["--blob-path"]);
+    assert_eq!(with_path["log"]["file"]["path"], "c/b/PT1H.json");
+    let with_community = decode(&["--community-id"]);
+    let community = with_community["network"]["community_id"].as_str().unwrap();
+    assert!(
+        community.starts_with("1:") && community.len() == 30,
+        "{community}"
+    );
 }
 
 #[test]

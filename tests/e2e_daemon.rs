@@ -266,9 +266,10 @@ async fn fixtures_exactly_once(azurite: &Azurite, es: &Es, fixtures: &[FixtureBl
         .await;
     for f in fixtures {
         let path = format!("{}/{}", f.container, f.name);
+        let id = flowlogd::encode::document::blob_id(f.container, &f.name);
         let n = docs
             .iter()
-            .filter(|d| d.source["log"]["file"]["path"] == path.as_str())
+            .filter(|d| d.source["azure"]["flowlog"]["blob_id"] == id.as_str())
             .count();
         assert_eq!(n as u64, f.tuples, "{}: documents from {path}", f.file);
     }

@@ -1,4 +1,5 @@
-//! The per-source document options `resource_ids` and `blob_path` (issue 10, lean documents)
+//! The per-source document options `resource_ids`, `blob_path` and `community_id` (issue 10,
+//! lean documents)
 //! as the daemon honours them: `flowlogd once` from Azurite into a real engine.
 mod common;
 
@@ -35,7 +36,7 @@ async fn index_one_blob(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resource_ids_true_puts_the_full_arm_ids_in_what_the_daemon_indexes_and_the_default_leaves_them_out()
+async fn resource_ids_blob_path_and_community_id_put_their_fields_in_what_the_daemon_indexes_and_the_default_leaves_them_out()
  {
     let azurite = Azurite::start().expect("azurite");
     let es = Es::engine("provenance");
@@ -44,11 +45,22 @@ async fn resource_ids_true_puts_the_full_arm_ids_in_what_the_daemon_indexes_and_
     for doc in &lean {
         assert!(doc["azure"]["flowlog"]["resource_id"].is_null(), "{doc}");
         assert!(
-            doc["log"]["file"]["path"].is_string(),
-            "blob_path defaults to true: {doc}"
+            doc["log"].get("file").is_none(),
+            "blob_path defaults to false: {doc}"
+        );
+        assert!(doc["network"].get("community_id").is_none(), "{doc}");
+        assert_eq!(
+            doc["azure"]["flowlog"]["blob_id"].as_str().map(str::len),
+            Some(16)
         );
     }
-    let full = index_one_blob(&azurite, &es, "full", "resource_ids = true").await;
+    let full = index_one_blob(
+        &azurite,
+        &es,
+        "full",
+        "resource_ids = true\nblob_path = true\ncommunity_id = true",
+    )
+    .await;
     assert!(!full.is_empty());
     for doc in &full {
         let id = doc["azure"]["flowlog"]["resource_id"]
@@ -58,5 +70,12 @@ async fn resource_ids_true_puts_the_full_arm_ids_in_what_the_daemon_indexes_and_
             id.starts_with("/SUBSCRIPTIONS/") && id.contains("/FLOWLOGS/"),
             "the flow log's ARM id: {doc}"
         );
+        let path = doc["log"]["file"]["path"].as_str().unwrap_or_default();
+        assert!(
+            path.starts_with(&format!("{VNET_CONTAINER}/")) && path.ends_with("/PT1H.json"),
+            "blob_path = true: {doc}"
+        );
+        let community = doc["network"]["community_id"].as_str().unwrap_or_default();
+        assert!(community.starts_with("1:"), "community_id = true: {doc}");
     }
 }

@@ -17,6 +17,7 @@ use common::flowlogd::{Es, LifecycleApi};
 use elasticsearch::http::Method;
 use flowlogd::config::{Config, ElasticsearchConfig};
 use flowlogd::encode::document::{BlobContext, BulkBuffer, BulkItem, DocumentEncoder, Schema};
+use flowlogd::encode::document::{Provenance, blob_id};
 use flowlogd::encode::index_name::IndexPattern;
 use flowlogd::generator::{GenKind, GenOptions, generate};
 use flowlogd::pipeline::BlobDecoder;
@@ -58,6 +59,27 @@ impl Batch {
         schema: Schema,
         index: &str,
     ) -> Batch {
+        Batch::generated_with(
+            kind,
+            seed,
+            records,
+            tuples,
+            schema,
+            index,
+            Provenance::default(),
+        )
+    }
+
+    /// [`Batch::generated`] with documents carrying `provenance`.
+    fn generated_with(
+        kind: GenKind,
+        seed: u64,
+        records: usize,
+        tuples: usize,
+        schema: Schema,
+        index: &str,
+        provenance: Provenance,
+    ) -> Batch {
         let blob = generate(&GenOptions {
             kind,
             seed,
@@ -65,7 +87,8 @@ impl Batch {
             tuples_per_record: tuples,
             ..GenOptions::default()
         });
-        let mut encoder = DocumentEncoder::new(schema, IndexPattern::parse(index).unwrap());
+        let mut encoder = DocumentEncoder::new(schema, IndexPattern::parse(index).unwrap())
+            .with_provenance(provenance);
         let context = BlobContext::new("insights-logs-flowlogflowevent", &blob.name);
         let path = context.path().to_owned();
         let mut decoder = BlobDecoder::new(&mut encoder, context, 0);
@@ -368,9 +391,9 @@ async fn templates_round_trip(t: &Target) {
 }
 
 #[tokio::test]
-async fn lean_documents_of_one_blob_are_deleted_by_their_blob_path_and_the_others_stay() {
+async fn documents_of_one_blob_are_deleted_by_its_blob_id_or_its_path_and_the_others_stay() {
     on_the_engine(
-        "lean_documents_of_one_blob_are_deleted_by_their_blob_path_and_the_others_stay",
+        "documents_of_one_blob_are_deleted_by_its_blob_id_or_its_path_and_the_others_stay",
         |t| async move { blob_delete(&t).await },
     )
     .await;
@@ -410,12 +433,45 @@ async fn two_blobs(t: &Target, sink: &BulkSink, name: &str) -> (String, Batch, B
 async fn blob_delete(t: &Target) {
     let sink = BulkSink::new(&t.config("number_of_replicas = 0")).unwrap();
     let (wildcard, first, second) = two_blobs(t, &sink, "lean").await;
-    // `on_rewrite = "replace"` deletes by `log.file.path`, which lean documents keep for it.
+    // `on_rewrite = "replace"` names the blob by its id and its path, as the daemon does:
+    // default documents carry only the id.
+    let path = &first.blobs[0];
+    let name = path
+        .strip_prefix("insights-logs-flowlogflowevent/")
+        .unwrap();
+    let id = blob_id("insights-logs-flowlogflowevent", name);
+    let names = [
+        (Schema::Ecs.blob_id_field(), id.as_str()),
+        (Schema::Ecs.blob_path_field(), path.as_str()),
+    ];
     let deleted = sink
-        .delete_blob_documents(&wildcard, Schema::Ecs.blob_path_field(), &first.blobs[0])
+        .delete_blob_documents(&wildcard, path, &names)
         .await
         .unwrap();
     assert_eq!(deleted, first.len() as u64);
+    assert_eq!(t.count(&wildcard).await, second.len() as u64);
+    // Documents found by their path alone (those of releases before the blob id): a third
+    // blob's, written with `blob_path = true`, deleted with an id matching nothing.
+    let index = format!("{}-lean-%{{+xxxx.ww}}", t.prefix);
+    let with_path = Provenance {
+        resource_ids: false,
+        blob_path: true,
+    };
+    let third = Batch::generated_with(GenKind::Vnet, 23, 2, 10, Schema::Ecs, &index, with_path);
+    let report = sink
+        .deliver(&third.buffer, &third.origin(), &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(report.created, third.len(), "{report:?}");
+    let names = [
+        (Schema::Ecs.blob_id_field(), "0000000000000000"),
+        (Schema::Ecs.blob_path_field(), third.blobs[0].as_str()),
+    ];
+    let deleted = sink
+        .delete_blob_documents(&wildcard, &third.blobs[0], &names)
+        .await
+        .unwrap();
+    assert_eq!(deleted, third.len() as u64);
     assert_eq!(t.count(&wildcard).await, second.len() as u64);
 }
 

@@ -24,18 +24,22 @@ pub struct DecodeArgs {
     /// Index pattern used for the bulk action lines (`--bulk`), e.g. `vnet-flow-logs-%{+xxxx.ww}`.
     #[arg(long, default_value = "flowlogs-%{+xxxx.ww}")]
     pub index: String,
-    /// Container name used in `log.file.path` and document ids.
+    /// Container name used in the blob id, `log.file.path` and document ids.
     #[arg(long, default_value = "local")]
     pub container: String,
-    /// Blob name used in `log.file.path` and document ids (default: the file path as given).
+    /// Blob name used in the blob id, `log.file.path` and document ids (default: the file path
+    /// as given).
     #[arg(long)]
     pub blob: Option<String>,
     /// Also write the full ARM ids, as `resource_ids = true` of a source.
     #[arg(long)]
     pub resource_ids: bool,
-    /// Leave out the blob path (`log.file.path`, `blobPath`), as `blob_path = false` of a source.
+    /// Also write the blob path (`log.file.path`, `blobPath`), as `blob_path = true` of a source.
     #[arg(long)]
-    pub no_blob_path: bool,
+    pub blob_path: bool,
+    /// Also write `network.community_id`, as `community_id = true` of a source.
+    #[arg(long)]
+    pub community_id: bool,
     /// Print bulk action lines before each document (a ready `_bulk` body).
     #[arg(long)]
     pub bulk: bool,
@@ -95,8 +99,9 @@ pub fn run(args: DecodeArgs) -> anyhow::Result<ExitCode> {
     let mut encoder = DocumentEncoder::new(args.schema, pattern)
         .with_provenance(Provenance {
             resource_ids: args.resource_ids,
-            blob_path: !args.no_blob_path,
+            blob_path: args.blob_path,
         })
+        .with_community_id(args.community_id)
         .with_enrichment(&enricher, &filter);
     let stdout = io::stdout();
     let mut out = BufWriter::with_capacity(1 << 20, stdout.lock());

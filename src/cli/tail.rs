@@ -241,6 +241,7 @@ async fn poll(
         .with_context(|| format!("index pattern {:?}", source.config.index))?;
     let mut encoder = DocumentEncoder::new(source.config.schema, pattern)
         .with_provenance(source.config.provenance())
+        .with_community_id(source.config.community_id)
         .with_enrichment(enricher, filter);
     let mut lines = Vec::new();
     for blob in &blobs {

@@ -48,6 +48,14 @@ impl Schema {
             Schema::Logstash => "blobPath",
         }
     }
+
+    /// The field holding the [`blob_id`] of the blob a document came from.
+    pub fn blob_id_field(self) -> &'static str {
+        match self {
+            Schema::Ecs => "azure.flowlog.blob_id",
+            Schema::Logstash => "blobId",
+        }
+    }
 }
 
 impl std::str::FromStr for Schema {
@@ -66,7 +74,7 @@ impl std::str::FromStr for Schema {
 /// Which provenance fields documents carry besides what every document has (the parsed names:
 /// subscription, resource groups, NSG, VNet, subnet, NIC, flow-log name, region, MAC; and
 /// `log.offset`). Set per source by `resource_ids` and `blob_path` (see `config.rs`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Provenance {
     /// ECS: the full ARM ids (`azure.flowlog.resource_id`, `.target_resource_id`, and
     /// `.acl_id` also when it names an NSG or is the platform's all-zero GUID), the flow log's
@@ -74,27 +82,22 @@ pub struct Provenance {
     /// resource's own `azure.flowlog.resource_group`). ~570 bytes a VNet document, queried by
     /// nobody the names do not serve, so off by default. No effect on the `logstash` layout.
     pub resource_ids: bool,
-    /// `log.file.path` (`blobPath` in the `logstash` layout): `container/blob`. On by default:
-    /// `on_rewrite = "replace"` deletes a rewritten blob's documents by a term query on it, and
-    /// documents written by earlier releases carry nothing else that names their blob.
+    /// `log.file.path` (`blobPath` in the `logstash` layout): `container/blob`, ~225 bytes a
+    /// document with Azure's blob names. Off by default: every document names its blob by
+    /// [`BlobContext::blob_id`] (16 characters), which `on_rewrite = "replace"` deletes by,
+    /// and the path's other parts (resource, hour, MAC) are fields of their own.
     pub blob_path: bool,
 }
 
-impl Default for Provenance {
-    fn default() -> Self {
-        Provenance {
-            resource_ids: false,
-            blob_path: true,
-        }
-    }
-}
-
-/// The blob the records come from: its path for `log.file.path` and the key of its document ids.
+/// The blob the records come from: its path for `log.file.path`, its blob id and the key of
+/// its document ids.
 #[derive(Debug, Clone)]
 pub struct BlobContext {
     path: String,
     /// `path` as a JSON string literal, escaped once instead of once per document.
     path_json: Vec<u8>,
+    /// [`BlobContext::blob_id`] as a JSON string literal.
+    blob_id_json: Vec<u8>,
     id_key: [u8; 16],
 }
 
@@ -108,17 +111,37 @@ impl BlobContext {
         let path = format!("{container}/{blob}");
         let mut path_json = Vec::with_capacity(path.len() + 2);
         push_str(&mut path_json, &path);
+        let blob_id_json = format!("\"{}\"", blob_id(container, blob)).into_bytes();
         BlobContext {
             path,
             path_json,
+            blob_id_json,
             id_key: xxh3_128(&key_input).to_le_bytes(),
         }
+    }
+
+    /// The blob id every document carries (`azure.flowlog.blob_id`, `blobId`): see [`blob_id`].
+    pub fn blob_id(&self) -> &str {
+        // The literal is `"` + 16 hex digits + `"`.
+        std::str::from_utf8(&self.blob_id_json[1..self.blob_id_json.len() - 1]).unwrap_or_default()
     }
 
     /// `container/blob name`.
     pub fn path(&self) -> &str {
         &self.path
     }
+}
+
+/// The short name of blob `blob` of `container` in every document: 16 lowercase hex digits of
+/// a 64-bit XXH3 of `container`, a NUL and `blob`, stable across releases. The blob's path
+/// costs ~225 bytes a document; this 16, and `on_rewrite = "replace"` finds a rewritten blob's
+/// documents by it (two of a million blobs share one with odds of ~3·10⁻⁸).
+pub fn blob_id(container: &str, blob: &str) -> String {
+    let mut key_input = Vec::with_capacity(container.len() + blob.len() + 1);
+    key_input.extend_from_slice(container.as_bytes());
+    key_input.push(0);
+    key_input.extend_from_slice(blob.as_bytes());
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&key_input))
 }
 
 /// A document id: 22 characters of URL-safe base64 of a 128-bit XXH3 hash of
@@ -273,6 +296,8 @@ pub struct SliceOutcome {
 pub struct DocumentEncoder {
     schema: Schema,
     provenance: Provenance,
+    /// Write `network.community_id` (ECS).
+    community_id: bool,
     index: IndexNameCache,
     /// Inputs the cached record fragments were built from; records of one blob usually share them.
     record_signature: Vec<u8>,
@@ -583,6 +608,7 @@ impl DocumentEncoder {
         DocumentEncoder {
             schema,
             provenance: Provenance::default(),
+            community_id: false,
             index: IndexNameCache::new(index),
             record_signature: Vec::new(),
             record_azure: Vec::new(),
@@ -613,6 +639,14 @@ impl DocumentEncoder {
 
     pub fn provenance(&self) -> Provenance {
         self.provenance
+    }
+
+    /// Also writes `network.community_id` (Community ID v1, seed 0) into ECS documents: off by
+    /// default, since it repeats the addresses, ports and protocol (48 bytes and a SHA-1 a
+    /// document) for those who join flows with other sensors' (Zeek, Suricata, Elastic Defend).
+    pub fn with_community_id(mut self, community_id: bool) -> Self {
+        self.community_id = community_id;
+        self
     }
 
     pub fn schema(&self) -> Schema {
@@ -808,13 +842,16 @@ impl DocumentEncoder {
         // No `network.type`: the address family is in the addresses themselves (a CIDR query
         // such as `source.ip:"0.0.0.0/0"` selects IPv4).
         out.extend_from_slice(match t.direction {
-            Direction::Inbound => b"\",\"direction\":\"inbound\",\"community_id\":\"".as_slice(),
-            Direction::Outbound => b"\",\"direction\":\"outbound\",\"community_id\":\"".as_slice(),
+            Direction::Inbound => b"\",\"direction\":\"inbound\"".as_slice(),
+            Direction::Outbound => b"\",\"direction\":\"outbound\"".as_slice(),
         });
-        let community_id =
-            community_id_v1(0, t.protocol, t.src_ip, t.src_port, t.dst_ip, t.dst_port);
-        out.extend_from_slice(community_id.as_str().as_bytes());
-        out.push(b'"');
+        if self.community_id {
+            let community_id =
+                community_id_v1(0, t.protocol, t.src_ip, t.src_port, t.dst_ip, t.dst_port);
+            out.extend_from_slice(b",\"community_id\":\"");
+            out.extend_from_slice(community_id.as_str().as_bytes());
+            out.push(b'"');
+        }
         push_counter(
             out,
             "packets",
@@ -854,8 +891,9 @@ impl DocumentEncoder {
 
     /// Tuple fields 0–12 under the names of Microsoft's Logstash pipeline, raw as it leaves them
     /// (strings), except the fields that pipeline converts to integers (`unixtimestamp`, ports).
-    /// Plus `blobPath` (`container/blob`), which Microsoft's pipeline lacks: a rewritten blob's
-    /// documents are found by it (`on_rewrite = "replace"`).
+    /// Plus `blobId` ([`blob_id`]), which Microsoft's pipeline lacks: a rewritten blob's
+    /// documents are found by it (`on_rewrite = "replace"`); and `blobPath` (`container/blob`)
+    /// when `blob_path` is on.
     fn write_logstash(
         &self,
         out: &mut Vec<u8>,
@@ -883,6 +921,8 @@ impl DocumentEncoder {
         out.extend_from_slice(b"{\"@timestamp\":");
         push_timestamp_millis(out, t.time_ms);
         out.extend_from_slice(&self.record_azure);
+        out.extend_from_slice(b",\"blobId\":");
+        out.extend_from_slice(&blob.blob_id_json);
         if self.provenance.blob_path {
             out.extend_from_slice(b",\"blobPath\":");
             out.extend_from_slice(&blob.path_json);
@@ -968,6 +1008,8 @@ impl DocumentEncoder {
             tail.extend_from_slice(b",\"mac\":");
             push_mac(tail, mac.as_str());
         }
+        tail.extend_from_slice(b",\"blob_id\":");
+        tail.extend_from_slice(&blob.blob_id_json);
         tail.extend_from_slice(&self.record_azure);
         if let Some(rule) = &group.rule {
             tail.extend_from_slice(b",\"rule\":{\"name\":");
@@ -1195,13 +1237,15 @@ mod tests {
         assert_eq!(outcome.tuple_errors[0].0, 2);
         // Every value checked by hand against the record above: counters in tuple order,
         // sums 3+2 and 767+1580, MAC re-dashed in upper case, subscription and resource group
-        // of the target (the VNet), region from NETWORKWATCHER_EASTUS2EUAP. The community id
-        // was computed with a separate Python implementation of Community ID v1 (seed 0).
+        // of the target (the VNet), region from NETWORKWATCHER_EASTUS2EUAP. The blob id is
+        // Python's `xxhash.xxh3_64_hexdigest(b"insights-logs-flowlogflowevent\0a/PT1H.json")`
+        // (the `xxhash` package, a separate implementation of XXH3).
         // The ACL is a GUID naming no NSG, so it is the only record of the ACL and kept.
         // Not there: `event.kind/category/type`, `cloud.provider`, `ecs.version` (constants of
         // the index), `event.outcome` (= `event.action`), `network.iana_number` (tcp is
         // named), `network.type`, the GUID, both resource ids, the network watcher and the
-        // flow log's own resource group (`resource_ids = false`).
+        // flow log's own resource group (`resource_ids = false`), the blob path
+        // (`blob_path = false`), the community id (`community_id = false`).
         assert_eq!(
             docs[0],
             serde_json::json!({
@@ -1211,7 +1255,6 @@ mod tests {
                 "network": {
                     "transport": "tcp",
                     "direction": "outbound",
-                    "community_id": "1:Pql0MxS+MN+QUQwyEGpPhZZgWos=",
                     "packets": 5,
                     "bytes": 2347
                 },
@@ -1223,6 +1266,7 @@ mod tests {
                         "encryption": "NX",
                         "acl_id": "00000000-1234-abcd-ef00-c1c2c3c4c5c6",
                         "mac": "00-22-48-71-C2-05",
+                        "blob_id": "7d5273631099c35b",
                         "kind": "vnet",
                         "version": 4,
                         "name": "VNETFLOWLOG",
@@ -1235,10 +1279,7 @@ mod tests {
                     "account": {"id": "00000000-0000-0000-0000-000000000000"},
                     "region": "eastus2euap"
                 },
-                "log": {
-                    "file": {"path": "insights-logs-flowlogflowevent/a/PT1H.json"},
-                    "offset": 12
-                }
+                "log": {"offset": 12}
             })
         );
         let denied = &docs[1];
@@ -1290,8 +1331,7 @@ mod tests {
             docs[0]["network"],
             serde_json::json!({
                 "iana_number": "200",
-                "direction": "outbound",
-                "community_id": "1:fQMQHx52KhIs5aomYHntYXcXwNc="
+                "direction": "outbound"
             })
         );
         assert_eq!(docs[1]["network"]["transport"], "udp");
@@ -1299,10 +1339,55 @@ mod tests {
     }
 
     #[test]
+    fn community_id_on_writes_the_community_id_v1_of_each_tuple_and_changes_nothing_else() {
+        let encode_community = |record: &str| {
+            let record = decode_record(record.as_bytes()).unwrap();
+            let mut encoder = DocumentEncoder::new(
+                Schema::Ecs,
+                IndexPattern::parse("flows-%{+xxxx.ww}").unwrap(),
+            )
+            .with_community_id(true);
+            let blob = BlobContext::new("insights-logs-flowlogflowevent", "a/PT1H.json");
+            let mut out = BulkBuffer::new();
+            encoder.encode_record(&blob, 12, &record, &mut out);
+            (0..out.len())
+                .map(|i| serde_json::from_slice::<serde_json::Value>(out.doc(i)).unwrap())
+                .collect::<Vec<_>>()
+        };
+        // Both ids computed with a separate Python implementation of Community ID v1 (seed 0):
+        // TCP 10.0.0.6:23956 -> 52.239.184.180:443, and protocol 200 10.0.0.1 -> 10.0.0.2.
+        let with = encode_community(VNET);
+        assert_eq!(
+            with[0]["network"]["community_id"],
+            "1:Pql0MxS+MN+QUQwyEGpPhZZgWos="
+        );
+        assert_eq!(
+            encode_community(VNET_NSG_ACL)[0]["network"]["community_id"],
+            "1:fQMQHx52KhIs5aomYHntYXcXwNc="
+        );
+        let (without, _, _) = encode(Schema::Ecs, VNET);
+        let mut stripped = with.clone();
+        for doc in &mut stripped {
+            doc["network"]
+                .as_object_mut()
+                .unwrap()
+                .remove("community_id");
+        }
+        assert_eq!(stripped, without);
+        // No effect on the logstash layout, which has no such field.
+        let record = decode_record(VNET.as_bytes()).unwrap();
+        let mut encoder = DocumentEncoder::new(Schema::Logstash, IndexPattern::parse("f").unwrap())
+            .with_community_id(true);
+        let mut out = BulkBuffer::new();
+        encoder.encode_record(&BlobContext::new("c", "b"), 0, &record, &mut out);
+        assert!(!String::from_utf8_lossy(out.doc(0)).contains("1:Pql0"));
+    }
+
+    #[test]
     fn resource_ids_bring_back_the_full_ids_the_guid_the_watcher_and_the_flow_logs_group() {
         let provenance = Provenance {
             resource_ids: true,
-            blob_path: true,
+            blob_path: false,
         };
         let (docs, _, _) = encode_with(Schema::Ecs, provenance, VNET_NSG_ACL);
         let f = &docs[0]["azure"]["flowlog"];
@@ -1344,16 +1429,27 @@ mod tests {
     }
 
     #[test]
-    fn without_blob_path_log_holds_only_the_offset_in_both_layouts() {
+    fn blob_path_on_adds_the_path_beside_the_blob_id_in_both_layouts() {
         let provenance = Provenance {
             resource_ids: false,
-            blob_path: false,
+            blob_path: true,
         };
         let (docs, _, _) = encode_with(Schema::Ecs, provenance, VNET);
-        assert_eq!(docs[0]["log"], serde_json::json!({"offset": 12}));
+        assert_eq!(
+            docs[0]["log"],
+            serde_json::json!({
+                "file": {"path": "insights-logs-flowlogflowevent/a/PT1H.json"},
+                "offset": 12
+            })
+        );
+        assert_eq!(docs[0]["azure"]["flowlog"]["blob_id"], "7d5273631099c35b");
         let (docs, _, _) = encode_with(Schema::Logstash, provenance, VNET);
-        assert!(docs[0].get("blobPath").is_none());
-        assert_eq!(docs[0].as_object().unwrap().len(), 17);
+        assert_eq!(
+            docs[0]["blobPath"],
+            "insights-logs-flowlogflowevent/a/PT1H.json"
+        );
+        assert_eq!(docs[0]["blobId"], "7d5273631099c35b");
+        assert_eq!(docs[0].as_object().unwrap().len(), 19);
     }
 
     #[test]
@@ -1386,9 +1482,10 @@ mod tests {
         );
     }
     /// What the default ECS document of the bench's busy VNet blob may take on average, newline
-    /// included, with its real 177-byte blob name: 942 bytes measured on all 60 records, 781
-    /// with the bench's short name (docs/PERFORMANCE.md, "Decoding").
-    const SIZE_BOUND: usize = 960;
+    /// included: issue 10's target. 696.8 bytes measured on all 60 records, whatever the blob's
+    /// name (942 with its real name and the path in every document, 1,680 before the lean
+    /// layout; docs/PERFORMANCE.md, "Decoding").
+    const SIZE_BOUND: usize = 700;
 
     /// A VNet record whose first tuple goes from on-premises to Azure Storage in West Europe
     /// and whose second comes from a London address (AS 20712, no organization in the test
@@ -1646,7 +1743,9 @@ mod tests {
         assert_eq!(d["packetsDestToSource"], "2");
         assert_eq!(d["bytesSentDestToSource"], "1580");
         assert_eq!(d["@timestamp"], "2022-09-14T09:00:03.606Z");
-        assert_eq!(d["blobPath"], "insights-logs-flowlogflowevent/a/PT1H.json");
+        // Not in Microsoft's pipeline: the blob id (see the ECS test for its value's check).
+        assert_eq!(d["blobId"], "7d5273631099c35b");
+        assert!(d.get("blobPath").is_none(), "blob_path is off by default");
         assert_eq!(d.as_object().unwrap().len(), 18);
     }
 

@@ -34,7 +34,7 @@ use serde_json::{Map, Value, json};
 use crate::encode::document::{ECS_VERSION, Schema};
 
 /// Bumped whenever the mappings change (written to the template's `version`).
-pub const TEMPLATE_VERSION: u32 = 5;
+pub const TEMPLATE_VERSION: u32 = 6;
 
 /// Priority of flowlogd's templates before the pattern-length bonus; see the module docs.
 pub const BASE_PRIORITY: u32 = 200;
@@ -123,6 +123,7 @@ pub const ECS_FIELDS: &[(&str, FieldType)] = &[
     ("azure.flowlog.acl_id", Keyword),
     ("azure.flowlog.nsg", Keyword),
     ("azure.flowlog.mac", Keyword),
+    ("azure.flowlog.blob_id", Keyword),
     ("azure.flowlog.kind", Keyword),
     ("azure.flowlog.version", Integer),
     ("azure.flowlog.guid", Keyword),
@@ -197,6 +198,7 @@ pub const LOGSTASH_FIELDS: &[(&str, FieldType)] = &[
     ("bytesSentSourceToDest", Long),
     ("packetsDestToSource", Long),
     ("bytesSentDestToSource", Long),
+    ("blobId", Keyword),
     ("blobPath", Keyword),
     // Enrichment (`[enrich]`, `[[network]]`), present where a lookup answered.
     ("srcNetwork", Keyword),
@@ -225,6 +227,8 @@ pub const LOGSTASH_FIELDS: &[(&str, FieldType)] = &[
 /// aggregated: indexed, without doc values. Each is unique per flow or ~100 bytes long, so doc
 /// values would cost ~30 bytes a document for no query (`scripts/bench-engine.sh`).
 pub const SEARCH_ONLY_FIELDS: &[&str] = &[
+    "blobId",
+    "azure.flowlog.blob_id",
     "blobPath",
     "network.community_id",
     "azure.flowlog.guid",
@@ -585,13 +589,14 @@ mod tests {
     }
 
     /// Documents of every kind (NSG v1, NSG v2, VNet from the generator, plus the extra records)
-    /// in `schema`, with the real encoder writing `provenance`, and with every lookup on when
-    /// `enriched`.
+    /// in `schema`, with the real encoder writing `provenance`, and with every lookup and the
+    /// community id on when `enriched`.
     fn documents(schema: Schema, provenance: Provenance, enriched: bool) -> Vec<Value> {
         let mut docs = Vec::new();
         let mut encoder =
             DocumentEncoder::new(schema, IndexPattern::parse("flows-%{+xxxx.ww}").unwrap())
-                .with_provenance(provenance);
+                .with_provenance(provenance)
+                .with_community_id(enriched);
         if enriched {
             let no_rules =
                 std::sync::Arc::new(crate::enrich::Filter::from_config(&[], &[]).unwrap());

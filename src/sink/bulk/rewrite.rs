@@ -1,5 +1,5 @@
 //! Deleting the documents of a rewritten blob (`on_rewrite = "replace"`): a refresh of the
-//! indices it may have written to, then `_delete_by_query` on its path field.
+//! indices it may have written to, then `_delete_by_query` on the fields naming it.
 use elasticsearch::http::Method;
 use serde_json::{Value, json};
 
@@ -7,17 +7,19 @@ use super::setup::status_error;
 use super::{BulkSink, SinkError, error_summary, excerpt};
 
 impl BulkSink {
-    /// Deletes every document indexed from one blob (`field` equal to `path`, e.g.
-    /// `log.file.path`) from the indices matching `indices`, for a blob rewritten with other
-    /// content. Refreshes those indices first, so that documents indexed moments ago are
-    /// found too, and waits for the deletion. Returns how many documents were deleted.
+    /// Deletes every document indexed from one blob (named `blob` in messages) from the
+    /// indices matching `indices`, for a blob rewritten with other content: the documents
+    /// where any `(field, value)` of `names` matches (its blob id, and its path, which
+    /// documents of earlier releases carry instead). Refreshes those indices first, so that
+    /// documents indexed moments ago are found too, and waits for the deletion. Returns how
+    /// many documents were deleted.
     pub async fn delete_blob_documents(
         &self,
         indices: &str,
-        field: &str,
-        path: &str,
+        blob: &str,
+        names: &[(&str, &str)],
     ) -> Result<u64, SinkError> {
-        let what = format!("deleting the documents of rewritten blob {path} from {indices}");
+        let what = format!("deleting the documents of rewritten blob {blob} from {indices}");
         let lenient = [("ignore_unavailable", "true"), ("allow_no_indices", "true")];
         let (status, body) = self
             .request_with_query(
@@ -31,7 +33,11 @@ impl BulkSink {
         if !(200..300).contains(&status) {
             return Err(status_error(&what, status, &body));
         }
-        let query = json!({"query": {"term": {field: path}}});
+        let any_name: Vec<Value> = names
+            .iter()
+            .map(|(field, value)| json!({"term": {*field: value}}))
+            .collect();
+        let query = json!({"query": {"bool": {"should": any_name, "minimum_should_match": 1}}});
         let (status, body) = self
             .request_with_query(
                 Method::Post,
