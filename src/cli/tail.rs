@@ -20,8 +20,9 @@ use crate::enrich::{Enricher, Filter, FlowContext, RecordResources, Verdict};
 use crate::flowlog::{
     FlowTuple, RecordScanner, ScanStart, Scanned, TupleSlot, decode_record, parse_tuple,
 };
+use crate::metrics::StorageStats;
 use crate::pipeline::BlobDecoder;
-use crate::source::client::{StorageClient, StorageStats};
+use crate::source::client::StorageClient;
 use crate::source::layout::blob_hour;
 use crate::source::listing::BlobItem;
 use crate::source::walker::Walker;

@@ -23,10 +23,11 @@ use flowlogd::{
         index_name::IndexPattern,
     },
     generator::{GenKind, GenOptions, GeneratedBlob, generate},
+    metrics::StorageStats,
     pipeline::{BlobDecoder, DecodeProblem},
     registry::{Change, OffsetDelta, Registry},
     source::{
-        client::{StorageClient, StorageStats},
+        client::StorageClient,
         listing::BlobItem,
         reader::{Chunk, ReadLimits, ReadOutcome, ReadTask, read_blob},
         upload::BlockBlobWriter,
