@@ -224,7 +224,7 @@ impl AckTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::encode::document::{BulkBuffer, BulkItem};
+    use crate::bulk_buffer::{BulkBuffer, BulkItem};
 
     fn chunk(
         blob: &str,

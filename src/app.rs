@@ -12,9 +12,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::ack::AckTracker;
+use crate::bulk_buffer::BulkBuffer;
 use crate::config::{Config, SourceConfig, StartPolicy};
 use crate::delivery::{BlobHolds, DeliveryStage, HeldChunk, HoldingSender, Pool};
-use crate::encode::document::{BulkBuffer, DocumentEncoder};
+use crate::encode::document::DocumentEncoder;
 use crate::enrich::{Enricher, Filter};
 use crate::metrics::StorageStats;
 use crate::metrics::{FilterCounts, Metrics};

@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::ack::{AckTracker, ChunkId};
-use crate::encode::document::{BulkBuffer, BulkItem};
+use crate::bulk_buffer::{BulkBuffer, BulkItem};
 use crate::metrics::{Metrics, SourceMetrics};
 use crate::registry::Registry;
 use crate::sink::bulk::{BulkBody, BulkSink};

@@ -11,9 +11,10 @@ use futures::TryStreamExt as _;
 
 use serde::Deserialize as _;
 
+use crate::bulk_buffer::BulkBuffer;
 use crate::config::enrich::{FilterRuleConfig, NetworkConfig};
 use crate::config::{Config, SourceConfig};
-use crate::encode::document::{BlobContext, BulkBuffer, DocumentEncoder};
+use crate::encode::document::{BlobContext, DocumentEncoder};
 use crate::encode::index_name::IndexPattern;
 use crate::enrich::protocol::transport_name_or_number;
 use crate::enrich::{Enricher, Filter, FlowContext, RecordResources, Verdict};

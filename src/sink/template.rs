@@ -481,7 +481,8 @@ mod tests {
     use std::net::IpAddr;
 
     use super::*;
-    use crate::encode::document::{BlobContext, BulkBuffer, DocumentEncoder, Provenance};
+    use crate::bulk_buffer::BulkBuffer;
+    use crate::encode::document::{BlobContext, DocumentEncoder, Provenance};
     use crate::encode::index_name::IndexPattern;
     use crate::generator::{GenKind, GenOptions, generate};
     use crate::pipeline::BlobDecoder;

@@ -7,7 +7,8 @@ use tokio::sync::mpsc;
 
 use super::client::{StorageClient, StorageError};
 use super::listing::BlobItem;
-use crate::encode::document::{BlobContext, BulkBuffer, DocumentEncoder};
+use crate::bulk_buffer::BulkBuffer;
+use crate::encode::document::{BlobContext, DocumentEncoder};
 use crate::flowlog::ScanEnd;
 use crate::pipeline::{BlobDecoder, DecodeProblem, DecodeStats};
 

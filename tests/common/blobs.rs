@@ -18,8 +18,9 @@ use figment::{
 };
 use flowlogd::config::storage::StorageConfig;
 use flowlogd::{
+    bulk_buffer::BulkBuffer,
     encode::{
-        document::{BlobContext, BulkBuffer, DocumentEncoder, Schema},
+        document::{BlobContext, DocumentEncoder, Schema},
         index_name::IndexPattern,
     },
     generator::{GenKind, GenOptions, GeneratedBlob, generate},
