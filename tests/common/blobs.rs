@@ -18,6 +18,7 @@ use figment::{
 };
 use flowlogd::config::storage::StorageConfig;
 use flowlogd::{
+    ack::Chunk,
     bulk_buffer::BulkBuffer,
     encode::{
         document::{BlobContext, DocumentEncoder, Schema},
@@ -30,7 +31,7 @@ use flowlogd::{
     source::{
         client::StorageClient,
         listing::BlobItem,
-        reader::{Chunk, ReadLimits, ReadOutcome, ReadTask, read_blob},
+        reader::{ReadLimits, ReadOutcome, ReadTask, read_blob},
         upload::BlockBlobWriter,
     },
 };
