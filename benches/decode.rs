@@ -1,7 +1,8 @@
 //! Throughput of the pure pipeline (PT1H.json bytes → records → tuples → ECS documents in an
 //! NDJSON bulk body) against bare JSON validation of the same bytes, our practical ceiling.
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use flowlogd::encode::document::{BlobContext, BulkBuffer, DocumentEncoder, Schema};
+use flowlogd::bulk_buffer::BulkBuffer;
+use flowlogd::encode::document::{BlobContext, DocumentEncoder, Schema};
 use flowlogd::encode::index_name::IndexPattern;
 use flowlogd::generator::{GenKind, GenOptions, generate};
 use flowlogd::pipeline::BlobDecoder;

@@ -1,11 +1,38 @@
 //! Acknowledgement and commit: a read chunk's new offset is committed to the registry only when
 //! every one of its documents is delivered or dead-lettered, and chunks of one blob commit in
 //! the order they were read. A crash at any point leaves the registry behind, never ahead.
+//! [`Chunk`], that unit of acknowledgement, is defined here; the reader fills it.
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+use crate::bulk_buffer::BulkBuffer;
 use crate::registry::{OffsetDelta, Registry, RegistryError};
-use crate::source::reader::Chunk;
+
+/// Documents of the records in `(from, to]` of one blob: the unit of acknowledgement, which
+/// the reader fills and delivery hands over here.
+/// `to` is always the end of a complete record (or of the head), so committing it is safe.
+#[derive(Debug)]
+pub struct Chunk {
+    /// Index of the source in the configuration.
+    pub source: usize,
+    pub blob: Arc<str>,
+    /// Position of this chunk within its read, from 0; chunks of a blob commit in this order.
+    pub seq: u32,
+    pub from: u64,
+    pub to: u64,
+    /// The last chunk of its read: committing it records the listed length and etag.
+    pub last: bool,
+    /// Length to record with the commit: the listed length for the last chunk, `to` before.
+    pub length_seen: u64,
+    pub etag: Arc<str>,
+    /// Last-Modified of the blob, epoch ms.
+    pub last_modified_ms: i64,
+    /// Head length learned when the read started at byte 0.
+    pub head_len: Option<u32>,
+    pub docs: BulkBuffer,
+    /// Newest tuple time among the documents (epoch ms), for the lag metric.
+    pub newest_time_ms: Option<i64>,
+}
 
 /// Identifies a registered chunk.
 pub type ChunkId = u64;
@@ -224,7 +251,7 @@ impl AckTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::encode::document::{BulkBuffer, BulkItem};
+    use crate::bulk_buffer::BulkItem;
 
     fn chunk(
         blob: &str,

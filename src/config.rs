@@ -492,8 +492,14 @@ pub struct ElasticsearchConfig {
     pub delete_after: Option<Duration>,
 }
 
+/// The index codec of the templates unless configured otherwise: DEFLATE on stored fields,
+/// ~20% less disk than the default LZ4 for flowlogd's documents, on Elasticsearch and
+/// OpenSearch alike. Here rather than in `sink/template.rs` so that config imports nothing
+/// from the sink (issue 10 item 1).
+pub const DEFAULT_CODEC: &str = "best_compression";
+
 fn default_index_codec() -> String {
-    crate::sink::template::DEFAULT_CODEC.to_owned()
+    DEFAULT_CODEC.to_owned()
 }
 
 /// `[registry]`.

@@ -1,7 +1,8 @@
 //! Delivery: takes read chunks over from the readers (holding their blobs busy until the ack
 //! tracker has them), groups their documents into per-source batches, sends each batch through
 //! the bulk sink within `max_in_flight`, acknowledges what the engine answered so offsets
-//! commit, and flushes the registry; a batch task that dies gives its chunks up.
+//! commit, and flushes the registry; a batch task that dies gives its chunks up. The hand-off
+//! itself, [`ChunkSink`], is defined here: the reader fills chunks and sends them to it.
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -12,13 +13,12 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::ack::{AckTracker, ChunkId};
-use crate::encode::document::{BulkBuffer, BulkItem};
+use crate::ack::{AckTracker, Chunk, ChunkId};
+use crate::bulk_buffer::{BulkBuffer, BulkItem};
 use crate::metrics::{Metrics, SourceMetrics};
 use crate::registry::Registry;
 use crate::sink::bulk::{BulkBody, BulkSink};
 use crate::sink::dead_letter::ItemOrigin;
-use crate::source::reader::{Chunk, ChunkSink, ReadError};
 
 /// Blobs that must not be planned again yet, with how many holds each has: one while a read of
 /// it runs, and one for each of its chunks between the reader and the delivery stage (where
@@ -121,6 +121,38 @@ pub(crate) struct BatchBuffers {
     items: Vec<BulkItem>,
 }
 
+/// The receiving side of the reader -> delivery hand-off is gone: the pipeline is shutting
+/// down (the reader's read then ends with its `ReadError::Closed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the pipeline is shutting down")]
+pub struct HandOffClosed;
+
+/// Where a read's chunks go, in order. A bounded channel is the plain case (a slow sink slows
+/// the read); the daemon's sink also marks each chunk's blob as busy until delivery has taken
+/// the chunk over, so that no poll re-reads a blob whose chunks are still on their way.
+pub trait ChunkSink: Send {
+    /// Hands one chunk over; `Err` when the receiving side is gone (shutting down).
+    fn send(&mut self, chunk: Chunk) -> impl Future<Output = Result<(), HandOffClosed>> + Send;
+
+    /// An empty buffer for the next chunk with room for `body` bytes and `items` documents.
+    /// The daemon's sink hands out buffers that delivery has emptied, so that a steady read
+    /// allocates nothing (and touches no fresh pages).
+    fn buffer(&mut self, body: usize, items: usize) -> BulkBuffer {
+        BulkBuffer {
+            body: Vec::with_capacity(body),
+            items: Vec::with_capacity(items),
+        }
+    }
+}
+
+impl ChunkSink for mpsc::Sender<Chunk> {
+    async fn send(&mut self, chunk: Chunk) -> Result<(), HandOffClosed> {
+        mpsc::Sender::send(self, chunk)
+            .await
+            .map_err(|_| HandOffClosed)
+    }
+}
+
 /// A chunk on its way to the delivery stage, holding its blob until the ack tracker has it.
 pub(crate) struct HeldChunk {
     chunk: Chunk,
@@ -136,12 +168,12 @@ pub(crate) struct HoldingSender {
 }
 
 impl ChunkSink for HoldingSender {
-    async fn send(&mut self, chunk: Chunk) -> Result<(), ReadError> {
+    async fn send(&mut self, chunk: Chunk) -> Result<(), HandOffClosed> {
         let hold = self.holds.hold(chunk.source, &chunk.blob);
         self.tx
             .send(HeldChunk { chunk, hold })
             .await
-            .map_err(|_| ReadError::Closed)
+            .map_err(|_| HandOffClosed)
     }
 
     fn buffer(&mut self, body: usize, items: usize) -> BulkBuffer {

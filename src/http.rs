@@ -121,7 +121,7 @@ fn respond(request: &[u8], metrics: &Arc<Metrics>, windows: ReadinessWindows) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::client::StorageStats;
+    use crate::metrics::StorageStats;
 
     async fn get(addr: SocketAddr, path: &str) -> String {
         let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();

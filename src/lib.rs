@@ -4,6 +4,7 @@
 //! Module map:
 //! - [`ack`]: ordered per-blob commits of acknowledged chunks.
 //! - [`app`]: the daemon: polling, batching, delivery, commits, shutdown.
+//! - [`bulk_buffer`]: the NDJSON bulk body documents travel in, from the encoder to the sink.
 //! - [`metrics`]: Prometheus metrics and readiness.
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`systemd`]: sd_notify readiness and watchdog.
@@ -23,6 +24,7 @@
 //! - [`pipeline`]: blob bytes → records → tuples → bulk items (pure).
 pub mod ack;
 pub mod app;
+pub mod bulk_buffer;
 pub mod cli;
 pub mod config;
 pub mod delivery;

@@ -1,6 +1,7 @@
 //! The pure half of ingestion for one blob: bytes of a PT1H.json (whole, or a ranged read that
 //! resumes after a complete record) → records → tuples → bulk items, with every failure reported.
-use crate::encode::document::{BlobContext, BulkBuffer, DocumentEncoder, TupleCursor};
+use crate::bulk_buffer::BulkBuffer;
+use crate::encode::document::{BlobContext, DocumentEncoder, TupleCursor};
 use crate::flowlog::{
     Record, RecordError, RecordScanner, ScanEnd, ScanStart, Scanned, TupleError, decode_record_in,
 };
@@ -390,7 +391,7 @@ mod tests {
         assert!(slices.len() > 3 * 20, "{} slices", slices.len());
         let body: Vec<u8> = slices.iter().flat_map(|s| s.body.iter().copied()).collect();
         assert_eq!(body, whole.body, "the same documents, ids and order");
-        let keys = |items: &mut dyn Iterator<Item = &crate::encode::document::BulkItem>| {
+        let keys = |items: &mut dyn Iterator<Item = &crate::bulk_buffer::BulkItem>| {
             items
                 .map(|i| (i.record_offset, i.tuple_index))
                 .collect::<Vec<_>>()

@@ -15,8 +15,9 @@ use figment::{
     providers::{Format as _, Toml},
 };
 use flowlogd::config::storage::StorageConfig;
+use flowlogd::metrics::StorageStats;
 use flowlogd::source::{
-    client::{StorageClient, StorageError, StorageStats},
+    client::{StorageClient, StorageError},
     upload::{BlockBlobWriter, FLOW_LOG_HEAD, FLOW_LOG_TAIL},
 };
 use futures::TryStreamExt as _;

@@ -12,8 +12,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use flowlogd::bulk_buffer::BulkBuffer;
 use flowlogd::config::{Config, DEFAULT_CONFIG_PATH};
-use flowlogd::encode::document::{BlobContext, BulkBuffer, DocumentEncoder, Schema};
+use flowlogd::encode::document::{BlobContext, DocumentEncoder, Schema};
 use flowlogd::encode::index_name::IndexPattern;
 use flowlogd::enrich::enricher::Enricher;
 use flowlogd::enrich::filter::Filter;

@@ -3,7 +3,9 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 
-use flowlogd::encode::document::{BlobContext, BulkBuffer, DocumentEncoder, Provenance, Schema};
+use flowlogd::bulk_buffer::BulkBuffer;
+
+use flowlogd::encode::document::{BlobContext, DocumentEncoder, Provenance, Schema};
 use flowlogd::encode::index_name::IndexPattern;
 use flowlogd::pipeline::{BlobDecoder, DecodeProblem};
 use flowlogd::sink::template::ECS_CONSTANTS;

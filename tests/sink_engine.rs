@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use common::flowlogd::{Es, LifecycleApi};
 use elasticsearch::http::Method;
+use flowlogd::bulk_buffer::{BulkBuffer, BulkItem};
 use flowlogd::config::{Config, ElasticsearchConfig};
-use flowlogd::encode::document::{BlobContext, BulkBuffer, BulkItem, DocumentEncoder, Schema};
-use flowlogd::encode::document::{Provenance, blob_id};
+use flowlogd::encode::document::{BlobContext, DocumentEncoder, Provenance, Schema, blob_id};
 use flowlogd::encode::index_name::IndexPattern;
 use flowlogd::generator::{GenKind, GenOptions, generate};
 use flowlogd::pipeline::BlobDecoder;

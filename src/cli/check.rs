@@ -4,8 +4,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::metrics::StorageStats;
 use crate::sink::bulk::{BulkSink, LifecycleCheck, PrivilegeCheck, SetupTarget};
-use crate::source::client::{StorageClient, StorageStats};
+use crate::source::client::StorageClient;
 
 pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     let mut failures = 0;

@@ -9,8 +9,9 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Args;
 
+use crate::bulk_buffer::BulkBuffer;
 use crate::config::enrich::{EnrichConfig, FilterRuleConfig, NetworkConfig, validate};
-use crate::encode::document::{BlobContext, BulkBuffer, DocumentEncoder, Provenance, Schema};
+use crate::encode::document::{BlobContext, DocumentEncoder, Provenance, Schema};
 use crate::encode::index_name::IndexPattern;
 use crate::enrich::{Enricher, Filter};
 use crate::flowlog::envelope::DEFAULT_MAX_RECORD_LEN;

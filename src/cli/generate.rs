@@ -13,8 +13,9 @@ use clap::Args;
 
 use crate::config::storage::{AZURITE_ACCOUNT, AZURITE_BLOB_ENDPOINT, AuthConfig, StorageConfig};
 use crate::generator::{GenKind, GenOptions, GeneratedBlob, generate};
+use crate::metrics::StorageStats;
 use crate::secret::Secret;
-use crate::source::client::{StorageClient, StorageStats};
+use crate::source::client::StorageClient;
 use crate::source::upload::BlockBlobWriter;
 
 #[derive(Debug, Args)]

@@ -29,7 +29,7 @@ pub struct TemplateArgs {
     #[arg(long)]
     pub lifecycle_policy: Option<String>,
     /// `index.codec`; `default` leaves the engine's own.
-    #[arg(long, default_value = crate::sink::template::DEFAULT_CODEC)]
+    #[arg(long, default_value = crate::config::DEFAULT_CODEC)]
     pub codec: String,
 }
 

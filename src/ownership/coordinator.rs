@@ -21,9 +21,10 @@ use tokio_util::sync::CancellationToken;
 use super::{MirroredBlob, Ownership, Step, plan};
 use crate::config::storage::StorageConfig;
 use crate::config::{ClusterConfig, Config};
+use crate::metrics::StorageStats;
 use crate::registry::{BlobEntry, BlobState, Registry};
 use crate::shard::OwnedUnits;
-use crate::source::client::{StorageClient, StorageError, StorageStats};
+use crate::source::client::{StorageClient, StorageError};
 use crate::source::layout::{HOUR_SECS, blob_hour, resource_of};
 use crate::source::listing::{BlobItem, normalize_etag};
 

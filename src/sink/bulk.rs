@@ -42,8 +42,8 @@ use super::client::{Connection, connect, error_chain};
 use super::dead_letter::{DeadLetter, ItemOrigin, RejectedDocument};
 use super::retry::{Backoff, FailureLog, OutageLog};
 use super::template::TemplateOptions;
+use crate::bulk_buffer::{BulkBuffer, BulkItem};
 use crate::config::ElasticsearchConfig;
-use crate::encode::document::{BulkBuffer, BulkItem};
 
 mod rewrite;
 mod setup;
@@ -959,7 +959,7 @@ mod tests {
             batch
                 .body
                 .extend_from_slice(format!("{{\"n\":{i}}}\n").as_bytes());
-            batch.items.push(crate::encode::document::BulkItem {
+            batch.items.push(crate::bulk_buffer::BulkItem {
                 action_start,
                 doc_start,
                 end: batch.body.len(),

@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
+use crate::config::DEFAULT_CODEC;
 use crate::encode::document::{ECS_VERSION, Schema};
 
 /// Bumped whenever the mappings change (written to the template's `version`).
@@ -240,11 +241,6 @@ pub const SEARCH_ONLY_FIELDS: &[&str] = &[
 /// Fields kept only in `_source` (neither indexed nor with doc values): where in the blob a
 /// tuple came from is read when a document is inspected, never searched.
 pub const SOURCE_ONLY_FIELDS: &[&str] = &["log.offset"];
-
-/// The index codec of the templates unless configured otherwise: DEFLATE on stored fields,
-/// ~20% less disk than the default LZ4 for flowlogd's documents, on Elasticsearch and
-/// OpenSearch alike.
-pub const DEFAULT_CODEC: &str = "best_compression";
 
 /// The field table of a layout.
 pub fn fields(schema: Schema) -> &'static [(&'static str, FieldType)] {
@@ -489,7 +485,8 @@ mod tests {
     use std::net::IpAddr;
 
     use super::*;
-    use crate::encode::document::{BlobContext, BulkBuffer, DocumentEncoder, Provenance};
+    use crate::bulk_buffer::BulkBuffer;
+    use crate::encode::document::{BlobContext, DocumentEncoder, Provenance};
     use crate::encode::index_name::IndexPattern;
     use crate::generator::{GenKind, GenOptions, generate};
     use crate::pipeline::BlobDecoder;

@@ -7,6 +7,7 @@
 //! [`StorageError`]s naming the blob or prefix and a reason, with SAS signatures redacted.
 
 use crate::config::storage::{RetryConfig, StorageConfig};
+use crate::metrics::StorageStats;
 use crate::source::{
     credential::{Credential, CredentialError, ResolvedStorage},
     listing::{self, offset_to_chrono},
@@ -27,15 +28,7 @@ use azure_storage_blob::{
 };
 use bytes::Bytes;
 use futures::{Stream, StreamExt as _, TryStreamExt as _};
-use std::{
-    fmt,
-    num::NonZero,
-    pin::Pin,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-};
+use std::{fmt, num::NonZero, pin::Pin, sync::Arc};
 
 pub use crate::source::listing::BlobItem;
 
@@ -85,91 +78,6 @@ pub(crate) fn client_options(
         Credential::Entra { credential, .. } => token = Some(credential.clone()),
     }
     Ok((options, token))
-}
-
-/// Request counters of one source, shared with whoever reports metrics.
-#[derive(Debug, Default)]
-pub struct StorageStats {
-    /// List Blobs requests (pages), flat and hierarchical.
-    pub list_requests: AtomicU64,
-    /// Blob entries returned by listings.
-    pub blobs_listed: AtomicU64,
-    /// `BlobPrefix` entries returned by hierarchical listings.
-    pub prefixes_listed: AtomicU64,
-    /// Get Blob Properties requests.
-    pub properties_requests: AtomicU64,
-    /// Ranged Get Blob requests.
-    pub download_requests: AtomicU64,
-    /// Body bytes received by ranged downloads.
-    pub bytes_downloaded: AtomicU64,
-    /// Get Block List requests.
-    pub block_list_requests: AtomicU64,
-    /// Queue service requests of the event-driven mode (receive, delete, release).
-    pub queue_requests: AtomicU64,
-    /// Retried tries of any request (seen by a per-try policy).
-    pub retries: AtomicU64,
-}
-
-/// A copy of [`StorageStats`] at one moment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StatsSnapshot {
-    /// See [`StorageStats::list_requests`].
-    pub list_requests: u64,
-    /// See [`StorageStats::blobs_listed`].
-    pub blobs_listed: u64,
-    /// See [`StorageStats::prefixes_listed`].
-    pub prefixes_listed: u64,
-    /// See [`StorageStats::properties_requests`].
-    pub properties_requests: u64,
-    /// See [`StorageStats::download_requests`].
-    pub download_requests: u64,
-    /// See [`StorageStats::bytes_downloaded`].
-    pub bytes_downloaded: u64,
-    /// See [`StorageStats::block_list_requests`].
-    pub block_list_requests: u64,
-    /// See [`StorageStats::queue_requests`].
-    pub queue_requests: u64,
-    /// See [`StorageStats::retries`].
-    pub retries: u64,
-}
-
-impl StorageStats {
-    /// Reads all counters.
-    pub fn snapshot(&self) -> StatsSnapshot {
-        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        StatsSnapshot {
-            list_requests: r(&self.list_requests),
-            blobs_listed: r(&self.blobs_listed),
-            prefixes_listed: r(&self.prefixes_listed),
-            properties_requests: r(&self.properties_requests),
-            download_requests: r(&self.download_requests),
-            bytes_downloaded: r(&self.bytes_downloaded),
-            block_list_requests: r(&self.block_list_requests),
-            queue_requests: r(&self.queue_requests),
-            retries: r(&self.retries),
-        }
-    }
-
-    pub(crate) fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-}
-
-impl StatsSnapshot {
-    /// The counts accumulated since `earlier` (e.g. during one poll).
-    pub fn since(&self, earlier: &StatsSnapshot) -> StatsSnapshot {
-        StatsSnapshot {
-            list_requests: self.list_requests - earlier.list_requests,
-            blobs_listed: self.blobs_listed - earlier.blobs_listed,
-            prefixes_listed: self.prefixes_listed - earlier.prefixes_listed,
-            properties_requests: self.properties_requests - earlier.properties_requests,
-            download_requests: self.download_requests - earlier.download_requests,
-            bytes_downloaded: self.bytes_downloaded - earlier.bytes_downloaded,
-            block_list_requests: self.block_list_requests - earlier.block_list_requests,
-            queue_requests: self.queue_requests - earlier.queue_requests,
-            retries: self.retries - earlier.retries,
-        }
-    }
 }
 
 /// A storage request that failed for good (after retries). `target` says what it was about:

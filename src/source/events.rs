@@ -19,7 +19,8 @@ use base64::Engine as _;
 use serde::Deserialize;
 
 use crate::config::events::EventsConfig;
-use crate::source::client::{StorageError, StorageStats, client_options};
+use crate::metrics::StorageStats;
+use crate::source::client::{StorageError, client_options};
 use crate::source::credential::{Credential, CredentialError, ResolvedStorage};
 
 /// The event type flowlogd acts on; every other type is acknowledged and ignored.

@@ -3,11 +3,13 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
-use tokio::sync::mpsc;
 
 use super::client::{StorageClient, StorageError};
 use super::listing::BlobItem;
-use crate::encode::document::{BlobContext, BulkBuffer, DocumentEncoder};
+use crate::ack::Chunk;
+use crate::bulk_buffer::BulkBuffer;
+use crate::delivery::{ChunkSink, HandOffClosed};
+use crate::encode::document::{BlobContext, DocumentEncoder};
 use crate::flowlog::ScanEnd;
 use crate::pipeline::{BlobDecoder, DecodeProblem, DecodeStats};
 
@@ -16,57 +18,6 @@ use crate::pipeline::{BlobDecoder, DecodeProblem, DecodeStats};
 pub struct ReadTask {
     pub blob: BlobItem,
     pub from: u64,
-}
-
-/// Documents of the records in `(from, to]` of one blob: the unit of acknowledgement.
-/// `to` is always the end of a complete record (or of the head), so committing it is safe.
-#[derive(Debug)]
-pub struct Chunk {
-    /// Index of the source in the configuration.
-    pub source: usize,
-    pub blob: Arc<str>,
-    /// Position of this chunk within its read, from 0; chunks of a blob commit in this order.
-    pub seq: u32,
-    pub from: u64,
-    pub to: u64,
-    /// The last chunk of its read: committing it records the listed length and etag.
-    pub last: bool,
-    /// Length to record with the commit: the listed length for the last chunk, `to` before.
-    pub length_seen: u64,
-    pub etag: Arc<str>,
-    /// Last-Modified of the blob, epoch ms.
-    pub last_modified_ms: i64,
-    /// Head length learned when the read started at byte 0.
-    pub head_len: Option<u32>,
-    pub docs: BulkBuffer,
-    /// Newest tuple time among the documents (epoch ms), for the lag metric.
-    pub newest_time_ms: Option<i64>,
-}
-
-/// Where a read's chunks go, in order. A bounded channel is the plain case (a slow sink slows
-/// the read); the daemon's sink also marks each chunk's blob as busy until delivery has taken
-/// the chunk over, so that no poll re-reads a blob whose chunks are still on their way.
-pub trait ChunkSink: Send {
-    /// Hands one chunk over; `Err` when the receiving side is gone (shutting down).
-    fn send(&mut self, chunk: Chunk) -> impl Future<Output = Result<(), ReadError>> + Send;
-
-    /// An empty buffer for the next chunk with room for `body` bytes and `items` documents.
-    /// The daemon's sink hands out buffers that delivery has emptied, so that a steady read
-    /// allocates nothing (and touches no fresh pages).
-    fn buffer(&mut self, body: usize, items: usize) -> BulkBuffer {
-        BulkBuffer {
-            body: Vec::with_capacity(body),
-            items: Vec::with_capacity(items),
-        }
-    }
-}
-
-impl ChunkSink for mpsc::Sender<Chunk> {
-    async fn send(&mut self, chunk: Chunk) -> Result<(), ReadError> {
-        mpsc::Sender::send(self, chunk)
-            .await
-            .map_err(|_| ReadError::Closed)
-    }
 }
 
 /// Why a read stopped early. Chunks sent before the failure stay valid.
@@ -82,6 +33,12 @@ pub enum ReadError {
         "cannot record an undecodable record in the dead-letter file ({0}); the read stops before it and is tried again next poll"
     )]
     ProblemNotRecorded(String),
+}
+
+impl From<HandOffClosed> for ReadError {
+    fn from(_: HandOffClosed) -> Self {
+        ReadError::Closed
+    }
 }
 
 /// What a finished read did.

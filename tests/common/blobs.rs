@@ -18,17 +18,20 @@ use figment::{
 };
 use flowlogd::config::storage::StorageConfig;
 use flowlogd::{
+    ack::Chunk,
+    bulk_buffer::BulkBuffer,
     encode::{
-        document::{BlobContext, BulkBuffer, DocumentEncoder, Schema},
+        document::{BlobContext, DocumentEncoder, Schema},
         index_name::IndexPattern,
     },
     generator::{GenKind, GenOptions, GeneratedBlob, generate},
+    metrics::StorageStats,
     pipeline::{BlobDecoder, DecodeProblem},
     registry::{Change, OffsetDelta, Registry},
     source::{
-        client::{StorageClient, StorageStats},
+        client::StorageClient,
         listing::BlobItem,
-        reader::{Chunk, ReadLimits, ReadOutcome, ReadTask, read_blob},
+        reader::{ReadLimits, ReadOutcome, ReadTask, read_blob},
         upload::BlockBlobWriter,
     },
 };

@@ -27,8 +27,9 @@ use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder}
 use elasticsearch::http::{Method, Url};
 use flowlogd::config::storage::{AuthConfig, StorageConfig};
 use flowlogd::generator::{GenKind, GenOptions, GeneratedBlob, generate};
+use flowlogd::metrics::StorageStats;
 use flowlogd::secret::Secret;
-use flowlogd::source::client::{StorageClient, StorageStats};
+use flowlogd::source::client::StorageClient;
 use flowlogd::source::upload::BlockBlobWriter;
 use serde::Deserialize;
 use serde_json::{Value, json};
