@@ -2,7 +2,8 @@
 //! NDJSON bulk body) against bare JSON validation of the same bytes, our practical ceiling.
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use flowlogd::bulk_buffer::BulkBuffer;
-use flowlogd::encode::document::{BlobContext, DocumentEncoder, Schema};
+use flowlogd::config::document::Schema;
+use flowlogd::encode::document::{BlobContext, DocumentEncoder};
 use flowlogd::encode::index_name::IndexPattern;
 use flowlogd::generator::{GenKind, GenOptions, generate};
 use flowlogd::pipeline::BlobDecoder;

@@ -11,13 +11,14 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Deserializer};
 
-use crate::encode::document::{Provenance, Schema};
 use crate::encode::index_name::IndexPattern;
 use crate::secret::Secret;
+pub mod document;
 pub mod enrich;
 pub mod events;
 pub mod storage;
 
+use document::{Provenance, Schema};
 use storage::{AuthConfig, RetryConfig, StorageConfig};
 
 /// Default location of the configuration file.

@@ -274,7 +274,7 @@ impl RecordWriter<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::encode::document::Schema;
+    use crate::config::document::Schema;
     use crate::encode::index_name::IndexPattern;
     use crate::flowlog::TupleErrorKind;
 

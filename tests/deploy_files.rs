@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use flowlogd::bulk_buffer::BulkBuffer;
+use flowlogd::config::document::Schema;
 use flowlogd::config::{Config, DEFAULT_CONFIG_PATH};
-use flowlogd::encode::document::{BlobContext, DocumentEncoder, Schema};
+use flowlogd::encode::document::{BlobContext, DocumentEncoder};
 use flowlogd::encode::index_name::IndexPattern;
 use flowlogd::enrich::enricher::Enricher;
 use flowlogd::enrich::filter::Filter;

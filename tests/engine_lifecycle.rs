@@ -16,7 +16,7 @@ use common::flowlogd::{
 use common::servers::Azurite;
 use elasticsearch::http::Method;
 use flowlogd::config::Config;
-use flowlogd::encode::document::Schema;
+use flowlogd::config::document::Schema;
 use flowlogd::sink::bulk::{
     BulkSink, LifecycleCheck, LifecycleEngine, LifecycleOutcome, SetupTarget,
 };

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use flowlogd::bulk_buffer::BulkBuffer;
 
-use flowlogd::encode::document::{BlobContext, DocumentEncoder, Provenance, Schema};
+use flowlogd::config::document::{Provenance, Schema};
+use flowlogd::encode::document::{BlobContext, DocumentEncoder};
 use flowlogd::encode::index_name::IndexPattern;
 use flowlogd::pipeline::{BlobDecoder, DecodeProblem};
 use flowlogd::sink::template::ECS_CONSTANTS;

@@ -10,8 +10,9 @@ use anyhow::Context as _;
 use clap::Args;
 
 use crate::bulk_buffer::BulkBuffer;
+use crate::config::document::{Provenance, Schema};
 use crate::config::enrich::{EnrichConfig, FilterRuleConfig, NetworkConfig, validate};
-use crate::encode::document::{BlobContext, DocumentEncoder, Provenance, Schema};
+use crate::encode::document::{BlobContext, DocumentEncoder};
 use crate::encode::index_name::IndexPattern;
 use crate::enrich::{Enricher, Filter};
 use crate::flowlog::envelope::DEFAULT_MAX_RECORD_LEN;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Args;
 
-use crate::encode::document::Schema;
+use crate::config::document::Schema;
 use crate::encode::index_name::IndexPattern;
 use crate::sink::template::{self, TemplateOptions};
 

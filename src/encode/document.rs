@@ -8,12 +8,12 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use base64::Engine as _;
-use serde::Deserialize;
 use xxhash_rust::xxh3::xxh3_128;
 
 use super::index_name::{IndexNameCache, IndexPattern};
 use super::json::{push_key, push_str, push_str_content, push_timestamp_millis, push_u64};
 use crate::bulk_buffer::{BulkBuffer, BulkItem};
+use crate::config::document::{Provenance, Schema};
 use crate::enrich::classify::flow_type;
 use crate::enrich::community_id::community_id_v1;
 use crate::enrich::protocol::{iana_number_str, transport_name};
@@ -25,70 +25,6 @@ use crate::flowlog::{
     Decision, Direction, FlowGroup, FlowLogKind, FlowTuple, Record, SlotPosition, TupleError,
     TupleSlot, parse_tuple,
 };
-
-/// ECS version the field layout follows (written to `ecs.version`).
-pub const ECS_VERSION: &str = "8.17.0";
-
-/// Which field names documents use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Schema {
-    /// Elastic Common Schema names (`source.ip`, `network.transport`, …). The default.
-    #[default]
-    Ecs,
-    /// The flat names of Microsoft's documented Logstash pipeline (`srcIp`, `destPort`, …),
-    /// for dashboards built on that pipeline.
-    Logstash,
-}
-
-impl Schema {
-    /// The field holding `container/blob` of the blob a document came from.
-    pub fn blob_path_field(self) -> &'static str {
-        match self {
-            Schema::Ecs => "log.file.path",
-            Schema::Logstash => "blobPath",
-        }
-    }
-
-    /// The field holding the [`blob_id`] of the blob a document came from.
-    pub fn blob_id_field(self) -> &'static str {
-        match self {
-            Schema::Ecs => "azure.flowlog.blob_id",
-            Schema::Logstash => "blobId",
-        }
-    }
-}
-
-impl std::str::FromStr for Schema {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "ecs" => Ok(Schema::Ecs),
-            "logstash" => Ok(Schema::Logstash),
-            other => Err(format!(
-                "unknown schema {other:?} (expected \"ecs\" or \"logstash\")"
-            )),
-        }
-    }
-}
-
-/// Which provenance fields documents carry besides what every document has (the parsed names:
-/// subscription, resource groups, NSG, VNet, subnet, NIC, flow-log name, region, MAC; and
-/// `log.offset`). Set per source by `resource_ids` and `blob_path` (see `config.rs`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Provenance {
-    /// ECS: the full ARM ids (`azure.flowlog.resource_id`, `.target_resource_id`, and
-    /// `.acl_id` also when it names an NSG or is the platform's all-zero GUID), the flow log's
-    /// GUID, and what only those ids hold (`azure.flowlog.network_watcher`, the flow-log
-    /// resource's own `azure.flowlog.resource_group`). ~570 bytes a VNet document, queried by
-    /// nobody the names do not serve, so off by default. No effect on the `logstash` layout.
-    pub resource_ids: bool,
-    /// `log.file.path` (`blobPath` in the `logstash` layout): `container/blob`, ~225 bytes a
-    /// document with Azure's blob names. Off by default: every document names its blob by
-    /// [`BlobContext::blob_id`] (16 characters), which `on_rewrite = "replace"` deletes by,
-    /// and the path's other parts (resource, hour, MAC) are fields of their own.
-    pub blob_path: bool,
-}
 
 /// The blob the records come from: its path for `log.file.path`, its blob id and the key of
 /// its document ids.
@@ -1120,6 +1056,7 @@ fn write_logstash_record_fragment(out: &mut Vec<u8>, record: &Record<'_>) {
 mod tests {
     use super::*;
     use crate::flowlog::decode_record;
+    use serde::Deserialize;
     use serde_json::json;
 
     fn encode(

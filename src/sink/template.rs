@@ -32,7 +32,7 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 
 use crate::config::DEFAULT_CODEC;
-use crate::encode::document::{ECS_VERSION, Schema};
+use crate::config::document::{ECS_VERSION, Schema};
 
 /// Bumped whenever the mappings change (written to the template's `version`).
 pub const TEMPLATE_VERSION: u32 = 6;
@@ -486,7 +486,8 @@ mod tests {
 
     use super::*;
     use crate::bulk_buffer::BulkBuffer;
-    use crate::encode::document::{BlobContext, DocumentEncoder, Provenance};
+    use crate::config::document::Provenance;
+    use crate::encode::document::{BlobContext, DocumentEncoder};
     use crate::encode::index_name::IndexPattern;
     use crate::generator::{GenKind, GenOptions, generate};
     use crate::pipeline::BlobDecoder;

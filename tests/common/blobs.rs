@@ -20,8 +20,9 @@ use flowlogd::config::storage::StorageConfig;
 use flowlogd::{
     ack::Chunk,
     bulk_buffer::BulkBuffer,
+    config::document::Schema,
     encode::{
-        document::{BlobContext, DocumentEncoder, Schema},
+        document::{BlobContext, DocumentEncoder},
         index_name::IndexPattern,
     },
     generator::{GenKind, GenOptions, GeneratedBlob, generate},

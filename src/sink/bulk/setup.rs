@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 use tracing::{info, warn};
 
 use super::{BulkSink, SinkError, error_summary, excerpt};
+use crate::config::document::Schema;
 use crate::config::{RewritePolicy, SourceConfig};
-use crate::encode::document::Schema;
 use crate::encode::index_name::IndexPattern;
 use crate::sink::client::error_chain;
 use crate::sink::template;
