@@ -4,8 +4,8 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use flowlogd::bulk_buffer::BulkBuffer;
 use flowlogd::config::document::Schema;
 use flowlogd::encode::document::{BlobContext, DocumentEncoder};
-use flowlogd::encode::index_name::IndexPattern;
 use flowlogd::generator::{GenKind, GenOptions, generate};
+use flowlogd::index_pattern::IndexPattern;
 use flowlogd::pipeline::BlobDecoder;
 
 fn inputs() -> Vec<(&'static str, Vec<u8>, u64)> {

@@ -11,7 +11,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Deserializer};
 
-use crate::encode::index_name::IndexPattern;
+use crate::index_pattern::IndexPattern;
 use crate::secret::Secret;
 pub mod document;
 pub mod enrich;

@@ -14,6 +14,8 @@
 //! - [`enrich`]: derived fields (resource-id parts, flow classification, community id),
 //!   lookups (named networks, service tags, GeoIP/ASN) and `[[filter]]` rules.
 //! - [`encode`]: document layouts (ECS, Logstash), ids, index names, the JSON writer.
+//! - [`index_pattern`]: the `index` option's `%{+…}` patterns: parsing, validation, formatting
+//!   (a shared leaf).
 //! - [`sink`]: bulk indexing, retries, dead letters, cluster setup and checks.
 //! - [`source`]: Azure Storage access: credentials, listing, ranged reads.
 //! - [`registry`]: per-blob read offsets in sled.
@@ -33,6 +35,7 @@ pub mod enrich;
 pub mod flowlog;
 pub mod generator;
 pub mod http;
+pub mod index_pattern;
 pub mod metrics;
 pub mod ownership;
 pub mod pipeline;

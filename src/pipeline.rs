@@ -275,8 +275,8 @@ impl RecordWriter<'_> {
 mod tests {
     use super::*;
     use crate::config::document::Schema;
-    use crate::encode::index_name::IndexPattern;
     use crate::flowlog::TupleErrorKind;
+    use crate::index_pattern::IndexPattern;
 
     const GOOD: &str = "1663146003599,10.0.0.6,52.239.184.180,23956,443,6,O,B,NX,0,0,0,0";
 

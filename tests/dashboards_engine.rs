@@ -54,7 +54,7 @@ use std::time::{Duration, Instant};
 use common::servers::Azurite;
 use elasticsearch::http::Method;
 use flowlogd::config::Config;
-use flowlogd::encode::index_name::IndexPattern;
+use flowlogd::index_pattern::IndexPattern;
 use serde_json::{Map, Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_flowlogd");

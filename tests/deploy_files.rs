@@ -16,10 +16,10 @@ use flowlogd::bulk_buffer::BulkBuffer;
 use flowlogd::config::document::Schema;
 use flowlogd::config::{Config, DEFAULT_CONFIG_PATH};
 use flowlogd::encode::document::{BlobContext, DocumentEncoder};
-use flowlogd::encode::index_name::IndexPattern;
 use flowlogd::enrich::enricher::Enricher;
 use flowlogd::enrich::filter::Filter;
 use flowlogd::generator::{GenKind, GenOptions, generate};
+use flowlogd::index_pattern::IndexPattern;
 use flowlogd::pipeline::BlobDecoder;
 use serde_json::Value;
 

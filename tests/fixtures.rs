@@ -7,7 +7,7 @@ use flowlogd::bulk_buffer::BulkBuffer;
 
 use flowlogd::config::document::{Provenance, Schema};
 use flowlogd::encode::document::{BlobContext, DocumentEncoder};
-use flowlogd::encode::index_name::IndexPattern;
+use flowlogd::index_pattern::IndexPattern;
 use flowlogd::pipeline::{BlobDecoder, DecodeProblem};
 use flowlogd::sink::template::ECS_CONSTANTS;
 use serde_json::Value;

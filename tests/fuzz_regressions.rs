@@ -92,9 +92,9 @@ fn a_secret_written_without_quotes_is_refused_without_showing_it() {
 #[test]
 fn an_index_pattern_whose_names_exceed_255_bytes_later_in_the_year_is_refused() {
     let pattern = format!("{}-%{{+M.d.H}}", "a".repeat(249));
-    assert!(flowlogd::encode::index_name::IndexPattern::parse(&pattern).is_err());
+    assert!(flowlogd::index_pattern::IndexPattern::parse(&pattern).is_err());
     let fits = format!("{}-%{{+M.d.H}}", "a".repeat(246));
-    assert!(flowlogd::encode::index_name::IndexPattern::parse(&fits).is_ok());
+    assert!(flowlogd::index_pattern::IndexPattern::parse(&fits).is_ok());
 }
 
 /// listing_xml, fuzz/regressions/listing_xml-a-blank-name-is-listed-empty: quick-xml's serde

@@ -18,7 +18,8 @@
 #![no_main]
 
 use chrono::{DateTime, Datelike, Timelike};
-use flowlogd::encode::index_name::{IndexNameCache, IndexPattern};
+use flowlogd::encode::index_name::IndexNameCache;
+use flowlogd::index_pattern::IndexPattern;
 use libfuzzer_sys::fuzz_target;
 
 const HOUR_MS: i64 = 3_600_000;

@@ -13,9 +13,9 @@ use crate::bulk_buffer::BulkBuffer;
 use crate::config::document::{Provenance, Schema};
 use crate::config::enrich::{EnrichConfig, FilterRuleConfig, NetworkConfig, validate};
 use crate::encode::document::{BlobContext, DocumentEncoder};
-use crate::encode::index_name::IndexPattern;
 use crate::enrich::{Enricher, Filter};
 use crate::flowlog::envelope::DEFAULT_MAX_RECORD_LEN;
+use crate::index_pattern::IndexPattern;
 use crate::pipeline::{BlobDecoder, DecodeProblem};
 
 #[derive(Debug, Args)]

@@ -15,12 +15,12 @@ use crate::bulk_buffer::BulkBuffer;
 use crate::config::enrich::{FilterRuleConfig, NetworkConfig};
 use crate::config::{Config, SourceConfig};
 use crate::encode::document::{BlobContext, DocumentEncoder};
-use crate::encode::index_name::IndexPattern;
 use crate::enrich::protocol::transport_name_or_number;
 use crate::enrich::{Enricher, Filter, FlowContext, RecordResources, Verdict};
 use crate::flowlog::{
     FlowTuple, RecordScanner, ScanStart, Scanned, TupleSlot, decode_record, parse_tuple,
 };
+use crate::index_pattern::IndexPattern;
 use crate::metrics::StorageStats;
 use crate::pipeline::BlobDecoder;
 use crate::source::client::StorageClient;

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::Args;
 
 use crate::config::document::Schema;
-use crate::encode::index_name::IndexPattern;
+use crate::index_pattern::IndexPattern;
 use crate::sink::template::{self, TemplateOptions};
 
 #[derive(Debug, Args)]

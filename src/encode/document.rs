@@ -10,7 +10,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use xxhash_rust::xxh3::xxh3_128;
 
-use super::index_name::{IndexNameCache, IndexPattern};
+use super::index_name::IndexNameCache;
 use super::json::{push_key, push_str, push_str_content, push_timestamp_millis, push_u64};
 use crate::bulk_buffer::{BulkBuffer, BulkItem};
 use crate::config::document::{Provenance, Schema};
@@ -25,6 +25,7 @@ use crate::flowlog::{
     Decision, Direction, FlowGroup, FlowLogKind, FlowTuple, Record, SlotPosition, TupleError,
     TupleSlot, parse_tuple,
 };
+use crate::index_pattern::IndexPattern;
 
 /// The blob the records come from: its path for `log.file.path`, its blob id and the key of
 /// its document ids.

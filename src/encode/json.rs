@@ -1,6 +1,8 @@
 //! Minimal JSON writing into byte buffers: string escaping, integers and RFC 3339 timestamps,
 //! so documents go straight into the bulk body without intermediate `serde_json::Value`s.
 
+use crate::index_pattern::civil_from_days;
+
 /// Appends `s` as a JSON string literal (with quotes).
 pub fn push_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
@@ -94,23 +96,6 @@ fn put_digits(dst: &mut [u8], mut v: u32) {
         *slot = b'0' + (v % 10) as u8;
         v /= 10;
     }
-}
-
-/// Howard Hinnant's `civil_from_days` (http://howardhinnant.github.io/date_algorithms.html):
-/// days since 1970-01-01 → (year, month, day), proleptic Gregorian, exact for every day an i64
-/// of milliseconds can name. Hand-written because it is on the per-document hot path and
-/// chrono's calendar ends at year 262,143; index names use it too.
-pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]

@@ -488,8 +488,8 @@ mod tests {
     use crate::bulk_buffer::BulkBuffer;
     use crate::config::document::Provenance;
     use crate::encode::document::{BlobContext, DocumentEncoder};
-    use crate::encode::index_name::IndexPattern;
     use crate::generator::{GenKind, GenOptions, generate};
+    use crate::index_pattern::IndexPattern;
     use crate::pipeline::BlobDecoder;
 
     /// Resolves a dotted path in a `properties` tree to its mapping.

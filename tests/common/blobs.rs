@@ -21,11 +21,9 @@ use flowlogd::{
     ack::Chunk,
     bulk_buffer::BulkBuffer,
     config::document::Schema,
-    encode::{
-        document::{BlobContext, DocumentEncoder},
-        index_name::IndexPattern,
-    },
+    encode::document::{BlobContext, DocumentEncoder},
     generator::{GenKind, GenOptions, GeneratedBlob, generate},
+    index_pattern::IndexPattern,
     metrics::StorageStats,
     pipeline::{BlobDecoder, DecodeProblem},
     registry::{Change, OffsetDelta, Registry},

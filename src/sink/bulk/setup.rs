@@ -13,7 +13,7 @@ use tracing::{info, warn};
 use super::{BulkSink, SinkError, error_summary, excerpt};
 use crate::config::document::Schema;
 use crate::config::{RewritePolicy, SourceConfig};
-use crate::encode::index_name::IndexPattern;
+use crate::index_pattern::IndexPattern;
 use crate::sink::client::error_chain;
 use crate::sink::template;
 
