@@ -181,24 +181,18 @@ fn parse_fields(kind: FlowLogKind, raw: &str) -> Result<FlowTuple<'_>, TupleErro
     let mut fields = [""; 13];
     let mut count = 0usize;
     let mut start = 0usize;
-    // A byte loop: tuples are ~60 bytes, where `str::split`'s searcher costs more than it saves.
-    // Slicing at ',' (ASCII) always lands on a character boundary.
-    for (i, b) in raw
-        .bytes()
-        .enumerate()
-        .chain(std::iter::once((raw.len(), b',')))
-    {
-        if b != b',' {
-            continue;
-        }
+    // memchr's vectorised search finds the 12 commas of a ~60-byte tuple in a few loads, where
+    // a byte loop (or `str::split`'s searcher) tests every byte. Slicing at ',' (ASCII) always
+    // lands on a character boundary.
+    for end in memchr::memchr_iter(b',', raw.as_bytes()).chain(std::iter::once(raw.len())) {
         if count == fields.len() {
             return Err(TupleErrorKind::FieldCount {
                 found: raw.split(',').count(),
             });
         }
-        fields[count] = &raw[start..i];
+        fields[count] = &raw[start..end];
         count += 1;
-        start = i + 1;
+        start = end + 1;
     }
     match (kind, count) {
         (FlowLogKind::Nsg, 8) | (FlowLogKind::Nsg, 13) | (FlowLogKind::Vnet, 13) => {}
