@@ -479,11 +479,12 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use chrono::{NaiveDate, TimeZone, Utc};
 
-    fn ms(y: i32, m: u32, d: u32, h: u32) -> i64 {
+    /// Milliseconds since the epoch of `y-m-d h:00` UTC, by chrono (not by the code under test).
+    pub(crate) fn ms(y: i32, m: u32, d: u32, h: u32) -> i64 {
         NaiveDate::from_ymd_opt(y, m, d)
             .and_then(|date| date.and_hms_opt(h, 0, 0))
             .map(|dt| Utc.from_utc_datetime(&dt).timestamp_millis())

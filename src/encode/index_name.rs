@@ -53,14 +53,7 @@ impl IndexNameCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::{NaiveDate, TimeZone, Utc};
-
-    fn ms(y: i32, m: u32, d: u32, h: u32) -> i64 {
-        NaiveDate::from_ymd_opt(y, m, d)
-            .and_then(|date| date.and_hms_opt(h, 0, 0))
-            .map(|dt| Utc.from_utc_datetime(&dt).timestamp_millis())
-            .expect("valid test date")
-    }
+    use crate::index_pattern::tests::ms;
 
     #[test]
     fn cache_is_total_at_extremes() {
