@@ -477,6 +477,81 @@ async fn blob_delete(t: &Target) {
 }
 
 #[tokio::test]
+async fn an_index_created_before_the_blob_id_maps_it_after_setup_so_a_rewrite_finds_what_was_written_since()
+ {
+    on_the_engine(
+        "an_index_created_before_the_blob_id_maps_it_after_setup_so_a_rewrite_finds_what_was_written_since",
+        |t| async move { upgraded_index(&t).await },
+    )
+    .await;
+}
+
+/// An index of an earlier release (template version 5: everything but the blob id, under
+/// `dynamic: false`) still takes this week's documents after an upgrade.
+async fn upgraded_index(t: &Target) {
+    let index = format!("{}-upgraded", t.prefix);
+    let mut old = template::mappings(Schema::Ecs);
+    let flowlog = old["properties"]["azure"]["properties"]["flowlog"]["properties"]
+        .as_object_mut()
+        .unwrap();
+    assert!(flowlog.remove("blob_id").is_some());
+    let (status, body) = t
+        .call(
+            Method::Put,
+            &index,
+            Some(serde_json::json!({
+                "settings": {"number_of_replicas": 0},
+                "mappings": old
+            })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let sink = BulkSink::new(&t.config("number_of_replicas = 0")).unwrap();
+    sink.setup(&[SetupTarget {
+        source: "s".into(),
+        index: IndexPattern::parse(&index).unwrap(),
+        schema: Schema::Ecs,
+        deletes_rewritten: true,
+    }])
+    .await
+    .unwrap();
+    let (status, body) = t
+        .call(Method::Get, &format!("{index}/_mapping"), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body[&index]["mappings"]["properties"]["azure"]["properties"]["flowlog"]["properties"]["blob_id"]
+            ["type"],
+        "keyword",
+        "{body}"
+    );
+    let batch = Batch::generated(GenKind::Vnet, 24, 2, 10, Schema::Ecs, &index);
+    let report = sink
+        .deliver(&batch.buffer, &batch.origin(), &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(report.created, batch.len(), "{report:?}");
+    let path = &batch.blobs[0];
+    let name = path
+        .strip_prefix("insights-logs-flowlogflowevent/")
+        .unwrap();
+    let id = blob_id("insights-logs-flowlogflowevent", name);
+    let names = [
+        (Schema::Ecs.blob_id_field(), id.as_str()),
+        (Schema::Ecs.blob_path_field(), path.as_str()),
+    ];
+    let deleted = sink
+        .delete_blob_documents(&index, path, &names)
+        .await
+        .unwrap();
+    assert_eq!(
+        deleted,
+        batch.len() as u64,
+        "documents the rewrite left behind"
+    );
+}
+
+#[tokio::test]
 async fn constant_keywords_answer_with_their_value_on_elasticsearch_but_with_the_index_name_on_opensearch()
  {
     on_the_engine(
@@ -1506,7 +1581,9 @@ async fn on_elasticsearch_setup_installs_the_ilm_policy_and_check_lists_missing_
             [
                 "GET /",
                 "PUT /_ilm/policy/flowlogd-delete-after-30d",
-                "PUT /_index_template/flowlogd-flows"
+                "PUT /_index_template/flowlogd-flows",
+                // Indices created before the blob id get its mapping.
+                "PUT /flows-*/_mapping?ignore_unavailable=true&allow_no_indices=true"
             ],
             "the policy exists before a template names it"
         );

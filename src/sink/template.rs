@@ -252,17 +252,7 @@ pub fn fields(schema: Schema) -> &'static [(&'static str, FieldType)] {
 
 /// The `mappings` object of a layout.
 pub fn mappings(schema: Schema) -> Value {
-    let mut root = Map::new();
-    for (path, ty) in fields(schema) {
-        let mut mapping = ty.mapping();
-        if SEARCH_ONLY_FIELDS.contains(path) {
-            mapping["doc_values"] = json!(false);
-        } else if SOURCE_ONLY_FIELDS.contains(path) {
-            mapping["index"] = json!(false);
-            mapping["doc_values"] = json!(false);
-        }
-        insert_path(&mut root, path, mapping);
-    }
+    let root = properties(schema, |_| true);
     let mut meta = json!({"managed_by": "flowlogd", "schema": schema_name(schema)});
     if schema == Schema::Ecs {
         // Every index says what its documents leave out (see `ECS_CONSTANTS`).
@@ -279,6 +269,33 @@ pub fn mappings(schema: Schema) -> Value {
         "_meta": meta,
         "properties": root,
     })
+}
+
+/// The `properties` object mapping the fields of `schema` whose dotted path `wanted` accepts.
+fn properties(schema: Schema, wanted: impl Fn(&str) -> bool) -> Map<String, Value> {
+    let mut root = Map::new();
+    for (path, ty) in fields(schema).iter().filter(|(path, _)| wanted(path)) {
+        let mut mapping = ty.mapping();
+        if SEARCH_ONLY_FIELDS.contains(path) {
+            mapping["doc_values"] = json!(false);
+        } else if SOURCE_ONLY_FIELDS.contains(path) {
+            mapping["index"] = json!(false);
+            mapping["doc_values"] = json!(false);
+        }
+        insert_path(&mut root, path, mapping);
+    }
+    root
+}
+
+/// A `PUT <indices>/_mapping` body adding the blob id field (`azure.flowlog.blob_id`,
+/// `blobId`) to indices created before it existed (template version 5 and older). Their
+/// mapping is `dynamic: false`, so without it the field of documents written there after an
+/// upgrade is not searchable, and `on_rewrite = "replace"`, which deletes by it, would miss
+/// them until the index rolls over. Adding a field is allowed on a live index; one already
+/// mapped the same way is left as it is.
+pub fn blob_id_mapping(schema: Schema) -> Value {
+    let field = schema.blob_id_field();
+    json!({"properties": properties(schema, |path| path == field)})
 }
 
 /// Puts `leaf` at dotted `path` of a `properties` object, creating `{"properties":…}` objects

@@ -318,6 +318,8 @@ impl BulkSink {
                 return Err(status_error(&what, status, &response));
             }
             info!(template = %planned.name, index_pattern = %planned.wildcard, "index template installed");
+            self.add_blob_id_to_existing_indices(&planned.wildcard, planned.schema)
+                .await;
             templates.push(InstalledTemplate {
                 name: planned.name,
                 priority: template::priority(&planned.wildcard),
@@ -341,6 +343,31 @@ impl BulkSink {
             lifecycle,
             skipped: None,
         })
+    }
+
+    /// Maps the blob id field in the existing indices of `wildcard` (see
+    /// [`template::blob_id_mapping`]): the template only shapes indices created from now on.
+    /// A failure is logged, not fatal, since everything else still works: the field is in
+    /// every new index, and only a rewrite inside an index older than the upgrade could leave
+    /// documents behind.
+    async fn add_blob_id_to_existing_indices(&self, wildcard: &str, schema: Schema) {
+        let field = schema.blob_id_field();
+        let what = format!("map {field} in the existing indices {wildcard}");
+        let lenient = [("ignore_unavailable", "true"), ("allow_no_indices", "true")];
+        let body = template::blob_id_mapping(schema);
+        let path = format!("{wildcard}/_mapping");
+        let outcome = self
+            .request_with_query(Method::Put, &path, &lenient, Some(&body), &what)
+            .await;
+        let error = match outcome {
+            Ok((200..=299, _)) => {
+                info!(indices = %wildcard, field, "blob id mapped in the existing indices");
+                return;
+            }
+            Ok((status, response)) => status_error(&what, status, &response),
+            Err(e) => e,
+        };
+        warn!(indices = %wildcard, field, error = %error, "cannot map the blob id in indices created before it existed (needs the manage index privilege); on_rewrite = \"replace\" will not find documents written to them from now on until the next index; going on");
     }
 
     /// `PUT _ilm/policy/<name>`: overwriting is how ILM updates a policy.
