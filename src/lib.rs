@@ -24,6 +24,9 @@
 //! - [`secret`]: a string that never shows itself in logs or errors.
 //! - [`generator`]: deterministic generator of realistic flow logs.
 //! - [`pipeline`]: blob bytes → records → tuples → bulk items (pure).
+//! - [`poller`]: the pure polling policy: listing + registry entries → actions.
+//! - [`polling`]: carries out the poller's plan for a source: listing, registry entries,
+//!   rewrite deletes, read scheduling.
 pub mod ack;
 pub mod app;
 pub mod bulk_buffer;
@@ -40,6 +43,7 @@ pub mod metrics;
 pub mod ownership;
 pub mod pipeline;
 pub mod poller;
+pub mod polling;
 pub mod registry;
 pub mod secret;
 pub mod shard;
