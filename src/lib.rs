@@ -13,6 +13,8 @@
 //! - [`flowlog`]: decoding of flow-log records and tuples (pure, no I/O).
 //! - [`enrich`]: derived fields (resource-id parts, flow classification, community id),
 //!   lookups (named networks, service tags, GeoIP/ASN) and `[[filter]]` rules.
+//! - [`event_driven`]: the `[source.events]` mode: receiving BlobCreated events, reading the
+//!   blobs they name, deleting messages once committed.
 //! - [`encode`]: document layouts (ECS, Logstash), ids, index names, the JSON writer.
 //! - [`index_pattern`]: the `index` option's `%{+…}` patterns: parsing, validation, formatting
 //!   (a shared leaf).
@@ -35,6 +37,7 @@ pub mod config;
 pub mod delivery;
 pub mod encode;
 pub mod enrich;
+pub mod event_driven;
 pub mod flowlog;
 pub mod generator;
 pub mod http;
