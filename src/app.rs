@@ -1,6 +1,8 @@
-//! The daemon: polls every source (walker → poller → reader), batches the documents, delivers
-//! them through the bulk sink and commits offsets through the ack tracker; runs once or forever,
-//! and shuts down in order (stop polling, drain deliveries, commit, flush the registry).
+//! Wiring and shutdown order: builds the registry, sink, sources, poll runner and event-driven
+//! mode (`App::new`), sets up the sink, applies start policies, and runs the once and forever
+//! loops (polls through `polling`, events through `event_driven`, the delivery task, shared
+//! ownership rounds, enrichment reloads); on shutdown stops polling, drains deliveries, commits,
+//! flushes the registry, then releases owned units.
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};

@@ -3,7 +3,7 @@
 //!
 //! Module map:
 //! - [`ack`]: ordered per-blob commits of acknowledged chunks.
-//! - [`app`]: the daemon: polling, batching, delivery, commits, shutdown.
+//! - [`app`]: the daemon's wiring, its once and forever loops, and its shutdown order.
 //! - [`bulk_buffer`]: the NDJSON bulk body documents travel in, from the encoder to the sink.
 //! - [`metrics`]: Prometheus metrics and readiness.
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`.
