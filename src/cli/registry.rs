@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 
 use crate::config::Config;
+use crate::encode::document::blob_id;
 use crate::registry::{BlobEntry, Registry};
 
 #[derive(Debug, Subcommand)]
@@ -34,10 +35,13 @@ pub enum RegistryCommand {
     },
 }
 
-fn entry_json(source: &str, blob: &str, e: &BlobEntry) -> serde_json::Value {
+/// One entry as `show` prints it; `container` (the source's) gives the blob id its documents
+/// carry, so an entry can be matched with them (`azure.flowlog.blob_id`, `blobId`).
+fn entry_json(source: &str, container: &str, blob: &str, e: &BlobEntry) -> serde_json::Value {
     serde_json::json!({
         "source": source,
         "blob": blob,
+        "blob_id": blob_id(container, blob),
         "offset": e.offset,
         "length_seen": e.length_seen,
         "etag": e.etag,
@@ -74,9 +78,14 @@ pub fn run(config: &Config, command: RegistryCommand) -> anyhow::Result<ExitCode
             let mut found = false;
             for s in sources {
                 if let Some(e) = registry.get(&s, &blob)? {
+                    let container = config
+                        .sources
+                        .iter()
+                        .find(|c| c.name == s)
+                        .map_or("", |c| c.container.as_str());
                     println!(
                         "{}",
-                        serde_json::to_string_pretty(&entry_json(&s, &blob, &e))?
+                        serde_json::to_string_pretty(&entry_json(&s, container, &blob, &e))?
                     );
                     found = true;
                 }
@@ -102,4 +111,18 @@ pub fn run(config: &Config, command: RegistryCommand) -> anyhow::Result<ExitCode
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn show_names_the_blob_id_its_documents_carry() {
+        let entry = BlobEntry::new(0, 0, "", 0, 0);
+        let shown = entry_json("vnet", "c", "b/PT1H.json", &entry);
+        // Python's `xxhash.xxh3_64_hexdigest(b"c\0b/PT1H.json")`.
+        assert_eq!(shown["blob_id"], "27b39d9d4bda1243");
+        assert_eq!(shown["blob"], "b/PT1H.json");
+    }
 }
