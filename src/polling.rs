@@ -12,8 +12,9 @@ use tokio::task::JoinSet;
 use crate::ack::AckTracker;
 use crate::bulk_buffer::BulkBuffer;
 use crate::config::SourceConfig;
+use crate::config::document::BlobNames;
 use crate::delivery::{BlobHolds, HeldChunk, HoldingSender, Pool};
-use crate::encode::document::{DocumentEncoder, blob_id};
+use crate::encode::document::DocumentEncoder;
 use crate::enrich::{Enricher, Filter};
 use crate::metrics::Metrics;
 use crate::pipeline::DecodeProblem;
@@ -396,18 +397,10 @@ impl PollRunner {
                 return false;
             }
         };
-        let container = source.walker.client().container_name();
-        let path = format!("{container}/{}", blob.name);
-        let id = blob_id(container, &blob.name);
-        let schema = source.config.schema;
-        // By path too: documents of releases before the blob id, and of `blob_path = true`.
-        let names = [
-            (schema.blob_id_field(), id.as_str()),
-            (schema.blob_path_field(), path.as_str()),
-        ];
+        let names = BlobNames::new(source.walker.client().container_name(), &blob.name);
         match self
             .sink
-            .delete_blob_documents(&indices, &path, &names)
+            .delete_blob_documents(&indices, &names.path, &names.terms(source.config.schema))
             .await
         {
             Ok(deleted) => {

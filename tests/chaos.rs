@@ -1241,7 +1241,7 @@ fn tuples_of(record: &Value, out: &mut Vec<String>) {
 /// The keys of every tuple committed to `blob` so far.
 fn expected_keys(container: &str, blob: &GrowingBlob, out: &mut Vec<String>) {
     // The blob id the documents carry, computed here by the library's function.
-    let id = flowlogd::encode::document::blob_id(container, blob.name());
+    let id = flowlogd::config::document::BlobNames::new(container, blob.name()).id;
     let blocks = &blob.blob.blocks;
     let mut at = blocks[0].len() as u64;
     for i in 0..blob.written {

@@ -266,7 +266,7 @@ async fn fixtures_exactly_once(azurite: &Azurite, es: &Es, fixtures: &[FixtureBl
         .await;
     for f in fixtures {
         let path = format!("{}/{}", f.container, f.name);
-        let id = flowlogd::encode::document::blob_id(f.container, &f.name);
+        let id = flowlogd::config::document::BlobNames::new(f.container, &f.name).id;
         let n = docs
             .iter()
             .filter(|d| d.source["azure"]["flowlog"]["blob_id"] == id.as_str())

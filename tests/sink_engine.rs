@@ -16,9 +16,9 @@ use std::time::Duration;
 use common::flowlogd::{Es, LifecycleApi};
 use elasticsearch::http::Method;
 use flowlogd::bulk_buffer::{BulkBuffer, BulkItem};
-use flowlogd::config::document::{Provenance, Schema};
+use flowlogd::config::document::{BlobNames, Provenance, Schema};
 use flowlogd::config::{Config, ElasticsearchConfig};
-use flowlogd::encode::document::{BlobContext, DocumentEncoder, blob_id};
+use flowlogd::encode::document::{BlobContext, DocumentEncoder};
 use flowlogd::generator::{GenKind, GenOptions, generate};
 use flowlogd::index_pattern::IndexPattern;
 use flowlogd::pipeline::BlobDecoder;
@@ -431,22 +431,21 @@ async fn two_blobs(t: &Target, sink: &BulkSink, name: &str) -> (String, Batch, B
     (wildcard, first, second)
 }
 
+/// How the daemon names the blob at `path` (`container/blob`, as [`Batch::blobs`] holds it)
+/// when it deletes the blob's documents.
+fn names_of(path: &str) -> BlobNames {
+    let (container, blob) = path.split_once('/').expect("container/blob");
+    BlobNames::new(container, blob)
+}
+
 async fn blob_delete(t: &Target) {
     let sink = BulkSink::new(&t.config("number_of_replicas = 0")).unwrap();
     let (wildcard, first, second) = two_blobs(t, &sink, "lean").await;
     // `on_rewrite = "replace"` names the blob by its id and its path, as the daemon does:
     // default documents carry only the id.
-    let path = &first.blobs[0];
-    let name = path
-        .strip_prefix("insights-logs-flowlogflowevent/")
-        .unwrap();
-    let id = blob_id("insights-logs-flowlogflowevent", name);
-    let names = [
-        (Schema::Ecs.blob_id_field(), id.as_str()),
-        (Schema::Ecs.blob_path_field(), path.as_str()),
-    ];
+    let names = names_of(&first.blobs[0]);
     let deleted = sink
-        .delete_blob_documents(&wildcard, path, &names)
+        .delete_blob_documents(&wildcard, &names.path, &names.terms(Schema::Ecs))
         .await
         .unwrap();
     assert_eq!(deleted, first.len() as u64);
@@ -531,17 +530,9 @@ async fn upgraded_index(t: &Target) {
         .await
         .unwrap();
     assert_eq!(report.created, batch.len(), "{report:?}");
-    let path = &batch.blobs[0];
-    let name = path
-        .strip_prefix("insights-logs-flowlogflowevent/")
-        .unwrap();
-    let id = blob_id("insights-logs-flowlogflowevent", name);
-    let names = [
-        (Schema::Ecs.blob_id_field(), id.as_str()),
-        (Schema::Ecs.blob_path_field(), path.as_str()),
-    ];
+    let names = names_of(&batch.blobs[0]);
     let deleted = sink
-        .delete_blob_documents(&index, path, &names)
+        .delete_blob_documents(&index, &names.path, &names.terms(Schema::Ecs))
         .await
         .unwrap();
     assert_eq!(

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 
 use crate::config::Config;
-use crate::encode::document::blob_id;
+use crate::config::document::BlobNames;
 use crate::registry::{BlobEntry, Registry};
 
 #[derive(Debug, Subcommand)]
@@ -41,7 +41,7 @@ fn entry_json(source: &str, container: &str, blob: &str, e: &BlobEntry) -> serde
     serde_json::json!({
         "source": source,
         "blob": blob,
-        "blob_id": blob_id(container, blob),
+        "blob_id": BlobNames::new(container, blob).id,
         "offset": e.offset,
         "length_seen": e.length_seen,
         "etag": e.etag,

@@ -13,7 +13,7 @@ use xxhash_rust::xxh3::xxh3_128;
 use super::index_name::IndexNameCache;
 use super::json::{push_key, push_str, push_str_content, push_timestamp_millis, push_u64};
 use crate::bulk_buffer::{BulkBuffer, BulkItem};
-use crate::config::document::{Provenance, Schema};
+use crate::config::document::{BlobNames, Provenance, Schema, blob_key};
 use crate::enrich::classify::flow_type;
 use crate::enrich::community_id::community_id_v1;
 use crate::enrich::protocol::{iana_number_str, transport_name};
@@ -34,52 +34,28 @@ pub struct BlobContext {
     path: String,
     /// `path` as a JSON string literal, escaped once instead of once per document.
     path_json: Vec<u8>,
-    /// [`BlobContext::blob_id`] as a JSON string literal.
+    /// [`BlobNames::id`] as a JSON string literal.
     blob_id_json: Vec<u8>,
     id_key: [u8; 16],
 }
 
 impl BlobContext {
     pub fn new(container: &str, blob: &str) -> Self {
-        let mut key_input = Vec::with_capacity(container.len() + blob.len() + 1);
-        key_input.extend_from_slice(container.as_bytes());
-        // NUL cannot occur in container names, so (container, blob) pairs never collide.
-        key_input.push(0);
-        key_input.extend_from_slice(blob.as_bytes());
-        let path = format!("{container}/{blob}");
+        let BlobNames { id, path } = BlobNames::new(container, blob);
         let mut path_json = Vec::with_capacity(path.len() + 2);
         push_str(&mut path_json, &path);
-        let blob_id_json = format!("\"{}\"", blob_id(container, blob)).into_bytes();
         BlobContext {
             path,
             path_json,
-            blob_id_json,
-            id_key: xxh3_128(&key_input).to_le_bytes(),
+            blob_id_json: format!("\"{id}\"").into_bytes(),
+            id_key: xxh3_128(&blob_key(container, blob)).to_le_bytes(),
         }
-    }
-
-    /// The blob id every document carries (`azure.flowlog.blob_id`, `blobId`): see [`blob_id`].
-    pub fn blob_id(&self) -> &str {
-        // The literal is `"` + 16 hex digits + `"`.
-        std::str::from_utf8(&self.blob_id_json[1..self.blob_id_json.len() - 1]).unwrap_or_default()
     }
 
     /// `container/blob name`.
     pub fn path(&self) -> &str {
         &self.path
     }
-}
-
-/// The short name of blob `blob` of `container` in every document: 16 lowercase hex digits of
-/// a 64-bit XXH3 of `container`, a NUL and `blob`, stable across releases. The blob's path
-/// costs ~225 bytes a document; this 16, and `on_rewrite = "replace"` finds a rewritten blob's
-/// documents by it (two of a million blobs share one with odds of ~3·10⁻⁸).
-pub fn blob_id(container: &str, blob: &str) -> String {
-    let mut key_input = Vec::with_capacity(container.len() + blob.len() + 1);
-    key_input.extend_from_slice(container.as_bytes());
-    key_input.push(0);
-    key_input.extend_from_slice(blob.as_bytes());
-    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&key_input))
 }
 
 /// A document id: 22 characters of URL-safe base64 of a 128-bit XXH3 hash of
@@ -753,7 +729,7 @@ impl DocumentEncoder {
 
     /// Tuple fields 0–12 under the names of Microsoft's Logstash pipeline, raw as it leaves them
     /// (strings), except the fields that pipeline converts to integers (`unixtimestamp`, ports).
-    /// Plus `blobId` ([`blob_id`]), which Microsoft's pipeline lacks: a rewritten blob's
+    /// Plus `blobId` ([`BlobNames::id`]), which Microsoft's pipeline lacks: a rewritten blob's
     /// documents are found by it (`on_rewrite = "replace"`); and `blobPath` (`container/blob`)
     /// when `blob_path` is on.
     fn write_logstash(
