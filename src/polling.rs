@@ -70,17 +70,21 @@ pub(crate) struct PollRunner {
 
 impl PollRunner {
     /// Logs and counts a failed registry write of the planning step (none of them loses data:
-    /// each is redone by a later poll, which the message says).
+    /// each is redone by a later poll, which the message says). True when it was stored.
     fn stored<T>(
         &self,
         result: Result<T, crate::registry::RegistryError>,
         source: &str,
         blob: &str,
         what_next: &str,
-    ) {
-        if let Err(e) = result {
-            self.error();
-            tracing::error!(source = %source, blob = %blob, error = %e, "{what_next}");
+    ) -> bool {
+        match result {
+            Ok(_) => true,
+            Err(e) => {
+                self.error();
+                tracing::error!(source = %source, blob = %blob, error = %e, "{what_next}");
+                false
+            }
         }
     }
 
@@ -336,19 +340,13 @@ impl PollRunner {
             // active entry) until it is read: its hour may never be "current or previous"
             // again (a first run's backlog, a catch-up after downtime, `settle` over an hour),
             // and the read may fail, be cut short by a crash, or outlive `shutdown_timeout`.
-            Prepare::Remember => {
-                match self
-                    .registry
-                    .put(name, &blob.name, &placeholder(blob, now_ms))
-                {
-                    Ok(()) => true,
-                    Err(e) => {
-                        self.error();
-                        tracing::error!(source = %name, blob = %blob.name, error = %e, "cannot record a newly listed blob; skipping it this poll (it is listed again while its hour is)");
-                        false
-                    }
-                }
-            }
+            Prepare::Remember => self.stored(
+                self.registry
+                    .put(name, &blob.name, &placeholder(blob, now_ms)),
+                name,
+                &blob.name,
+                "cannot record a newly listed blob; skipping it this poll (it is listed again while its hour is)",
+            ),
             Prepare::Reactivate => {
                 self.stored(
                     self.registry.mark_active(name, &blob.name),
@@ -368,12 +366,13 @@ impl PollRunner {
                 if replace {
                     reset.state = BlobState::Rewritten;
                 }
-                if let Err(err) = self.registry.put(name, &blob.name, &reset) {
-                    self.error();
-                    tracing::error!(source = %name, blob = %blob.name, error = %err, "cannot reset the entry of a rewritten blob; skipping it this poll");
-                    return false;
-                }
-                !replace || self.replace_rewritten(source, blob, now_ms).await
+                let stored = self.stored(
+                    self.registry.put(name, &blob.name, &reset),
+                    name,
+                    &blob.name,
+                    "cannot reset the entry of a rewritten blob; skipping it this poll",
+                );
+                stored && (!replace || self.replace_rewritten(source, blob, now_ms).await)
             }
             Prepare::FinishReplace => self.replace_rewritten(source, blob, now_ms).await,
         }
@@ -412,17 +411,13 @@ impl PollRunner {
                 return false;
             }
         }
-        match self
-            .registry
-            .put(name, &blob.name, &placeholder(blob, now_ms))
-        {
-            Ok(()) => true,
-            Err(e) => {
-                self.error();
-                tracing::error!(source = %name, blob = %blob.name, error = %e, "cannot store the reset entry of a rewritten blob; tried again next poll");
-                false
-            }
-        }
+        self.stored(
+            self.registry
+                .put(name, &blob.name, &placeholder(blob, now_ms)),
+            name,
+            &blob.name,
+            "cannot store the reset entry of a rewritten blob; tried again next poll",
+        )
     }
 
     /// Forgets finished blobs last touched more than `forget_gone_after` ago: their hours are
