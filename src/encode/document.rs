@@ -1030,7 +1030,7 @@ fn write_logstash_record_fragment(out: &mut Vec<u8>, record: &Record<'_>) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::flowlog::decode_record;
     use serde::Deserialize;
@@ -1332,8 +1332,8 @@ mod tests {
     const VNET_PUBLIC_PEERS: &str = r#"{"time":"2026-11-21T16:00:52.0000000Z","flowLogVersion":4,"flowLogGUID":"g","macAddress":"00224871C205","flowLogResourceID":"/SUBSCRIPTIONS/S/RESOURCEGROUPS/NETWORKWATCHERRG/PROVIDERS/MICROSOFT.NETWORK/NETWORKWATCHERS/NETWORKWATCHER_WESTEUROPE/FLOWLOGS/FL","targetResourceID":"/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/vnet-hub","flowRecords":{"flows":[{"aclID":"x","flowGroups":[{"rule":"R","flowTuples":["1795276803606,10.4.0.5,20.38.108.5,40000,443,6,O,B,NX,,,,","1795276803607,81.2.69.160,10.0.0.6,5000,22,6,I,D,NX,0,0,0,0"]}]}]}}"#;
 
     /// Every lookup on: three named networks, the small service tags file, the test City and
-    /// ASN databases.
-    fn test_enricher() -> Arc<Enricher> {
+    /// ASN databases. Also the template's tests' documents with every field.
+    pub(crate) fn test_enricher() -> Arc<Enricher> {
         use crate::config::enrich::{Cidr, EnrichConfig, NetworkConfig};
         use crate::enrich::geoip::tests::mmdb;
         let net = |name: &str, cidrs: &[&str]| NetworkConfig {

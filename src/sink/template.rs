@@ -583,26 +583,6 @@ mod tests {
     /// without an organization), IPv4 and IPv6; a named network on the private side.
     const ENRICHED_VNET: &str = r#"{"time":"2026-11-21T16:00:52.0000000Z","flowLogVersion":4,"flowLogGUID":"g","macAddress":"00224871C205","flowLogResourceID":"/SUBSCRIPTIONS/S/RESOURCEGROUPS/NETWORKWATCHERRG/PROVIDERS/MICROSOFT.NETWORK/NETWORKWATCHERS/NETWORKWATCHER_WESTEUROPE/FLOWLOGS/FL","targetResourceID":"/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/vn","flowRecords":{"flows":[{"aclID":"x","flowGroups":[{"rule":"R","flowTuples":["1795276803606,10.4.0.5,20.38.108.5,40000,443,6,O,B,NX,,,,","1795276803607,81.2.69.160,10.0.0.6,5000,22,6,I,D,NX,0,0,0,0","1795276803607,2001:4860::8,fd00::6,5000,22,6,I,D,NX,0,0,0,0","1795276803608,20.38.108.5,10.4.0.9,443,50000,6,I,B,NX,,,,"]}]}]}}"#;
 
-    /// Every lookup on, as `enriched` documents use them.
-    fn test_enricher() -> std::sync::Arc<crate::enrich::Enricher> {
-        use crate::config::enrich::{Cidr, EnrichConfig, NetworkConfig};
-        use crate::enrich::geoip::tests::mmdb;
-        let config = EnrichConfig {
-            service_tags_file: Some(
-                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("tests/data/ServiceTags_Public_small.json"),
-            ),
-            geoip_file: Some(mmdb("test-City.mmdb")),
-            asn_file: Some(mmdb("test-ASN.mmdb")),
-            ..EnrichConfig::default()
-        };
-        let networks = [NetworkConfig {
-            name: "onprem".to_owned(),
-            cidrs: vec![Cidr::parse("10.4.0.0/16").unwrap()],
-        }];
-        std::sync::Arc::new(crate::enrich::Enricher::from_config(&config, &networks).unwrap())
-    }
-
     /// Documents of every kind (NSG v1, NSG v2, VNet from the generator, plus the extra records)
     /// in `schema`, with the real encoder writing `provenance`, and with every lookup and the
     /// community id on when `enriched`.
@@ -615,7 +595,8 @@ mod tests {
         if enriched {
             let no_rules =
                 std::sync::Arc::new(crate::enrich::Filter::from_config(&[], &[]).unwrap());
-            encoder = encoder.with_enrichment(&test_enricher(), &no_rules);
+            encoder = encoder
+                .with_enrichment(&crate::encode::document::tests::test_enricher(), &no_rules);
         }
         let mut decode = |name: &str, bytes: &[u8], encoder: &mut DocumentEncoder| {
             let mut out = BulkBuffer::new();
