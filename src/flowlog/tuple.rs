@@ -171,10 +171,262 @@ const VNET_SECONDS_BELOW: u64 = 100_000_000_000;
 /// Parses one tuple of a record of `kind`. NSG tuples are read by field count (8 = v1, 13 = v2),
 /// so a record with an unexpected `Version` still decodes when its tuples have a known shape.
 pub fn parse_tuple(kind: FlowLogKind, raw: &str) -> Result<FlowTuple<'_>, TupleError> {
+    if let Some(tuple) = parse_in_one_pass(kind, raw) {
+        return Ok(tuple);
+    }
     parse_fields(kind, raw).map_err(|kind| TupleError {
         kind,
         tuple: raw.to_owned(),
     })
+}
+
+/// The usual tuple read in one pass: each field parsed where it lies, the comma after it
+/// checked, no field table and no second walk over the bytes. It accepts a subset of what
+/// [`parse_fields`] accepts (canonical numbers, dotted-quad or std-parsed addresses) and gives
+/// the same tuple; anything else returns `None` and [`parse_fields`] decides, with the precise
+/// reason when the tuple is bad. Why: splitting into a field table, then parsing each field
+/// (the IPv4 addresses through `std`'s general parser) was ~20% of the daemon's CPU end to end
+/// (`perf record` of `scripts/bench-e2e.sh`, docs/PERFORMANCE.md).
+fn parse_in_one_pass(kind: FlowLogKind, raw: &str) -> Option<FlowTuple<'_>> {
+    let mut at = OnePass {
+        text: raw,
+        bytes: raw.as_bytes(),
+        pos: 0,
+    };
+    // At most 15 digits (MAX_TIME_MS has 15), so no overflow check is needed.
+    let ts = at.digits(15)?;
+    at.comma()?;
+    let time_ms = match kind {
+        FlowLogKind::Vnet if ts >= VNET_SECONDS_BELOW => ts,
+        _ => ts.checked_mul(1000)?,
+    };
+    if time_ms > MAX_TIME_MS {
+        return None;
+    }
+    let (src_ip, src_ip_text) = at.address()?;
+    at.comma()?;
+    let (dst_ip, dst_ip_text) = at.address()?;
+    at.comma()?;
+    let src_port = at.port()?;
+    at.comma()?;
+    let dst_port = at.port()?;
+    at.comma()?;
+    let protocol = match kind {
+        FlowLogKind::Nsg => match at.letter()? {
+            b'T' => super::protocol::TCP,
+            b'U' => super::protocol::UDP,
+            _ => return None,
+        },
+        // 1-3 digits, at most 255: what `iana_protocol` accepts.
+        FlowLogKind::Vnet => u8::try_from(at.digits(3)?).ok()?,
+    };
+    at.comma()?;
+    let direction = match at.letter()? {
+        b'I' => Direction::Inbound,
+        b'O' => Direction::Outbound,
+        _ => return None,
+    };
+    at.comma()?;
+    let (decision, state, encryption) = match kind {
+        FlowLogKind::Nsg => {
+            let decision = match at.letter()? {
+                b'A' => Decision::Allow,
+                b'D' => Decision::Deny,
+                _ => return None,
+            };
+            if at.at_end() {
+                // NSG v1: eight fields, no state and no counters.
+                return Some(FlowTuple {
+                    raw,
+                    time_ms: time_ms as i64,
+                    src_ip,
+                    src_ip_text,
+                    dst_ip,
+                    dst_ip_text,
+                    src_port,
+                    dst_port,
+                    protocol,
+                    direction,
+                    decision,
+                    state: None,
+                    encryption: None,
+                    counters: Counters::default(),
+                });
+            }
+            at.comma()?;
+            let state = match at.letter()? {
+                b'B' => FlowState::Begin,
+                b'C' => FlowState::Continuing,
+                b'E' => FlowState::End,
+                _ => return None,
+            };
+            (decision, state, None)
+        }
+        FlowLogKind::Vnet => {
+            let state = match at.letter()? {
+                b'B' => FlowState::Begin,
+                b'C' => FlowState::Continuing,
+                b'E' => FlowState::End,
+                b'D' => FlowState::Deny,
+                _ => return None,
+            };
+            at.comma()?;
+            let encryption = at.text();
+            let decision = if state == FlowState::Deny {
+                Decision::Deny
+            } else {
+                Decision::Allow
+            };
+            (decision, state, Some(encryption).filter(|e| !e.is_empty()))
+        }
+    };
+    at.comma()?;
+    let packets_src_to_dst = at.counter()?;
+    at.comma()?;
+    let bytes_src_to_dst = at.counter()?;
+    at.comma()?;
+    let packets_dst_to_src = at.counter()?;
+    at.comma()?;
+    let bytes_dst_to_src = at.counter()?;
+    if !at.at_end() {
+        return None;
+    }
+    Some(FlowTuple {
+        raw,
+        time_ms: time_ms as i64,
+        src_ip,
+        src_ip_text,
+        dst_ip,
+        dst_ip_text,
+        src_port,
+        dst_port,
+        protocol,
+        direction,
+        decision,
+        state: Some(state),
+        encryption,
+        counters: Counters {
+            packets_src_to_dst,
+            bytes_src_to_dst,
+            packets_dst_to_src,
+            bytes_dst_to_src,
+        },
+    })
+}
+
+/// A position in a tuple for [`parse_in_one_pass`]; every reader stops before the next comma.
+struct OnePass<'a> {
+    text: &'a str,
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> OnePass<'a> {
+    #[inline(always)]
+    fn at_end(&self) -> bool {
+        self.pos == self.bytes.len()
+    }
+
+    #[inline(always)]
+    fn comma(&mut self) -> Option<()> {
+        (self.bytes.get(self.pos) == Some(&b',')).then(|| self.pos += 1)
+    }
+
+    /// One to `max_len` decimal digits (`max_len` ≤ 18, so the value cannot overflow).
+    #[inline(always)]
+    fn digits(&mut self, max_len: usize) -> Option<u64> {
+        let start = self.pos;
+        let mut value = 0u64;
+        while let Some(&b) = self.bytes.get(self.pos) {
+            let digit = b.wrapping_sub(b'0');
+            if digit > 9 {
+                break;
+            }
+            value = value * 10 + u64::from(digit);
+            self.pos += 1;
+            if self.pos - start > max_len {
+                return None;
+            }
+        }
+        (self.pos > start).then_some(value)
+    }
+
+    #[inline(always)]
+    fn port(&mut self) -> Option<u16> {
+        u16::try_from(self.digits(5)?).ok()
+    }
+
+    /// Empty (absent), or up to 18 digits: always within the `long` range `parse_counter`
+    /// checks; longer counters go the general way.
+    #[inline(always)]
+    fn counter(&mut self) -> Option<Option<u64>> {
+        if matches!(self.bytes.get(self.pos), Some(b',') | None) {
+            return Some(None);
+        }
+        self.digits(18).map(Some)
+    }
+
+    /// A one-letter field.
+    #[inline(always)]
+    fn letter(&mut self) -> Option<u8> {
+        let b = *self.bytes.get(self.pos)?;
+        self.pos += 1;
+        Some(b)
+    }
+
+    /// The text up to the next comma or the end.
+    #[inline(always)]
+    fn text(&mut self) -> &'a str {
+        let rest = &self.bytes[self.pos..];
+        let len = memchr::memchr(b',', rest).unwrap_or(rest.len());
+        let start = self.pos;
+        self.pos += len;
+        // The field ends at an ASCII comma or at the end: a character boundary.
+        self.text.get(start..self.pos).unwrap_or_default()
+    }
+
+    /// A dotted quad read digit by digit (what `Ipv4Addr`'s parser accepts: four octets of
+    /// one to three digits, at most 255, no leading zero); any other address (IPv6) is handed
+    /// to `std`'s parser whole.
+    #[inline(always)]
+    fn address(&mut self) -> Option<(IpAddr, &'a str)> {
+        let start = self.pos;
+        let mut octets = [0u8; 4];
+        let mut dotted = true;
+        for (i, octet) in octets.iter_mut().enumerate() {
+            let first = self.pos;
+            let value = match self.digits(3) {
+                Some(v) => v,
+                None => {
+                    dotted = false;
+                    break;
+                }
+            };
+            let len = self.pos - first;
+            if value > 255 || (len > 1 && self.bytes[first] == b'0') {
+                return None;
+            }
+            *octet = value as u8;
+            if i < 3 {
+                if self.bytes.get(self.pos) != Some(&b'.') {
+                    dotted = false;
+                    break;
+                }
+                self.pos += 1;
+            }
+        }
+        if dotted && matches!(self.bytes.get(self.pos), Some(b',') | None) {
+            let text = self.text.get(start..self.pos)?;
+            return Some((IpAddr::from(octets), text));
+        }
+        self.pos = start;
+        let text = self.text();
+        if text.contains('.') && !text.contains(':') {
+            // A malformed dotted quad: the general way names it.
+            return None;
+        }
+        Some((text.parse().ok()?, text))
+    }
 }
 
 fn parse_fields(kind: FlowLogKind, raw: &str) -> Result<FlowTuple<'_>, TupleErrorKind> {
@@ -544,9 +796,165 @@ mod tests {
         }
     }
 
+    /// Fields a tuple is made of, and near misses of each: what the one-pass reader must
+    /// either read as the general parser does or leave to it.
+    fn tuple_field() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(String::new()),
+            "[0-9]{1,20}",
+            "0[0-9]{0,4}",
+            "[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}",
+            "[0-9]{1,4}(\\.[0-9]{1,4}){0,5}",
+            "(::)?[0-9a-f]{0,4}(:[0-9a-f]{1,4}){0,7}",
+            "::ffff:[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}",
+            "[TUIOADBCEX]",
+            "N?X(_[A-Z]{1,8})?",
+            Just("9223372036854775807".to_owned()),
+            Just("9223372036854775808".to_owned()),
+            Just("65535".to_owned()),
+            Just("65536".to_owned()),
+            Just("1.2.3.4 ".to_owned()),
+            ".{0,4}",
+        ]
+    }
+
+    fn one_pass_agrees_with_the_general_parser(
+        kind: FlowLogKind,
+        raw: &str,
+    ) -> Result<(), TestCaseError> {
+        if let Some(fast) = parse_in_one_pass(kind, raw) {
+            prop_assert_eq!(Ok(fast), parse_fields(kind, raw), "{:?} {}", kind, raw);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_one_pass_reader_takes_the_usual_tuples_of_each_format() {
+        for (kind, raw) in [
+            (
+                FlowLogKind::Nsg,
+                "1542110377,94.102.49.190,10.5.16.4,28746,443,U,I,D",
+            ),
+            (
+                FlowLogKind::Nsg,
+                "1542110377,10.0.0.4,13.67.143.118,44931,443,T,O,A,B,,,,",
+            ),
+            (
+                FlowLogKind::Nsg,
+                "1542110377,10.0.0.4,13.67.143.118,44931,443,T,O,A,E,1,66,1,66",
+            ),
+            (
+                FlowLogKind::Vnet,
+                "1663146003599,10.0.0.6,192.0.2.180,23956,443,6,O,B,NX,,,,",
+            ),
+            (
+                FlowLogKind::Vnet,
+                "1663146003606,10.0.0.6,192.0.2.180,23956,443,6,O,E,NX,3,767,2,1580",
+            ),
+            (
+                FlowLogKind::Vnet,
+                "1663146003606,fe80::1,2001:db8::5,1,2,58,I,D,,,,,",
+            ),
+        ] {
+            let fast = parse_in_one_pass(kind, raw);
+            assert!(fast.is_some(), "{raw}");
+            assert_eq!(fast.map(Ok), Some(parse_fields(kind, raw)), "{raw}");
+        }
+    }
+
+    #[test]
+    fn near_misses_are_left_to_the_general_parser_which_names_them() {
+        for (kind, raw, reason) in [
+            (
+                FlowLogKind::Vnet,
+                "1,01.1.1.1,10.1.0.4,1,2,6,I,E,NX,1,2,3,4",
+                TupleErrorKind::SourceIp,
+            ),
+            (
+                FlowLogKind::Vnet,
+                "1,1.1.1.256,10.1.0.4,1,2,6,I,E,NX,1,2,3,4",
+                TupleErrorKind::SourceIp,
+            ),
+            (
+                FlowLogKind::Vnet,
+                "1,1.1.1.1,10.1.0,1,2,6,I,E,NX,1,2,3,4",
+                TupleErrorKind::DestinationIp,
+            ),
+            (
+                FlowLogKind::Vnet,
+                "1,1.1.1.1,10.1.0.4,65536,2,6,I,E,NX,1,2,3,4",
+                TupleErrorKind::SourcePort,
+            ),
+            (
+                FlowLogKind::Vnet,
+                "1,1.1.1.1,10.1.0.4,1,2,256,I,E,NX,1,2,3,4",
+                TupleErrorKind::Protocol,
+            ),
+            (
+                FlowLogKind::Vnet,
+                "1,1.1.1.1,10.1.0.4,1,2,6,I,E,NX,1,2,3,4,5",
+                TupleErrorKind::FieldCount { found: 14 },
+            ),
+            (
+                FlowLogKind::Nsg,
+                "1,1.1.1.1,10.1.0.4,1,2,T,I,A,E,1,2,3",
+                TupleErrorKind::FieldCount { found: 12 },
+            ),
+            (
+                FlowLogKind::Nsg,
+                "1,1.1.1.1,10.1.0.4,1,2,TCP,I,A",
+                TupleErrorKind::Protocol,
+            ),
+        ] {
+            assert_eq!(parse_in_one_pass(kind, raw), None, "{raw}");
+            assert_eq!(
+                parse_tuple(kind, raw).map_err(|e| e.kind),
+                Err(reason),
+                "{raw}"
+            );
+        }
+        // Leading zeros the general parser accepts are left to it and read the same.
+        let padded = "0001,1.1.1.1,10.1.0.4,000080,2,006,I,E,NX,1,2,3,4";
+        assert_eq!(parse_in_one_pass(FlowLogKind::Vnet, padded), None);
+        let t = parse_tuple(FlowLogKind::Vnet, padded).unwrap();
+        assert_eq!((t.time_ms, t.src_port, t.protocol), (1000, 80, 6));
+    }
+
+    proptest! {
+        // Each case costs microseconds; many are needed to meet each near miss in each field.
+        #![proptest_config(ProptestConfig::with_cases(8192))]
+
+        #[test]
+        fn the_one_pass_reader_gives_what_the_general_parser_gives_or_leaves_the_tuple_to_it(
+            fields in proptest::collection::vec(tuple_field(), 6..15),
+        ) {
+            let raw = fields.join(",");
+            one_pass_agrees_with_the_general_parser(FlowLogKind::Nsg, &raw)?;
+            one_pass_agrees_with_the_general_parser(FlowLogKind::Vnet, &raw)?;
+        }
+
+        #[test]
+        fn the_one_pass_reader_agrees_on_tuples_with_one_field_replaced(
+            field in tuple_field(), at in 0usize..13, nsg in any::<bool>(),
+        ) {
+            let base = if nsg {
+                "1542110377,10.0.0.4,13.67.143.118,44931,443,T,O,A,E,1,66,1,66"
+            } else {
+                "1663146003606,10.0.0.6,192.0.2.180,23956,443,6,O,E,NX,3,767,2,1580"
+            };
+            let mut parts: Vec<&str> = base.split(',').collect();
+            parts[at] = &field;
+            let raw = parts.join(",");
+            one_pass_agrees_with_the_general_parser(FlowLogKind::Nsg, &raw)?;
+            one_pass_agrees_with_the_general_parser(FlowLogKind::Vnet, &raw)?;
+        }
+    }
+
     proptest! {
         #[test]
         fn any_string_parses_or_errors_without_panicking(s in ".{0,120}") {
+            one_pass_agrees_with_the_general_parser(FlowLogKind::Nsg, &s)?;
+            one_pass_agrees_with_the_general_parser(FlowLogKind::Vnet, &s)?;
             let _ = parse_tuple(FlowLogKind::Nsg, &s);
             let _ = parse_tuple(FlowLogKind::Vnet, &s);
         }
@@ -568,6 +976,7 @@ mod tests {
                 None => ",,,".to_string(),
             };
             let raw = format!("{ts},{src_ip},{dst_ip},{sport},{dport},{proto},{dir},{st},NX,{c}");
+            prop_assert!(parse_in_one_pass(FlowLogKind::Vnet, &raw).is_some());
             let t = parse_tuple(FlowLogKind::Vnet, &raw).unwrap();
             prop_assert_eq!(t.time_ms as u64, ts);
             prop_assert_eq!(t.src_ip, IpAddr::V4(src_ip));
