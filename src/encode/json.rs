@@ -13,6 +13,11 @@ pub fn push_str(out: &mut Vec<u8>, s: &str) {
 /// Appends the escaped content of a JSON string (without quotes).
 pub fn push_str_content(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
+    // Almost every string needs no escape: one check, one copy.
+    if bytes.iter().all(|&b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.extend_from_slice(bytes);
+        return;
+    }
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let escape: &[u8] = match b {
@@ -91,6 +96,54 @@ pub fn format_timestamp_millis(epoch_ms: i64, buf: &mut [u8; 26]) -> &[u8] {
     &buf[..]
 }
 
+/// Writes timestamps as [`push_timestamp_millis`] does, keeping the date of the last day it
+/// wrote: a blob's tuples lie within one hour, so the civil-date arithmetic runs once per day
+/// met instead of once per document (~4% of decoding, cachegrind of `flowlogd decode`).
+#[derive(Debug, Clone, Copy)]
+pub struct TimestampWriter {
+    day: i64,
+    /// `"YYYY-MM-DD` of `day`.
+    date: [u8; 11],
+}
+
+impl Default for TimestampWriter {
+    fn default() -> Self {
+        TimestampWriter {
+            day: i64::MIN,
+            date: [0; 11],
+        }
+    }
+}
+
+impl TimestampWriter {
+    pub fn push(&mut self, out: &mut Vec<u8>, epoch_ms: i64) {
+        let secs = epoch_ms.div_euclid(1000);
+        let days = secs.div_euclid(86_400);
+        let mut buf = [0u8; 26];
+        if days != self.day {
+            format_timestamp_millis(epoch_ms, &mut buf);
+            self.date.copy_from_slice(&buf[..11]);
+            self.day = days;
+            out.extend_from_slice(&buf);
+            return;
+        }
+        let ms = epoch_ms.rem_euclid(1000) as u32;
+        let sod = secs.rem_euclid(86_400) as u32;
+        buf[..11].copy_from_slice(&self.date);
+        buf[11] = b'T';
+        put_digits(&mut buf[12..14], sod / 3600);
+        buf[14] = b':';
+        put_digits(&mut buf[15..17], sod / 60 % 60);
+        buf[17] = b':';
+        put_digits(&mut buf[18..20], sod % 60);
+        buf[20] = b'.';
+        put_digits(&mut buf[21..24], ms);
+        buf[24] = b'Z';
+        buf[25] = b'"';
+        out.extend_from_slice(&buf);
+    }
+}
+
 fn put_digits(dst: &mut [u8], mut v: u32) {
     for slot in dst.iter_mut().rev() {
         *slot = b'0' + (v % 10) as u8;
@@ -136,6 +189,24 @@ mod tests {
             let expected = chrono::DateTime::from_timestamp_millis(ms).unwrap()
                 .format("\"%Y-%m-%dT%H:%M:%S%.3fZ\"").to_string();
             prop_assert_eq!(ts(ms), expected);
+        }
+
+        #[test]
+        fn a_timestamp_writer_writes_what_the_plain_function_writes_whatever_came_before(
+            times in proptest::collection::vec(
+                prop_oneof![
+                    0i64..=253_402_300_799_999,
+                    1_663_146_000_000i64..1_663_146_000_000 + 3 * 86_400_000,
+                ],
+                1..40,
+            ),
+        ) {
+            let mut writer = TimestampWriter::default();
+            for ms in times {
+                let mut out = Vec::new();
+                writer.push(&mut out, ms);
+                prop_assert_eq!(String::from_utf8(out).unwrap(), ts(ms));
+            }
         }
 
         #[test]
