@@ -314,6 +314,39 @@ fn parse_in_one_pass(kind: FlowLogKind, raw: &str) -> Option<FlowTuple<'_>> {
     })
 }
 
+/// 10^0 to 10^8.
+const POWERS_OF_TEN: [u64; 9] = [
+    1,
+    10,
+    100,
+    1_000,
+    10_000,
+    100_000,
+    1_000_000,
+    10_000_000,
+    100_000_000,
+];
+
+/// How many of the eight bytes of `values` (each a byte of text XOR `b'0'`, the first byte
+/// lowest) are digits before the first one that is not: a digit's value is 0-9, and adding
+/// 0x76 sets the top bit of exactly the bytes above 9 (a byte that already has it is not a
+/// digit either). Carries only run from a non-digit upwards, past the byte counted.
+fn leading_digits(values: u64) -> usize {
+    let not_digits = (values.wrapping_add(0x7676_7676_7676_7676) | values) & 0x8080_8080_8080_8080;
+    (not_digits.trailing_zeros() / 8) as usize
+}
+
+/// The number written by eight digit values (first digit in the lowest byte; a shorter
+/// number is shifted up so that zeros lead), by pairing digits, then pairs, then quads.
+fn eight_digits(values: u64) -> u64 {
+    let pairs = values.wrapping_mul(10).wrapping_add(values >> 8);
+    let low = pairs & 0x0000_00ff_0000_00ff;
+    let high = (pairs >> 16) & 0x0000_00ff_0000_00ff;
+    low.wrapping_mul(100 + (1_000_000 << 32))
+        .wrapping_add(high.wrapping_mul(1 + (10_000 << 32)))
+        >> 32
+}
+
 /// A position in a tuple for [`parse_in_one_pass`]; every reader stops before the next comma.
 struct OnePass<'a> {
     text: &'a str,
@@ -337,6 +370,29 @@ impl<'a> OnePass<'a> {
     fn digits(&mut self, max_len: usize) -> Option<u64> {
         let start = self.pos;
         let mut value = 0u64;
+        // Eight bytes at a time while eight are left: the digits of a field counted and
+        // converted without a branch per byte (fields of 1-5 digits made the byte loop's
+        // exit branch mispredict on most fields). The tail of the tuple goes byte by byte.
+        while let Some(word) = self
+            .bytes
+            .get(self.pos..self.pos + 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        {
+            let values = u64::from_le_bytes(word) ^ 0x3030_3030_3030_3030;
+            let count = leading_digits(values);
+            if count > 0 {
+                value = value
+                    .wrapping_mul(POWERS_OF_TEN[count])
+                    .wrapping_add(eight_digits(values << (8 * (8 - count))));
+                self.pos += count;
+            }
+            if self.pos - start > max_len {
+                return None;
+            }
+            if count < 8 {
+                return (self.pos > start).then_some(value);
+            }
+        }
         while let Some(&b) = self.bytes.get(self.pos) {
             let digit = b.wrapping_sub(b'0');
             if digit > 9 {
@@ -829,6 +885,25 @@ mod tests {
     }
 
     #[test]
+    fn eight_bytes_at_a_time_count_and_convert_the_leading_digits_of_any_text() {
+        let cases: [(&[u8; 8], usize, u64); 6] = [
+            (b"12345678", 8, 12_345_678),
+            (b"00000009", 8, 9),
+            (b"443,6,O,", 3, 443),
+            (b"0,10.0.0", 1, 0),
+            (b",1,2,3,4", 0, 0),
+            (b"9\xff9999/9", 1, 9),
+        ];
+        for (text, count, value) in cases {
+            let values = u64::from_le_bytes(*text) ^ 0x3030_3030_3030_3030;
+            assert_eq!(leading_digits(values), count, "{text:?}");
+            if count > 0 {
+                assert_eq!(eight_digits(values << (8 * (8 - count))), value, "{text:?}");
+            }
+        }
+    }
+
+    #[test]
     fn the_one_pass_reader_takes_the_usual_tuples_of_each_format() {
         for (kind, raw) in [
             (
@@ -951,6 +1026,18 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn eight_byte_digit_reading_agrees_with_a_byte_loop(text in proptest::collection::vec(any::<u8>(), 8)) {
+            let word: [u8; 8] = text.clone().try_into().unwrap();
+            let values = u64::from_le_bytes(word) ^ 0x3030_3030_3030_3030;
+            let count = text.iter().take_while(|b| b.is_ascii_digit()).count();
+            prop_assert_eq!(leading_digits(values), count);
+            if count > 0 {
+                let expected = text[..count].iter().fold(0u64, |v, b| v * 10 + u64::from(b - b'0'));
+                prop_assert_eq!(eight_digits(values << (8 * (8 - count))), expected);
+            }
+        }
+
         #[test]
         fn any_string_parses_or_errors_without_panicking(s in ".{0,120}") {
             one_pass_agrees_with_the_general_parser(FlowLogKind::Nsg, &s)?;
