@@ -64,36 +64,7 @@ pub fn push_key(out: &mut Vec<u8>, key: &str) {
 /// Appends `epoch_ms` as a quoted RFC 3339 UTC timestamp with milliseconds:
 /// `"2022-09-14T09:00:03.599Z"`. Years outside 0..=9999 are clamped by the tuple parser.
 pub fn push_timestamp_millis(out: &mut Vec<u8>, epoch_ms: i64) {
-    let mut buf = [0u8; 26];
-    out.extend_from_slice(format_timestamp_millis(epoch_ms, &mut buf));
-}
-
-/// Formats into `buf` and returns the quoted timestamp bytes.
-pub fn format_timestamp_millis(epoch_ms: i64, buf: &mut [u8; 26]) -> &[u8] {
-    let ms = epoch_ms.rem_euclid(1000) as u32;
-    let secs = epoch_ms.div_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400) as u32;
-    let (year, month, day) = civil_from_days(days);
-    let year = year.clamp(0, 9999) as u32;
-    let (h, mi, s) = (sod / 3600, sod / 60 % 60, sod % 60);
-    buf[0] = b'"';
-    put_digits(&mut buf[1..5], year);
-    buf[5] = b'-';
-    put_digits(&mut buf[6..8], month);
-    buf[8] = b'-';
-    put_digits(&mut buf[9..11], day);
-    buf[11] = b'T';
-    put_digits(&mut buf[12..14], h);
-    buf[14] = b':';
-    put_digits(&mut buf[15..17], mi);
-    buf[17] = b':';
-    put_digits(&mut buf[18..20], s);
-    buf[20] = b'.';
-    put_digits(&mut buf[21..24], ms);
-    buf[24] = b'Z';
-    buf[25] = b'"';
-    &buf[..]
+    TimestampWriter::default().push(out, epoch_ms);
 }
 
 /// Writes timestamps as [`push_timestamp_millis`] does, keeping the date of the last day it
@@ -119,16 +90,19 @@ impl TimestampWriter {
     pub fn push(&mut self, out: &mut Vec<u8>, epoch_ms: i64) {
         let secs = epoch_ms.div_euclid(1000);
         let days = secs.div_euclid(86_400);
-        let mut buf = [0u8; 26];
         if days != self.day {
-            format_timestamp_millis(epoch_ms, &mut buf);
-            self.date.copy_from_slice(&buf[..11]);
+            let (year, month, day) = civil_from_days(days);
+            self.date[0] = b'"';
+            put_digits(&mut self.date[1..5], year.clamp(0, 9999) as u32);
+            self.date[5] = b'-';
+            put_digits(&mut self.date[6..8], month);
+            self.date[8] = b'-';
+            put_digits(&mut self.date[9..11], day);
             self.day = days;
-            out.extend_from_slice(&buf);
-            return;
         }
         let ms = epoch_ms.rem_euclid(1000) as u32;
         let sod = secs.rem_euclid(86_400) as u32;
+        let mut buf = [0u8; 26];
         buf[..11].copy_from_slice(&self.date);
         buf[11] = b'T';
         put_digits(&mut buf[12..14], sod / 3600);
@@ -192,7 +166,7 @@ mod tests {
         }
 
         #[test]
-        fn a_timestamp_writer_writes_what_the_plain_function_writes_whatever_came_before(
+        fn a_timestamp_writer_writes_what_a_fresh_one_writes_whatever_came_before(
             times in proptest::collection::vec(
                 prop_oneof![
                     0i64..=253_402_300_799_999,
