@@ -27,10 +27,19 @@ pub enum ProtocolError {
 /// and Elastic's and Microsoft's readers know no others, so anything else is an error for the
 /// caller to count rather than a guess. Exact case: the format has never used lower case.
 pub fn nsg_protocol(field: &str) -> Result<u8, ProtocolError> {
-    match field {
-        "T" => Ok(TCP),
-        "U" => Ok(UDP),
-        other => Err(ProtocolError::UnknownNsgLetter(other.to_owned())),
+    match field.as_bytes() {
+        [letter] => nsg_protocol_letter(*letter),
+        _ => None,
+    }
+    .ok_or_else(|| ProtocolError::UnknownNsgLetter(field.to_owned()))
+}
+
+/// The protocol an NSG protocol letter names (see [`nsg_protocol`]).
+pub fn nsg_protocol_letter(letter: u8) -> Option<u8> {
+    match letter {
+        b'T' => Some(TCP),
+        b'U' => Some(UDP),
+        _ => None,
     }
 }
 

@@ -2,7 +2,7 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use super::protocol::{iana_protocol, nsg_protocol};
+use super::protocol::{iana_protocol, nsg_protocol, nsg_protocol_letter};
 use super::record::FlowLogKind;
 
 /// Direction of the flow as seen by the NIC.
@@ -194,15 +194,8 @@ fn parse_in_one_pass(kind: FlowLogKind, raw: &str) -> Option<FlowTuple<'_>> {
         pos: 0,
     };
     // At most 15 digits (MAX_TIME_MS has 15), so no overflow check is needed.
-    let ts = at.digits(15)?;
+    let time_ms = tuple_time_ms(kind, at.digits(15)?)?;
     at.comma()?;
-    let time_ms = match kind {
-        FlowLogKind::Vnet if ts >= VNET_SECONDS_BELOW => ts,
-        _ => ts.checked_mul(1000)?,
-    };
-    if time_ms > MAX_TIME_MS {
-        return None;
-    }
     let (src_ip, src_ip_text) = at.address()?;
     at.comma()?;
     let (dst_ip, dst_ip_text) = at.address()?;
@@ -212,82 +205,48 @@ fn parse_in_one_pass(kind: FlowLogKind, raw: &str) -> Option<FlowTuple<'_>> {
     let dst_port = at.port()?;
     at.comma()?;
     let protocol = match kind {
-        FlowLogKind::Nsg => match at.letter()? {
-            b'T' => super::protocol::TCP,
-            b'U' => super::protocol::UDP,
-            _ => return None,
-        },
+        FlowLogKind::Nsg => nsg_protocol_letter(at.letter()?)?,
         // 1-3 digits, at most 255: what `iana_protocol` accepts.
         FlowLogKind::Vnet => u8::try_from(at.digits(3)?).ok()?,
     };
     at.comma()?;
-    let direction = match at.letter()? {
-        b'I' => Direction::Inbound,
-        b'O' => Direction::Outbound,
-        _ => return None,
-    };
+    let direction = direction_of(at.letter()?)?;
     at.comma()?;
-    let (decision, state, encryption) = match kind {
+    // NSG v1 ends after the decision: eight fields, no state and no counters.
+    let (decision, state, encryption, counted) = match kind {
         FlowLogKind::Nsg => {
-            let decision = match at.letter()? {
-                b'A' => Decision::Allow,
-                b'D' => Decision::Deny,
-                _ => return None,
-            };
+            let decision = nsg_decision_of(at.letter()?)?;
             if at.at_end() {
-                // NSG v1: eight fields, no state and no counters.
-                return Some(FlowTuple {
-                    raw,
-                    time_ms: time_ms as i64,
-                    src_ip,
-                    src_ip_text,
-                    dst_ip,
-                    dst_ip_text,
-                    src_port,
-                    dst_port,
-                    protocol,
-                    direction,
-                    decision,
-                    state: None,
-                    encryption: None,
-                    counters: Counters::default(),
-                });
+                (decision, None, None, false)
+            } else {
+                at.comma()?;
+                (decision, Some(nsg_state_of(at.letter()?)?), None, true)
             }
-            at.comma()?;
-            let state = match at.letter()? {
-                b'B' => FlowState::Begin,
-                b'C' => FlowState::Continuing,
-                b'E' => FlowState::End,
-                _ => return None,
-            };
-            (decision, state, None)
         }
         FlowLogKind::Vnet => {
-            let state = match at.letter()? {
-                b'B' => FlowState::Begin,
-                b'C' => FlowState::Continuing,
-                b'E' => FlowState::End,
-                b'D' => FlowState::Deny,
-                _ => return None,
-            };
+            let state = vnet_state_of(at.letter()?)?;
             at.comma()?;
-            let encryption = at.text();
-            let decision = if state == FlowState::Deny {
-                Decision::Deny
-            } else {
-                Decision::Allow
-            };
-            (decision, state, Some(encryption).filter(|e| !e.is_empty()))
+            let encryption = Some(at.text()).filter(|e| !e.is_empty());
+            (vnet_decision(state), Some(state), encryption, true)
         }
     };
-    at.comma()?;
-    let packets_src_to_dst = at.counter()?;
-    at.comma()?;
-    let bytes_src_to_dst = at.counter()?;
-    at.comma()?;
-    let packets_dst_to_src = at.counter()?;
-    at.comma()?;
-    let bytes_dst_to_src = at.counter()?;
+    let counters = if counted {
+        at.comma()?;
+        let packets_src_to_dst = at.counter()?;
+        at.comma()?;
+        let bytes_src_to_dst = at.counter()?;
+        at.comma()?;
+        let packets_dst_to_src = at.counter()?;
+        at.comma()?;
+        Counters {
+            packets_src_to_dst,
+            bytes_src_to_dst,
+            packets_dst_to_src,
+            bytes_dst_to_src: at.counter()?,
+        }
+    } else {
+        Counters::default()
+    };
     if !at.at_end() {
         return None;
     }
@@ -303,15 +262,75 @@ fn parse_in_one_pass(kind: FlowLogKind, raw: &str) -> Option<FlowTuple<'_>> {
         protocol,
         direction,
         decision,
-        state: Some(state),
+        state,
         encryption,
-        counters: Counters {
-            packets_src_to_dst,
-            bytes_src_to_dst,
-            packets_dst_to_src,
-            bytes_dst_to_src,
-        },
+        counters,
     })
+}
+
+/// The tuple time in epoch ms of a timestamp field's value: NSG seconds; VNet milliseconds, or
+/// seconds below [`VNET_SECONDS_BELOW`]. `None` past [`MAX_TIME_MS`].
+fn tuple_time_ms(kind: FlowLogKind, ts: u64) -> Option<u64> {
+    match kind {
+        FlowLogKind::Vnet if ts >= VNET_SECONDS_BELOW => Some(ts),
+        _ => ts.checked_mul(1000),
+    }
+    .filter(|ms| *ms <= MAX_TIME_MS)
+}
+
+// The one-letter fields as the formats define them, for both readers.
+
+/// `I` inbound, `O` outbound.
+fn direction_of(letter: u8) -> Option<Direction> {
+    match letter {
+        b'I' => Some(Direction::Inbound),
+        b'O' => Some(Direction::Outbound),
+        _ => None,
+    }
+}
+
+/// NSG: `A` allowed, `D` denied.
+fn nsg_decision_of(letter: u8) -> Option<Decision> {
+    match letter {
+        b'A' => Some(Decision::Allow),
+        b'D' => Some(Decision::Deny),
+        _ => None,
+    }
+}
+
+/// NSG v2: `B`egin, `C`ontinuing, `E`nd.
+fn nsg_state_of(letter: u8) -> Option<FlowState> {
+    match letter {
+        b'B' => Some(FlowState::Begin),
+        b'C' => Some(FlowState::Continuing),
+        b'E' => Some(FlowState::End),
+        _ => None,
+    }
+}
+
+/// VNet: NSG v2's states and `D`eny.
+fn vnet_state_of(letter: u8) -> Option<FlowState> {
+    match letter {
+        b'D' => Some(FlowState::Deny),
+        other => nsg_state_of(other),
+    }
+}
+
+/// VNet tuples have no decision field: a flow is denied exactly when its state says so.
+fn vnet_decision(state: FlowState) -> Decision {
+    if state == FlowState::Deny {
+        Decision::Deny
+    } else {
+        Decision::Allow
+    }
+}
+
+/// The letter of a one-letter field.
+fn one_letter(field: &str) -> Option<u8> {
+    match field.as_bytes() {
+        [letter] => Some(*letter),
+        _ => None,
+    }
 }
 
 /// 10^0 to 10^8.
@@ -507,14 +526,9 @@ fn parse_fields(kind: FlowLogKind, raw: &str) -> Result<FlowTuple<'_>, TupleErro
         _ => return Err(TupleErrorKind::FieldCount { found: count }),
     }
 
-    let ts = parse_u64(fields[0]).ok_or(TupleErrorKind::Timestamp)?;
-    let time_ms = match kind {
-        FlowLogKind::Nsg => ts.checked_mul(1000),
-        FlowLogKind::Vnet if ts < VNET_SECONDS_BELOW => ts.checked_mul(1000),
-        FlowLogKind::Vnet => Some(ts),
-    }
-    .filter(|ms| *ms <= MAX_TIME_MS)
-    .ok_or(TupleErrorKind::Timestamp)?;
+    let time_ms = parse_u64(fields[0])
+        .and_then(|ts| tuple_time_ms(kind, ts))
+        .ok_or(TupleErrorKind::Timestamp)?;
 
     let src_ip: IpAddr = fields[1].parse().map_err(|_| TupleErrorKind::SourceIp)?;
     let dst_ip: IpAddr = fields[2]
@@ -523,46 +537,30 @@ fn parse_fields(kind: FlowLogKind, raw: &str) -> Result<FlowTuple<'_>, TupleErro
     let src_port = parse_port(fields[3]).ok_or(TupleErrorKind::SourcePort)?;
     let dst_port = parse_port(fields[4]).ok_or(TupleErrorKind::DestinationPort)?;
     let protocol = parse_protocol(kind, fields[5]).ok_or(TupleErrorKind::Protocol)?;
-    let direction = match fields[6] {
-        "I" => Direction::Inbound,
-        "O" => Direction::Outbound,
-        _ => return Err(TupleErrorKind::Direction),
-    };
+    let direction = one_letter(fields[6])
+        .and_then(direction_of)
+        .ok_or(TupleErrorKind::Direction)?;
 
     let (decision, state, encryption, counters_at) = match kind {
         FlowLogKind::Nsg => {
-            let decision = match fields[7] {
-                "A" => Decision::Allow,
-                "D" => Decision::Deny,
-                _ => return Err(TupleErrorKind::Decision),
-            };
+            let decision = one_letter(fields[7])
+                .and_then(nsg_decision_of)
+                .ok_or(TupleErrorKind::Decision)?;
             if count == 8 {
                 (decision, None, None, None)
             } else {
-                let state = match fields[8] {
-                    "B" => FlowState::Begin,
-                    "C" => FlowState::Continuing,
-                    "E" => FlowState::End,
-                    _ => return Err(TupleErrorKind::State),
-                };
+                let state = one_letter(fields[8])
+                    .and_then(nsg_state_of)
+                    .ok_or(TupleErrorKind::State)?;
                 (decision, Some(state), None, Some(9))
             }
         }
         FlowLogKind::Vnet => {
-            let state = match fields[7] {
-                "B" => FlowState::Begin,
-                "C" => FlowState::Continuing,
-                "E" => FlowState::End,
-                "D" => FlowState::Deny,
-                _ => return Err(TupleErrorKind::State),
-            };
-            let decision = if state == FlowState::Deny {
-                Decision::Deny
-            } else {
-                Decision::Allow
-            };
+            let state = one_letter(fields[7])
+                .and_then(vnet_state_of)
+                .ok_or(TupleErrorKind::State)?;
             let encryption = Some(fields[8]).filter(|e| !e.is_empty());
-            (decision, Some(state), encryption, Some(9))
+            (vnet_decision(state), Some(state), encryption, Some(9))
         }
     };
 
