@@ -21,8 +21,8 @@ use crate::enrich::{
     Enricher, Filter, FlowContext, Lookups, RecordResources, SideEnrichment, Slot, Verdict,
 };
 use crate::flowlog::{
-    Decision, Direction, FlowGroup, FlowLogKind, FlowTuple, Record, SlotPosition, TupleError,
-    TupleSlot, parse_tuple,
+    Decision, Direction, FlowGroup, FlowLogKind, FlowTuple, ParsedSlot, Record, SlotPosition,
+    TupleError, TupleSlot, parse_tuple,
 };
 use crate::index_pattern::IndexPattern;
 
@@ -586,20 +586,27 @@ impl DocumentEncoder {
                     cursor.group = record.groups.len();
                     break;
                 }
-                let Some(slot) = slots.next() else { break };
+                let Some(slot) = slots.next_parsed(record.kind) else {
+                    break;
+                };
                 let index = cursor.index;
                 cursor.index = cursor.index.saturating_add(1);
-                let raw = match slot {
-                    TupleSlot::Tuple(raw) => raw,
-                    TupleSlot::Invalid(error) => {
-                        errors(index, error);
-                        continue;
+                // Holds the text of a slot that had to be decoded, for the tuple to borrow.
+                let decoded;
+                let tuple = match slot {
+                    ParsedSlot::Tuple(tuple) => tuple,
+                    ParsedSlot::Other(TupleSlot::Tuple(raw)) => {
+                        decoded = raw;
+                        match parse_tuple(record.kind, decoded.as_str()) {
+                            Ok(t) => t,
+                            Err(e) => {
+                                errors(index, e);
+                                continue;
+                            }
+                        }
                     }
-                };
-                let tuple = match parse_tuple(record.kind, raw.as_str()) {
-                    Ok(t) => t,
-                    Err(e) => {
-                        errors(index, e);
+                    ParsedSlot::Other(TupleSlot::Invalid(error)) => {
+                        errors(index, error);
                         continue;
                     }
                 };

@@ -6,8 +6,8 @@ pub mod tuple;
 
 pub use envelope::{RecordScanner, ScanEnd, ScanEvent, ScanStart, Scanned};
 pub use record::{
-    FlowGroup, FlowLogKind, Record, RecordError, SlotPosition, TupleArray, TupleSlot, TupleSlots,
-    decode_record, decode_record_in,
+    FlowGroup, FlowLogKind, ParsedSlot, Record, RecordError, SlotPosition, TupleArray, TupleSlot,
+    TupleSlots, decode_record, decode_record_in,
 };
 pub use tuple::{
     Decision, Direction, FlowState, FlowTuple, TupleError, TupleErrorKind, parse_tuple,

@@ -8,7 +8,7 @@ use std::marker::PhantomData;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 
-use super::tuple::{TupleError, TupleErrorKind};
+use super::tuple::{FlowTuple, TupleError, TupleErrorKind, parse_json_string_in_one_pass};
 
 /// A JSON string borrowed from the input when it has no escapes (always, for tuples), owned otherwise.
 ///
@@ -600,6 +600,43 @@ impl<'s> TupleSlots<'s> {
             tuple: rest.get(..len).unwrap_or_default().to_owned(),
         };
         (TupleSlot::Invalid(error), at + len.max(1), false)
+    }
+}
+
+/// A slot as [`TupleSlots::next_parsed`] gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParsedSlot<'s> {
+    /// The usual slot, read as a tuple where it lies in the array.
+    Tuple(FlowTuple<'s>),
+    /// Any other slot, as [`TupleSlots::next`] gives it, for [`super::parse_tuple`] to read
+    /// (or to refuse, naming why).
+    Other(TupleSlot<'s>),
+}
+
+impl<'s> TupleSlots<'s> {
+    /// The next slot, its tuple read straight from the array's JSON text when it is the usual
+    /// string (no escape, accepted by the one-pass reader): one walk over its bytes instead of
+    /// one to find where the string ends and one to parse it. Every other slot comes as
+    /// [`Self::next`] gives it, so that [`super::parse_tuple`] reads it as before.
+    #[inline]
+    pub fn next_parsed(&mut self, kind: FlowLogKind) -> Option<ParsedSlot<'s>> {
+        let bytes = self.json.as_bytes();
+        // `pos` is just past the `[` or past the previous slot: the usual next slot opens here
+        // or after one comma. Whitespace between slots goes the general way.
+        let quote = match (bytes.get(self.pos), bytes.get(self.pos + 1)) {
+            (Some(b'"'), _) => Some(self.pos),
+            (Some(b','), Some(b'"')) => Some(self.pos + 1),
+            _ => None,
+        };
+        if let Some(quote) = quote
+            && let Some(content) = self.json.get(quote + 1..)
+            && let Some((tuple, len)) = parse_json_string_in_one_pass(kind, content)
+        {
+            // Past the closing quote.
+            self.pos = quote + 1 + len + 1;
+            return Some(ParsedSlot::Tuple(tuple));
+        }
+        self.next().map(ParsedSlot::Other)
     }
 }
 
