@@ -29,6 +29,7 @@ use common::Azurite;
 use common::flowlogd::{GrowingBlob, SourceSpec, TestConfig, VNET_CONTAINER, bin, container};
 use common::proxies::fault_proxy::{read_request, respond};
 use flowlogd::generator::GenKind;
+use flowlogd::source::reader::MAX_CHUNK_BYTES;
 use tokio::net::TcpListener;
 
 const MIB: u64 = 1024 * 1024;
@@ -224,7 +225,7 @@ struct Bound {
     readers: u64,
     /// `max_record_bytes`.
     record: u64,
-    /// Bytes of documents per chunk: min(batch_max_bytes, 1 MiB).
+    /// Bytes of documents per chunk: min(batch_max_bytes, `MAX_CHUNK_BYTES`).
     chunk: u64,
     /// `batch_max_bytes`.
     batch: u64,
@@ -237,7 +238,7 @@ impl Bound {
     const DEFAULTS: Bound = Bound {
         readers: 1,
         record: 16 * MIB,
-        chunk: MIB,
+        chunk: MAX_CHUNK_BYTES as u64,
         batch: 10 * MIB,
         max_in_flight: 2,
     };
@@ -247,8 +248,8 @@ impl Bound {
         // One downloaded piece in hand per reader (the HTTP client's are far smaller).
         let piece = MIB;
         let m = self.max_in_flight;
-        // Per reader the chunk being filled and, while a chunk cut inside a record waits for
-        // room in the channel, the one taking the rest of that record.
+        // Per reader the chunk being filled and, while a full chunk waits for room in the
+        // channel, the next one.
         let readers = self.readers * (self.record + piece + 2 * self.chunk);
         // Chunks in the channel (2·M) and the one being moved into batches.
         let chunks = (2 * m + 1) * self.chunk;

@@ -52,9 +52,11 @@ pub struct ReadOutcome {
 
 /// The largest chunk the daemon cuts (`chunk_bytes` is `min(batch_max_bytes, this)`): chunks
 /// wait in a channel of `2 × max_in_flight` of them, so their size multiplies into the
-/// memory bound (invariant 6), while a chunk's cost (one ack registration and one offset
-/// commit) is the same for 1 MiB as for 4 MiB, about a thousand documents either way.
-pub const MAX_CHUNK_BYTES: usize = 1024 * 1024;
+/// memory bound (invariant 6), while a chunk's own cost (one ack registration, one hand-off) is
+/// small beside its ~340 documents. 256 KiB instead of 1 MiB took the peak of
+/// `scripts/bench-e2e.sh MODE=compare` from 45–47 to 37–38 MiB at the same CPU time
+/// (docs/PERFORMANCE.md, "This round").
+pub const MAX_CHUNK_BYTES: usize = 256 * 1024;
 
 /// Sizes that bound a read's memory.
 #[derive(Debug, Clone, Copy)]
