@@ -16,13 +16,16 @@
 //! exactly the invalid slots and `tuple_count()` counts every slot; an iteration over a group's
 //! slots stopped anywhere and resumed with `slots_from(position())` gives the same slots (the
 //! pipeline writes one record's documents in pieces that way); every slot goes through
-//! `parse_tuple` without a panic.
+//! `parse_tuple` without a panic, and reading each group's tuples in place in their JSON array
+//! (`next_parsed`, as the encoder does, for either kind) gives the tuples `parse_tuple` reads
+//! from the decoded slots, at the same positions.
 #![no_main]
 
 use std::fmt;
 
 use flowlogd::flowlog::{
-    FlowLogKind, Record, TupleErrorKind, TupleSlot, decode_record, decode_record_in, parse_tuple,
+    FlowLogKind, ParsedSlot, Record, TupleArray, TupleErrorKind, TupleSlot, decode_record,
+    decode_record_in, parse_tuple,
 };
 use libfuzzer_sys::fuzz_target;
 use serde::Deserialize;
@@ -479,6 +482,26 @@ fn seen(record: &Record<'_>, resume_at: usize) -> Expected {
     }
 }
 
+/// `next_parsed` gives, slot by slot and ending at the same positions, the tuple `parse_tuple`
+/// reads from the slot `next` gives, or that slot itself; `parse_tuple` never panics.
+fn in_place_reading_agrees(kind: FlowLogKind, tuples: &TupleArray<'_>) {
+    let (mut fast, mut slow) = (tuples.iter(), tuples.iter());
+    loop {
+        match (fast.next_parsed(kind), slow.next()) {
+            (None, None) => return,
+            (Some(ParsedSlot::Tuple(tuple)), Some(TupleSlot::Tuple(text))) => {
+                assert_eq!(Ok(tuple), parse_tuple(kind, text.as_str()), "read in place");
+            }
+            (Some(ParsedSlot::Other(slot)), Some(expected)) => {
+                assert_eq!(slot, expected, "a slot left to the general way");
+                let _ = parse_tuple(kind, slot.as_str());
+            }
+            (fast, slow) => panic!("in place {fast:?}, decoded first {slow:?}"),
+        }
+        assert_eq!(fast.position(), slow.position());
+    }
+}
+
 fuzz_target!(|input: &[u8]| {
     // Where resumed iterations stop: any slot, depending on the input.
     let resume_at = input
@@ -488,8 +511,8 @@ fuzz_target!(|input: &[u8]| {
     let got = decoded.as_ref().map(|record| {
         let got = seen(record, resume_at);
         for group in &record.groups {
-            for slot in &group.tuples {
-                let _ = parse_tuple(record.kind, slot.as_str());
+            for kind in [FlowLogKind::Nsg, FlowLogKind::Vnet] {
+                in_place_reading_agrees(kind, &group.tuples);
             }
         }
         got
