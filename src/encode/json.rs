@@ -49,10 +49,45 @@ pub fn push_str_content(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&bytes[start..]);
 }
 
-/// Appends an unsigned integer.
+/// Appends an unsigned integer. Up to eight digits (every port, most counters) are written as
+/// one fixed eight-byte store and the length set back, instead of `itoa` plus a `memcpy` call
+/// for 1-5 bytes: with eight numbers a document, those were half of the encoder's ~16 `memcpy`
+/// calls a tuple (callgrind of `flowlogd decode`).
+#[inline]
 pub fn push_u64(out: &mut Vec<u8>, v: u64) {
-    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+    if v >= 100_000_000 {
+        out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+        return;
+    }
+    // Digits from the right, two at a time from a table, then shifted down to the first bytes.
+    let mut text = [b'0'; 8];
+    let mut start = 8;
+    let mut rest = v as usize;
+    while rest >= 100 {
+        let pair = rest % 100 * 2;
+        rest /= 100;
+        start -= 2;
+        text[start..start + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    }
+    if rest >= 10 {
+        start -= 2;
+        text[start..start + 2].copy_from_slice(&DIGIT_PAIRS[rest * 2..rest * 2 + 2]);
+    } else {
+        start -= 1;
+        text[start] = b'0' + rest as u8;
+    }
+    let shifted = u64::from_le_bytes(text) >> (8 * start);
+    out.extend_from_slice(&shifted.to_le_bytes());
+    out.truncate(out.len() - start);
 }
+
+/// "00" to "99".
+const DIGIT_PAIRS: &[u8; 200] = b"\
+    0001020304050607080910111213141516171819\
+    2021222324252627282930313233343536373839\
+    4041424344454647484950515253545556575859\
+    6061626364656667686970717273747576777879\
+    8081828384858687888990919293949596979899";
 
 /// Appends `"key":` where `key` needs no escaping (a literal of ours).
 pub fn push_key(out: &mut Vec<u8>, key: &str) {
@@ -155,6 +190,35 @@ mod tests {
             serde_json::from_str::<String>(&text).unwrap(),
             "a\"b\\c\nd\u{1}é/"
         );
+    }
+
+    #[test]
+    fn integers_are_written_as_their_decimal_digits_around_the_eight_digit_boundary() {
+        for (v, text) in [
+            (0u64, "0"),
+            (7, "7"),
+            (10, "10"),
+            (443, "443"),
+            (65_535, "65535"),
+            (99_999_999, "99999999"),
+            (100_000_000, "100000000"),
+            (u64::MAX, "18446744073709551615"),
+        ] {
+            let mut out = b"x".to_vec();
+            push_u64(&mut out, v);
+            assert_eq!(out, format!("x{text}").into_bytes());
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_integer_is_written_as_std_writes_it(v in any::<u64>(), small in 0u64..100_000_000) {
+            for v in [v, small] {
+                let mut out = b"prefix".to_vec();
+                push_u64(&mut out, v);
+                prop_assert_eq!(out, format!("prefix{v}").into_bytes());
+            }
+        }
     }
 
     proptest! {
