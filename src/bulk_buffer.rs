@@ -58,4 +58,24 @@ impl BulkBuffer {
     pub fn doc(&self, i: usize) -> &[u8] {
         &self.body[self.items[i].doc_range()]
     }
+
+    /// Moves items `at..` (and their bytes) into `tail`, which must be empty, leaving items
+    /// `..at` here; `tail`'s items are renumbered from its start. `at` past the end moves
+    /// nothing.
+    pub fn split_off_into(&mut self, at: usize, tail: &mut BulkBuffer) {
+        let Some(first) = self.items.get(at) else {
+            return;
+        };
+        let from = first.action_start;
+        tail.body.extend_from_slice(&self.body[from..]);
+        tail.items
+            .extend(self.items[at..].iter().map(|item| BulkItem {
+                action_start: item.action_start - from,
+                doc_start: item.doc_start - from,
+                end: item.end - from,
+                ..*item
+            }));
+        self.body.truncate(from);
+        self.items.truncate(at);
+    }
 }

@@ -21,8 +21,8 @@ use bytes::Bytes;
 use common::{
     Azurite,
     blobs::{
-        Daemon, Follower, HOUR, append_each, bulk_ids, client, docs_of_whole_blob, gen_blob,
-        ids_of_whole_blob, records_of, this_hour, writer,
+        Daemon, Follower, HOUR, append_each, client, gen_blob, ids_of_whole_blob, records_of,
+        this_hour, writer,
     },
     flowlogd::Es,
 };
@@ -608,51 +608,6 @@ async fn a_read_ending_mid_record_resumes_at_the_end_of_the_last_complete_record
     assert!(want.is_subset(&got), "every tuple of the cut blob was read");
     assert!(follower.duplicates().is_empty());
     assert_eq!(follower.seen.len(), 8 * 5);
-}
-
-#[tokio::test]
-async fn a_chunk_that_fills_inside_a_record_is_sent_as_it_is_and_commits_up_to_the_record_before() {
-    let azurite = azurite();
-    let w = writer(&azurite, CONTAINER).await;
-    let blob = gen_blob(GenKind::Vnet, "fl-cut-chunks", this_hour(), 4, 5, 72);
-    append_each(&w, &blob.name, &records_of(&blob)).await;
-    let starts = block_starts(&blob.blocks);
-    // blocks: head, rec0, ",rec1", ",rec2", ",rec3", tail; a record ends where the next
-    // block starts (its separator comma is the next record's).
-    let (rec0_end, rec1_end, records_end) = (starts[2], starts[3], starts[5]);
-    let whole = docs_of_whole_blob(CONTAINER, &blob.name, &blob.bytes());
-    assert_eq!(whole.len(), 4 * 5);
-    let c = client(&azurite, CONTAINER);
-    let walker = Walker::new(c.clone(), None, &[], NO_REDISCOVERY);
-    let mut follower = Follower::new(c, Registry::temporary().unwrap(), "src");
-    // A chunk is full once its body holds as many bytes as the blob's first 7 documents: the
-    // first chunk fills with rec0's 5 and rec1's first 2, and is sent as it is.
-    follower.limits.chunk_bytes = whole.items[6].end;
-    let item = listed(&walker, &blob.name).await;
-
-    let read = follower.poll(&item).await.expect("new blob");
-    assert!(read.problems.is_empty(), "{:?}", read.problems);
-    assert_eq!(read.chunk_documents[0], 7, "{:?}", read.chunk_documents);
-    assert_eq!(
-        read.committed[0],
-        (0, rec0_end),
-        "a chunk cut inside a record commits only up to the end of the record before it"
-    );
-    assert_eq!(read.chunk_documents.iter().sum::<usize>(), 4 * 5);
-    // The commits chain, each at a record end, up to the last record's.
-    let record_ends = [rec0_end, rec1_end, starts[4], records_end];
-    for (pair, (from, to)) in read.committed.windows(2).zip(&read.committed) {
-        assert_eq!(pair[0].1, pair[1].0, "{:?}", read.committed);
-        assert!(
-            record_ends.contains(to) && from <= to,
-            "{:?}",
-            read.committed
-        );
-    }
-    assert_eq!(read.committed.last().map(|c| c.1), Some(records_end));
-    assert_eq!(read.ids, bulk_ids(&whole), "every document once, in order");
-    let entry = follower.registry.get("src", &blob.name).unwrap().unwrap();
-    assert_eq!(entry.offset, records_end);
 }
 
 #[tokio::test]

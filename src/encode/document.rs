@@ -1623,6 +1623,23 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn split_off_into_moves_the_tail_items_with_their_bytes() {
+        let (_, mut out, _) = encode(Schema::Ecs, VNET);
+        let whole = out.clone();
+        let mut tail = BulkBuffer::new();
+        out.split_off_into(1, &mut tail);
+        assert_eq!((out.len(), tail.len()), (1, 1));
+        assert_eq!(out.body, whole.body[..whole.items[1].action_start]);
+        assert_eq!(tail.body, whole.body[whole.items[1].action_start..]);
+        assert_eq!(tail.items[0].action_start, 0);
+        assert_eq!(tail.doc(0), whole.doc(1));
+        let mut nothing = BulkBuffer::new();
+        out.split_off_into(5, &mut nothing);
+        assert!(nothing.is_empty());
+        assert_eq!(out.len(), 1);
+    }
+
+    #[test]
     fn ids_depend_on_every_input_and_nothing_else() {
         let blob = BlobContext::new("c", "b");
         let id = document_id(&blob, 12, 0);

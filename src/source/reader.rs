@@ -76,9 +76,9 @@ pub struct ReadLimits {
 ///
 /// Memory (invariant 6): the record being decoded (at most `max_record_bytes`), the piece of
 /// the download in hand, and one chunk of at most `chunk_bytes` (plus one document), whatever
-/// the blob's size or its records' number of tuples. A chunk is cut wherever it fills up, at a
-/// record end or inside a record; one cut inside a record commits only up to the end of the
-/// record before it (`to` may equal `from`), so the offset still moves by whole records.
+/// the blob's size or its records' number of tuples. A record whose documents outgrow a chunk
+/// is sent in several chunks; those cut inside it commit only up to the end of the record
+/// before it (`to` may equal `from`), so the offset still moves by whole records.
 #[allow(clippy::too_many_arguments)]
 pub async fn read_blob(
     client: &StorageClient,
@@ -126,12 +126,10 @@ pub async fn read_blob(
         loop {
             let next = decoder.next_record(&mut |p| recorder.record(p));
             let Some(mut record) = next else { break };
-            // A chunk that fills up inside a record is sent as it is, committing only up to
-            // the end of the record before (its `to` may equal its `from`); the record's other
-            // documents follow in the next chunk. Moving the record's documents written so far
-            // into the next chunk instead (so that chunks end at record ends) copied ~3% of the
-            // daemon's CPU end to end on records of 1,500 tuples, to save re-sending part of one
-            // record after a crash (those are answered "already exists").
+            // Documents of records before this one in the chunk: a chunk that fills up inside
+            // this record first ends with them, at a record end, and only a record whose own
+            // documents outgrow a chunk is cut inside it.
+            let mut earlier = chunks.docs.len();
             loop {
                 let done = record.write(&mut chunks.docs, limits.chunk_bytes, &mut |p| {
                     recorder.record(p)
@@ -140,8 +138,9 @@ pub async fn read_blob(
                 if done {
                     break;
                 }
-                let to = record.commit_offset();
-                chunks.send(tx, to, false, to, record.stats()).await?;
+                let (to, stats) = (record.commit_offset(), record.stats());
+                chunks.send_before(tx, earlier, to, stats).await?;
+                earlier = 0;
                 outcome.chunks += 1;
             }
             drop(record);
@@ -216,6 +215,24 @@ impl Chunker {
         // A chunk_bytes of usize::MAX (tests, decode-everything callers) must not reserve it.
         let body = self.capacity.min(64 * 1024 * 1024);
         tx.buffer(body, body / MIN_DOCUMENT_BYTES)
+    }
+
+    /// Sends the first `items` documents gathered (all of them when 0) as the chunk
+    /// `(from, to]`, where `to` is the end of the record before the one being written; the
+    /// documents after them, of that record, stay for the next chunk.
+    async fn send_before(
+        &mut self,
+        tx: &mut impl ChunkSink,
+        items: usize,
+        to: u64,
+        stats: &DecodeStats,
+    ) -> Result<(), ReadError> {
+        let mut rest = self.fresh_buffer(tx);
+        if items > 0 {
+            self.docs.split_off_into(items, &mut rest);
+        }
+        let docs = std::mem::replace(&mut self.docs, rest);
+        self.send_docs(tx, docs, to, false, to, stats).await
     }
 
     /// Sends the documents gathered so far as the chunk `(from, to]`.

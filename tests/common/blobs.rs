@@ -140,19 +140,13 @@ pub fn bulk_ids(docs: &BulkBuffer) -> Vec<String> {
 /// The document ids of a whole blob decoded in one pass from byte 0: what an exact
 /// incremental read must produce, no more, no less.
 pub fn ids_of_whole_blob(container: &str, blob: &str, bytes: &[u8]) -> Vec<String> {
-    bulk_ids(&docs_of_whole_blob(container, blob, bytes))
-}
-
-/// The bulk body of a whole blob decoded in one pass from byte 0, by the encoder a
-/// [`Follower`] uses.
-pub fn docs_of_whole_blob(container: &str, blob: &str, bytes: &[u8]) -> BulkBuffer {
     let mut encoder = encoder();
     let mut decoder = BlobDecoder::new(&mut encoder, BlobContext::new(container, blob), 0);
     let mut docs = BulkBuffer::new();
     decoder.feed(bytes, &mut docs, &mut |p| {
         panic!("whole-blob decode of {blob}: {p}")
     });
-    docs
+    bulk_ids(&docs)
 }
 
 fn encoder() -> DocumentEncoder {
@@ -170,8 +164,6 @@ pub struct FollowRead {
     pub problems: Vec<DecodeProblem>,
     /// `(from, to]` of each committed chunk, in order.
     pub committed: Vec<(u64, u64)>,
-    /// The number of documents of each chunk, in order.
-    pub chunk_documents: Vec<usize>,
 }
 
 /// Follows blobs the way the daemon's poller does: compares a listing with the registry,
@@ -277,7 +269,6 @@ impl Follower {
                 .advance(&self.source, &chunk.blob, &delta)
                 .unwrap_or_else(|e| panic!("commit ({}, {}]: {e}", chunk.from, chunk.to));
             out.committed.push((chunk.from, chunk.to));
-            out.chunk_documents.push(chunk.docs.len());
             for id in bulk_ids(&chunk.docs) {
                 *self.seen.entry(id.clone()).or_default() += 1;
                 out.ids.push(id);
