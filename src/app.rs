@@ -176,11 +176,18 @@ impl App {
             registry.clone(),
             config.sources.iter().map(|s| s.name.clone()).collect(),
         )));
-        // At most this many chunks exist at once: the channel's 2 × max_in_flight, one being
-        // moved into a batch, and per read the one being filled and the rest of a record cut
-        // inside it.
+        // At most this many chunk buffers exist at once: the channel's 2 × max_in_flight, one
+        // being moved into a batch, per read the one being filled and the rest of a record cut
+        // inside it, and those the batches hold slices of (max_in_flight + 2 batches, each of
+        // at most batch_max_bytes in chunks at least 8/9 full, plus one at either end).
+        let es = &config.elasticsearch;
+        let chunk_bytes = es.batch_max_bytes.min(crate::source::reader::MAX_CHUNK_BYTES);
+        let per_batch = es.batch_max_bytes / chunk_bytes.max(1) * 9 / 8 + 2;
         let chunk_buffers = Pool::new(
-            2 * config.elasticsearch.max_in_flight + 2 * config.daemon.read_concurrency + 1,
+            2 * es.max_in_flight
+                + 2 * config.daemon.read_concurrency
+                + 1
+                + (es.max_in_flight + 2) * per_batch,
         );
         let errors = Arc::default();
         let polling = PollRunner {

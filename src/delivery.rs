@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::ack::{AckTracker, Chunk, ChunkId};
-use crate::bulk_buffer::{BulkBuffer, BulkItem};
+use crate::bulk_buffer::{BulkBuffer, BulkItem, SharedBody};
 use crate::metrics::{Metrics, SourceMetrics};
 use crate::registry::Registry;
 use crate::sink::bulk::{BulkBody, BulkSink};
@@ -114,10 +114,10 @@ impl<T> Pool<T> {
     }
 }
 
-/// The buffers of a batch, emptied, for the next batch.
+/// The lists of a batch, emptied, for the next batch.
 #[derive(Debug)]
 pub(crate) struct BatchBuffers {
-    body: BytesMut,
+    body: SharedBody,
     items: Vec<BulkItem>,
 }
 
@@ -178,7 +178,11 @@ impl ChunkSink for HoldingSender {
 
     fn buffer(&mut self, body: usize, items: usize) -> BulkBuffer {
         match self.buffers.take() {
-            Some(buffer) if buffer.body.capacity() >= body => buffer,
+            Some(mut buffer) if buffer.body.capacity() >= body => {
+                // A buffer given back by a delivered batch comes without its item list.
+                buffer.items.reserve(items);
+                buffer
+            }
             _ => BulkBuffer {
                 body: Vec::with_capacity(body),
                 items: Vec::with_capacity(items),
@@ -193,22 +197,97 @@ pub(crate) struct Part {
     pub(crate) chunk: ChunkId,
     pub(crate) items: usize,
     pub(crate) blob: Arc<str>,
+    /// The chunk's whole buffer when the batch holds slices of it: the last batch delivered
+    /// gives it back to the readers.
+    pub(crate) buffer: Option<Bytes>,
 }
+
+/// A chunk's documents as delivery batches them: its body frozen into a shared buffer, which
+/// batches slice when the chunk filled it, and copy from otherwise (a slice keeps the whole
+/// buffer alive, too much for a few documents: the tail of a read).
+#[derive(Debug)]
+pub(crate) struct ChunkDocs {
+    source: usize,
+    body: Bytes,
+    items: Vec<BulkItem>,
+    newest_time_ms: Option<i64>,
+    /// Whether batches take slices of `body` instead of copies.
+    shared: bool,
+}
+
+impl ChunkDocs {
+    /// Takes the documents of `chunk` over (its body and items are left empty).
+    pub(crate) fn take(chunk: &mut Chunk) -> ChunkDocs {
+        let body = std::mem::take(&mut chunk.docs.body);
+        // At most an eighth of the buffer unused: slices then hold at most 9/8 of the bytes
+        // they carry alive (invariant 6). A full chunk stops at its limit, ~6% short of its
+        // capacity; a buffer that grew past its capacity for a long document is copied.
+        let shared = !body.is_empty() && body.capacity() - body.len() <= body.len() / 8;
+        ChunkDocs {
+            source: chunk.source,
+            body: Bytes::from(body),
+            items: std::mem::take(&mut chunk.docs.items),
+            newest_time_ms: chunk.newest_time_ms,
+            shared,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// The chunk's buffer, emptied, for the readers, if no batch holds a slice of it.
+    fn into_buffer(self) -> Option<BulkBuffer> {
+        reclaim(self.body)
+    }
+}
+
+/// An emptied chunk buffer from a body nothing else holds any more.
+fn reclaim(body: Bytes) -> Option<BulkBuffer> {
+    let mut body = body.try_into_mut().ok()?;
+    // Emptied first: the conversion moves what the buffer holds to its start.
+    body.clear();
+    Some(BulkBuffer {
+        body: Vec::from(body),
+        items: Vec::new(),
+    })
+}
+
+/// Room a batch's copies of small chunks are gathered in, allocated as needed: large enough
+/// that the tail of many reads makes few segments, small enough to come from the heap instead
+/// of fresh pages.
+const COPY_BLOCK: usize = 64 * 1024;
 
 /// Documents of one source being gathered into a batch, and which chunks they belong to.
 #[derive(Debug)]
 struct Filling {
-    body: BytesMut,
+    /// Slices of full chunks and copies of small ones, in order.
+    body: SharedBody,
+    /// Copies not yet pushed onto `body` (the next slice, or closing, pushes them).
+    copies: BytesMut,
     items: Vec<BulkItem>,
     parts: Vec<Part>,
     newest_time_ms: Option<i64>,
 }
 
-/// A full batch: its body is shared with the HTTP client (requests send clones of it, never
-/// copies); each item keeps its record offset and tuple index, each part its blob.
+impl Filling {
+    fn len(&self) -> usize {
+        self.body.len() + self.copies.len()
+    }
+
+    fn push_copies(&mut self) {
+        if !self.copies.is_empty() {
+            self.body.push(self.copies.split().freeze());
+        }
+    }
+}
+
+/// A full batch: its body is the chunks' own buffers, shared with the HTTP client (requests
+/// send them as they are, never copies); each item keeps its record offset and tuple index,
+/// each part its blob.
 #[derive(Debug)]
 pub(crate) struct Batch {
-    pub(crate) body: Bytes,
+    pub(crate) body: SharedBody,
     pub(crate) items: Vec<BulkItem>,
     pub(crate) parts: Vec<Part>,
     pub(crate) newest_time_ms: Option<i64>,
@@ -244,16 +323,13 @@ impl Batch {
     }
 }
 
-/// Room past `max_bytes` a batch is allocated with: the document that crosses the limit
-/// closes the batch before it is added, so this only covers a single document larger than a
-/// batch (sent alone), which then grows the buffer.
-const BATCH_SLACK: usize = 16 * 1024;
-
 /// Groups the documents of chunks into one batch per source, of at most `max_docs` documents
 /// and `max_bytes` bytes, remembering how many documents of which chunk each batch carries
-/// (the ack tracker's accounting). A batch is allocated once at its full size and filled with
-/// one copy per run of adjacent documents of a chunk (the chunk's bytes are already bulk
-/// lines). No I/O: the stage sends what it returns.
+/// (the ack tracker's accounting). A batch takes one slice of a full chunk's buffer per run of
+/// adjacent documents (the chunk's bytes are already bulk lines), and copies small chunks'.
+/// Why: copying every chunk into a batch buffer was ~9% of the daemon's CPU end to end
+/// (`perf record` of `scripts/bench-e2e.sh`, docs/PERFORMANCE.md). No I/O: the stage sends
+/// what it returns.
 #[derive(Debug)]
 pub(crate) struct Batcher {
     batches: Vec<Option<Filling>>,
@@ -278,18 +354,19 @@ impl Batcher {
         }
     }
 
-    /// The batch being filled for `source`; when there is none, a new one in the buffers of a
-    /// delivered batch, or allocated at its full size.
+    /// The batch being filled for `source`; when there is none, a new one in the lists of a
+    /// delivered batch.
     fn filling(&mut self, source: usize) -> &mut Filling {
-        let (max_docs, max_bytes) = (self.max_docs, self.max_bytes);
+        let max_docs = self.max_docs;
         let spare = &self.spare;
         self.batches[source].get_or_insert_with(|| {
             let BatchBuffers { body, items } = spare.take().unwrap_or_else(|| BatchBuffers {
-                body: BytesMut::with_capacity(max_bytes.saturating_add(BATCH_SLACK)),
+                body: SharedBody::new(),
                 items: Vec::with_capacity(max_docs),
             });
             Filling {
                 body,
+                copies: BytesMut::new(),
                 items,
                 parts: Vec::new(),
                 newest_time_ms: None,
@@ -299,9 +376,10 @@ impl Batcher {
 
     /// Takes `source`'s batch out as a full one.
     fn close(&mut self, source: usize) -> Option<Batch> {
-        let filling = self.batches[source].take()?;
+        let mut filling = self.batches[source].take()?;
+        filling.push_copies();
         Some(Batch {
-            body: filling.body.freeze(),
+            body: filling.body,
             items: filling.items,
             parts: filling.parts,
             newest_time_ms: filling.newest_time_ms,
@@ -316,17 +394,17 @@ impl Batcher {
     pub(crate) fn add(
         &mut self,
         id: ChunkId,
-        chunk: &Chunk,
+        chunk: &ChunkDocs,
         blob: &Arc<str>,
         from: usize,
     ) -> (Option<Batch>, usize) {
         let source = chunk.source;
         let (max_docs, max_bytes) = (self.max_docs, self.max_bytes);
-        let items = &chunk.docs.items;
+        let items = &chunk.items;
         let batch = self.filling(source);
         // The documents that fit: a batch takes at least one, then closes before the one that
         // would pass a limit.
-        let (mut next, mut docs, mut bytes) = (from, batch.items.len(), batch.body.len());
+        let (mut next, mut docs, mut bytes) = (from, batch.items.len(), batch.len());
         while let Some(item) = items.get(next) {
             let size = item.end - item.action_start;
             if docs > 0 && (docs >= max_docs || bytes + size > max_bytes) {
@@ -336,12 +414,13 @@ impl Batcher {
             bytes += size;
             next += 1;
         }
-        append(batch, &chunk.docs.body, &items[from.min(next)..next]);
+        append(batch, chunk, &items[from.min(next)..next]);
         if next > from {
             batch.parts.push(Part {
                 chunk: id,
                 items: next - from,
                 blob: blob.clone(),
+                buffer: chunk.shared.then(|| chunk.body.clone()),
             });
         }
         let done = next >= items.len();
@@ -368,22 +447,29 @@ impl Batcher {
     }
 }
 
-/// Gives a delivered batch's buffers back to the batcher. The body is unique unless the HTTP
-/// client still holds a clone of it (a request abandoned at shutdown): then it is simply freed.
-fn recycle(pool: &Pool<BatchBuffers>, batch: Batch) {
+/// Gives a delivered batch's lists back to the batcher, and each chunk buffer it was the last
+/// to hold back to the readers. A buffer the HTTP client still holds (a request abandoned at
+/// shutdown) is simply freed when it lets go.
+fn recycle(batches: &Pool<BatchBuffers>, chunks: &Pool<BulkBuffer>, batch: Batch) {
     let Batch {
-        body, mut items, ..
+        mut body,
+        mut items,
+        parts,
+        ..
     } = batch;
-    if let Ok(mut body) = body.try_into_mut() {
-        body.clear();
-        items.clear();
-        pool.give(BatchBuffers { body, items });
+    body.clear();
+    items.clear();
+    batches.give(BatchBuffers { body, items });
+    for buffer in parts.into_iter().filter_map(|part| part.buffer) {
+        if let Some(buffer) = reclaim(buffer) {
+            chunks.give(buffer);
+        }
     }
 }
 
-/// Appends `items` of a chunk whose bytes are `body` to `batch`: one copy per run of items
-/// lying next to each other (all of them, as the encoder writes a chunk), offsets shifted.
-fn append(batch: &mut Filling, body: &[u8], items: &[BulkItem]) {
+/// Appends `items` of `chunk` to `batch`: one slice (or copy) per run of items lying next to
+/// each other (all of them, as the encoder writes a chunk), offsets shifted.
+fn append(batch: &mut Filling, chunk: &ChunkDocs, items: &[BulkItem]) {
     let mut first = 0;
     while first < items.len() {
         let mut end = first + 1;
@@ -391,10 +477,30 @@ fn append(batch: &mut Filling, body: &[u8], items: &[BulkItem]) {
             end += 1;
         }
         let from = items[first].action_start;
-        let base = batch.body.len();
-        batch
-            .body
-            .extend_from_slice(&body[from..items[end - 1].end]);
+        let to = items[end - 1].end;
+        let base = batch.len();
+        if chunk.shared {
+            batch.push_copies();
+            batch.body.push(chunk.body.slice(from..to));
+        } else {
+            // Into the block's room as many documents as fit, the rest into a new block: a
+            // block wastes at most one document's room.
+            let mut at = first;
+            while at < end {
+                let room = batch.copies.capacity() - batch.copies.len();
+                let start = items[at].action_start;
+                let fit = items[at..end].partition_point(|item| item.end - start <= room);
+                if fit == 0 {
+                    batch.push_copies();
+                    let size = items[at].end - start;
+                    batch.copies = BytesMut::with_capacity(COPY_BLOCK.max(size));
+                    continue;
+                }
+                let stop = items[at + fit - 1].end;
+                batch.copies.extend_from_slice(&chunk.body[start..stop]);
+                at += fit;
+            }
+        }
         let shift = |x: usize| x - from + base;
         batch
             .items
@@ -509,7 +615,7 @@ impl DeliveryStage {
         batcher: &mut Batcher,
         inflight: &mut Deliveries,
     ) {
-        let HeldChunk { chunk, hold } = held;
+        let HeldChunk { mut chunk, hold } = held;
         self.metrics.chunks_moved.fetch_add(1, Ordering::Relaxed);
         let id = match self.acks.lock() {
             Ok(mut acks) => acks.register(&chunk),
@@ -526,18 +632,20 @@ impl DeliveryStage {
         }
         let container = self.containers[source].clone();
         let blob_path: Arc<str> = Arc::from(format!("{container}/{}", chunk.blob).as_str());
+        let docs = ChunkDocs::take(&mut chunk);
         let mut next = 0;
-        while next < chunk.docs.len() {
-            let (full, at) = batcher.add(id, &chunk, &blob_path, next);
+        while next < docs.len() {
+            let (full, at) = batcher.add(id, &docs, &blob_path, next);
             next = at;
             if let Some(full) = full {
                 self.clone().send(source, full, inflight).await;
             }
         }
-        // Its documents are in batches now: the buffer can take the next chunk's.
-        let mut docs = chunk.docs;
-        docs.clear();
-        self.chunk_buffers.give(docs);
+        // Its documents are in batches now: a buffer they were copied from can take the next
+        // chunk's (one they share goes back when the last batch holding it is delivered).
+        if let Some(buffer) = docs.into_buffer() {
+            self.chunk_buffers.give(buffer);
+        }
     }
 
     /// Sends a batch once a delivery slot is free (backpressure on the readers).
@@ -559,7 +667,7 @@ impl DeliveryStage {
             // the next batch before the commit and the registry flush, which may wait for the
             // disk, and before the slot is freed, so the batch that takes it reuses them
             // instead of allocating a fourth.
-            recycle(&self.batch_buffers, batch);
+            recycle(&self.batch_buffers, &self.chunk_buffers, batch);
             drop(permit);
             drop(in_flight);
             let m = &self.metrics.sources[source];
@@ -703,16 +811,33 @@ mod tests {
         assert!(!holds.is_held(1, "blob"));
     }
 
-    /// Every batch that fills up while all of `chunk` is added (what the stage sends).
+    /// `chunk`'s documents as delivery takes them over, shared or copied as `shared` says.
+    fn docs(mut chunk: Chunk, shared: bool) -> ChunkDocs {
+        let mut docs = ChunkDocs::take(&mut chunk);
+        docs.shared = shared;
+        docs
+    }
+
+    /// Every batch that fills up while all of `chunk` is added (what the stage sends); batches
+    /// share its buffer.
     fn add_all(
         batcher: &mut Batcher,
         id: ChunkId,
-        chunk: &Chunk,
+        chunk: Chunk,
+        blob: Arc<str>,
+    ) -> Vec<(usize, Batch)> {
+        add_docs(batcher, id, &docs(chunk, true), blob)
+    }
+
+    fn add_docs(
+        batcher: &mut Batcher,
+        id: ChunkId,
+        chunk: &ChunkDocs,
         blob: Arc<str>,
     ) -> Vec<(usize, Batch)> {
         let mut full = Vec::new();
         let mut next = 0;
-        while next < chunk.docs.len() {
+        while next < chunk.len() {
             let (batch, at) = batcher.add(id, chunk, &blob, next);
             full.extend(batch.map(|b| (chunk.source, b)));
             next = at;
@@ -742,7 +867,7 @@ mod tests {
         let mut batcher = Batcher::new(2, 3, 1_000_000, Pool::new(0));
         let path: Arc<str> = Arc::from("c/b");
         // 7 documents, batches of 3: two full batches now, one document waiting.
-        let full = add_all(&mut batcher, 40, &chunk_with(1, "b", 7, 10), path.clone());
+        let full = add_all(&mut batcher, 40, chunk_with(1, "b", 7, 10), path.clone());
         assert_eq!(full.len(), 2);
         for (source, batch) in &full {
             assert_eq!(*source, 1);
@@ -750,7 +875,7 @@ mod tests {
             assert_eq!(batch.acks(), vec![(40, 3)]);
         }
         // The next chunk fills the waiting batch up: parts name both chunks.
-        let full = add_all(&mut batcher, 41, &chunk_with(1, "b", 2, 10), path.clone());
+        let full = add_all(&mut batcher, 41, chunk_with(1, "b", 2, 10), path.clone());
         assert_eq!(full.len(), 1);
         assert_eq!(full[0].1.acks(), vec![(40, 1), (41, 2)]);
         // Items keep their bytes, shifted into the batch body.
@@ -767,10 +892,10 @@ mod tests {
         let mut batcher = Batcher::new(2, 1000, 25, Pool::new(0));
         let path: Arc<str> = Arc::from("c/b");
         // 10-byte documents, 25 bytes a batch: two per batch.
-        let full = add_all(&mut batcher, 1, &chunk_with(0, "b", 5, 10), path.clone());
+        let full = add_all(&mut batcher, 1, chunk_with(0, "b", 5, 10), path.clone());
         let sizes: Vec<usize> = full.iter().map(|(_, b)| b.len()).collect();
         assert_eq!(sizes, vec![2, 2]);
-        assert!(add_all(&mut batcher, 2, &chunk_with(1, "c", 1, 10), path).is_empty());
+        assert!(add_all(&mut batcher, 2, chunk_with(1, "c", 1, 10), path).is_empty());
         let waiting = batcher.take_all();
         let summary: Vec<(usize, Vec<(ChunkId, usize)>)> = waiting
             .into_iter()
@@ -780,15 +905,11 @@ mod tests {
         assert!(batcher.take_all().is_empty(), "taken batches are gone");
     }
 
-    #[test]
-    fn a_batch_body_holds_exactly_the_lines_of_its_items_even_with_bytes_between_them() {
-        let mut batcher = Batcher::new(1, 10, 1_000_000, Pool::new(0));
-        // Three documents with a byte that belongs to none between the second and the third.
+    /// A chunk of `texts` (`#` stands for a byte that belongs to no document), its documents
+    /// numbered from `first`.
+    fn chunk_of(texts: &[&str], first: u32) -> Chunk {
         let mut c = chunk("b", 0, 100);
-        for (i, text) in ["{a}\n{1}\n", "{b}\n{2}\n", "#", "{c}\n{3}\n"]
-            .iter()
-            .enumerate()
-        {
+        for (i, text) in texts.iter().enumerate() {
             let start = c.docs.body.len();
             c.docs.body.extend_from_slice(text.as_bytes());
             if *text != "#" {
@@ -797,21 +918,83 @@ mod tests {
                     doc_start: start + 4,
                     end: start + text.len(),
                     record_offset: 5,
-                    tuple_index: i as u32,
+                    tuple_index: first + i as u32,
                 });
             }
         }
-        assert!(add_all(&mut batcher, 1, &c, Arc::from("c/b")).is_empty());
-        let (_, batch) = batcher.take_all().remove(0);
-        assert_eq!(&batch.body[..], b"{a}\n{1}\n{b}\n{2}\n{c}\n{3}\n");
-        for item in &batch.items {
-            assert_eq!(
-                &batch.body[item.doc_start - 4..item.doc_start],
-                &batch.body[item.action_start..item.doc_start]
+        c
+    }
+
+    #[test]
+    fn a_batch_body_holds_exactly_the_lines_of_its_items_even_with_bytes_between_them() {
+        // Shared chunks, copied chunks, and the two mixed in either order.
+        for shared in [[true, true], [false, false], [true, false], [false, true]] {
+            let mut batcher = Batcher::new(1, 10, 1_000_000, Pool::new(0));
+            // A byte that belongs to no document between the second and the third.
+            let first = docs(
+                chunk_of(&["{a}\n{1}\n", "{b}\n{2}\n", "#", "{c}\n{3}\n"], 0),
+                shared[0],
             );
-            assert_eq!(batch.body[item.end - 1], b'\n');
+            let second = docs(chunk_of(&["#", "{d}\n{4}\n"], 3), shared[1]);
+            assert!(add_docs(&mut batcher, 1, &first, Arc::from("c/b")).is_empty());
+            assert!(add_docs(&mut batcher, 2, &second, Arc::from("c/b")).is_empty());
+            let (_, batch) = batcher.take_all().remove(0);
+            let body = batch.body.to_vec();
+            assert_eq!(
+                body, b"{a}\n{1}\n{b}\n{2}\n{c}\n{3}\n{d}\n{4}\n",
+                "{shared:?}"
+            );
+            for item in &batch.items {
+                assert_eq!(
+                    &body[item.doc_start - 4..item.doc_start],
+                    &*batch.body.get(item.action_start..item.doc_start)
+                );
+                assert_eq!(body[item.end - 1], b'\n');
+            }
+            assert_eq!(&*batch.body.get(batch.items[2].doc_range()), b"{3}");
+            assert_eq!(&*batch.body.get(batch.items[3].doc_range()), b"{4}");
+            // A shared chunk is one slice per run of adjacent documents (two in the first
+            // chunk, one in the second); copies lying next to each other are one buffer.
+            let expected = match shared {
+                [true, true] | [true, false] => 3,
+                [false, true] => 2,
+                [false, false] => 1,
+            };
+            assert_eq!(batch.body.segments().len(), expected, "{shared:?}");
         }
-        assert_eq!(&batch.body[batch.items[2].doc_range()], b"{3}");
+    }
+
+    #[test]
+    fn copies_fill_each_block_with_whole_documents_before_starting_the_next() {
+        let mut batcher = Batcher::new(1, 100, 10_000_000, Pool::new(0));
+        // Ten documents of 10 KiB: six fit a 64 KiB block, the other four start a new one.
+        let chunk = chunk_with(0, "b", 10, 10 * 1024);
+        let expected = chunk.docs.body.clone();
+        let copied = docs(chunk, false);
+        assert!(add_docs(&mut batcher, 1, &copied, Arc::from("c/b")).is_empty());
+        let (_, batch) = batcher.take_all().remove(0);
+        let sizes: Vec<usize> = batch.body.segments().iter().map(|s| s.len()).collect();
+        assert_eq!(sizes, [6 * 10 * 1024, 4 * 10 * 1024]);
+        assert_eq!(batch.body.to_vec(), expected);
+        for (i, item) in batch.items.iter().enumerate() {
+            assert_eq!(item.action_start, i * 10 * 1024);
+            assert!(matches!(batch.body.get(item.range()), std::borrow::Cow::Borrowed(_)));
+        }
+    }
+
+    #[test]
+    fn a_chunk_that_fills_its_buffer_is_shared_and_a_small_one_copied() {
+        let with = |len: usize, capacity: usize| {
+            let mut c = chunk("b", 0, 1);
+            c.docs.body = Vec::with_capacity(capacity);
+            c.docs.body.resize(len, b'x');
+            ChunkDocs::take(&mut c).shared
+        };
+        assert!(with(256, 256));
+        assert!(with(900, 1000), "an eighth or less of the buffer unused");
+        assert!(!with(800, 1000));
+        assert!(!with(10, 1000), "the tail of a read");
+        assert!(!with(0, 1000));
     }
 
     #[test]
@@ -821,7 +1004,7 @@ mod tests {
             add_all(
                 &mut batcher,
                 1,
-                &chunk_with(0, "one", 2, 10),
+                chunk_with(0, "one", 2, 10),
                 Arc::from("c/one")
             )
             .is_empty()
@@ -830,7 +1013,7 @@ mod tests {
             add_all(
                 &mut batcher,
                 2,
-                &chunk_with(0, "two", 3, 10),
+                chunk_with(0, "two", 3, 10),
                 Arc::from("c/two")
             )
             .is_empty()
@@ -854,32 +1037,53 @@ mod tests {
     }
 
     #[test]
-    fn a_delivered_batch_s_buffers_carry_the_next_batch_unless_a_request_still_holds_them() {
-        let pool = Pool::new(2);
-        let mut batcher = Batcher::new(1, 2, 1_000_000, pool.clone());
+    fn a_delivered_batch_gives_the_chunk_buffers_it_held_last_back_unless_a_request_still_holds_them()
+     {
+        let batches = Pool::new(2);
+        let chunks = Pool::new(4);
+        let mut batcher = Batcher::new(1, 2, 1_000_000, batches.clone());
         let path: Arc<str> = Arc::from("c/b");
-        let (_, first) =
-            add_all(&mut batcher, 1, &chunk_with(0, "b", 2, 10), path.clone()).remove(0);
-        let in_request = first.body.clone();
-        recycle(&pool, first);
+        let first = docs(chunk_with(0, "b", 2, 10), true);
+        let (_, batch) = add_docs(&mut batcher, 1, &first, path.clone()).remove(0);
         assert!(
-            pool.take().is_none(),
-            "the HTTP client still holds the body: freed, not reused"
+            first.into_buffer().is_none(),
+            "the batch holds a slice of it"
+        );
+        let in_request = batch.body.clone();
+        recycle(&batches, &chunks, batch);
+        assert!(
+            chunks.take().is_none(),
+            "the HTTP client still holds the body: freed later, not reused"
         );
         drop(in_request);
 
-        let (_, second) =
-            add_all(&mut batcher, 2, &chunk_with(0, "b", 2, 10), path.clone()).remove(0);
-        let second_body = second.body.as_ptr();
-        recycle(&pool, second);
-        let (_, third) = add_all(&mut batcher, 3, &chunk_with(0, "b", 2, 10), path).remove(0);
+        // Three documents over two batches: the buffer comes back with the second.
+        let second = docs(chunk_with(0, "b", 3, 10), true);
+        let buffer = second.body.as_ptr();
+        let mut full = add_docs(&mut batcher, 2, &second, path.clone());
+        drop(second);
+        let (_, rest) = batcher.take_all().remove(0);
+        recycle(&batches, &chunks, full.remove(0).1);
+        assert!(chunks.take().is_none(), "the other batch still holds it");
+        recycle(&batches, &chunks, rest);
+        let back = chunks.take().expect("the chunk's buffer");
         assert_eq!(
-            third.body.as_ptr(),
-            second_body,
+            back.body.as_ptr(),
+            buffer,
             "the same buffer, not a new allocation"
         );
-        assert_eq!(third.body.len(), 20);
-        assert_eq!(third.acks(), vec![(3, 2)]);
+        assert!(back.body.is_empty());
+
+        // A copied chunk's buffer is free as soon as its documents are in a batch.
+        let third = docs(chunk_with(0, "b", 2, 10), false);
+        let (_, batch) = add_docs(&mut batcher, 3, &third, path).remove(0);
+        assert!(third.into_buffer().is_some());
+        recycle(&batches, &chunks, batch);
+        assert!(chunks.take().is_none(), "nothing of it was shared");
+        assert!(
+            batches.take().is_some(),
+            "the batch's lists are kept for the next"
+        );
     }
 
     #[test]
@@ -896,7 +1100,7 @@ mod tests {
     #[test]
     fn a_batch_filled_inside_a_chunk_is_handed_out_before_the_rest_of_the_chunk_starts_another() {
         let mut batcher = Batcher::new(1, 3, 1_000_000, Pool::new(0));
-        let c = chunk_with(0, "b", 5, 10);
+        let c = docs(chunk_with(0, "b", 5, 10), true);
         let blob: Arc<str> = Arc::from("c/b");
         let (full, next) = batcher.add(9, &c, &blob, 0);
         assert_eq!(full.map(|b| b.acks()), Some(vec![(9, 3)]));

@@ -219,7 +219,7 @@ fn measure_once(config: &TestConfig, allocator: Allocator, limit: Duration) -> M
 }
 
 /// The configuration terms of the bound of docs/DESIGN.md (invariant 6), as the lean delivery
-/// tightened it (docs/PERFORMANCE.md, "Memory"): `N·(R + P + 2C) + (2M + 1)·C + (M + 2)·B`.
+/// tightened it (docs/PERFORMANCE.md, "Memory"): `N·(R + P + 2C) + 2M·C + (M + 2)·(9/8·B + 2C')`.
 struct Bound {
     /// Blobs read at once: min(read_concurrency, blobs to read).
     readers: u64,
@@ -251,12 +251,15 @@ impl Bound {
         // Per reader the chunk being filled and, while a full chunk waits for room in the
         // channel, the next one.
         let readers = self.readers * (self.record + piece + 2 * self.chunk);
-        // Chunks in the channel (2·M) and the one being moved into batches.
-        let chunks = (2 * m + 1) * self.chunk;
-        // M in flight (requests send the batch's own body, not a copy), the one waiting for a
-        // slot, and the one being filled (the rest of a chunk goes into it only once the full
-        // one got its slot; a delivered batch's buffers carry the next one).
-        let batches = (m + 2) * self.batch;
+        // Chunks in the channel (2·M); the one being moved into batches is the batch's.
+        let chunks = 2 * m * self.chunk;
+        // M in flight (requests send the chunks' own buffers, not a copy), the one waiting for
+        // a slot, and the one being filled (the rest of a chunk goes into it only once the full
+        // one got its slot). Each holds slices of chunk buffers at most an eighth unused (9/8
+        // of its bytes alive; smaller chunks are copied into blocks that waste at most a
+        // document each), and at either end a chunk it shares with the batch before or after
+        // it (a buffer is its chunk's bytes plus a sixteenth).
+        let batches = (m + 2) * (self.batch * 9 / 8 + 2 * self.chunk * 17 / 16);
         // Bulk items and parsed responses: under an eighth of the bytes.
         (readers + chunks + batches) * 9 / 8
     }

@@ -29,8 +29,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use elasticsearch::http::Method;
-use elasticsearch::http::headers::{CONTENT_TYPE, HeaderMap, HeaderValue};
 use serde::Deserialize;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
@@ -39,11 +37,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 pub use super::client::{AuthKind, SinkError};
-use super::client::{Connection, connect, error_chain};
+use super::client::{Connection, connect};
 use super::dead_letter::{DeadLetter, ItemOrigin, RejectedDocument};
 use super::retry::{Backoff, FailureLog, OutageLog};
 use super::template::TemplateOptions;
-use crate::bulk_buffer::{BulkBuffer, BulkItem};
+use crate::bulk_buffer::{BulkBuffer, BulkItem, SharedBody};
 use crate::config::ElasticsearchConfig;
 
 mod rewrite;
@@ -91,11 +89,11 @@ impl DeliveryReport {
 #[error("bulk delivery cancelled before every document was settled")]
 pub struct Cancelled;
 
-/// A batch as [`BulkSink::deliver_body`] sends it: an NDJSON bulk body in a shared buffer and
+/// A batch as [`BulkSink::deliver_body`] sends it: an NDJSON bulk body in shared buffers and
 /// the byte ranges of its items in it.
 #[derive(Debug, Clone, Copy)]
 pub struct BulkBody<'a> {
-    pub body: &'a Bytes,
+    pub body: &'a SharedBody,
     pub items: &'a [BulkItem],
 }
 
@@ -234,7 +232,7 @@ impl BulkSink {
         origin: &(dyn Fn(usize) -> ItemOrigin + Sync),
         cancel: &CancellationToken,
     ) -> Result<DeliveryReport, Cancelled> {
-        let body = Bytes::copy_from_slice(&batch.body);
+        let body = SharedBody::from(Bytes::copy_from_slice(&batch.body));
         let batch = BulkBody {
             body: &body,
             items: &batch.items,
@@ -242,8 +240,8 @@ impl BulkSink {
         self.deliver_body(batch, origin, cancel).await
     }
 
-    /// [`BulkSink::deliver`] of a body already in a shared buffer: requests send clones of it
-    /// (or slices, for a contiguous run of items), never copies; only a retried subset of
+    /// [`BulkSink::deliver`] of a body already in shared buffers: requests send them (or
+    /// slices, for a contiguous run of items), never copies; only a retried subset of
     /// scattered items gets a body of its own.
     pub async fn deliver_body(
         &self,
@@ -412,32 +410,8 @@ impl BulkSink {
         }
     }
 
-    async fn post_bulk(&self, body: Bytes) -> Result<(u16, Bytes), String> {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("application/x-ndjson"),
-        );
-        let response = self
-            .inner
-            .conn
-            .client
-            .send(
-                Method::Post,
-                "_bulk",
-                headers,
-                Some(&[("filter_path", FILTER_PATH)]),
-                Some(body),
-                None,
-            )
-            .await
-            .map_err(|e| error_chain(&e))?;
-        let status = response.status_code().as_u16();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| format!("reading the response: {}", error_chain(&e)))?;
-        Ok((status, bytes))
+    async fn post_bulk(&self, body: SharedBody) -> Result<(u16, Bytes), String> {
+        self.inner.conn.bulk.post(FILTER_PATH, body).await
     }
 
     fn request_recovered(&self) {
@@ -476,18 +450,24 @@ impl BulkSink {
         rejected: &[(usize, u16, Value)],
         cancel: &CancellationToken,
     ) -> Result<(), Cancelled> {
+        // An item's lines lie in one buffer, so these borrow rather than copy.
+        let texts: Vec<_> = rejected
+            .iter()
+            .map(|(i, _, _)| batch.body.get(batch.items[*i].doc_range()))
+            .collect();
         let documents: Vec<RejectedDocument<'_>> = rejected
             .iter()
-            .map(|(i, status, error)| {
+            .zip(&texts)
+            .map(|((i, status, error), document)| {
                 let item = &batch.items[*i];
-                let (index, id) = action_target(&batch.body[item.action_start..item.doc_start]);
+                let (index, id) = action_target(&batch.body.get(item.action_start..item.doc_start));
                 RejectedDocument {
                     origin: origin(*i),
                     index,
                     id,
                     status: *status,
                     error: error.clone(),
-                    document: &batch.body[item.doc_range()],
+                    document: document.as_ref(),
                 }
             })
             .collect();
@@ -540,7 +520,7 @@ fn gave_up(status: u16, failing_for: Duration, last_error: Option<Value>) -> Val
 /// The body of a request for `items` (ascending indices) of `batch`: a slice of the shared
 /// body when they are consecutive items lying next to each other in it (a whole batch, or a
 /// half of a refused one), else a new body of their lines.
-fn request_body(batch: BulkBody<'_>, items: &[usize]) -> Bytes {
+fn request_body(batch: BulkBody<'_>, items: &[usize]) -> SharedBody {
     let adjacent = items
         .windows(2)
         .all(|w| w[1] == w[0] + 1 && batch.items[w[0]].end == batch.items[w[1]].action_start);
@@ -553,13 +533,13 @@ fn request_body(batch: BulkBody<'_>, items: &[usize]) -> Bytes {
 }
 
 /// The action and document lines of `items` of `batch`, copied into one new bulk body.
-fn build_body(batch: BulkBody<'_>, items: &[usize]) -> Bytes {
+fn build_body(batch: BulkBody<'_>, items: &[usize]) -> SharedBody {
     let len = items.iter().map(|&i| batch.items[i].range().len()).sum();
     let mut body = Vec::with_capacity(len);
     for &i in items {
-        body.extend_from_slice(&batch.body[batch.items[i].range()]);
+        body.extend_from_slice(&batch.body.get(batch.items[i].range()));
     }
-    Bytes::from(body)
+    SharedBody::from(Bytes::from(body))
 }
 
 /// `_index` and `_id` of an action line.
@@ -1055,30 +1035,38 @@ mod tests {
                 tuple_index: i as u32,
             });
         }
-        let shared = Bytes::copy_from_slice(&batch.body);
+        // Two buffers, as a batch of two chunks: the first item, then the other two.
+        let cut = batch.items[1].action_start;
+        let (first, rest) = (
+            Bytes::copy_from_slice(&batch.body[..cut]),
+            Bytes::copy_from_slice(&batch.body[cut..]),
+        );
+        let mut shared = SharedBody::from(first.clone());
+        shared.push(rest.clone());
         let view = BulkBody {
             body: &shared,
             items: &batch.items,
         };
-        let body = request_body(view, &[0, 2]);
+        let body = request_body(view, &[0, 2]).to_vec();
         assert_eq!(
             std::str::from_utf8(&body).unwrap(),
             "{\"create\":{\"_index\":\"ix\",\"_id\":\"a\"}}\n{\"n\":0}\n{\"create\":{\"_index\":\"ix\",\"_id\":\"c\"}}\n{\"n\":2}\n"
         );
-        // A run of adjacent items is sent as a slice of the shared body, not a copy.
+        // A run of adjacent items is sent as slices of the shared buffers, not a copy.
         let whole = request_body(view, &[0, 1, 2]);
-        assert_eq!(&whole[..], &batch.body[..]);
-        assert_eq!(whole.as_ptr(), shared.as_ptr());
+        assert_eq!(whole.to_vec(), batch.body);
+        let starts: Vec<_> = whole.segments().iter().map(|s| s.as_ptr()).collect();
+        assert_eq!(starts, [first.as_ptr(), rest.as_ptr()]);
         let tail = request_body(view, &[1, 2]);
-        assert_eq!(&tail[..], &batch.body[batch.items[1].action_start..]);
-        assert_eq!(
-            tail.as_ptr(),
-            shared[batch.items[1].action_start..].as_ptr()
-        );
-        assert_eq!(&build_body(view, &[0, 1, 2])[..], &batch.body[..]);
+        assert_eq!(tail.to_vec(), &batch.body[cut..]);
+        assert_eq!(tail.segments().len(), 1);
+        assert_eq!(tail.segments()[0].as_ptr(), rest.as_ptr());
+        let middle = request_body(view, &[1]);
+        assert_eq!(middle.segments()[0].as_ptr(), rest.as_ptr());
+        assert_eq!(build_body(view, &[0, 1, 2]).to_vec(), batch.body);
         let item = batch.items[1];
         assert_eq!(
-            action_target(&batch.body[item.action_start..item.doc_start]),
+            action_target(&shared.get(item.action_start..item.doc_start)),
             (Some("ix".into()), Some("b".into()))
         );
         assert_eq!(action_target(b"nonsense"), (None, None));

@@ -1,20 +1,30 @@
 //! Building the Elasticsearch client from `[elasticsearch]`: node URLs or an Elastic Cloud id,
 //! basic / API key / bearer authentication with secrets read inline, from the environment or
-//! from a file, TLS trust (system roots, a CA file, or `insecure`), and the sink's error type.
+//! from a file, TLS trust (system roots, a CA file, or `insecure`), and the sink's error type;
+//! and [`BulkEndpoint`], which sends `_bulk` requests past the crate's transport (see there why).
 //!
 //! Secrets are only ever handed to the client; errors name the config key and the variable or
 //! file a secret came from, never its value. The `elasticsearch` crate's own `Debug` prints
 //! credentials, so nothing here derives `Debug` over a client.
+use std::convert::Infallible;
 use std::path::Path;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64_STANDARD;
+use bytes::Bytes;
 use elasticsearch::Elasticsearch;
 use elasticsearch::auth::Credentials;
 use elasticsearch::cert::{Certificate, CertificateValidation};
 use elasticsearch::http::Url;
 use elasticsearch::http::transport::{
-    CloudConnectionPool, MultiNodeConnectionPool, SingleNodeConnectionPool, TransportBuilder,
+    CloudConnectionPool, ConnectionPool, MultiNodeConnectionPool, SingleNodeConnectionPool,
+    TransportBuilder,
 };
+use reqwest_es::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 
+use crate::bulk_buffer::SharedBody;
 use crate::config::ElasticsearchConfig;
 use crate::secret::Secret;
 
@@ -76,6 +86,8 @@ impl AuthKind {
 #[derive(Clone)]
 pub(crate) struct Connection {
     pub client: Elasticsearch,
+    /// Where `_bulk` requests go: the same nodes, credentials and trust as `client`.
+    pub bulk: std::sync::Arc<BulkEndpoint>,
     /// Node URLs or `cloud:<name>`, safe to log.
     pub endpoints: Vec<String>,
     pub auth: AuthKind,
@@ -193,9 +205,28 @@ fn parse_node_url(i: usize, raw: &str) -> Result<Url, SinkError> {
     Ok(url)
 }
 
-fn tls(
-    config: &ElasticsearchConfig,
-) -> Result<(Option<CertificateValidation>, &'static str), SinkError> {
+/// How the server's certificate is checked.
+enum Trust<'a> {
+    /// The client library's roots.
+    Roots,
+    /// The CA bundle at this path.
+    CaFile(&'a Path),
+    /// Not at all (`insecure`).
+    Nothing,
+}
+
+impl Trust<'_> {
+    /// The elasticsearch crate's form of it; reads the CA file.
+    fn validation(&self) -> Result<Option<CertificateValidation>, SinkError> {
+        Ok(match self {
+            Trust::Roots => None,
+            Trust::CaFile(path) => Some(CertificateValidation::Full(load_ca(path)?)),
+            Trust::Nothing => Some(CertificateValidation::None),
+        })
+    }
+}
+
+fn tls(config: &ElasticsearchConfig) -> Result<(Trust<'_>, &'static str), SinkError> {
     match (&config.ca_file, config.insecure) {
         (Some(_), true) => Err(SinkError::config(
             "insecure",
@@ -205,13 +236,10 @@ fn tls(
             tracing::warn!(
                 "elasticsearch.insecure = true: TLS certificates are NOT verified; anyone on the network path can read and alter what flowlogd sends"
             );
-            Ok((
-                Some(CertificateValidation::None),
-                "insecure (no verification)",
-            ))
+            Ok((Trust::Nothing, "insecure (no verification)"))
         }
-        (Some(path), false) => Ok((Some(CertificateValidation::Full(load_ca(path)?)), "ca_file")),
-        (None, false) => Ok((None, "system roots")),
+        (Some(path), false) => Ok((Trust::CaFile(path), "ca_file")),
+        (None, false) => Ok((Trust::Roots, "system roots")),
     }
 }
 
@@ -232,12 +260,17 @@ fn load_ca(path: &Path) -> Result<Certificate, SinkError> {
 /// Builds the client. Reads secret files and the CA file; no network I/O.
 pub(crate) fn connect(config: &ElasticsearchConfig) -> Result<Connection, SinkError> {
     let (creds, auth) = credentials(config)?;
-    let (validation, tls_mode) = tls(config)?;
-    let (mut builder, endpoints) = if let Some(cloud_id) = &config.cloud_id {
+    let (trust, tls_mode) = tls(config)?;
+    let (mut builder, nodes, endpoints) = if let Some(cloud_id) = &config.cloud_id {
         let pool = CloudConnectionPool::new(cloud_id)
             .map_err(|e| SinkError::config("cloud_id", format!("not an Elastic Cloud id: {e}")))?;
         let name = cloud_id.split_once(':').map(|(n, _)| n).unwrap_or("?");
-        (TransportBuilder::new(pool), vec![format!("cloud:{name}")])
+        let nodes: Box<dyn ConnectionPool> = Box::new(pool.clone());
+        (
+            TransportBuilder::new(pool),
+            nodes,
+            vec![format!("cloud:{name}")],
+        )
     } else {
         let urls = config
             .urls
@@ -246,25 +279,30 @@ pub(crate) fn connect(config: &ElasticsearchConfig) -> Result<Connection, SinkEr
             .map(|(i, u)| parse_node_url(i, u))
             .collect::<Result<Vec<_>, _>>()?;
         let endpoints = urls.iter().map(|u| u.to_string()).collect();
-        let builder = match urls.len() {
+        let (builder, nodes): (_, Box<dyn ConnectionPool>) = match urls.len() {
             0 => {
                 return Err(SinkError::config(
                     "urls",
                     "set at least one URL or `cloud_id`",
                 ));
             }
-            1 => TransportBuilder::new(SingleNodeConnectionPool::new(
-                urls.into_iter().next().expect("one URL"),
-            )),
-            _ => TransportBuilder::new(MultiNodeConnectionPool::round_robin(urls, None)),
+            1 => {
+                let pool = SingleNodeConnectionPool::new(urls.into_iter().next().expect("one URL"));
+                (TransportBuilder::new(pool.clone()), Box::new(pool))
+            }
+            _ => {
+                let pool = MultiNodeConnectionPool::round_robin(urls, None);
+                (TransportBuilder::new(pool.clone()), Box::new(pool))
+            }
         };
-        (builder, endpoints)
+        (builder, nodes, endpoints)
     };
+    let bulk = BulkEndpoint::new(config, nodes, creds.as_ref(), &trust)?;
     builder = builder.timeout(config.request_timeout);
     if let Some(c) = creds {
         builder = builder.auth(c);
     }
-    if let Some(v) = validation {
+    if let Some(v) = trust.validation()? {
         builder = builder.cert_validation(v);
     }
     let transport = builder.build().map_err(|e| {
@@ -279,10 +317,168 @@ pub(crate) fn connect(config: &ElasticsearchConfig) -> Result<Connection, SinkEr
     })?;
     Ok(Connection {
         client: Elasticsearch::new(transport),
+        bulk: std::sync::Arc::new(bulk),
         endpoints,
         auth,
         tls: tls_mode,
     })
+}
+
+/// Sends `_bulk` requests whose body is a batch's shared buffers, as they are, with the reqwest
+/// 0.12 client the `elasticsearch` crate builds on (same version and TLS feature, so trust
+/// behaves alike), to the node the crate's own connection pool names. Why not the crate's
+/// transport: it takes a body as one contiguous buffer, so each batch had to be copied into
+/// one first (~9% of the daemon's CPU end to end, docs/PERFORMANCE.md). This works around that
+/// gap only; every other request goes through the crate. No `Debug`: it holds credentials.
+pub(crate) struct BulkEndpoint {
+    client: reqwest_es::Client,
+    nodes: Box<dyn ConnectionPool>,
+    /// Marked sensitive, so that no `Debug` of a request shows it.
+    authorization: Option<HeaderValue>,
+}
+
+impl BulkEndpoint {
+    fn new(
+        config: &ElasticsearchConfig,
+        nodes: Box<dyn ConnectionPool>,
+        credentials: Option<&Credentials>,
+        trust: &Trust<'_>,
+    ) -> Result<BulkEndpoint, SinkError> {
+        let mut builder = reqwest_es::Client::builder().timeout(config.request_timeout);
+        match trust.validation()? {
+            None | Some(CertificateValidation::Default) => {}
+            Some(CertificateValidation::Full(chain)) => {
+                for certificate in chain {
+                    builder = builder.add_root_certificate(certificate);
+                }
+            }
+            Some(CertificateValidation::None) => {
+                builder = builder.danger_accept_invalid_certs(true)
+            }
+        }
+        let client = builder.build().map_err(|e| {
+            SinkError::config(
+                if config.ca_file.is_some() {
+                    "ca_file"
+                } else {
+                    "urls"
+                },
+                format!("cannot build the HTTP client: {}", error_chain(&e)),
+            )
+        })?;
+        let authorization = credentials.map(authorization).transpose()?.flatten();
+        Ok(BulkEndpoint {
+            client,
+            nodes,
+            authorization,
+        })
+    }
+
+    /// POSTs `body` to `_bulk` with `filter_path`: the status and the response body, or why no
+    /// response came.
+    pub(crate) async fn post(
+        &self,
+        filter_path: &str,
+        body: SharedBody,
+    ) -> Result<(u16, Bytes), String> {
+        let mut url = self
+            .nodes
+            .next()
+            .url()
+            .join("_bulk")
+            .map_err(|e| format!("the `_bulk` URL: {e}"))?;
+        url.query_pairs_mut()
+            .append_pair("filter_path", filter_path);
+        let mut request = self
+            .client
+            .post(url)
+            .header(CONTENT_TYPE, "application/x-ndjson")
+            .header(ACCEPT, "application/json");
+        if let Some(authorization) = &self.authorization {
+            request = request.header(AUTHORIZATION, authorization.clone());
+        }
+        let response = request
+            .body(reqwest_es::Body::wrap(SegmentsBody::new(body)))
+            .send()
+            .await
+            .map_err(|e| error_chain(&e))?;
+        let status = response.status().as_u16();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| format!("reading the response: {}", error_chain(&e)))?;
+        Ok((status, bytes))
+    }
+}
+
+/// The `Authorization` header of `credentials`, as the elasticsearch crate writes it, marked
+/// sensitive. Errors name the config key whose value an HTTP header cannot carry.
+fn authorization(credentials: &Credentials) -> Result<Option<HeaderValue>, SinkError> {
+    let (field, value) = match credentials {
+        Credentials::Basic(user, password) => (
+            "password",
+            format!(
+                "Basic {}",
+                BASE64_STANDARD.encode(format!("{user}:{password}"))
+            ),
+        ),
+        Credentials::Bearer(token) => ("bearer_token", format!("Bearer {token}")),
+        Credentials::ApiKey(id, key) => (
+            "api_key",
+            format!("ApiKey {}", BASE64_STANDARD.encode(format!("{id}:{key}"))),
+        ),
+        Credentials::EncodedApiKey(key) => ("api_key", format!("ApiKey {key}")),
+        // flowlogd configures neither client certificates nor a raw header.
+        _ => return Ok(None),
+    };
+    let mut header = HeaderValue::from_str(&value).map_err(|_| {
+        SinkError::config(
+            field,
+            "holds a character an HTTP header cannot carry (a line break?)",
+        )
+    })?;
+    header.set_sensitive(true);
+    Ok(Some(header))
+}
+
+/// A bulk body's shared buffers as an HTTP body: each is written as it is (hyper queues them
+/// for vectored writes), and the exact length gives the request a `Content-Length`.
+struct SegmentsBody {
+    segments: std::vec::IntoIter<Bytes>,
+    remaining: u64,
+}
+
+impl SegmentsBody {
+    fn new(body: SharedBody) -> SegmentsBody {
+        SegmentsBody {
+            remaining: body.len() as u64,
+            segments: body.into_segments().into_iter(),
+        }
+    }
+}
+
+impl http_body::Body for SegmentsBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        let next = self.segments.next();
+        if let Some(segment) = &next {
+            self.remaining = self.remaining.saturating_sub(segment.len() as u64);
+        }
+        Poll::Ready(next.map(|segment| Ok(http_body::Frame::data(segment))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.remaining)
+    }
 }
 
 /// An error with its causes, `: `-joined (reqwest puts "connection refused" two levels down).
