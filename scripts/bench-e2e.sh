@@ -23,7 +23,8 @@
 # 7.6 MB, 741,120 tuples by default) are read by scripts/baseline-python.py (through a SAS) and
 # by `flowlogd once` (FLOWLOGD_BIN, and BASELINE_BIN when set: an older build to compare with;
 # or COMPARE_BINS="label=path label=path …"), each ROUNDS times in A-B-B-A order with a fresh
-# registry. One line per run: tuples, wall s,
+# registry (CMP_PYTHON=0 leaves the script out: builds compared with each other only). One line
+# per run: tuples, wall s,
 # CPU s (user + system, /usr/bin/time -v), CPU s per million tuples, tuples/s, bytes per
 # document as the sink received them (action line included), peak RSS.
 #        MODE=compare FLOWLOGD_BIN=target/release/flowlogd BASELINE_BIN=/path/to/old/flowlogd scripts/bench-e2e.sh
@@ -40,6 +41,7 @@ MODE=${MODE:-default}
 CMP_NICS=${CMP_NICS:-8}
 CMP_TUPLES=${CMP_TUPLES:-1544}
 ROUNDS=${ROUNDS:-2}
+CMP_PYTHON=${CMP_PYTHON:-1}
 
 # shellcheck source=scripts/deps.sh
 . scripts/deps.sh
@@ -175,7 +177,10 @@ PY
     printf '%-18s %9s %7s %7s %10s %10s %9s %12s %7s\n' run tuples wall_s cpu_s cpu_s/M tuples/s B/doc peak_RSS sink_s
     # LABEL=PATH of each flowlogd binary, run in this order, then in reverse.
     read -r -a bins <<<"${COMPARE_BINS:-${BASELINE_BIN:+before=$BASELINE_BIN }flowlogd=$bin}"
-    python_run() { run_timed "$1" python3 scripts/baseline-python.py "$FLOWLOGD_AZURITE_ENDPOINT/$container" "$sas" "$sink_url"; }
+    python_run() {
+        [ "$CMP_PYTHON" = 1 ] || return 0
+        run_timed "$1" python3 scripts/baseline-python.py "$FLOWLOGD_AZURITE_ENDPOINT/$container" "$sas" "$sink_url"
+    }
     for round in $(seq "$ROUNDS"); do
         python_run "python-$round"
         for b in "${bins[@]}"; do flowlogd_once "${b#*=}" "${b%%=*}-$round"; done
