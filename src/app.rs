@@ -181,7 +181,9 @@ impl App {
         // inside it, and those the batches hold slices of (max_in_flight + 2 batches, each of
         // at most batch_max_bytes in chunks at least 8/9 full, plus one at either end).
         let es = &config.elasticsearch;
-        let chunk_bytes = es.batch_max_bytes.min(crate::source::reader::MAX_CHUNK_BYTES);
+        let chunk_bytes = es
+            .batch_max_bytes
+            .min(crate::source::reader::MAX_CHUNK_BYTES);
         let per_batch = es.batch_max_bytes / chunk_bytes.max(1) * 9 / 8 + 2;
         let chunk_buffers = Pool::new(
             2 * es.max_in_flight

@@ -978,7 +978,10 @@ mod tests {
         assert_eq!(batch.body.to_vec(), expected);
         for (i, item) in batch.items.iter().enumerate() {
             assert_eq!(item.action_start, i * 10 * 1024);
-            assert!(matches!(batch.body.get(item.range()), std::borrow::Cow::Borrowed(_)));
+            assert!(matches!(
+                batch.body.get(item.range()),
+                std::borrow::Cow::Borrowed(_)
+            ));
         }
     }
 
