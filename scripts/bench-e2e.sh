@@ -29,6 +29,8 @@
 # document as the sink received them (action line included), peak RSS.
 #        MODE=compare FLOWLOGD_BIN=target/release/flowlogd BASELINE_BIN=/path/to/old/flowlogd scripts/bench-e2e.sh
 set -euo pipefail
+# Some code builds errors that capture backtraces when this is set: measure without it.
+unset RUST_BACKTRACE
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$(pwd -P)
 

@@ -22,6 +22,8 @@
 #        FLOWLOGD_BIN=target/release/flowlogd scripts/bench-memory.sh   (skip the build)
 #        BIG_TUPLES=12000 LARGE_TUPLES=100000 DECODE_TUPLES=400000 scripts/bench-memory.sh  (quick)
 set -euo pipefail
+# Some code builds errors that capture backtraces when this is set: measure without it.
+unset RUST_BACKTRACE
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$(pwd -P)
 

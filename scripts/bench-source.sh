@@ -10,6 +10,8 @@
 # Exits non-zero when a measuring test fails (its assertions are the acceptance bounds, e.g.
 # read amplification <= 1.01).
 set -euo pipefail
+# Some code builds errors that capture backtraces when this is set: measure without it.
+unset RUST_BACKTRACE
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # shellcheck source=scripts/deps.sh
