@@ -89,15 +89,18 @@ write_config() {
 peak_kib() { awk -F': ' '/Maximum resident set size/ {print $2}' "$1"; }
 mib() { echo "scale=1; $1 / 1024" | bc; }
 
-# The bound of invariant 6 (as tests/memory.rs computes it since the lean delivery), in KiB,
-# for one blob read at a time and the defaults of [elasticsearch]:
-#   I + 9/8 × (R + P + 2C + (2M + 1)·C + (M + 2)·B)
+# The bound of invariant 6 (as tests/memory.rs computes it), in KiB, for one blob read at a
+# time and the defaults of [elasticsearch]:
+#   I + 9/8 × (R + P + 2C + 2M·C + (M + 2)·(9/8·B + 2C'))
 # I = the idle run's peak, R = max_record_bytes, P = one downloaded piece (1 MiB allowed),
-# C = min(batch_max_bytes, 1 MiB), M = max_in_flight, B = batch_max_bytes
-# (FLOWLOGD_ELASTICSEARCH__BATCH_MAX_BYTES overrides it for flowlogd and here).
+# C = min(batch_max_bytes, 256 KiB), C' = a chunk buffer (C + 1/16), M = max_in_flight,
+# B = batch_max_bytes (FLOWLOGD_ELASTICSEARCH__BATCH_MAX_BYTES overrides it for flowlogd and
+# here). Batches hold slices of chunk buffers at most an eighth unused, and may share a chunk
+# with the batch before and after them.
 bound_kib() { # idle_kib max_record_bytes
-    local idle=$1 r=$2 p=$MIB c=$MIB m=2 b=${FLOWLOGD_ELASTICSEARCH__BATCH_MAX_BYTES:-$((10 * MIB))}
-    local bytes=$((r + p + 2 * c + (2 * m + 1) * c + (m + 2) * b))
+    local idle=$1 r=$2 p=$MIB m=2 b=${FLOWLOGD_ELASTICSEARCH__BATCH_MAX_BYTES:-$((10 * MIB))}
+    local c=$((b < 256 * 1024 ? b : 256 * 1024))
+    local bytes=$((r + p + 2 * c + 2 * m * c + (m + 2) * (b * 9 / 8 + 2 * c * 17 / 16)))
     echo $((idle + bytes * 9 / 8 / 1024))
 }
 

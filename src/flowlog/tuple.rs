@@ -410,11 +410,9 @@ fn non_digits(values: u64) -> u32 {
 /// three dots and the comma come from two words at once, instead of a read and its checks per
 /// octet and per separator (two addresses a tuple).
 fn dotted_quad(window: &[u8; 16]) -> Option<([u8; 4], usize)> {
-    let (low, high) = window.split_at(8);
-    let low = u64::from_le_bytes(low.try_into().ok()?) ^ 0x3030_3030_3030_3030;
-    let high = u64::from_le_bytes(high.try_into().ok()?) ^ 0x3030_3030_3030_3030;
+    let low = u64::from_le_bytes(*window.first_chunk::<8>()?) ^ 0x3030_3030_3030_3030;
+    let high = u64::from_le_bytes(*window.last_chunk::<8>()?) ^ 0x3030_3030_3030_3030;
     let mut separators = non_digits(low) | non_digits(high) << 8;
-    let digits = u128::from(low) | u128::from(high) << 64;
     let mut octets = [0u8; 4];
     let mut start = 0;
     for (i, octet) in octets.iter_mut().enumerate() {
@@ -424,13 +422,20 @@ fn dotted_quad(window: &[u8; 16]) -> Option<([u8; 4], usize)> {
         if *window.get(end)? != expected {
             return None;
         }
+        // The octet's value for each length it may have, picked by its length without a
+        // branch (lengths vary address by address). Bytes past the octet are never picked.
+        let [a, b, c] = window
+            .get(start..)?
+            .first_chunk::<3>()?
+            .map(|d| u32::from(d.wrapping_sub(b'0')));
+        let values = [a, a * 10 + b, a * 100 + b * 10 + c];
         let len = end - start;
-        // One to three digits; a leading zero only alone.
-        if !(1..=3).contains(&len) || (len > 1 && window[start] == b'0') {
+        let value = *values.get(len.wrapping_sub(1))?;
+        // A leading zero only alone.
+        if value > 255 || (len > 1 && a == 0) {
             return None;
         }
-        let values = (digits >> (8 * start)) as u64 & (u64::MAX >> (8 * (8 - len)));
-        *octet = u8::try_from(eight_digits(values << (8 * (8 - len)))).ok()?;
+        *octet = value as u8;
         start = end + 1;
     }
     Some((octets, start - 1))
