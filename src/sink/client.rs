@@ -648,4 +648,50 @@ mod tests {
             .to_string();
         assert!(e.contains("cloud_id"), "{e}");
     }
+
+    #[test]
+    fn bulk_requests_carry_the_authorization_header_the_elasticsearch_crate_writes_marked_sensitive()
+     {
+        let cases = [
+            (
+                Credentials::Basic("elastic".into(), "pw".into()),
+                "Basic ZWxhc3RpYzpwdw==",
+            ),
+            (
+                Credentials::ApiKey("id".into(), "key".into()),
+                "ApiKey aWQ6a2V5",
+            ),
+            (Credentials::EncodedApiKey("abc".into()), "ApiKey abc"),
+            (Credentials::Bearer("t0k".into()), "Bearer t0k"),
+        ];
+        for (credentials, expected) in cases {
+            let header = authorization(&credentials).unwrap().unwrap();
+            assert_eq!(header.to_str().unwrap(), expected);
+            assert!(header.is_sensitive());
+            assert!(!format!("{header:?}").contains(expected));
+        }
+        let e = authorization(&Credentials::Bearer("a\nb".into())).unwrap_err();
+        assert!(e.to_string().contains("bearer_token"), "{e}");
+        assert!(!e.to_string().contains("a\nb"));
+    }
+
+    #[test]
+    fn a_bulk_body_goes_out_as_its_buffers_in_order_with_its_exact_length() {
+        use http_body::Body as _;
+        let mut body = SharedBody::from(Bytes::from_static(b"{\"create\":{}}\n"));
+        body.push(Bytes::from_static(b"{\"a\":1}\n"));
+        let mut http = SegmentsBody::new(body);
+        assert_eq!(http.size_hint().exact(), Some(22));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut frames = Vec::new();
+        while let Poll::Ready(Some(frame)) = Pin::new(&mut http).poll_frame(&mut cx) {
+            frames.push(frame.unwrap().into_data().unwrap());
+            assert_eq!(
+                http.size_hint().exact(),
+                Some(22 - frames.iter().map(|f| f.len() as u64).sum::<u64>())
+            );
+        }
+        assert_eq!(frames, [&b"{\"create\":{}}\n"[..], &b"{\"a\":1}\n"[..]]);
+        assert!(http.is_end_stream());
+    }
 }
