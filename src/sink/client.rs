@@ -305,16 +305,9 @@ pub(crate) fn connect(config: &ElasticsearchConfig) -> Result<Connection, SinkEr
     if let Some(v) = trust.validation()? {
         builder = builder.cert_validation(v);
     }
-    let transport = builder.build().map_err(|e| {
-        SinkError::config(
-            if config.ca_file.is_some() {
-                "ca_file"
-            } else {
-                "urls"
-            },
-            format!("cannot build the HTTP client: {e}"),
-        )
-    })?;
+    let transport = builder
+        .build()
+        .map_err(|e| client_not_built(config, e.to_string()))?;
     Ok(Connection {
         client: Elasticsearch::new(transport),
         bulk: std::sync::Arc::new(bulk),
@@ -322,6 +315,17 @@ pub(crate) fn connect(config: &ElasticsearchConfig) -> Result<Connection, SinkEr
         auth,
         tls: tls_mode,
     })
+}
+
+/// An HTTP client that could not be built: blamed on the CA file when there is one (its
+/// certificates are what the client parses), else on the URLs.
+fn client_not_built(config: &ElasticsearchConfig, reason: String) -> SinkError {
+    let field = if config.ca_file.is_some() {
+        "ca_file"
+    } else {
+        "urls"
+    };
+    SinkError::config(field, format!("cannot build the HTTP client: {reason}"))
 }
 
 /// Sends `_bulk` requests whose body is a batch's shared buffers, as they are, with the reqwest
@@ -356,16 +360,9 @@ impl BulkEndpoint {
                 builder = builder.danger_accept_invalid_certs(true)
             }
         }
-        let client = builder.build().map_err(|e| {
-            SinkError::config(
-                if config.ca_file.is_some() {
-                    "ca_file"
-                } else {
-                    "urls"
-                },
-                format!("cannot build the HTTP client: {}", error_chain(&e)),
-            )
-        })?;
+        let client = builder
+            .build()
+            .map_err(|e| client_not_built(config, error_chain(&e)))?;
         let authorization = credentials.map(authorization).transpose()?.flatten();
         Ok(BulkEndpoint {
             client,
