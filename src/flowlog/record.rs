@@ -8,6 +8,7 @@ use std::marker::PhantomData;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 
+use super::kind::FlowLogKind;
 use super::tuple::{FlowTuple, TupleError, TupleErrorKind, parse_json_string_in_one_pass};
 
 /// A JSON string borrowed from the input when it has no escapes (always, for tuples), owned otherwise.
@@ -644,24 +645,6 @@ impl<'s> Iterator for TupleSlots<'s> {
     type Item = TupleSlot<'s>;
     fn next(&mut self) -> Option<TupleSlot<'s>> {
         self.next_slot().map(|(slot, _)| slot)
-    }
-}
-
-/// Which product wrote the record: the tuple layout depends on it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FlowLogKind {
-    /// NSG flow logs (`properties.Version` 1 or 2).
-    Nsg,
-    /// VNet flow logs (`flowLogVersion` 4).
-    Vnet,
-}
-
-impl FlowLogKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FlowLogKind::Nsg => "nsg",
-            FlowLogKind::Vnet => "vnet",
-        }
     }
 }
 

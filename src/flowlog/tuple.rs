@@ -2,8 +2,8 @@
 use std::fmt;
 use std::net::IpAddr;
 
+use super::kind::FlowLogKind;
 use super::protocol::{iana_protocol, nsg_protocol, nsg_protocol_letter};
-use super::record::FlowLogKind;
 
 /// Direction of the flow as seen by the NIC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
