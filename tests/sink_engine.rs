@@ -835,6 +835,17 @@ struct Store {
     /// Items left out of written responses.
     sent_missing: usize,
     authorization: Vec<String>,
+    bulk_requests: Vec<BulkRequestSeen>,
+}
+
+/// Of one `_bulk` request: its `user-agent`, `content-length` and `transfer-encoding` headers,
+/// and how many body bytes it carried.
+#[derive(Debug)]
+struct BulkRequestSeen {
+    user_agent: Option<String>,
+    content_length: Option<String>,
+    transfer_encoding: Option<String>,
+    body_len: usize,
 }
 
 struct Responder {
@@ -929,6 +940,14 @@ async fn serve(
         let mut s = store.lock().unwrap();
         if let Some(a) = headers.get("authorization") {
             s.authorization.push(a.clone());
+        }
+        if request_line.contains("/_bulk") {
+            s.bulk_requests.push(BulkRequestSeen {
+                user_agent: headers.get("user-agent").cloned(),
+                content_length: headers.get("content-length").cloned(),
+                transfer_encoding: headers.get("transfer-encoding").cloned(),
+                body_len: body.len(),
+            });
         }
         let n = s.requests;
         s.requests += 1;
@@ -1147,6 +1166,24 @@ async fn scripted_faults_end_with_every_document_indexed_exactly_once() {
         report.already_existed > 0,
         "the lost and the truncated responses were replayed as 409s"
     );
+    // Bulk bodies go out as the batch's buffers with their exact length, not chunked, and
+    // name the client as the elasticsearch crate's own requests do.
+    assert!(
+        store.bulk_requests.len() >= 8,
+        "{:?}",
+        store.bulk_requests.len()
+    );
+    for seen in &store.bulk_requests {
+        let agent = seen.user_agent.as_deref().unwrap_or_default();
+        assert!(agent.starts_with("elasticsearch-rs/"), "{seen:?}");
+        let length = seen.body_len.to_string();
+        assert_eq!(
+            seen.content_length.as_deref(),
+            Some(length.as_str()),
+            "{seen:?}"
+        );
+        assert_eq!(seen.transfer_encoding, None, "{seen:?}");
+    }
     assert_eq!(
         report.item_retries,
         store.sent_429 + store.sent_503_items + store.sent_missing,

@@ -18,11 +18,12 @@ use elasticsearch::Elasticsearch;
 use elasticsearch::auth::Credentials;
 use elasticsearch::cert::{Certificate, CertificateValidation};
 use elasticsearch::http::Url;
+use elasticsearch::http::headers::DEFAULT_USER_AGENT;
 use elasticsearch::http::transport::{
     CloudConnectionPool, ConnectionPool, MultiNodeConnectionPool, SingleNodeConnectionPool,
     TransportBuilder,
 };
-use reqwest_es::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use reqwest_es::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, USER_AGENT};
 
 use crate::bulk_buffer::SharedBody;
 use crate::config::ElasticsearchConfig;
@@ -390,7 +391,10 @@ impl BulkEndpoint {
             .client
             .post(url)
             .header(CONTENT_TYPE, "application/x-ndjson")
-            .header(ACCEPT, "application/json");
+            .header(ACCEPT, "application/json")
+            // The name the crate's own requests give, so that the engine's logs and a proxy's
+            // rules see one client.
+            .header(USER_AGENT, DEFAULT_USER_AGENT);
         if let Some(authorization) = &self.authorization {
             request = request.header(AUTHORIZATION, authorization.clone());
         }
