@@ -203,10 +203,7 @@ impl App {
             enricher: Arc::clone(&enricher),
             filter: Arc::clone(&filter),
             read_concurrency: config.daemon.read_concurrency,
-            chunk_bytes: config
-                .elasticsearch
-                .batch_max_bytes
-                .min(crate::source::reader::MAX_CHUNK_BYTES),
+            chunk_bytes,
         };
         let events = EventDriven {
             polling: polling.clone(),

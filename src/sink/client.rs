@@ -210,18 +210,19 @@ fn parse_node_url(i: usize, raw: &str) -> Result<Url, SinkError> {
 enum Trust<'a> {
     /// The client library's roots.
     Roots,
-    /// The CA bundle at this path.
-    CaFile(&'a Path),
+    /// The CA bundle read from this path: its PEM text.
+    CaFile(&'a Path, Vec<u8>),
     /// Not at all (`insecure`).
     Nothing,
 }
 
 impl Trust<'_> {
-    /// The elasticsearch crate's form of it; reads the CA file.
+    /// The elasticsearch crate's form of it, once for each client that takes it (its
+    /// certificates cannot be cloned); the CA file was read once, by [`tls`].
     fn validation(&self) -> Result<Option<CertificateValidation>, SinkError> {
         Ok(match self {
             Trust::Roots => None,
-            Trust::CaFile(path) => Some(CertificateValidation::Full(load_ca(path)?)),
+            Trust::CaFile(path, pem) => Some(CertificateValidation::Full(parse_ca(path, pem)?)),
             Trust::Nothing => Some(CertificateValidation::None),
         })
     }
@@ -239,7 +240,11 @@ fn tls(config: &ElasticsearchConfig) -> Result<(Trust<'_>, &'static str), SinkEr
             );
             Ok((Trust::Nothing, "insecure (no verification)"))
         }
-        (Some(path), false) => Ok((Trust::CaFile(path), "ca_file")),
+        (Some(path), false) => {
+            let pem = crate::secret::read_capped(path, MAX_CA_FILE_BYTES)
+                .map_err(|e| SinkError::config("ca_file", e.to_string()))?;
+            Ok((Trust::CaFile(path, pem), "ca_file"))
+        }
         (None, false) => Ok((Trust::Roots, "system roots")),
     }
 }
@@ -247,10 +252,9 @@ fn tls(config: &ElasticsearchConfig) -> Result<(Trust<'_>, &'static str), SinkEr
 /// Largest CA bundle read for `ca_file` (a system bundle of every public root is ~220 KiB).
 const MAX_CA_FILE_BYTES: u64 = 4 * 1024 * 1024;
 
-fn load_ca(path: &Path) -> Result<Certificate, SinkError> {
-    let pem = crate::secret::read_capped(path, MAX_CA_FILE_BYTES)
-        .map_err(|e| SinkError::config("ca_file", e.to_string()))?;
-    Certificate::from_pem(&pem).map_err(|e| {
+/// The certificates of the CA file at `path`, whose text is `pem`.
+fn parse_ca(path: &Path, pem: &[u8]) -> Result<Certificate, SinkError> {
+    Certificate::from_pem(pem).map_err(|e| {
         SinkError::config(
             "ca_file",
             format!("`{}` holds no usable PEM certificate: {e}", path.display()),
@@ -262,6 +266,8 @@ fn load_ca(path: &Path) -> Result<Certificate, SinkError> {
 pub(crate) fn connect(config: &ElasticsearchConfig) -> Result<Connection, SinkError> {
     let (creds, auth) = credentials(config)?;
     let (trust, tls_mode) = tls(config)?;
+    // Before the node URLs are parsed: a bad CA file is reported first, as it always was.
+    let validation = trust.validation()?;
     let (mut builder, nodes, endpoints) = if let Some(cloud_id) = &config.cloud_id {
         let pool = CloudConnectionPool::new(cloud_id)
             .map_err(|e| SinkError::config("cloud_id", format!("not an Elastic Cloud id: {e}")))?;
@@ -303,7 +309,7 @@ pub(crate) fn connect(config: &ElasticsearchConfig) -> Result<Connection, SinkEr
     if let Some(c) = creds {
         builder = builder.auth(c);
     }
-    if let Some(v) = trust.validation()? {
+    if let Some(v) = validation {
         builder = builder.cert_validation(v);
     }
     let transport = builder
