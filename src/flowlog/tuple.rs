@@ -392,6 +392,13 @@ fn eight_digits(values: u64) -> u64 {
         >> 32
 }
 
+/// Eight bytes of text as one word, first byte lowest, each XOR `b'0'`: a digit becomes its
+/// value, any other byte a value above 9 (the form [`leading_digits`], [`eight_digits`] and
+/// [`non_digits`] take).
+fn digit_values(text: &[u8; 8]) -> u64 {
+    u64::from_le_bytes(*text) ^ 0x3030_3030_3030_3030
+}
+
 /// One bit per byte of `values` (each a byte of text XOR `b'0'`, the first byte lowest), set
 /// for the bytes that are not digits: unlike [`leading_digits`], exact for every byte (the
 /// addition cannot carry out of a byte once its top bit is masked off).
@@ -410,8 +417,8 @@ fn non_digits(values: u64) -> u32 {
 /// three dots and the comma come from two words at once, instead of a read and its checks per
 /// octet and per separator (two addresses a tuple).
 fn dotted_quad(window: &[u8; 16]) -> Option<([u8; 4], usize)> {
-    let low = u64::from_le_bytes(*window.first_chunk::<8>()?) ^ 0x3030_3030_3030_3030;
-    let high = u64::from_le_bytes(*window.last_chunk::<8>()?) ^ 0x3030_3030_3030_3030;
+    let low = digit_values(window.first_chunk::<8>()?);
+    let high = digit_values(window.last_chunk::<8>()?);
     let mut separators = non_digits(low) | non_digits(high) << 8;
     let mut octets = [0u8; 4];
     let mut start = 0;
@@ -480,7 +487,7 @@ impl<'a, const IN_JSON: bool> OnePass<'a, IN_JSON> {
     #[inline(always)]
     fn word_at(&self, at: usize) -> Option<u64> {
         let word = self.bytes.get(at..)?.first_chunk::<8>()?;
-        Some(u64::from_le_bytes(*word) ^ 0x3030_3030_3030_3030)
+        Some(digit_values(word))
     }
 
     /// One to `max_len` decimal digits (`max_len` ≤ 18, so the value cannot overflow).
@@ -1073,7 +1080,7 @@ mod tests {
             (b"9\xff9999/9", 1, 9),
         ];
         for (text, count, value) in cases {
-            let values = u64::from_le_bytes(*text) ^ 0x3030_3030_3030_3030;
+            let values = digit_values(text);
             assert_eq!(leading_digits(values), count, "{text:?}");
             if count > 0 {
                 assert_eq!(eight_digits(values << (8 * (8 - count))), value, "{text:?}");
@@ -1323,7 +1330,7 @@ mod tests {
         #[test]
         fn eight_byte_digit_reading_agrees_with_a_byte_loop(text in proptest::collection::vec(any::<u8>(), 8)) {
             let word: [u8; 8] = text.clone().try_into().unwrap();
-            let values = u64::from_le_bytes(word) ^ 0x3030_3030_3030_3030;
+            let values = digit_values(&word);
             let count = text.iter().take_while(|b| b.is_ascii_digit()).count();
             prop_assert_eq!(leading_digits(values), count);
             if count > 0 {
