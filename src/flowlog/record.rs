@@ -11,6 +11,8 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use super::kind::FlowLogKind;
 use super::tuple::{FlowTuple, TupleError, TupleErrorKind, parse_json_string_in_one_pass};
 
+mod compact;
+
 /// A JSON string borrowed from the input when it has no escapes (always, for tuples), owned otherwise.
 ///
 /// `Option<Cow<str>>` and `Vec<Cow<str>>` always allocate through serde's blanket impls; this
@@ -115,11 +117,34 @@ fn fold_key<'b>(key: &str, buf: &'b mut [u8; MAX_KEY_LEN]) -> Option<&'b str> {
 /// The fields of one JSON object of a record, matched by lower-cased key.
 trait FoldedFields<'de>: Default {
     const EXPECTING: &'static str;
-    /// Takes the value of the (lower-cased) `key` from `map`; false for a key it does not know.
-    fn field<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error>;
+    /// Takes the value of the (lower-cased) `key` from `values`; false for a key it does not know.
+    fn field<V: FieldValues<'de>>(&mut self, key: &str, values: &mut V) -> Result<bool, V::Error>;
     /// Checks what must be present once the object ended.
     fn check<E: de::Error>(&self) -> Result<(), E> {
         Ok(())
+    }
+}
+
+/// Where [`FoldedFields::field`] takes a known key's value from: serde_json's map, or the
+/// compact reader (`compact.rs`). One table of keys serves both readers, so they cannot come to
+/// know different keys.
+trait FieldValues<'de> {
+    type Error: de::Error;
+    fn next_value<T: RecordValue<'de>>(&mut self) -> Result<T, Self::Error>;
+}
+
+/// A value of the record model, readable by serde and by the compact reader.
+trait RecordValue<'de>: Deserialize<'de> {
+    /// The value at the reader's position; `None` leaves the whole record to serde.
+    fn read_compact(reader: &mut compact::Reader<'de>) -> Option<Self>;
+}
+
+struct SerdeValues<'m, A>(&'m mut A);
+
+impl<'de, A: MapAccess<'de>> FieldValues<'de> for SerdeValues<'_, A> {
+    type Error = A::Error;
+    fn next_value<T: RecordValue<'de>>(&mut self) -> Result<T, A::Error> {
+        self.0.next_value()
     }
 }
 
@@ -135,7 +160,7 @@ impl<'de, F: FoldedFields<'de>> Visitor<'de> for FoldedVisitor<F> {
         let mut buf = [0u8; MAX_KEY_LEN];
         while let Some(key) = map.next_key::<JsonStr<'de>>()? {
             let known = match fold_key(key.as_str(), &mut buf) {
-                Some(folded) => fields.field(folded, &mut map)?,
+                Some(folded) => fields.field(folded, &mut SerdeValues(&mut map))?,
                 None => false,
             };
             if !known {
@@ -173,6 +198,11 @@ macro_rules! deserialize_via_folded {
                 deserialize_folded(deserializer)
             }
         }
+        impl<'de> RecordValue<'de> for $ty<'de> {
+            fn read_compact(reader: &mut compact::Reader<'de>) -> Option<Self> {
+                reader.object()
+            }
+        }
     )*};
 }
 
@@ -204,20 +234,20 @@ struct RawRecord<'a> {
 
 impl<'de> FoldedFields<'de> for RawRecord<'de> {
     const EXPECTING: &'static str = "a flow-log record (a JSON object)";
-    fn field<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
+    fn field<V: FieldValues<'de>>(&mut self, key: &str, values: &mut V) -> Result<bool, V::Error> {
         match key {
-            "time" => self.time = map.next_value()?,
-            "systemid" => self.system_id = map.next_value()?,
-            "category" => self.category = map.next_value()?,
-            "resourceid" => self.resource_id = map.next_value()?,
-            "operationname" => self.operation_name = map.next_value()?,
-            "properties" => set_once(&mut self.properties, map.next_value()?, "properties")?,
-            "flowlogversion" => self.flow_log_version = map.next_value()?,
-            "flowlogguid" => self.flow_log_guid = map.next_value()?,
-            "macaddress" | "mac" => self.mac_address = map.next_value()?,
-            "flowlogresourceid" => self.flow_log_resource_id = map.next_value()?,
-            "targetresourceid" => self.target_resource_id = map.next_value()?,
-            "flowrecords" => set_once(&mut self.flow_records, map.next_value()?, "flowRecords")?,
+            "time" => self.time = values.next_value()?,
+            "systemid" => self.system_id = values.next_value()?,
+            "category" => self.category = values.next_value()?,
+            "resourceid" => self.resource_id = values.next_value()?,
+            "operationname" => self.operation_name = values.next_value()?,
+            "properties" => set_once(&mut self.properties, values.next_value()?, "properties")?,
+            "flowlogversion" => self.flow_log_version = values.next_value()?,
+            "flowlogguid" => self.flow_log_guid = values.next_value()?,
+            "macaddress" | "mac" => self.mac_address = values.next_value()?,
+            "flowlogresourceid" => self.flow_log_resource_id = values.next_value()?,
+            "targetresourceid" => self.target_resource_id = values.next_value()?,
+            "flowrecords" => set_once(&mut self.flow_records, values.next_value()?, "flowRecords")?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -234,10 +264,10 @@ struct NsgProperties<'a> {
 
 impl<'de> FoldedFields<'de> for NsgProperties<'de> {
     const EXPECTING: &'static str = "an NSG `properties` object";
-    fn field<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
+    fn field<V: FieldValues<'de>>(&mut self, key: &str, values: &mut V) -> Result<bool, V::Error> {
         match key {
-            "version" => self.version = map.next_value()?,
-            "flows" => set_once(&mut self.flows, map.next_value()?, "properties.flows")?,
+            "version" => self.version = values.next_value()?,
+            "flows" => set_once(&mut self.flows, values.next_value()?, "properties.flows")?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -252,12 +282,12 @@ struct NsgRuleFlows<'a> {
 
 impl<'de> FoldedFields<'de> for NsgRuleFlows<'de> {
     const EXPECTING: &'static str = "an NSG rule object (`rule`, `flows`)";
-    fn field<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
+    fn field<V: FieldValues<'de>>(&mut self, key: &str, values: &mut V) -> Result<bool, V::Error> {
         match key {
-            "rule" => self.rule = map.next_value()?,
+            "rule" => self.rule = values.next_value()?,
             "flows" => set_once(
                 &mut self.flows,
-                map.next_value()?,
+                values.next_value()?,
                 "properties.flows[].flows",
             )?,
             _ => return Ok(false),
@@ -280,11 +310,11 @@ struct NsgMacFlows<'a> {
 
 impl<'de> FoldedFields<'de> for NsgMacFlows<'de> {
     const EXPECTING: &'static str = "an NSG flow object (`mac`, `flowTuples`)";
-    fn field<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
+    fn field<V: FieldValues<'de>>(&mut self, key: &str, values: &mut V) -> Result<bool, V::Error> {
         const PATH: &str = "properties.flows[].flows[].flowTuples";
         match key {
-            "mac" | "macaddress" => self.mac = map.next_value()?,
-            "flowtuples" => set_once(&mut self.flow_tuples, map.next_value()?, PATH)?,
+            "mac" | "macaddress" => self.mac = values.next_value()?,
+            "flowtuples" => set_once(&mut self.flow_tuples, values.next_value()?, PATH)?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -304,9 +334,9 @@ struct VnetFlowRecords<'a> {
 
 impl<'de> FoldedFields<'de> for VnetFlowRecords<'de> {
     const EXPECTING: &'static str = "a VNet `flowRecords` object";
-    fn field<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
+    fn field<V: FieldValues<'de>>(&mut self, key: &str, values: &mut V) -> Result<bool, V::Error> {
         match key {
-            "flows" => set_once(&mut self.flows, map.next_value()?, "flowRecords.flows")?,
+            "flows" => set_once(&mut self.flows, values.next_value()?, "flowRecords.flows")?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -327,11 +357,11 @@ struct VnetAclFlows<'a> {
 
 impl<'de> FoldedFields<'de> for VnetAclFlows<'de> {
     const EXPECTING: &'static str = "a VNet ACL object (`aclID`, `flowGroups`)";
-    fn field<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
+    fn field<V: FieldValues<'de>>(&mut self, key: &str, values: &mut V) -> Result<bool, V::Error> {
         const PATH: &str = "flowRecords.flows[].flowGroups";
         match key {
-            "aclid" => self.acl_id = map.next_value()?,
-            "flowgroups" => set_once(&mut self.flow_groups, map.next_value()?, PATH)?,
+            "aclid" => self.acl_id = values.next_value()?,
+            "flowgroups" => set_once(&mut self.flow_groups, values.next_value()?, PATH)?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -352,11 +382,11 @@ struct VnetFlowGroup<'a> {
 
 impl<'de> FoldedFields<'de> for VnetFlowGroup<'de> {
     const EXPECTING: &'static str = "a VNet flow group (`rule`, `flowTuples`)";
-    fn field<A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
+    fn field<V: FieldValues<'de>>(&mut self, key: &str, values: &mut V) -> Result<bool, V::Error> {
         const PATH: &str = "flowRecords.flows[].flowGroups[].flowTuples";
         match key {
-            "rule" => self.rule = map.next_value()?,
-            "flowtuples" => set_once(&mut self.flow_tuples, map.next_value()?, PATH)?,
+            "rule" => self.rule = values.next_value()?,
+            "flowtuples" => set_once(&mut self.flow_tuples, values.next_value()?, PATH)?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -649,7 +679,7 @@ impl<'s> Iterator for TupleSlots<'s> {
 }
 
 /// The tuples of one rule (NSG) or one rule within one ACL (VNet), with what they share.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlowGroup<'a> {
     pub rule: Option<JsonStr<'a>>,
     /// VNet only: the NSG or Virtual Network Manager that decided.
@@ -673,7 +703,7 @@ impl FlowGroup<'_> {
 }
 
 /// One decoded record: record-level fields plus its tuple groups in document order.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record<'a> {
     pub kind: FlowLogKind,
     /// `properties.Version` (NSG) or `flowLogVersion` (VNet); `None` when absent.
@@ -764,11 +794,16 @@ pub enum RecordError {
     MissingKey(&'static str),
 }
 
-/// Decodes one record (a JSON object) from `input`, borrowing strings from it.
+/// Decodes one record (a JSON object) from `input`, borrowing strings from it: by the compact
+/// reader when the record has the shape Azure writes (`record/compact.rs`), by serde_json
+/// otherwise.
 ///
 /// A tuple slot that is not a usable string (not a string, invalid UTF-8, a raw control
 /// character) does not fail the record: it is a [`TupleSlot::Invalid`] of its group.
 pub fn decode_record(input: &[u8]) -> Result<Record<'_>, RecordError> {
+    if let Some(raw) = compact::read(input) {
+        return build(raw);
+    }
     match serde_json::from_slice::<RawRecord<'_>>(input) {
         Ok(raw) => build(raw),
         // The slow path runs only for records serde_json refused; good input never pays for it.
@@ -789,6 +824,9 @@ pub fn decode_record_in<'a>(
     input: &'a [u8],
     scratch: &'a mut Vec<u8>,
 ) -> Result<Record<'a>, RecordError> {
+    if let Some(raw) = compact::read(input) {
+        return build(raw);
+    }
     match serde_json::from_slice::<RawRecord<'a>>(input) {
         Ok(raw) => build(raw),
         Err(e) => {
