@@ -481,7 +481,15 @@ impl RecordScanner {
                 }
                 continue;
             }
-            let Some(i) = memchr3(b'"', b'{', b'}', rest) else {
+            // Between the strings of a tuple array stands a comma alone: a look at the next two
+            // bytes finds the next string without a library search, whose set-up costs more
+            // than the search itself on so short a gap.
+            let next_quote = match rest {
+                [b'"', ..] => Some(0),
+                [b',', b'"', ..] => Some(1),
+                _ => None,
+            };
+            let Some(i) = next_quote.or_else(|| memchr3(b'"', b'{', b'}', rest)) else {
                 self.pos = self.buf.len();
                 return RecordScan::NeedInput;
             };
