@@ -12,5 +12,6 @@ pub use record::{
     decode_record, decode_record_in,
 };
 pub use tuple::{
-    Decision, Direction, FlowState, FlowTuple, TupleError, TupleErrorKind, parse_tuple,
+    DOCUMENTED_ENCRYPTION, Decision, Direction, FlowState, FlowTuple, TupleError, TupleErrorKind,
+    parse_tuple,
 };

@@ -76,6 +76,18 @@ impl Counters {
     }
 }
 
+/// The values of a VNet tuple's encryption field that Azure documents, the most common first.
+pub const DOCUMENTED_ENCRYPTION: [&str; 8] = [
+    "NX",
+    "X",
+    "NX_HW_NOT_SUPPORTED",
+    "NX_SW_NOT_READY",
+    "NX_NOT_ACCEPTED",
+    "NX_NOT_SUPPORTED",
+    "NX_LOCAL_DST",
+    "NX_FALLBACK",
+];
+
 /// One parsed tuple. Address texts are kept as written so documents can copy them without reformatting.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlowTuple<'a> {
@@ -95,7 +107,7 @@ pub struct FlowTuple<'a> {
     pub decision: Decision,
     /// Absent for NSG v1.
     pub state: Option<FlowState>,
-    /// VNet only: `X`, `NX`, `NX_HW_NOT_SUPPORTED`, ...
+    /// VNet only: one of [`DOCUMENTED_ENCRYPTION`] in Azure's data, kept as written whatever it is.
     pub encryption: Option<&'a str>,
     pub counters: Counters,
 }
