@@ -108,14 +108,34 @@ impl<'de> Reader<'de> {
         self.text.get(start..start + len)
     }
 
-    /// `null` if it comes next.
-    fn eat_null(&mut self) -> bool {
+    /// Takes `literal` (`null`, `true`, `false`) if it comes next, after any spaces.
+    fn eat_literal(&mut self, literal: &[u8]) -> bool {
         self.skip_spaces();
-        let null = self.rest().starts_with(b"null");
-        if null {
-            self.pos += 4;
+        let next = self.rest().starts_with(literal);
+        if next {
+            self.pos += literal.len();
         }
-        null
+        next
+    }
+
+    /// Comma-separated items between `open` and `close` (an object's members, an array's
+    /// values), each read by `item`.
+    fn sequence(
+        &mut self,
+        open: u8,
+        close: u8,
+        mut item: impl FnMut(&mut Self) -> Option<()>,
+    ) -> Option<()> {
+        self.expect(open)?;
+        if self.eat(close) {
+            return Some(());
+        }
+        loop {
+            item(self)?;
+            if !self.eat(b',') {
+                return self.expect(close);
+            }
+        }
     }
 
     /// A whole number as JSON writes it (`0`, or digits without a leading zero); its value.
@@ -143,42 +163,32 @@ impl<'de> Reader<'de> {
     /// `null`. Anything else (nested values, negative or fractional numbers) goes to serde.
     fn skip_unknown_value(&mut self) -> Option<()> {
         self.skip_spaces();
-        let rest = self.rest();
-        match rest.first()? {
+        match self.peek()? {
             b'"' => self.string().map(drop),
             b'0'..=b'9' => self.whole_number().map(drop),
-            _ => {
-                let literal = [&b"true"[..], b"false", b"null"]
-                    .into_iter()
-                    .find(|literal| rest.starts_with(literal))?;
-                self.pos += literal.len();
-                Some(())
-            }
+            _ => [&b"true"[..], b"false", b"null"]
+                .into_iter()
+                .any(|literal| self.eat_literal(literal))
+                .then_some(()),
         }
     }
 
     /// An object of the model, its keys matched by the model's own table.
     pub(super) fn object<F: FoldedFields<'de>>(&mut self) -> Option<F> {
-        self.expect(b'{')?;
         let mut fields = F::default();
-        if !self.eat(b'}') {
-            let mut buf = [0u8; MAX_KEY_LEN];
-            loop {
-                let key = self.string()?;
-                self.expect(b':')?;
-                let known = match fold_key(key, &mut buf) {
-                    Some(folded) => fields.field(folded, self).ok()?,
-                    None => false,
-                };
-                if !known {
-                    self.skip_unknown_value()?;
-                }
-                if !self.eat(b',') {
-                    self.expect(b'}')?;
-                    break;
-                }
+        let mut buf = [0u8; MAX_KEY_LEN];
+        self.sequence(b'{', b'}', |reader| {
+            let key = reader.string()?;
+            reader.expect(b':')?;
+            let known = match fold_key(key, &mut buf) {
+                Some(folded) => fields.field(folded, reader).ok()?,
+                None => false,
+            };
+            if !known {
+                reader.skip_unknown_value()?;
             }
-        }
+            Some(())
+        })?;
         fields.check::<LeftToSerde>().ok()?;
         Some(fields)
     }
@@ -193,7 +203,7 @@ impl<'de> FieldValues<'de> for Reader<'de> {
 
 impl<'de> RecordValue<'de> for Option<JsonStr<'de>> {
     fn read_compact(reader: &mut Reader<'de>) -> Option<Self> {
-        if reader.eat_null() {
+        if reader.eat_literal(b"null") {
             return Some(None);
         }
         reader
@@ -204,7 +214,7 @@ impl<'de> RecordValue<'de> for Option<JsonStr<'de>> {
 
 impl<'de> RecordValue<'de> for Option<VersionNumber> {
     fn read_compact(reader: &mut Reader<'de>) -> Option<Self> {
-        if reader.eat_null() {
+        if reader.eat_literal(b"null") {
             return Some(None);
         }
         let version = u32::try_from(reader.whole_number()?).ok()?;
@@ -214,18 +224,12 @@ impl<'de> RecordValue<'de> for Option<VersionNumber> {
 
 impl<'de, T: RecordValue<'de>> RecordValue<'de> for Vec<T> {
     fn read_compact(reader: &mut Reader<'de>) -> Option<Self> {
-        reader.expect(b'[')?;
         let mut items = Vec::new();
-        if reader.eat(b']') {
-            return Some(items);
-        }
-        loop {
+        reader.sequence(b'[', b']', |reader| {
             items.push(T::read_compact(reader)?);
-            if !reader.eat(b',') {
-                reader.expect(b']')?;
-                return Some(items);
-            }
-        }
+            Some(())
+        })?;
+        Some(items)
     }
 }
 
@@ -234,16 +238,7 @@ impl<'de> RecordValue<'de> for TupleArray<'de> {
     fn read_compact(reader: &mut Reader<'de>) -> Option<Self> {
         reader.skip_spaces();
         let start = reader.pos;
-        reader.expect(b'[')?;
-        if !reader.eat(b']') {
-            loop {
-                reader.string()?;
-                if !reader.eat(b',') {
-                    reader.expect(b']')?;
-                    break;
-                }
-            }
-        }
+        reader.sequence(b'[', b']', |reader| reader.string().map(drop))?;
         let json = reader.text.get(start..reader.pos)?;
         Some(TupleArray {
             json: Cow::Borrowed(json),
