@@ -801,10 +801,7 @@ pub enum RecordError {
 /// A tuple slot that is not a usable string (not a string, invalid UTF-8, a raw control
 /// character) does not fail the record: it is a [`TupleSlot::Invalid`] of its group.
 pub fn decode_record(input: &[u8]) -> Result<Record<'_>, RecordError> {
-    if let Some(raw) = compact::read(input) {
-        return build(raw);
-    }
-    match serde_json::from_slice::<RawRecord<'_>>(input) {
+    match read_raw(input) {
         Ok(raw) => build(raw),
         // The slow path runs only for records serde_json refused; good input never pays for it.
         Err(e) => {
@@ -824,14 +821,20 @@ pub fn decode_record_in<'a>(
     input: &'a [u8],
     scratch: &'a mut Vec<u8>,
 ) -> Result<Record<'a>, RecordError> {
-    if let Some(raw) = compact::read(input) {
-        return build(raw);
-    }
-    match serde_json::from_slice::<RawRecord<'a>>(input) {
+    match read_raw(input) {
         Ok(raw) => build(raw),
         Err(e) => {
             decode_repaired(input, scratch).unwrap_or_else(|| Err(RecordError::Json(e.to_string())))
         }
+    }
+}
+
+/// The record model of `input`: by the compact reader when it takes the record, by serde_json
+/// otherwise (whose error names what is wrong).
+fn read_raw(input: &[u8]) -> Result<RawRecord<'_>, serde_json::Error> {
+    match compact::read(input) {
+        Some(raw) => Ok(raw),
+        None => serde_json::from_slice(input),
     }
 }
 
