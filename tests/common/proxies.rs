@@ -1,7 +1,7 @@
 //! Proxies that put faults a real server does not produce on demand between `flowlogd` and
-//! the servers of a test: [`fault_proxy`] in front of the search engine, [`storage_proxy`] in
-//! front of Azurite, and the small HTTP/1.1 helpers they are built from (also used by
-//! `tests/chaos.rs` for its own, schedule-driven proxies).
+//! the servers of a test: [`fault_proxy`] in front of the search engine (faults, slow answers,
+//! an answer held back), [`storage_proxy`] in front of Azurite, and the small HTTP/1.1 helpers
+//! they are built from (also used by `tests/chaos.rs` for its own, schedule-driven proxies).
 
 /// A small HTTP/1.1 proxy in front of the search engine that misbehaves like a loaded or flaky
 /// cluster behind a load balancer, with faults a real node does not produce on demand. Every
@@ -93,6 +93,123 @@ pub mod fault_proxy {
             }
         });
         FaultProxy { url, stats, task }
+    }
+
+    /// A proxy forwarding everything to `upstream` that, when armed, keeps back the engine's
+    /// answer to the next `_bulk` in which the engine created at least one document. Those
+    /// documents are in the index, but flowlogd never hears so. That is the window between
+    /// the engine's acknowledgement and flowlogd's offset commit, held open for as long as the
+    /// test needs, so a kill lands in it for sure rather than by luck. It also records every
+    /// id the engine answered 409 (already there) for, to show which documents were sent
+    /// again.
+    pub struct HoldingProxy {
+        pub url: String,
+        state: Arc<HoldState>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    #[derive(Default)]
+    struct HoldState {
+        armed: std::sync::atomic::AtomicBool,
+        held: std::sync::Mutex<Vec<Vec<String>>>,
+        conflicts: std::sync::Mutex<std::collections::HashSet<String>>,
+    }
+
+    impl Drop for HoldingProxy {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    impl HoldingProxy {
+        pub async fn start(upstream: &str) -> HoldingProxy {
+            let upstream: Arc<str> = upstream.into();
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            let state = Arc::new(HoldState::default());
+            let s = state.clone();
+            let task = tokio::spawn(async move {
+                while let Ok((sock, _)) = listener.accept().await {
+                    tokio::spawn(hold_connection(sock, upstream.clone(), s.clone()));
+                }
+            });
+            HoldingProxy { url, state, task }
+        }
+
+        /// Holds back the answer to the next `_bulk` that creates a document.
+        pub fn arm(&self) {
+            self.state.armed.store(true, Ordering::SeqCst);
+        }
+
+        /// The ids created by each held-back `_bulk`, in the order they were held.
+        pub fn held(&self) -> Vec<Vec<String>> {
+            self.state.held.lock().unwrap().clone()
+        }
+
+        /// Every id the engine answered 409 for, through this proxy, so far.
+        pub fn conflicts(&self) -> std::collections::HashSet<String> {
+            self.state.conflicts.lock().unwrap().clone()
+        }
+    }
+
+    /// The ids of a `_bulk` request's documents whose item in the response has `status`. The
+    /// ids come from the request's action lines, since flowlogd asks for responses without
+    /// them (`filter_path`); items answer the actions in order.
+    fn item_ids(request: &[u8], response: &[u8], status: u64) -> Vec<String> {
+        let parsed: Value = serde_json::from_slice(response).unwrap_or_default();
+        let statuses = parsed["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|item| item.as_object().and_then(|o| o.values().next()))
+            .map(|result| result.and_then(|r| r["status"].as_u64()));
+        // Every action but `delete` is followed by its document's line.
+        let mut lines = request
+            .split(|&b| b == b'\n')
+            .filter(|line| !line.is_empty());
+        let mut ids = Vec::new();
+        while let Some(action) = lines.next() {
+            let action: Value = serde_json::from_slice(action).unwrap_or_default();
+            let Some((kind, meta)) = action.as_object().and_then(|o| o.iter().next()) else {
+                break;
+            };
+            ids.push(meta["_id"].as_str().map(str::to_owned));
+            if kind != "delete" {
+                lines.next();
+            }
+        }
+        ids.into_iter()
+            .zip(statuses)
+            .filter(|(_, s)| *s == Some(status))
+            .filter_map(|(id, _)| id)
+            .collect()
+    }
+
+    async fn hold_connection(mut sock: TcpStream, upstream: Arc<str>, state: Arc<HoldState>) {
+        let mut buf = Vec::new();
+        while let Some(req) = read_request(&mut sock, &mut buf).await {
+            let Some((status, body)) = forward(&upstream, &req, &req.body).await else {
+                return;
+            };
+            if req.target.starts_with("/_bulk") && status == 200 {
+                state
+                    .conflicts
+                    .lock()
+                    .unwrap()
+                    .extend(item_ids(&req.body, &body, 409));
+                let created = item_ids(&req.body, &body, 201);
+                if !created.is_empty() && state.armed.swap(false, Ordering::SeqCst) {
+                    state.held.lock().unwrap().push(created);
+                    // No answer, ever: wait for flowlogd's end of the connection to close.
+                    let mut rest = [0u8; 1024];
+                    while matches!(sock.read(&mut rest).await, Ok(n) if n > 0) {}
+                    return;
+                }
+            }
+            if !respond(&mut sock, &req.method, status, &body).await {
+                return;
+            }
+        }
     }
 
     pub struct Request {
