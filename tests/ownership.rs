@@ -212,7 +212,8 @@ async fn three_instances_share_the_units_take_over_a_killed_ones_and_index_every
     let requests = daemons[0]
         .metrics_sum(&["flowlogd_coordination_requests_total"])
         .await
-        - cost_from.1;
+        // A scrape that timed out reads 0.
+        .saturating_sub(cost_from.1);
     let seconds = cost_from.0.elapsed().as_secs_f64();
     eprintln!(
         "coordination requests of one instance: {requests} in {seconds:.1} s, {:.1} per 0.5 s round (3 to 5 units owned)",
@@ -224,22 +225,23 @@ async fn three_instances_share_the_units_take_over_a_killed_ones_and_index_every
         "a survivor claimed a unit whose claim node-1 let run out:\n{survivor_logs}"
     );
 
-    // node-1 again (same registry): the others give it its share back.
+    // node-1 again (same registry): the others give it its share back. Each survivor gives up
+    // its extra units in its own round, so on the way node-1 may own units while one survivor
+    // still holds more than 3 (e.g. 3/2/4): the wait is for the settled state, in which no
+    // instance is above its share.
     daemons[1] = Daemon::spawn(&configs[1], &[]);
-    let (added, rebalanced) = grow_until(
+    let (added, _) = grow_until(
         &mut blobs,
         &writer,
         &configs[0],
-        "node-1 has units again",
-        |o| all_owned_by(o, &["node-0", "node-1", "node-2"]),
+        "node-1 has units again and no instance is above its share of 3",
+        |o| {
+            all_owned_by(o, &["node-0", "node-1", "node-2"])
+                && owned_by(o).values().all(|&n| n <= 3)
+        },
     )
     .await;
     written += added;
-    let counts = owned_by(&rebalanced);
-    assert!(
-        counts.values().all(|&n| n <= 3),
-        "no instance above its share of 3: {counts:?}"
-    );
 
     // Everything written gets indexed, once.
     index_everything_then_stop(&es, &mut daemons, written).await;
