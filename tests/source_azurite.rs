@@ -21,8 +21,8 @@ use bytes::Bytes;
 use common::{
     Azurite,
     blobs::{
-        Daemon, Follower, HOUR, append_each, client, gen_blob, ids_of_whole_blob, records_of,
-        this_hour, writer,
+        Daemon, Follower, HOUR, Summary, append_each, client, gen_blob, ids_of_whole_blob,
+        records_of, this_hour, writer,
     },
     flowlogd::Es,
 };
@@ -494,10 +494,9 @@ async fn a_first_run_with_a_year_of_backlog_lists_a_few_prefixes_not_every_hour(
 
 #[tokio::test]
 async fn a_blob_is_read_only_once_it_has_settled() {
-    // Long enough that the first run (template setup on a real engine, listings, on a loaded
-    // 2-core CI machine running other tests) surely ends before the blobs settle; the guard
-    // below says so if it ever does not, instead of passing for the wrong reason.
-    const SETTLE_S: u64 = 15;
+    // The first run sees the blobs younger than `settle` whatever the machine's pace (an
+    // hour); the second, with `settle` of 2 s, runs once they are surely older than that.
+    const SETTLE_S: u64 = 2;
     let azurite = azurite();
     let es = Es::engine("a_blob_is_read_only_once_it_has_settled");
     let w = writer(&azurite, CONTAINER).await;
@@ -509,13 +508,9 @@ async fn a_blob_is_read_only_once_it_has_settled() {
     append_each(&w, &past.name, &records_of(&past)).await;
     let written = std::time::Instant::now();
     let mut daemon = Daemon::new(&azurite, &es, CONTAINER);
-    daemon.source_options = format!("settle = \"{SETTLE_S}s\"");
+    daemon.source_options = "settle = \"1h\"".into();
 
     let early = daemon.once().summary;
-    assert!(
-        written.elapsed() < Duration::from_secs(SETTLE_S - 1),
-        "the first run came too late to test settle"
-    );
     assert_eq!(early.blobs_listed, 2);
     assert_eq!(
         (early.blobs_read, early.bytes_new, early.documents_indexed),
@@ -524,6 +519,7 @@ async fn a_blob_is_read_only_once_it_has_settled() {
     );
 
     // Last-Modified has a one-second resolution: wait a little longer than `settle`.
+    daemon.source_options = format!("settle = \"{SETTLE_S}s\"");
     let wait = Duration::from_millis(SETTLE_S * 1000 + 1500).saturating_sub(written.elapsed());
     tokio::time::sleep(wait).await;
     let settled = daemon.once().summary;
@@ -876,22 +872,72 @@ async fn steady_state_polls_list_as_many_partitions_with_30_days_of_history_as_w
     let azurite = azurite();
     let es =
         Es::engine("steady_state_polls_list_as_many_partitions_with_30_days_of_history_as_with_1");
-    let now_hour = epoch_hour(chrono::Utc::now().timestamp());
+    // The `once` runs read the real clock: an hour that turns during the measurement shifts
+    // what they list (the new hour has no blobs). Then the whole measurement is taken again
+    // in fresh containers, in an hour that cannot turn again before it ends.
+    let mut attempt = 0;
+    let measured = loop {
+        let now_hour = epoch_hour(chrono::Utc::now().timestamp());
+        let measured = measure_history_polls(&azurite, &es, &RESOURCES, now_hour, attempt).await;
+        if epoch_hour(chrono::Utc::now().timestamp()) == now_hour {
+            break measured;
+        }
+        assert_eq!(
+            attempt, 0,
+            "the hour turned during two measurements in a row"
+        );
+        eprintln!("the hour turned during the measurement; taking it again");
+        attempt += 1;
+    };
+    let (d1, p1, b1, once1) = measured[0];
+    let (d30, p30, b30, once30) = measured[1];
+    assert_eq!(p1, 4, "2 resources x (current + previous hour)");
+    assert_eq!(
+        (d1, p1, b1),
+        (d30, p30, b30),
+        "library-level poll depends on history"
+    );
+    assert_eq!(
+        (once1.list_requests, once1.blobs_listed),
+        (once30.list_requests, once30.blobs_listed),
+        "steady-state `once` depends on history"
+    );
+    assert_eq!(once30.blobs_listed, 4);
+    assert_eq!(
+        once30.list_requests,
+        d30 + 4,
+        "discovery + 4 hour partitions"
+    );
+    es.cleanup().await;
+}
+
+/// One measurement of [`steady_state_polls_list_as_many_partitions_with_30_days_of_history_as_with_1`]
+/// with `now_hour` as the current hour: per history length, the library-level discovery and
+/// poll (list requests, partitions, blobs listed) and the steady-state `once`'s summary.
+async fn measure_history_polls(
+    azurite: &Azurite,
+    es: &Es,
+    resources: &[&str],
+    now_hour: i64,
+    attempt: u32,
+) -> Vec<(u64, u64, u64, Summary)> {
     let mut measured = Vec::new();
-    for (container, days) in [("history-1d", 1i64), ("history-30d", 30)] {
-        let w = writer(&azurite, container).await;
-        let blobs = tiny_history(&w, &RESOURCES, now_hour - days * 24 + 1..=now_hour).await;
+    for (history, days) in [("history-1d", 1i64), ("history-30d", 30)] {
+        let container = format!("{history}-{attempt}");
+        let container = container.as_str();
+        let w = writer(azurite, container).await;
+        let blobs = tiny_history(&w, resources, now_hour - days * 24 + 1..=now_hour).await;
 
         // Library level: the walker with discovery not due, and a registry in steady state
         // (every blob read; those of past hours finished).
-        let c = client(&azurite, container);
+        let c = client(azurite, container);
         let stats = c.stats().clone();
         let mut walker = Walker::new(c, None, &[], NO_REDISCOVERY);
         assert!(walker.discover_if_due().await.unwrap());
         let discovery = stats.snapshot();
         assert_eq!(walker.resources().len(), 2);
         let registry = Registry::temporary().unwrap();
-        for r in RESOURCES {
+        for r in resources {
             for h in now_hour - days * 24 + 1..=now_hour {
                 let name = format!(
                     "{}m=00/macAddress=000D3A000001/PT1H.json",
@@ -923,7 +969,7 @@ async fn steady_state_polls_list_as_many_partitions_with_30_days_of_history_as_w
 
         // The daemon: three `once` runs (first sync of the default 24 h, the run that finishes
         // past hours, then steady state).
-        let mut daemon = Daemon::new(&azurite, &es, container);
+        let mut daemon = Daemon::new(azurite, es, container);
         daemon.source_options = r#"finish_after = "1s""#.into();
         let runs: Vec<_> = (0..3).map(|_| daemon.once().summary).collect();
         for r in &runs {
@@ -951,26 +997,7 @@ async fn steady_state_polls_list_as_many_partitions_with_30_days_of_history_as_w
             runs[2],
         ));
     }
-    let (d1, p1, b1, once1) = measured[0];
-    let (d30, p30, b30, once30) = measured[1];
-    assert_eq!(p1, 4, "2 resources x (current + previous hour)");
-    assert_eq!(
-        (d1, p1, b1),
-        (d30, p30, b30),
-        "library-level poll depends on history"
-    );
-    assert_eq!(
-        (once1.list_requests, once1.blobs_listed),
-        (once30.list_requests, once30.blobs_listed),
-        "steady-state `once` depends on history"
-    );
-    assert_eq!(once30.blobs_listed, 4);
-    assert_eq!(
-        once30.list_requests,
-        d30 + 4,
-        "discovery + 4 hour partitions"
-    );
-    es.cleanup().await;
+    measured
 }
 
 #[tokio::test]
