@@ -22,6 +22,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,7 @@ use common::flowlogd::{GrowingBlob, SourceSpec, TestConfig, VNET_CONTAINER, bin,
 use common::proxies::fault_proxy::{read_request, respond};
 use flowlogd::generator::GenKind;
 use flowlogd::source::reader::MAX_CHUNK_BYTES;
+use tokio::io::AsyncReadExt as _;
 use tokio::net::TcpListener;
 
 const MIB: u64 = 1024 * 1024;
@@ -46,10 +48,13 @@ struct Seen {
 }
 
 /// An HTTP endpoint that answers like an OpenSearch 2.19 node: `GET /` with its version,
-/// templates acknowledged, every `_bulk` item created (201) after `delay`.
+/// templates acknowledged, every `_bulk` item created (201) after `delay`. Once it has seen
+/// `hold_from` documents it answers no `_bulk` at all (documents stored, the acknowledgement
+/// never sent), so a test can kill flowlogd while a batch is surely unacknowledged.
 struct AckSink {
     url: String,
     seen: Arc<Mutex<Seen>>,
+    hold_from: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -64,15 +69,23 @@ impl AckSink {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind sink");
         let url = format!("http://{}", listener.local_addr().expect("sink address"));
         let seen = Arc::new(Mutex::new(Seen::default()));
-        let shared = seen.clone();
+        let hold_from = Arc::new(AtomicU64::new(u64::MAX));
+        let (shared, shared_hold_from) = (seen.clone(), hold_from.clone());
         let task = tokio::spawn(async move {
             while let Ok((mut sock, _)) = listener.accept().await {
-                let seen = shared.clone();
+                let (seen, hold_from) = (shared.clone(), shared_hold_from.clone());
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
                     while let Some(req) = read_request(&mut sock, &mut buf).await {
                         let (status, body) = answer(&req.method, &req.target, &req.body, &seen);
                         if req.target.starts_with("/_bulk") {
+                            let documents = seen.lock().expect("sink state").documents;
+                            if documents >= hold_from.load(Ordering::SeqCst) {
+                                // No answer: wait for flowlogd's end to close.
+                                let mut rest = [0u8; 1024];
+                                while matches!(sock.read(&mut rest).await, Ok(n) if n > 0) {}
+                                break;
+                            }
                             tokio::time::sleep(delay).await;
                         }
                         if !respond(&mut sock, &req.method, status, &body).await {
@@ -82,7 +95,12 @@ impl AckSink {
                 });
             }
         });
-        AckSink { url, seen, task }
+        AckSink {
+            url,
+            seen,
+            hold_from,
+            task,
+        }
     }
 }
 
@@ -421,7 +439,6 @@ async fn records_of_tens_of_megabytes_stay_within_the_bound_computed_from_the_co
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_inside_a_record_larger_than_a_chunk_reads_that_record_again_and_loses_nothing() {
     let azurite = Azurite::start().expect("azurite");
-    // Slow enough that the kill lands while a record's chunks are being delivered.
     let sink = AckSink::start(Duration::from_millis(50)).await;
     // Records of 20,000 tuples: ~24 MB of documents each, about 24 chunks.
     let (records, tuples) = (4, 20_000);
@@ -446,8 +463,10 @@ async fn a_kill_inside_a_record_larger_than_a_chunk_reads_that_record_again_and_
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn flowlogd once");
-    // Half way through the second record.
+    // Half way through the second record. From there the sink answers no `_bulk`, so the kill
+    // lands while a chunk of that record is surely unacknowledged, however the run is timed.
     let target = (tuples + tuples / 2) as u64;
+    sink.hold_from.store(target, Ordering::SeqCst);
     let deadline = Instant::now() + Duration::from_secs(120);
     while sink.seen.lock().expect("sink state").documents < target {
         assert!(
@@ -462,6 +481,7 @@ async fn a_kill_inside_a_record_larger_than_a_chunk_reads_that_record_again_and_
     }
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
+    sink.hold_from.store(u64::MAX, Ordering::SeqCst);
     let first: HashMap<String, u32> = sink.seen.lock().expect("sink state").ids.clone();
 
     // The offset stands at a record end (or the head's), never inside a record.
