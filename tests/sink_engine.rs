@@ -11,7 +11,7 @@ mod common;
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::flowlogd::{Es, LifecycleApi};
 use elasticsearch::http::Method;
@@ -1132,7 +1132,8 @@ async fn scripted_faults_end_with_every_document_indexed_exactly_once() {
     let config = sink_config(
         &responder.url,
         &format!(
-            "request_timeout = \"1s\"\ndead_letter_path = \"{}\"",
+            // Long enough that only the scripted hang times out, even on a stalled machine.
+            "request_timeout = \"3s\"\ndead_letter_path = \"{}\"",
             dir.path().join("dl.ndjson").display()
         ),
     );
@@ -1316,7 +1317,11 @@ async fn cancellation_ends_an_endless_outage_promptly() {
         format!("http://{}", l.local_addr().unwrap())
     };
     let batch = Batch::generated(GenKind::Nsg1, 1, 2, 5, Schema::Ecs, "flows-%{+xxxx.ww}");
-    for url in [&unavailable.url, &hanging.url, &closed] {
+    for (url, store) in [
+        (&unavailable.url, Some(unavailable.store.clone())),
+        (&hanging.url, Some(hanging.store.clone())),
+        (&closed, None),
+    ] {
         // Backoff and timeout far longer than the test waits: only cancellation can end this.
         let config = ElasticsearchConfig {
             retry_initial_backoff: Duration::from_secs(300),
@@ -1326,8 +1331,23 @@ async fn cancellation_ends_an_endless_outage_promptly() {
         let sink = BulkSink::new(&config).unwrap();
         let cancel = CancellationToken::new();
         let stopper = cancel.clone();
+        // Cancel once the sink is inside the outage: its first request reached the responder
+        // (a fixed delay could cancel a stalled test before that), at least 300 ms in, and
+        // after 10 s whatever happened (the request counts below then say what did not).
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            let started = Instant::now();
+            loop {
+                let in_outage = store
+                    .as_ref()
+                    .is_none_or(|s| s.lock().unwrap().requests >= 1);
+                let waited = started.elapsed();
+                if (in_outage && waited >= Duration::from_millis(300))
+                    || waited >= Duration::from_secs(10)
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             stopper.cancel();
         });
         let result = tokio::time::timeout(

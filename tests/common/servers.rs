@@ -25,8 +25,9 @@ use std::{
 };
 
 /// How long a server may take to answer after spawning. Generous: on 2 cores a parallel
-/// `cargo test` build can starve node for seconds.
-const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// `cargo test` build can starve node for seconds, and a second JVM (a test's own OpenSearch
+/// node) starts beside the shared one and the tests keeping both cores busy.
+const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a graceful stop may take before the group is killed. Azurite needs ~2 s to flush.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 /// Lines of server output kept for error messages.
