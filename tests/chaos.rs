@@ -1099,14 +1099,15 @@ struct WrittenBlob {
     blob: GrowingBlob,
 }
 
-/// Appends records to the growable blobs, spread over the planned chaos, until `stop`.
+/// Appends records to the growable blobs, spread over the planned chaos, until `stop`; gives
+/// the blobs and their writers back.
 async fn write_during_chaos(
     mut blobs: Vec<WrittenBlob>,
     writers: Vec<BlockBlobWriter>,
     seed: u64,
     planned: Duration,
     stop: Arc<AtomicBool>,
-) -> Vec<WrittenBlob> {
+) -> (Vec<WrittenBlob>, Vec<BlockBlobWriter>) {
     let mut rng = Rng::new(seed);
     let remaining: usize = blobs
         .iter()
@@ -1132,7 +1133,7 @@ async fn write_during_chaos(
         ))
         .await;
     }
-    blobs
+    (blobs, writers)
 }
 
 /// Sets off each planned fault at its moment.
@@ -1658,9 +1659,54 @@ async fn run_trial(settings: &Settings, storage: &Storage, trial: u64) -> TrialR
     driver.abort();
     storage_proxy.faults.calm();
     engine_proxy.faults.calm();
-    let blobs = writer
+    let (mut blobs, writers) = writer
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    // A fault armed, or a window opened, late in the chaos fires on the next request of its
+    // kind, and the lives may have ended with nothing left to read or send (the writer stops
+    // on the planned time, or when every blob is complete). Then a new blob of one record in
+    // the current hour gives the last daemon a blob read and a `_bulk`, so every planned fault
+    // happens, as the run's last check requires.
+    let injected = counts.snapshot();
+    let not_yet: Vec<&str> = FAULTS[..7]
+        .iter()
+        .filter(|f| !injected.contains_key(f))
+        .map(|f| f.name())
+        .collect();
+    if !not_yet.is_empty() {
+        let (mut blob, mut seed) = (None::<GrowingBlob>, plan.writer_seed);
+        while blob
+            .as_ref()
+            .is_none_or(|new| blobs.iter().any(|b| b.blob.name() == new.name()))
+        {
+            seed = seed.wrapping_add(1);
+            blob = Some(GrowingBlob::new(GenKind::Vnet, seed, "fl-chaos", 1, 10));
+        }
+        let mut blob = blob.expect("made in the loop");
+        blob.append(&writers[0], 1).await;
+        note(
+            &timeline,
+            t0,
+            format!(
+                "{} not injected yet: one more blob for the last daemon, {}",
+                not_yet.join(", "),
+                blob.name()
+            ),
+        );
+        blobs.push(WrittenBlob {
+            plan: BlobPlan {
+                source: 0,
+                kind: GenKind::Vnet,
+                gen_seed: seed,
+                hours_back: 0,
+                records: 1,
+                tuples: 10,
+                backlog: 1,
+                growable: false,
+            },
+            blob,
+        });
+    }
     let mut expected = Vec::new();
     for b in &blobs {
         expected_keys(&containers[b.plan.source], &b.blob, &mut expected);
