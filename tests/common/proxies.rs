@@ -36,30 +36,49 @@ pub mod fault_proxy {
     pub struct FaultProxy {
         pub url: String,
         pub stats: Arc<Stats>,
-        task: tokio::task::JoinHandle<()>,
-    }
-
-    impl Drop for FaultProxy {
-        fn drop(&mut self) {
-            self.task.abort();
-        }
+        _accepting: Accepting,
     }
 
     impl FaultProxy {
         /// A proxy forwarding to `upstream` (`host:port`, plain HTTP).
         pub async fn start(upstream: &str) -> FaultProxy {
             let upstream: Arc<str> = upstream.into();
-            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-            let url = format!("http://{}", listener.local_addr().unwrap());
             let stats = Arc::new(Stats::default());
             let s = stats.clone();
-            let task = tokio::spawn(async move {
-                while let Ok((sock, _)) = listener.accept().await {
-                    tokio::spawn(connection(sock, upstream.clone(), s.clone()));
-                }
-            });
-            FaultProxy { url, stats, task }
+            let (url, accepting) =
+                accept_each(move |sock| connection(sock, upstream.clone(), s.clone())).await;
+            FaultProxy {
+                url,
+                stats,
+                _accepting: accepting,
+            }
         }
+    }
+
+    /// The task accepting a proxy's connections; it stops when the proxy is dropped.
+    struct Accepting(tokio::task::JoinHandle<()>);
+
+    impl Drop for Accepting {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+
+    /// Listens on a loopback port and serves each connection with `serve` on a task of its
+    /// own: the proxy's URL and the task accepting connections.
+    async fn accept_each<F, Fut>(serve: F) -> (String, Accepting)
+    where
+        F: Fn(TcpStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let url = format!("http://{}", listener.local_addr().expect("proxy address"));
+        let task = tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                tokio::spawn(serve(sock));
+            }
+        });
+        (url, Accepting(task))
     }
 
     /// A proxy forwarding everything to `upstream`, answering each `_bulk` only `delay` after
@@ -68,31 +87,32 @@ pub mod fault_proxy {
     /// than a test can react).
     pub async fn start_slow(upstream: &str, delay: std::time::Duration) -> FaultProxy {
         let upstream: Arc<str> = upstream.into();
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let url = format!("http://{}", listener.local_addr().unwrap());
         let stats = Arc::new(Stats::default());
         let s = stats.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((mut sock, _)) = listener.accept().await {
-                let (upstream, stats) = (upstream.clone(), s.clone());
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    while let Some(req) = read_request(&mut sock, &mut buf).await {
-                        let Some((status, body)) = forward(&upstream, &req, &req.body).await else {
-                            return;
-                        };
-                        if req.target.starts_with("/_bulk") {
-                            stats.bulk_requests.fetch_add(1, Ordering::SeqCst);
-                            tokio::time::sleep(delay).await;
-                        }
-                        if !respond(&mut sock, &req.method, status, &body).await {
-                            return;
-                        }
+        let (url, accepting) = accept_each(move |mut sock| {
+            let (upstream, stats) = (upstream.clone(), s.clone());
+            async move {
+                let mut buf = Vec::new();
+                while let Some(req) = read_request(&mut sock, &mut buf).await {
+                    let Some((status, body)) = forward(&upstream, &req, &req.body).await else {
+                        return;
+                    };
+                    if req.target.starts_with("/_bulk") {
+                        stats.bulk_requests.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(delay).await;
                     }
-                });
+                    if !respond(&mut sock, &req.method, status, &body).await {
+                        return;
+                    }
+                }
             }
-        });
-        FaultProxy { url, stats, task }
+        })
+        .await;
+        FaultProxy {
+            url,
+            stats,
+            _accepting: accepting,
+        }
     }
 
     /// A proxy forwarding everything to `upstream` that, when armed, keeps back the engine's
@@ -105,7 +125,7 @@ pub mod fault_proxy {
     pub struct HoldingProxy {
         pub url: String,
         state: Arc<HoldState>,
-        task: tokio::task::JoinHandle<()>,
+        _accepting: Accepting,
     }
 
     #[derive(Default)]
@@ -115,25 +135,18 @@ pub mod fault_proxy {
         conflicts: std::sync::Mutex<std::collections::HashSet<String>>,
     }
 
-    impl Drop for HoldingProxy {
-        fn drop(&mut self) {
-            self.task.abort();
-        }
-    }
-
     impl HoldingProxy {
         pub async fn start(upstream: &str) -> HoldingProxy {
             let upstream: Arc<str> = upstream.into();
-            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-            let url = format!("http://{}", listener.local_addr().unwrap());
             let state = Arc::new(HoldState::default());
             let s = state.clone();
-            let task = tokio::spawn(async move {
-                while let Ok((sock, _)) = listener.accept().await {
-                    tokio::spawn(hold_connection(sock, upstream.clone(), s.clone()));
-                }
-            });
-            HoldingProxy { url, state, task }
+            let (url, accepting) =
+                accept_each(move |sock| hold_connection(sock, upstream.clone(), s.clone())).await;
+            HoldingProxy {
+                url,
+                state,
+                _accepting: accepting,
+            }
         }
 
         /// Holds back the answer to the next `_bulk` that creates a document.
