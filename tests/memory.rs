@@ -28,11 +28,11 @@ use std::time::{Duration, Instant};
 
 use common::Azurite;
 use common::flowlogd::{GrowingBlob, SourceSpec, TestConfig, VNET_CONTAINER, bin, container};
-use common::proxies::fault_proxy::{read_request, respond};
+use common::proxies::fault_proxy::{
+    Accepting, accept_each, hold_until_closed, read_request, respond,
+};
 use flowlogd::generator::GenKind;
 use flowlogd::source::reader::MAX_CHUNK_BYTES;
-use tokio::io::AsyncReadExt as _;
-use tokio::net::TcpListener;
 
 const MIB: u64 = 1024 * 1024;
 
@@ -55,51 +55,40 @@ struct AckSink {
     url: String,
     seen: Arc<Mutex<Seen>>,
     hold_from: Arc<AtomicU64>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for AckSink {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _accepting: Accepting,
 }
 
 impl AckSink {
     async fn start(delay: Duration) -> AckSink {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind sink");
-        let url = format!("http://{}", listener.local_addr().expect("sink address"));
         let seen = Arc::new(Mutex::new(Seen::default()));
         let hold_from = Arc::new(AtomicU64::new(u64::MAX));
         let (shared, shared_hold_from) = (seen.clone(), hold_from.clone());
-        let task = tokio::spawn(async move {
-            while let Ok((mut sock, _)) = listener.accept().await {
-                let (seen, hold_from) = (shared.clone(), shared_hold_from.clone());
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    while let Some(req) = read_request(&mut sock, &mut buf).await {
-                        let (status, body) = answer(&req.method, &req.target, &req.body, &seen);
-                        if req.target.starts_with("/_bulk") {
-                            let documents = seen.lock().expect("sink state").documents;
-                            if documents >= hold_from.load(Ordering::SeqCst) {
-                                // No answer: wait for flowlogd's end to close.
-                                let mut rest = [0u8; 1024];
-                                while matches!(sock.read(&mut rest).await, Ok(n) if n > 0) {}
-                                break;
-                            }
-                            tokio::time::sleep(delay).await;
-                        }
-                        if !respond(&mut sock, &req.method, status, &body).await {
+        let (url, accepting) = accept_each(move |mut sock| {
+            let (seen, hold_from) = (shared.clone(), shared_hold_from.clone());
+            async move {
+                let mut buf = Vec::new();
+                while let Some(req) = read_request(&mut sock, &mut buf).await {
+                    let (status, body) = answer(&req.method, &req.target, &req.body, &seen);
+                    if req.target.starts_with("/_bulk") {
+                        let documents = seen.lock().expect("sink state").documents;
+                        if documents >= hold_from.load(Ordering::SeqCst) {
+                            hold_until_closed(&mut sock).await;
                             break;
                         }
+                        tokio::time::sleep(delay).await;
                     }
-                });
+                    if !respond(&mut sock, &req.method, status, &body).await {
+                        break;
+                    }
+                }
             }
-        });
+        })
+        .await;
         AckSink {
             url,
             seen,
             hold_from,
-            task,
+            _accepting: accepting,
         }
     }
 }

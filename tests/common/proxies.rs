@@ -56,7 +56,7 @@ pub mod fault_proxy {
     }
 
     /// The task accepting a proxy's connections; it stops when the proxy is dropped.
-    struct Accepting(tokio::task::JoinHandle<()>);
+    pub struct Accepting(tokio::task::JoinHandle<()>);
 
     impl Drop for Accepting {
         fn drop(&mut self) {
@@ -66,7 +66,7 @@ pub mod fault_proxy {
 
     /// Listens on a loopback port and serves each connection with `serve` on a task of its
     /// own: the proxy's URL and the task accepting connections.
-    async fn accept_each<F, Fut>(serve: F) -> (String, Accepting)
+    pub async fn accept_each<F, Fut>(serve: F) -> (String, Accepting)
     where
         F: Fn(TcpStream) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = ()> + Send + 'static,
@@ -165,10 +165,10 @@ pub mod fault_proxy {
         }
     }
 
-    /// The ids of a `_bulk` request's documents whose item in the response has `status`. The
+    /// Each document id of a `_bulk` request with the status of its item in the response. The
     /// ids come from the request's action lines, since flowlogd asks for responses without
     /// them (`filter_path`); items answer the actions in order.
-    fn item_ids(request: &[u8], response: &[u8], status: u64) -> Vec<String> {
+    fn item_statuses(request: &[u8], response: &[u8]) -> Vec<(String, u64)> {
         let parsed: Value = serde_json::from_slice(response).unwrap_or_default();
         let statuses = parsed["items"]
             .as_array()
@@ -193,9 +193,14 @@ pub mod fault_proxy {
         }
         ids.into_iter()
             .zip(statuses)
-            .filter(|(_, s)| *s == Some(status))
-            .filter_map(|(id, _)| id)
+            .filter_map(|(id, status)| Some((id?, status?)))
             .collect()
+    }
+
+    /// Sends no answer, ever: waits until the client closes its end of the connection.
+    pub async fn hold_until_closed(sock: &mut TcpStream) {
+        let mut rest = [0u8; 1024];
+        while matches!(sock.read(&mut rest).await, Ok(n) if n > 0) {}
     }
 
     async fn hold_connection(mut sock: TcpStream, upstream: Arc<str>, state: Arc<HoldState>) {
@@ -205,17 +210,18 @@ pub mod fault_proxy {
                 return;
             };
             if req.target.starts_with("/_bulk") && status == 200 {
-                state
-                    .conflicts
-                    .lock()
-                    .unwrap()
-                    .extend(item_ids(&req.body, &body, 409));
-                let created = item_ids(&req.body, &body, 201);
+                let items = item_statuses(&req.body, &body);
+                let with = |wanted: u64| {
+                    items
+                        .iter()
+                        .filter(move |(_, status)| *status == wanted)
+                        .map(|(id, _)| id.clone())
+                };
+                state.conflicts.lock().unwrap().extend(with(409));
+                let created: Vec<String> = with(201).collect();
                 if !created.is_empty() && state.armed.swap(false, Ordering::SeqCst) {
                     state.held.lock().unwrap().push(created);
-                    // No answer, ever: wait for flowlogd's end of the connection to close.
-                    let mut rest = [0u8; 1024];
-                    while matches!(sock.read(&mut rest).await, Ok(n) if n > 0) {}
+                    hold_until_closed(&mut sock).await;
                     return;
                 }
             }
@@ -427,46 +433,36 @@ pub mod storage_proxy {
     use std::sync::{Arc, Mutex};
 
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    use tokio::net::{TcpListener, TcpStream};
+    use tokio::net::TcpStream;
+
+    use super::fault_proxy::{Accepting, accept_each};
 
     pub struct StorageProxy {
         /// Path-style blob endpoint through the proxy.
         pub endpoint: String,
         pub failed: Arc<AtomicU64>,
-        task: tokio::task::JoinHandle<()>,
-    }
-
-    impl Drop for StorageProxy {
-        fn drop(&mut self) {
-            self.task.abort();
-        }
+        _accepting: Accepting,
     }
 
     pub async fn start(azurite_port: u16, marker: &'static str, fail_first: u64) -> StorageProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let endpoint = format!(
-            "http://{}/devstoreaccount1",
-            listener.local_addr().expect("proxy address")
-        );
         let failed = Arc::new(AtomicU64::new(0));
         let seen: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
         let f = failed.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((sock, _)) = listener.accept().await {
-                tokio::spawn(relay(
-                    sock,
-                    azurite_port,
-                    marker,
-                    fail_first,
-                    seen.clone(),
-                    f.clone(),
-                ));
-            }
-        });
+        let (url, accepting) = accept_each(move |sock| {
+            relay(
+                sock,
+                azurite_port,
+                marker,
+                fail_first,
+                seen.clone(),
+                f.clone(),
+            )
+        })
+        .await;
         StorageProxy {
-            endpoint,
+            endpoint: format!("{url}/devstoreaccount1"),
             failed,
-            task,
+            _accepting: accepting,
         }
     }
 
