@@ -1674,16 +1674,17 @@ async fn run_trial(settings: &Settings, storage: &Storage, trial: u64) -> TrialR
         .map(|f| f.name())
         .collect();
     if !not_yet.is_empty() {
-        let (mut blob, mut seed) = (None::<GrowingBlob>, plan.writer_seed);
-        while blob
-            .as_ref()
-            .is_none_or(|new| blobs.iter().any(|b| b.blob.name() == new.name()))
-        {
+        let (records, tuples) = (1, 10);
+        // A seed whose blob name (its MAC address) no blob of the trial has.
+        let mut seed = plan.writer_seed;
+        let mut blob = loop {
             seed = seed.wrapping_add(1);
-            blob = Some(GrowingBlob::new(GenKind::Vnet, seed, "fl-chaos", 1, 10));
-        }
-        let mut blob = blob.expect("made in the loop");
-        blob.append(&writers[0], 1).await;
+            let new = GrowingBlob::new(GenKind::Vnet, seed, "fl-chaos", records, tuples);
+            if blobs.iter().all(|b| b.blob.name() != new.name()) {
+                break new;
+            }
+        };
+        blob.append(&writers[0], records).await;
         note(
             &timeline,
             t0,
@@ -1699,9 +1700,9 @@ async fn run_trial(settings: &Settings, storage: &Storage, trial: u64) -> TrialR
                 kind: GenKind::Vnet,
                 gen_seed: seed,
                 hours_back: 0,
-                records: 1,
-                tuples: 10,
-                backlog: 1,
+                records,
+                tuples,
+                backlog: records,
                 growable: false,
             },
             blob,

@@ -558,10 +558,10 @@ async fn sigkill_at_random_moments_while_blobs_grow_loses_and_duplicates_nothing
     for (blob, is_vnet) in &mut blobs {
         written += blob.append(if *is_vnet { &vnet } else { &nsg }, 12).await.0;
     }
-    let mut held_rounds = 0;
     for round in 0..KILLS {
         let mut daemon = Daemon::spawn(&config, &[]);
         let kill_inside_the_window = round % 4 == 2;
+        let held_before = proxy.held().len();
         if kill_inside_the_window {
             proxy.arm();
         }
@@ -570,7 +570,7 @@ async fn sigkill_at_random_moments_while_blobs_grow_loses_and_duplicates_nothing
         // Network Watcher keeps appending while flowlogd runs.
         loop {
             let waited_enough = if kill_inside_the_window {
-                proxy.held().len() > held_rounds
+                proxy.held().len() > held_before
             } else {
                 Instant::now() >= kill_at
             };
@@ -593,9 +593,6 @@ async fn sigkill_at_random_moments_while_blobs_grow_loses_and_duplicates_nothing
             daemon.log()
         );
         daemon.kill();
-        if kill_inside_the_window {
-            held_rounds += 1;
-        }
         let indexed = es.count(&es.all()).await;
         eprintln!(
             "round {round}: SIGKILL with {indexed} of {written} tuples indexed{}",
